@@ -1,0 +1,66 @@
+"""Command line: `python -m bot serve | console`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from pydantic import ValidationError
+
+from bot.config import Settings, describe_validation_error
+from bot.logs import setup_logging
+from bot.runtime import StartupError
+
+
+def load_settings() -> Settings | None:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for line in describe_validation_error(exc):
+            print(f"config error: {line}", file=sys.stderr)
+        return None
+
+
+async def _serve(settings: Settings) -> int:
+    from bot.runtime import build_slack_bot
+    from bot.server import serve
+
+    bot = await build_slack_bot(settings)
+    await serve(bot)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="adk-slack-bot", description="A Slack bridge for a Google ADK agent."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the bot (Socket Mode if SLACK_APP_TOKEN is set, else HTTP)")
+    console = sub.add_parser("console", help="a Slack thread in the terminal, same code path")
+    console.add_argument("--thread", help="continue an earlier console thread (its ts)")
+    args = parser.parse_args(argv)
+
+    settings = load_settings()
+    if settings is None:
+        return 2
+    setup_logging(
+        settings.log_level if args.command == "serve" else "WARNING",
+        json_lines=args.command == "serve",
+    )
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(settings))
+        from bot.console import run_console
+
+        return asyncio.run(run_console(settings, thread_ts=args.thread))
+    except StartupError as exc:
+        for line in exc.lines:
+            print(f"startup error: {line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Pure handling of ADK event JSON: the answer text, tool calls, errors and artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+USER_AUTHOR = "user"
+
+
+def text_of(event: Mapping[str, Any]) -> str:
+    """The visible text of an event: its text parts joined, thoughts skipped."""
+    content = event.get("content")
+    if not isinstance(content, Mapping):
+        return ""
+    parts = content.get("parts")
+    if not isinstance(parts, list):
+        return ""
+    texts = [
+        p["text"]
+        for p in parts
+        if isinstance(p, Mapping) and isinstance(p.get("text"), str) and not p.get("thought")
+    ]
+    return "".join(texts)
+
+
+def function_calls(event: Mapping[str, Any]) -> list[str]:
+    """Names of the tools an event calls."""
+    content = event.get("content")
+    parts = content.get("parts") if isinstance(content, Mapping) else None
+    if not isinstance(parts, list):
+        return []
+    names: list[str] = []
+    for part in parts:
+        call = part.get("functionCall") if isinstance(part, Mapping) else None
+        if isinstance(call, Mapping) and isinstance(call.get("name"), str):
+            names.append(call["name"])
+    return names
+
+
+def has_function_parts(event: Mapping[str, Any]) -> bool:
+    content = event.get("content")
+    parts = content.get("parts") if isinstance(content, Mapping) else None
+    if not isinstance(parts, list):
+        return False
+    return any(
+        isinstance(p, Mapping) and ("functionCall" in p or "functionResponse" in p) for p in parts
+    )
+
+
+@dataclass
+class TurnResult:
+    """Accumulates the events of one invocation into what the user should see."""
+
+    final_texts: list[str] = field(default_factory=list)
+    partial_text: str = ""
+    tools: list[str] = field(default_factory=list)
+    error_code: str = ""
+    error_message: str = ""
+    stream_error: str = ""
+    artifacts: dict[str, int] = field(default_factory=dict)
+    invocation_id: str = ""
+    agents: list[str] = field(default_factory=list)
+    _seen_ids: set[str] = field(default_factory=set)
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        """Take one event (from /run or one SSE line)."""
+        if "error" in event and "content" not in event and "author" not in event:
+            self.stream_error = str(event.get("error") or "unknown error")
+            return
+        if isinstance(event.get("invocationId"), str) and not self.invocation_id:
+            self.invocation_id = event["invocationId"]
+        author = event.get("author")
+        if isinstance(author, str) and author != USER_AUTHOR and author not in self.agents:
+            self.agents.append(author)
+        actions = event.get("actions")
+        if isinstance(actions, Mapping):
+            delta = actions.get("artifactDelta")
+            if isinstance(delta, Mapping):
+                for name, version in delta.items():
+                    if isinstance(name, str) and isinstance(version, int):
+                        self.artifacts[name] = version
+        event_id = event.get("id")
+        duplicate = isinstance(event_id, str) and event_id in self._seen_ids
+        if isinstance(event_id, str) and not event.get("partial"):
+            self._seen_ids.add(event_id)
+        if event.get("errorCode"):
+            self.error_code = str(event["errorCode"])
+            self.error_message = str(event.get("errorMessage") or "")
+        self.tools.extend(function_calls(event))
+        if duplicate or author == USER_AUTHOR:
+            return
+        text = text_of(event)
+        if event.get("partial"):
+            self.partial_text += text
+            return
+        if text and not has_function_parts(event):
+            self.final_texts.append(text)
+            self.partial_text = ""
+
+    @property
+    def answer(self) -> str:
+        """The final answer: the last complete text; partial deltas only when no final came."""
+        if self.final_texts:
+            return self.final_texts[-1].strip()
+        return self.partial_text.strip()
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.stream_error or (self.error_code and not self.answer))
+
+
+def describe_error_code(code: str) -> str:
+    """A short, human explanation of an ADK/Gemini error code."""
+    known = {
+        "SAFETY": "the agent's answer was blocked by a safety filter",
+        "MAX_TOKENS": "the agent's answer hit its length limit",
+        "RECITATION": "the agent's answer was blocked (recitation)",
+        "INVOCATION_ABORTED": "the agent's run was aborted",
+        "MALFORMED_FUNCTION_CALL": "the agent made a malformed tool call",
+    }
+    return known.get(code, f"the agent stopped with error {code}")

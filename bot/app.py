@@ -1,0 +1,58 @@
+"""Build the Bolt AsyncApp: thin listeners that hand every event to the intake."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.intake import Intake
+
+
+def build_web_client(token: str, base_url: str) -> AsyncWebClient:
+    """The Slack Web API client, with 429s waited out and transient failures retried."""
+    return AsyncWebClient(
+        token=token,
+        base_url=base_url,
+        timeout=30,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def build_bolt_app(client: AsyncWebClient, intake: Intake) -> AsyncApp:
+    # Signatures are verified by the HTTP endpoint (bot.server) before JSON is parsed, so that
+    # a bad signature gets 401 and malformed JSON 400; Socket Mode needs none.
+    # process_before_response: the listener (route, dedupe, persist: a few ms) finishes
+    # before Slack is acked, so an acked event is never lost; an exception gives a 500
+    # (or no Socket Mode ack) and Slack delivers it again.
+    app = AsyncApp(
+        client=client,
+        signing_secret="",
+        process_before_response=True,
+        request_verification_enabled=False,
+    )
+
+    async def on_message_event(body: dict[str, Any], request: AsyncBoltRequest) -> None:
+        await intake.handle(body, request.headers)
+
+    app.event("app_mention")(on_message_event)
+    app.event("message")(on_message_event)
+
+    async def on_other_event() -> None:
+        # Every other subscribed event is acked so that Slack does not retry it.
+        return None
+
+    app.event(re.compile(".*"))(on_other_event)
+    return app

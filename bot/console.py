@@ -1,0 +1,136 @@
+"""`python -m bot console`: a Slack thread in the terminal. Each input line is a message in
+one thread; it goes through the same routing, store, workers, ADK client and rendering as
+Slack, with the terminal in Slack's place."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from bot.adk.client import AdkClient
+from bot.config import Settings
+from bot.conversation import HistoryMessage
+from bot.runtime import assemble, build_adk, check_adk_app, connect_redis
+from bot.slack.render import SlackMessage
+from bot.slack.routing import BotIdentity
+from bot.store.redis_store import Store
+from bot.turns import Turn
+
+TEAM, CHANNEL, USER, BOT_USER = "TCONSOLE", "CCONSOLE", "UCONSOLE", "UCONSOLEBOT"
+
+
+class ConsoleIO:
+    """ThreadIO for a terminal: answers to `out`, progress to `err` when interactive."""
+
+    def __init__(self, out: TextIO, err: TextIO, *, user_name: str, interactive: bool) -> None:
+        self.out = out
+        self.err = err
+        self.user_name = user_name
+        self.interactive = interactive
+        self.transcript: list[HistoryMessage] = []
+
+    async def show_working(self, turn: Turn) -> None:
+        if self.interactive:
+            self.err.write("  … thinking\n")
+            self.err.flush()
+
+    async def done_working(self, turn: Turn) -> None:
+        return None
+
+    async def post(self, turn: Turn, messages: Sequence[SlackMessage]) -> None:
+        for message in messages:
+            body = "\n\n".join(b.get("text", "") for b in message.blocks if b.get("text"))
+            self._say(body or message.text)
+
+    async def notify(self, turn: Turn, text: str) -> None:
+        self._say(text)
+
+    def _say(self, text: str) -> None:
+        self.out.write(f"bot> {text}\n\n" if self.interactive else f"{text}\n\n")
+        self.out.flush()
+        self.transcript.append(HistoryMessage(f"{time.time():.6f}", BOT_USER, text, True))
+
+    async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]:
+        return [m for m in self.transcript if float(m.ts) < float(before_ts)][-limit:]
+
+    async def display_name(self, user_id: str) -> str:
+        return self.user_name if user_id == USER else user_id
+
+
+def console_event(text: str, ts: str, thread_ts: str | None, first: bool) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "app_mention" if first else "message",
+        "channel": CHANNEL, "user": USER, "text": text, "ts": ts, "team": TEAM,
+    }
+    if thread_ts and not first:
+        event["thread_ts"] = thread_ts
+        event["channel_type"] = "channel"
+    return {"type": "event_callback", "team_id": TEAM, "event_id": f"EvC{ts}", "event": event}
+
+
+async def wait_answered(store: Store, key: str, ts: str, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await store.message_state(key, ts) == "d":
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def run_console(
+    settings: Settings,
+    *,
+    stdin: TextIO = sys.stdin,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    thread_ts: str | None = None,
+    adk: AdkClient | None = None,
+) -> int:
+    interactive = stdin.isatty()
+    adk = adk or build_adk(settings)
+    await check_adk_app(adk, settings.adk_app_name, wait_seconds=5.0)
+    redis_client, embedded = connect_redis(settings)
+    io = ConsoleIO(out, err, user_name=os.environ.get("USER") or "you", interactive=interactive)
+    identity = BotIdentity(user_id=BOT_USER, team_id=TEAM)
+    store, _metrics, intake, _conversation, worker = assemble(
+        settings, redis_client=redis_client, embedded=embedded, adk=adk, io=io,
+        identity=identity,
+    )
+    await worker.start()
+    if interactive:
+        err.write(
+            f"Talking to ADK app {settings.adk_app_name!r} at {settings.adk_base_url}. "
+            "One line per message; Ctrl-D to end.\n"
+        )
+    root = thread_ts
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            if interactive:
+                err.write("you> ")
+                err.flush()
+            line = await loop.run_in_executor(None, stdin.readline)
+            if not line:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text in {"/exit", "/quit"}:
+                break
+            ts = f"{time.time():.6f}"
+            first = root is None
+            if first:
+                root = ts
+            await intake.handle(console_event(text, ts, root, first), {})
+            key = f"{TEAM}:{CHANNEL}:{root}"
+            if not await wait_answered(store, key, ts, settings.adk_run_timeout + 30):
+                err.write("(no answer in time)\n")
+    finally:
+        await worker.stop(settings.shutdown_grace_seconds)
+        await adk.aclose()
+        await redis_client.aclose()
+    return 0

@@ -1,0 +1,295 @@
+"""One turn, start to end: session, question, ADK run, answer, and every failure on the way.
+
+The conversation does not know Slack: it talks to a `ThreadIO` (Slack, or the terminal)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.adk.client import (
+    AdkClient,
+    AdkConfigError,
+    AdkError,
+    AdkSessionNotFound,
+    AdkTimeout,
+    AdkUnavailable,
+)
+from bot.adk.events import TurnResult, describe_error_code
+from bot.slack.render import SlackMessage, mentioned_user_ids, readable_input, render_answer
+from bot.store.redis_store import Store, ThreadRecord
+from bot.turns import Turn, adk_user_id_for, session_id_for
+
+log = logging.getLogger("bot.conversation")
+
+SEED_TEXT_LIMIT = 4000
+
+
+@dataclass(frozen=True)
+class HistoryMessage:
+    """A message read back from a Slack thread, for seeding a session."""
+
+    ts: str
+    user: str
+    text: str
+    from_self: bool  # posted by this bot
+
+
+class ThreadIO(Protocol):
+    """Where a conversation shows things: a Slack thread, or the terminal."""
+
+    async def show_working(self, turn: Turn) -> None: ...
+
+    async def done_working(self, turn: Turn) -> None: ...
+
+    async def post(self, turn: Turn, messages: Sequence[SlackMessage]) -> None: ...
+
+    async def notify(self, turn: Turn, text: str) -> None: ...
+
+    async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]: ...
+
+    async def display_name(self, user_id: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class ConversationConfig:
+    app_name: str
+    bot_user_id: str = ""
+    user_scope: str = "workspace"
+    seed_limit: int = 50
+    log_text: bool = False
+
+
+@dataclass(frozen=True)
+class Session:
+    adk_user_id: str
+    session_id: str
+    generation: int
+
+
+def new_ref() -> str:
+    return secrets.token_hex(4)
+
+
+def error_text(exc: BaseException, ref: str, app_name: str) -> str:
+    """The short message a user sees when a turn fails."""
+    if isinstance(exc, AdkConfigError):
+        return (
+            f":no_entry: I'm misconfigured: the agent app `{app_name}` is not available on "
+            f"the ADK server, so I can't answer. An admin needs to check ADK_APP_NAME. "
+            f"(ref `{ref}`)"
+        )
+    if isinstance(exc, AdkUnavailable):
+        return (
+            ":warning: I couldn't reach the agent service, so this message wasn't answered. "
+            f"Please try again in a moment. (ref `{ref}`)"
+        )
+    if isinstance(exc, AdkTimeout):
+        return (
+            ":hourglass: The agent took too long and this turn was abandoned. "
+            f"Please try again, perhaps with a narrower question. (ref `{ref}`)"
+        )
+    return (
+        ":warning: The agent ran into an error while answering this message. "
+        f"Please try again. (ref `{ref}`)"
+    )
+
+
+class Conversation:
+    def __init__(
+        self, store: Store, adk: AdkClient, io: ThreadIO, config: ConversationConfig
+    ) -> None:
+        self.store = store
+        self.adk = adk
+        self.io = io
+        self.config = config
+
+    async def handle(self, turn: Turn) -> str:
+        """Answer one turn. Never raises for ADK trouble: the user is told instead.
+        Returns the outcome (answered, error, config_error, ...)."""
+        ref = new_ref()
+        ctx = {"ref": ref, "thread": turn.key, "ts": turn.ts, "event_id": turn.event_id}
+        working = asyncio.create_task(self._show_working(turn))
+        try:
+            if turn.truncated_from:
+                await self.io.notify(
+                    turn,
+                    f":scissors: Your message was {turn.truncated_from:,} characters long; "
+                    f"I passed on the first {len(turn.text):,} characters to the agent.",
+                )
+            record = await self.store.get_thread(turn.key)
+            session = await self._ensure_session(turn, record)
+            ctx["session"] = session.session_id
+            question, speaker = await self._question(turn)
+            result = await self._run_with_recovery(turn, session, question, speaker)
+            ctx["invocation"] = result.invocation_id
+            outcome = await self._deliver(turn, result, ref)
+            await self.store.record_turn(turn.key)
+            log.info("turn %s", outcome, extra=ctx | {"outcome": outcome})
+            return outcome
+        except AdkError as exc:
+            outcome = "config_error" if isinstance(exc, AdkConfigError) else "error"
+            log.warning("turn failed: %s", exc, extra=ctx | {"outcome": outcome})
+            await self.io.notify(turn, error_text(exc, ref, self.config.app_name))
+            return outcome
+        finally:
+            if not working.done():
+                working.cancel()
+            await self.io.done_working(turn)
+
+    async def _show_working(self, turn: Turn) -> None:
+        try:
+            await self.io.show_working(turn)
+        except Exception as exc:  # a status is a nicety; never fail a turn on it
+            log.debug("could not show working status: %s", exc)
+
+    # ---- the session --------------------------------------------------------------------
+
+    async def _ensure_session(self, turn: Turn, record: ThreadRecord | None) -> Session:
+        if record is not None and record.session_id and record.adk_user_id:
+            return Session(record.adk_user_id, record.session_id, record.generation)
+        generation = record.generation if record is not None else 0
+        session = Session(
+            adk_user_id=adk_user_id_for(
+                self.config.user_scope, turn.team, turn.channel, turn.key
+            ),
+            session_id=session_id_for(turn.key, generation),
+            generation=generation,
+        )
+        await self._create_session(turn, session, seed=turn.in_existing_thread)
+        return session
+
+    async def _create_session(self, turn: Turn, session: Session, *, seed: bool) -> None:
+        events = await self._seed_events(turn) if seed else []
+        state = {
+            "slack_team": turn.team,
+            "slack_channel": turn.channel,
+            "slack_thread_ts": turn.thread_ts or "",
+        }
+        created = await self.adk.create_session(
+            session.adk_user_id, session.session_id, state=state, events=events
+        )
+        await self.store.save_session(
+            turn.key,
+            adk_user_id=session.adk_user_id,
+            session_id=session.session_id,
+            generation=session.generation,
+            created_by=turn.user,
+        )
+        log.info(
+            "session %s", "created" if created else "reused",
+            extra={"thread": turn.key, "session": session.session_id, "seeded": len(events)},
+        )
+
+    async def _seed_events(self, turn: Turn) -> list[dict[str, Any]]:
+        """The thread's earlier messages as ADK session events."""
+        if self.config.seed_limit <= 0:
+            return []
+        try:
+            history = await self.io.history(turn, turn.ts, self.config.seed_limit)
+        except Exception as exc:
+            log.warning("could not read thread history: %s", exc, extra={"thread": turn.key})
+            return []
+        events: list[dict[str, Any]] = []
+        for message in history:
+            if message.from_self:
+                text = message.text[:SEED_TEXT_LIMIT]
+                if text:
+                    events.append({
+                        "author": self.config.app_name,
+                        "content": {"role": "model", "parts": [{"text": text}]},
+                    })
+                continue
+            name = await self.io.display_name(message.user) if message.user else "someone"
+            names = await self._names(message.text)
+            said = readable_input(
+                message.text, bot_user_id=self.config.bot_user_id, user_names=names
+            )[:SEED_TEXT_LIMIT]
+            if said:
+                events.append({
+                    "author": "user",
+                    "content": {"role": "user", "parts": [{"text": f"{name}: {said}"}]},
+                })
+        return events
+
+    # ---- the question -------------------------------------------------------------------
+
+    async def _names(self, text: str) -> dict[str, str]:
+        ids = [uid for uid in mentioned_user_ids(text) if uid != self.config.bot_user_id]
+        if not ids:
+            return {}
+        names = await asyncio.gather(*(self.io.display_name(uid) for uid in ids))
+        return dict(zip(ids, names, strict=True))
+
+    async def _question(self, turn: Turn) -> tuple[str, str]:
+        speaker, names = await asyncio.gather(
+            self.io.display_name(turn.user), self._names(turn.text)
+        )
+        said = readable_input(turn.text, bot_user_id=self.config.bot_user_id, user_names=names)
+        return f"{speaker}: {said}", speaker
+
+    # ---- the run ------------------------------------------------------------------------
+
+    async def _run(self, turn: Turn, session: Session, question: str, speaker: str
+                   ) -> TurnResult:
+        result = TurnResult()
+        state_delta = {
+            "slack_user_id": turn.user,
+            "slack_user_name": speaker,
+            "slack_ts": turn.ts,
+        }
+        metadata = {"slack_ts": turn.ts, "slack_user": turn.user, "slack_thread": turn.key}
+        async for event in self.adk.run_sse(
+            session.adk_user_id, session.session_id, question,
+            state_delta=state_delta, custom_metadata=metadata,
+        ):
+            result.feed(event)
+        return result
+
+    async def _run_with_recovery(
+        self, turn: Turn, session: Session, question: str, speaker: str
+    ) -> TurnResult:
+        try:
+            return await self._run(turn, session, question, speaker)
+        except AdkSessionNotFound:
+            log.warning(
+                "ADK lost the session; recreating it from the Slack thread",
+                extra={"thread": turn.key, "session": session.session_id},
+            )
+            await self._create_session(turn, session, seed=turn.in_existing_thread)
+            return await self._run(turn, session, question, speaker)
+
+    # ---- the answer ---------------------------------------------------------------------
+
+    async def _deliver(self, turn: Turn, result: TurnResult, ref: str) -> str:
+        if result.stream_error:
+            log.warning("agent error: %s", result.stream_error[:300],
+                        extra={"ref": ref, "thread": turn.key})
+            await self.io.notify(
+                turn,
+                ":warning: The agent ran into an error while answering this message. "
+                f"Please try again. (ref `{ref}`)",
+            )
+            return "agent_error"
+        answer = result.answer
+        if answer:
+            await self.io.post(turn, render_answer(answer))
+        if result.error_code:
+            log.warning("agent error code %s", result.error_code,
+                        extra={"ref": ref, "thread": turn.key})
+            await self.io.notify(
+                turn,
+                f":warning: {describe_error_code(result.error_code).capitalize()}"
+                f"{'' if answer else ', so there is no answer'}. (ref `{ref}`)",
+            )
+            return "answered" if answer else "agent_error"
+        if not answer:
+            await self.io.notify(
+                turn, f"The agent finished without writing an answer. (ref `{ref}`)"
+            )
+            return "empty"
+        return "answered"

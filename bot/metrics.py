@@ -1,0 +1,42 @@
+"""Prometheus metrics, in a registry of their own per process (no module-level state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "slackbot_events_total", "Slack events received, by type and outcome",
+            ["type", "outcome"], registry=r,
+        )
+        self.duplicates = Counter(
+            "slackbot_duplicates_dropped_total", "Redeliveries and mention/message pairs dropped",
+            registry=r,
+        )
+        self.ack_latency = Histogram(
+            "slackbot_ack_seconds", "Time from request to ack at the intake",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.turns = Counter(
+            "slackbot_turns_total", "Turns finished, by outcome", ["outcome"], registry=r
+        )
+        self.turn_seconds = Histogram(
+            "slackbot_turn_seconds", "Time of one turn in the worker", buckets=TURN_BUCKETS,
+            registry=r,
+        )
+        self.turns_running = Gauge(
+            "slackbot_turns_running", "Turns being worked on now", registry=r
+        )
+        self.queue_depth = Gauge(
+            "slackbot_work_pending", "Doorbells pending in the work stream", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,216 @@
+"""Build the running bot from Settings: Redis, the store, ADK, Slack, intake and workers.
+Start-up checks turn into `StartupError`s with one clear line per problem."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import fakeredis
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adk.client import AdkClient, AdkError
+from bot.app import build_bolt_app, build_web_client
+from bot.config import Settings
+from bot.conversation import Conversation, ConversationConfig, ThreadIO
+from bot.intake import Intake
+from bot.metrics import Metrics
+from bot.slack.replies import SlackThreadIO
+from bot.slack.routing import BotIdentity
+from bot.store.keys import Keys
+from bot.store.redis_store import Store
+from bot.turns import Turn
+from bot.worker import TurnHandler, Worker, WorkerConfig
+
+log = logging.getLogger("bot.runtime")
+
+
+class StartupError(Exception):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+
+def connect_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
+    """The Redis client, and whether it is the embedded in-process one."""
+    if settings.redis_url:
+        client = aioredis.Redis.from_url(
+            settings.redis_url, decode_responses=True, health_check_interval=15,
+            socket_connect_timeout=5, socket_keepalive=True, max_connections=2000,
+        )
+        return client, False
+    log.warning(
+        "REDIS_URL is not set: using an embedded in-process Redis. State is lost when the "
+        "process exits and is not shared between replicas."
+    )
+    return fakeredis.FakeAsyncRedis(decode_responses=True), True
+
+
+def build_store(settings: Settings, client: aioredis.Redis, embedded: bool) -> Store:
+    return Store(
+        client,
+        keys=Keys(settings.redis_key_prefix),
+        dedupe_ttl=settings.dedupe_ttl_seconds,
+        thread_ttl=settings.thread_ttl_days * 86400,
+        wakeup=asyncio.Event() if embedded else None,
+    )
+
+
+def build_adk(settings: Settings) -> AdkClient:
+    return AdkClient(
+        settings.adk_base_url, settings.adk_app_name,
+        connect_timeout=settings.adk_connect_timeout, run_timeout=settings.adk_run_timeout,
+    )
+
+
+async def check_adk_app(adk: AdkClient, app_name: str, wait_seconds: float = 20.0) -> None:
+    """ADK must be reachable and serve the configured app."""
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while True:
+        try:
+            apps = await adk.list_apps()
+            break
+        except AdkError as exc:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise StartupError([
+                    f"ADK_BASE_URL: cannot reach the ADK api_server at {adk.base_url} ({exc})"
+                ]) from exc
+            await asyncio.sleep(1.0)
+    if app_name not in apps:
+        hint = ""
+        if "-" in app_name or app_name.replace("-", "_") in apps:
+            hint = " Folder-loaded ADK app names use underscores, e.g. finops_cost_data_analyst."
+        listed = ", ".join(apps) if apps else "(none)"
+        raise StartupError([
+            f"ADK_APP_NAME: the ADK server at {adk.base_url} has no app {app_name!r}; "
+            f"it serves: {listed}.{hint}"
+        ])
+
+
+async def slack_identity(client: AsyncWebClient) -> BotIdentity:
+    try:
+        response = await client.auth_test()
+    except SlackApiError as exc:
+        raise StartupError([
+            f"SLACK_BOT_TOKEN: Slack refused auth.test ({exc.response.get('error')})"
+        ]) from exc
+    except Exception as exc:
+        raise StartupError([f"SLACK_API_URL: cannot reach Slack's Web API ({exc})"]) from exc
+    return BotIdentity(
+        user_id=str(response.get("user_id") or ""),
+        bot_id=str(response.get("bot_id") or ""),
+        team_id=str(response.get("team_id") or ""),
+    )
+
+
+@dataclass
+class Bot:
+    """Everything one process runs."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    embedded_redis: bool
+    store: Store
+    adk: AdkClient
+    metrics: Metrics
+    identity: BotIdentity
+    intake: Intake
+    conversation: Conversation
+    worker: Worker
+    slack_client: AsyncWebClient | None = None
+    bolt: AsyncApp | None = None
+
+    async def start_workers(self) -> None:
+        await self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop(self.settings.shutdown_grace_seconds)
+        await self.adk.aclose()
+        await self.redis.aclose()
+
+    async def ready(self) -> dict[str, bool]:
+        try:
+            redis_ok = await self.store.ping()
+        except (RedisError, OSError):
+            redis_ok = False
+        return {"redis": redis_ok, "adk": await self.adk.health()}
+
+
+def make_handler(conversation: Conversation, metrics: Metrics) -> TurnHandler:
+    async def handle(turn: Turn) -> str:
+        metrics.turns_running.inc()
+        with metrics.turn_seconds.time():
+            try:
+                outcome = await conversation.handle(turn)
+            finally:
+                metrics.turns_running.dec()
+        metrics.turns.labels(outcome).inc()
+        return outcome
+
+    return handle
+
+
+def assemble(
+    settings: Settings,
+    *,
+    redis_client: aioredis.Redis,
+    embedded: bool,
+    adk: AdkClient,
+    io: ThreadIO,
+    identity: BotIdentity,
+) -> tuple[Store, Metrics, Intake, Conversation, Worker]:
+    """The parts shared by Slack mode and the console."""
+    store = build_store(settings, redis_client, embedded)
+    metrics = Metrics()
+    intake = Intake(store, identity, metrics, max_input_chars=settings.max_input_chars)
+    conversation = Conversation(
+        store, adk, io,
+        ConversationConfig(
+            app_name=settings.adk_app_name, bot_user_id=identity.user_id,
+            user_scope=settings.adk_user_scope, seed_limit=settings.seed_history_messages,
+            log_text=settings.log_message_text,
+        ),
+    )
+    worker = Worker(
+        store, make_handler(conversation, metrics),
+        WorkerConfig(
+            concurrency=settings.worker_concurrency,
+            lock_ttl_ms=int(settings.lock_ttl_seconds * 1000),
+            reclaim_idle_ms=int(settings.reclaim_idle_seconds * 1000),
+            blocking_reads=not embedded,
+        ),
+    )
+    return store, metrics, intake, conversation, worker
+
+
+async def build_slack_bot(settings: Settings) -> Bot:
+    """Check the settings against the real peers and build the Slack bot."""
+    problems = settings.problems_for_serve()
+    if problems:
+        raise StartupError(problems)
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+    client = build_web_client(token, settings.slack_api_url)
+    identity = await slack_identity(client)
+    redis_client, embedded = connect_redis(settings)
+    try:
+        await redis_client.ping()
+    except (RedisError, OSError) as exc:
+        raise StartupError([f"REDIS_URL: cannot reach Redis ({exc})"]) from exc
+    adk = build_adk(settings)
+    await check_adk_app(adk, settings.adk_app_name)
+    io = SlackThreadIO(client, identity, working_status=settings.working_status)
+    store, metrics, intake, conversation, worker = assemble(
+        settings, redis_client=redis_client, embedded=embedded, adk=adk, io=io,
+        identity=identity,
+    )
+    bolt = build_bolt_app(client, intake)
+    return Bot(
+        settings=settings, redis=redis_client, embedded_redis=embedded, store=store, adk=adk,
+        metrics=metrics, identity=identity, intake=intake, conversation=conversation,
+        worker=worker, slack_client=client, bolt=bolt,
+    )

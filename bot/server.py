@@ -1,0 +1,119 @@
+"""HTTP mode (Events API at POST /slack/events) and the health, readiness and metrics
+endpoints, served by uvicorn. Socket Mode runs the same health server beside its socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+
+import uvicorn
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_sdk.signature import SignatureVerifier
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from bot.runtime import Bot
+
+log = logging.getLogger("bot.server")
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def build_http_app(bot: Bot, *, events: bool) -> Starlette:
+    handler = AsyncSlackRequestHandler(bot.bolt) if (events and bot.bolt) else None
+    secret = bot.settings.slack_signing_secret
+    verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
+
+    async def slack_events(request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse({"error": "request body too large"}, status_code=413)
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return JSONResponse({"error": "request body too large"}, status_code=413)
+        if verifier is None or not verifier.is_valid_request(body, dict(request.headers)):
+            return JSONResponse({"error": "invalid request signature"}, status_code=401)
+        content_type = request.headers.get("content-type", "")
+        if "json" in content_type:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                return JSONResponse({"error": "malformed JSON"}, status_code=400)
+            if not isinstance(parsed, dict) or "type" not in parsed:
+                return JSONResponse({"error": "not a Slack event payload"}, status_code=400)
+        assert handler is not None
+        return await handler.handle(request)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        checks = await bot.ready()
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        with contextlib.suppress(Exception):
+            bot.metrics.queue_depth.set(await bot.store.pending_count())
+        return PlainTextResponse(
+            bot.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    if handler is not None:
+        routes.append(Route("/slack/events", slack_events, methods=["POST"]))
+    return Starlette(routes=routes)
+
+
+async def serve(bot: Bot) -> None:
+    """Run until SIGTERM/SIGINT: HTTP events or Socket Mode, plus the workers."""
+    settings = bot.settings
+    socket_handler = None
+    await bot.start_workers()
+    app = build_http_app(bot, events=not settings.socket_mode)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+        lifespan="off", timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server_task = asyncio.create_task(server.serve())
+    try:
+        if settings.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            assert bot.bolt is not None and settings.slack_app_token is not None
+            socket_handler = AsyncSocketModeHandler(
+                bot.bolt, settings.slack_app_token.get_secret_value()
+            )
+            await socket_handler.connect_async()
+            log.info("connected to Slack in Socket Mode")
+        else:
+            log.info("serving the Events API on http://%s:%s/slack/events",
+                     settings.host, settings.port)
+        stop_wait = asyncio.create_task(stop.wait())
+        await asyncio.wait({stop_wait, server_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+    finally:
+        log.info("shutting down")
+        if socket_handler is not None:
+            with contextlib.suppress(Exception):
+                await socket_handler.close_async()
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await server_task
+        await bot.stop()
+

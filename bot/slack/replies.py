@@ -1,0 +1,162 @@
+"""The Slack side of a conversation: status while working, answers, notices, thread history
+and user names, all through slack_sdk's AsyncWebClient."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.conversation import HistoryMessage
+from bot.slack.render import SlackMessage, markdown_to_mrkdwn, split_markdown
+from bot.slack.routing import BotIdentity
+from bot.turns import Turn
+
+log = logging.getLogger("bot.slack")
+
+WORKING_REACTION = "eyes"
+BLOCK_ERRORS = frozenset({
+    "invalid_blocks", "msg_blocks_too_long", "msg_blocks_too_many", "invalid_blocks_format",
+})
+NAME_CACHE_SIZE = 5000
+NAME_CACHE_SECONDS = 3600.0
+
+
+class NameCache:
+    """A small LRU of user id -> display name, with expiry."""
+
+    def __init__(self, size: int = NAME_CACHE_SIZE, ttl: float = NAME_CACHE_SECONDS) -> None:
+        self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._size = size
+        self._ttl = ttl
+
+    def get(self, key: str) -> str | None:
+        item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    def put(self, key: str, value: str) -> None:
+        self._items[key] = (time.monotonic() + self._ttl, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+def display_name_of(user: dict) -> str:
+    profile = user.get("profile") or {}
+    for candidate in (
+        profile.get("display_name"), profile.get("real_name"), user.get("real_name"),
+        user.get("name"),
+    ):
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip()
+    return str(user.get("id") or "someone")
+
+
+class SlackThreadIO:
+    def __init__(
+        self, client: AsyncWebClient, bot: BotIdentity, *, working_status: str = "is thinking…"
+    ) -> None:
+        self.client = client
+        self.bot = bot
+        self.working_status = working_status
+        self.names = NameCache()
+
+    async def show_working(self, turn: Turn) -> None:
+        if turn.thread_ts is not None:
+            try:
+                await self.client.assistant_threads_setStatus(
+                    channel_id=turn.channel, thread_ts=turn.thread_ts, status=self.working_status
+                )
+                return
+            except SlackApiError as exc:
+                log.debug("setStatus refused (%s); using a reaction", exc.response.get("error"))
+        await self.client.reactions_add(channel=turn.channel, timestamp=turn.ts,
+                                        name=WORKING_REACTION)
+
+    async def done_working(self, turn: Turn) -> None:
+        # A status is cleared by Slack when the bot replies; a reaction is removed here.
+        if turn.thread_ts is None:
+            try:
+                await self.client.reactions_remove(
+                    channel=turn.channel, timestamp=turn.ts, name=WORKING_REACTION
+                )
+            except SlackApiError:
+                pass
+
+    async def post(self, turn: Turn, messages: Sequence[SlackMessage]) -> None:
+        for message in messages:
+            try:
+                await self.client.chat_postMessage(
+                    channel=turn.channel, thread_ts=turn.reply_thread_ts, text=message.text,
+                    blocks=message.blocks, unfurl_links=False, unfurl_media=False,
+                )
+            except SlackApiError as exc:
+                if exc.response.get("error") not in BLOCK_ERRORS:
+                    raise
+                log.warning("Slack refused the blocks (%s); posting plain text",
+                            exc.response.get("error"))
+                for part in split_markdown(message.text, 3900):
+                    await self.client.chat_postMessage(
+                        channel=turn.channel, thread_ts=turn.reply_thread_ts, text=part,
+                        unfurl_links=False, unfurl_media=False,
+                    )
+
+    async def notify(self, turn: Turn, text: str) -> None:
+        await self.client.chat_postMessage(
+            channel=turn.channel, thread_ts=turn.reply_thread_ts,
+            text=markdown_to_mrkdwn(text), unfurl_links=False,
+        )
+
+    async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]:
+        """Earlier messages of the turn's thread (oldest first), at most `limit`."""
+        if turn.thread_ts is None:
+            return []
+        collected: list[HistoryMessage] = []
+        cursor: str | None = None
+        for _page in range(20):
+            response = await self.client.conversations_replies(
+                channel=turn.channel, ts=turn.thread_ts, limit=200, cursor=cursor
+            )
+            for message in response.get("messages") or []:
+                ts = str(message.get("ts") or "")
+                if not ts or float(ts) >= float(before_ts):
+                    continue
+                subtype = message.get("subtype")
+                from_self = (
+                    message.get("user") == self.bot.user_id
+                    or (bool(self.bot.bot_id) and message.get("bot_id") == self.bot.bot_id)
+                )
+                if subtype not in (None, "file_share", "thread_broadcast", "bot_message"):
+                    continue
+                text = str(message.get("text") or "")
+                if not text.strip():
+                    continue
+                collected.append(HistoryMessage(
+                    ts=ts, user=str(message.get("user") or message.get("bot_id") or ""),
+                    text=text, from_self=from_self,
+                ))
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
+        collected.sort(key=lambda m: float(m.ts))
+        return collected[-limit:] if limit else []
+
+    async def display_name(self, user_id: str) -> str:
+        cached = self.names.get(user_id)
+        if cached is not None:
+            return cached
+        try:
+            response = await self.client.users_info(user=user_id)
+            name = display_name_of(response.get("user") or {})
+        except SlackApiError as exc:
+            log.debug("users.info failed for a user: %s", exc.response.get("error"))
+            name = user_id
+        self.names.put(user_id, name)
+        return name

@@ -1,0 +1,129 @@
+"""Pure decisions about a Slack event: is it a question for the agent, and in which thread."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bot.turns import Turn, TurnKind
+
+# Message subtypes that are a person saying something; every other subtype is ignored.
+USER_MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    user_id: str
+    bot_id: str = ""
+    team_id: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    """An event that may become a turn. `engages` turns take over the thread; the others
+    (un-mentioned follow-ups) are only answered if the thread is already engaged."""
+
+    turn: Turn
+    engages: bool
+
+
+@dataclass(frozen=True)
+class Ignore:
+    reason: str
+
+
+def cap_text(text: str, limit: int) -> tuple[str, int]:
+    """Cap a message at `limit` characters; returns the text and its original length
+    (0 when nothing was cut)."""
+    if len(text) <= limit:
+        return text, 0
+    return text[:limit], len(text)
+
+
+def route_event(
+    body: Mapping[str, Any],
+    bot: BotIdentity,
+    *,
+    max_input_chars: int = 20000,
+    now: float | None = None,
+) -> Route | Ignore:
+    """Decide what one Events API callback means. Never raises on odd input."""
+    event = body.get("event")
+    if not isinstance(event, Mapping):
+        return Ignore("no event")
+    etype = event.get("type")
+    if etype not in ("app_mention", "message"):
+        return Ignore(f"event type {etype!r}")
+    subtype = event.get("subtype")
+    if subtype not in USER_MESSAGE_SUBTYPES:
+        return Ignore(f"subtype {subtype!r}")
+    user = event.get("user")
+    if not isinstance(user, str) or not user:
+        return Ignore("no user")
+    if event.get("bot_id") or event.get("bot_profile") or user == bot.user_id:
+        return Ignore("bot message")
+    channel = event.get("channel")
+    ts = event.get("ts")
+    if not isinstance(channel, str) or not channel or not isinstance(ts, str) or not ts:
+        return Ignore("no channel or ts")
+    team = _team_of(body, event, bot)
+    text = event.get("text") if isinstance(event.get("text"), str) else ""
+    raw_thread_ts = event.get("thread_ts")
+    thread_ts = raw_thread_ts if isinstance(raw_thread_ts, str) and raw_thread_ts else None
+    channel_type = event.get("channel_type") or ""
+    mentioned = etype == "app_mention" or (bot.user_id and f"<@{bot.user_id}" in text)
+
+    kind: TurnKind
+    if channel_type == "im" and etype == "message":
+        kind, engages, key_thread = "dm", True, thread_ts
+    elif mentioned:
+        kind, engages, key_thread = "mention", True, thread_ts or ts
+    elif thread_ts and thread_ts != ts:
+        kind, engages, key_thread = "followup", False, thread_ts
+    else:
+        return Ignore("top-level message without a mention")
+
+    capped, original = cap_text(text, max_input_chars)
+    files = event.get("files")
+    turn = Turn(
+        team=team,
+        channel=channel,
+        thread_ts=key_thread,
+        ts=ts,
+        user=user,
+        text=capped,
+        kind=kind,
+        event_id=str(body.get("event_id") or ""),
+        channel_type=str(channel_type),
+        truncated_from=original,
+        received_at=time.time() if now is None else now,
+        files=[_file_summary(f) for f in files if isinstance(f, Mapping)]
+        if isinstance(files, list)
+        else [],
+    )
+    return Route(turn=turn, engages=engages)
+
+
+def retry_number(headers: Mapping[str, Any]) -> int:
+    """Slack's `X-Slack-Retry-Num` (0 on first delivery; Socket Mode sends "0" too)."""
+    raw = headers.get("x-slack-retry-num")
+    if isinstance(raw, list | tuple):
+        raw = raw[0] if raw else None
+    try:
+        return int(raw) if raw is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def _team_of(body: Mapping[str, Any], event: Mapping[str, Any], bot: BotIdentity) -> str:
+    for candidate in (body.get("team_id"), event.get("team"), bot.team_id):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return "T"
+
+
+def _file_summary(file: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("id", "name", "mimetype", "filetype", "size", "url_private", "url_private_download")
+    return {k: file[k] for k in keys if k in file}

@@ -1,0 +1,49 @@
+"""The Redis key layout. Every key of one thread shares a hash tag `{team:channel:thread}`,
+so multi-key scripts on a thread run on one Redis Cluster slot.
+
+    <p>:{<key>}:thread        hash   engaged, adk_user_id, session_id, generation,
+                                     created_by, created_at, last_activity, turns
+    <p>:{<key>}:ev:<event_id> string Slack event id seen (redelivery dedupe), TTL
+    <p>:{<key>}:msg:<ts>      string "q" queued / "r" running / "d" answered (pair dedupe), TTL
+    <p>:{<key>}:q             list   the thread's FIFO of turns (JSON), oldest first
+    <p>:{<key>}:lock          string the token of the worker running this thread, PX TTL
+    <p>:work                  stream doorbells: {"k": <key>}; consumer group "workers"
+    <p>:threads               zset   thread key -> last activity (for listing and purging)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "asb"
+
+    def _tag(self, key: str) -> str:
+        return f"{self.prefix}:{{{key}}}"
+
+    def thread(self, key: str) -> str:
+        return f"{self._tag(key)}:thread"
+
+    def event(self, key: str, event_id: str) -> str:
+        return f"{self._tag(key)}:ev:{event_id}"
+
+    def message(self, key: str, ts: str) -> str:
+        return f"{self._tag(key)}:msg:{ts}"
+
+    def queue(self, key: str) -> str:
+        return f"{self._tag(key)}:q"
+
+    def lock(self, key: str) -> str:
+        return f"{self._tag(key)}:lock"
+
+    @property
+    def work_stream(self) -> str:
+        return f"{self.prefix}:work"
+
+    @property
+    def threads_index(self) -> str:
+        return f"{self.prefix}:threads"
+
+    work_group: str = "workers"

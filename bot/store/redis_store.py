@@ -1,0 +1,261 @@
+"""Everything the bot keeps in Redis: thread mappings, dedupe, per-thread FIFO and lock,
+and the work stream that tells workers which thread has something to do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from bot.store.keys import Keys
+from bot.turns import Turn
+
+# KEYS: thread hash, event key, message key, queue, threads index
+# ARGV: turn json, engages, dedupe ttl, thread ttl, now, is_retry, thread key
+_INTAKE = """
+local seen_event = redis.call('EXISTS', KEYS[2]) == 1
+local state = redis.call('GET', KEYS[3])
+if seen_event or state then
+  if not seen_event then redis.call('SET', KEYS[2], '1', 'EX', ARGV[3]) end
+  if ARGV[6] == '1' and (state == 'q' or state == 'r') then return 'requeue' end
+  return 'duplicate'
+end
+if ARGV[2] ~= '1' and redis.call('HEXISTS', KEYS[1], 'engaged') == 0 then
+  return 'ignored'
+end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
+redis.call('SET', KEYS[3], 'q', 'EX', ARGV[3])
+if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'engaged', '1') end
+redis.call('HSET', KEYS[1], 'last_activity', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('RPUSH', KEYS[4], ARGV[1])
+return 'queued'
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class IntakeResult(StrEnum):
+    QUEUED = "queued"
+    REQUEUE = "requeue"  # a redelivery of a turn still waiting: ring the doorbell again
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"  # a follow-up in a thread the bot was never mentioned in
+
+
+@dataclass(frozen=True)
+class ThreadRecord:
+    key: str
+    engaged: bool
+    adk_user_id: str = ""
+    session_id: str = ""
+    generation: int = 0
+    created_by: str = ""
+    created_at: float = 0.0
+    last_activity: float = 0.0
+    turns: int = 0
+
+    @classmethod
+    def from_hash(cls, key: str, data: Mapping[str, str]) -> ThreadRecord:
+        return cls(
+            key=key,
+            engaged=data.get("engaged") == "1",
+            adk_user_id=data.get("adk_user_id", ""),
+            session_id=data.get("session_id", ""),
+            generation=int(data.get("generation", "0") or 0),
+            created_by=data.get("created_by", ""),
+            created_at=float(data.get("created_at", "0") or 0),
+            last_activity=float(data.get("last_activity", "0") or 0),
+            turns=int(data.get("turns", "0") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class Doorbell:
+    entry_id: str
+    key: str
+
+
+class Store:
+    """Redis-backed state. `client` must use `decode_responses=True`."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        keys: Keys | None = None,
+        dedupe_ttl: int = 86400,
+        thread_ttl: int = 90 * 86400,
+        wakeup: asyncio.Event | None = None,
+    ) -> None:
+        self.redis = client
+        self.keys = keys or Keys()
+        self.dedupe_ttl = dedupe_ttl
+        self.thread_ttl = thread_ttl
+        # An in-process nudge for backends whose XREADGROUP cannot block (fakeredis).
+        self.wakeup = wakeup
+        self._intake = client.register_script(_INTAKE)
+        self._release = client.register_script(_RELEASE)
+        self._extend = client.register_script(_EXTEND)
+
+    # ---- intake -------------------------------------------------------------------------
+
+    async def enqueue(self, turn: Turn, *, engages: bool, is_retry: bool) -> IntakeResult:
+        """Atomically dedupe and queue a turn, then ring the thread's doorbell."""
+        key = turn.key
+        k = self.keys
+        result = await self._intake(
+            keys=[k.thread(key), k.event(key, turn.event_id or f"ts-{turn.ts}"),
+                  k.message(key, turn.ts), k.queue(key), k.threads_index],
+            args=[turn.to_json(), "1" if engages else "0", self.dedupe_ttl, self.thread_ttl,
+                  f"{time.time():.6f}", "1" if is_retry else "0", key],
+        )
+        outcome = IntakeResult(result)
+        if outcome in (IntakeResult.QUEUED, IntakeResult.REQUEUE):
+            await self.ring(key)
+        return outcome
+
+    async def ring(self, key: str) -> None:
+        await self.redis.xadd(self.keys.work_stream, {"k": key})
+        if self.wakeup is not None:
+            self.wakeup.set()
+
+    # ---- the work stream ----------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(
+                self.keys.work_stream, self.keys.work_group, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_doorbells(self, consumer: str, count: int, block_ms: int) -> list[Doorbell]:
+        try:
+            reply = await self.redis.xreadgroup(
+                self.keys.work_group, consumer, {self.keys.work_stream: ">"},
+                count=count, block=block_ms,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        return [
+            Doorbell(entry_id, fields.get("k", ""))
+            for _stream, entries in reply or []
+            for entry_id, fields in entries
+            if fields is not None
+        ]
+
+    async def reclaim_doorbells(self, consumer: str, min_idle_ms: int, count: int = 100
+                                ) -> list[Doorbell]:
+        """Take over doorbells whose worker went silent (crashed) for `min_idle_ms`."""
+        reply = await self.redis.xautoclaim(
+            self.keys.work_stream, self.keys.work_group, consumer,
+            min_idle_time=min_idle_ms, start_id="0-0", count=count,
+        )
+        entries = reply[1] if len(reply) > 1 else []
+        return [Doorbell(eid, f.get("k", "")) for eid, f in entries if f]
+
+    async def ack(self, entry_id: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xack(self.keys.work_stream, self.keys.work_group, entry_id)
+        pipe.xdel(self.keys.work_stream, entry_id)
+        await pipe.execute()
+
+    async def touch(self, consumer: str, entry_id: str) -> None:
+        """Reset a pending doorbell's idle time so it is not reclaimed while we work."""
+        await self.redis.xclaim(
+            self.keys.work_stream, self.keys.work_group, consumer, 0, [entry_id], justid=True
+        )
+
+    async def pending_count(self) -> int:
+        try:
+            info = await self.redis.xpending(self.keys.work_stream, self.keys.work_group)
+        except ResponseError:
+            return 0
+        return int(info.get("pending", 0)) if isinstance(info, dict) else 0
+
+    # ---- the thread lock and FIFO -------------------------------------------------------
+
+    async def try_lock(self, key: str, ttl_ms: int) -> str | None:
+        token = uuid.uuid4().hex
+        ok = await self.redis.set(self.keys.lock(key), token, nx=True, px=ttl_ms)
+        return token if ok else None
+
+    async def extend_lock(self, key: str, token: str, ttl_ms: int) -> bool:
+        return bool(await self._extend(keys=[self.keys.lock(key)], args=[token, ttl_ms]))
+
+    async def release_lock(self, key: str, token: str) -> None:
+        await self._release(keys=[self.keys.lock(key)], args=[token])
+
+    async def head(self, key: str) -> str | None:
+        return await self.redis.lindex(self.keys.queue(key), 0)
+
+    async def pop_head(self, key: str) -> None:
+        await self.redis.lpop(self.keys.queue(key))
+
+    async def queue_length(self, key: str) -> int:
+        return int(await self.redis.llen(self.keys.queue(key)))
+
+    async def message_state(self, key: str, ts: str) -> str | None:
+        return await self.redis.get(self.keys.message(key, ts))
+
+    async def set_message_state(self, key: str, ts: str, state: str) -> None:
+        await self.redis.set(self.keys.message(key, ts), state, ex=self.dedupe_ttl)
+
+    # ---- thread mappings ----------------------------------------------------------------
+
+    async def get_thread(self, key: str) -> ThreadRecord | None:
+        data = await self.redis.hgetall(self.keys.thread(key))
+        return ThreadRecord.from_hash(key, data) if data else None
+
+    async def save_session(
+        self, key: str, *, adk_user_id: str, session_id: str, generation: int, created_by: str
+    ) -> None:
+        now = f"{time.time():.6f}"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.thread(key),
+            mapping={
+                "engaged": "1", "adk_user_id": adk_user_id, "session_id": session_id,
+                "generation": str(generation), "created_by": created_by, "created_at": now,
+                "last_activity": now,
+            },
+        )
+        pipe.expire(self.keys.thread(key), self.thread_ttl)
+        pipe.zadd(self.keys.threads_index, {key: time.time()})
+        await pipe.execute()
+
+    async def record_turn(self, key: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(self.keys.thread(key), "turns", 1)
+        pipe.hset(self.keys.thread(key), "last_activity", f"{time.time():.6f}")
+        pipe.expire(self.keys.thread(key), self.thread_ttl)
+        pipe.zadd(self.keys.threads_index, {key: time.time()})
+        await pipe.execute()
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def info(self) -> dict[str, Any]:
+        return {
+            "stream_length": await self.redis.xlen(self.keys.work_stream),
+            "pending": await self.pending_count(),
+        }

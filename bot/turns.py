@@ -1,0 +1,76 @@
+"""A turn: one user message that the agent must answer, as it travels from intake to worker."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+TurnKind = Literal["mention", "followup", "dm"]
+
+DM_THREAD = "dm"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def thread_key(team: str, channel: str, thread_ts: str | None) -> str:
+    """`team:channel:thread_ts`; a top-level DM conversation uses `dm` for the thread."""
+    return f"{team}:{channel}:{thread_ts or DM_THREAD}"
+
+
+def adk_safe(value: str) -> str:
+    """Keep only ADK-safe id characters ([A-Za-z0-9_-]); `.` in Slack ts becomes `_`."""
+    return _UNSAFE.sub("_", value)
+
+
+def session_id_for(key: str, generation: int) -> str:
+    """Deterministic ADK session id of a thread key and its generation (resets bump it)."""
+    base = adk_safe(key.replace(":", "-"))
+    return base if generation == 0 else f"{base}-g{generation}"
+
+
+def adk_user_id_for(scope: str, team: str, channel: str, key: str) -> str:
+    """The ADK user id that owns a thread's session: never the poster's own id."""
+    if scope == "channel":
+        return adk_safe(f"slack-{team}-{channel}")
+    if scope == "thread":
+        return adk_safe(f"slack-{key.replace(':', '-')}")
+    return adk_safe(f"slack-{team}")
+
+
+@dataclass(frozen=True)
+class Turn:
+    team: str
+    channel: str
+    thread_ts: str | None  # None: the top-level DM conversation
+    ts: str
+    user: str
+    text: str
+    kind: TurnKind
+    event_id: str = ""
+    channel_type: str = ""
+    truncated_from: int = 0  # original length when the text was capped at intake
+    received_at: float = 0.0
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return thread_key(self.team, self.channel, self.thread_ts)
+
+    @property
+    def reply_thread_ts(self) -> str | None:
+        """Where answers go: the thread; None for the top-level DM conversation."""
+        return self.thread_ts
+
+    @property
+    def in_existing_thread(self) -> bool:
+        """True when the thread may hold earlier messages the agent has not seen."""
+        return self.thread_ts is not None and self.thread_ts != self.ts
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Turn:
+        data = json.loads(raw)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})

@@ -1,0 +1,212 @@
+"""Workers: take doorbells from the work stream and run each thread's queued turns, one at a
+time and in order, under the thread's Redis lock. Any replica can run any thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from bot.store.redis_store import Doorbell, Store
+from bot.turns import Turn
+
+log = logging.getLogger("bot.worker")
+
+TurnHandler = Callable[[Turn], Awaitable[str]]
+
+
+@dataclass
+class HeldLock:
+    key: str
+    token: str
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    concurrency: int = 500
+    lock_ttl_ms: int = 30_000
+    reclaim_idle_ms: int = 60_000
+    block_ms: int = 1_000
+    blocking_reads: bool = True  # False for fakeredis, whose XREADGROUP cannot block
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Worker:
+    def __init__(self, store: Store, handler: TurnHandler, config: WorkerConfig) -> None:
+        self.store = store
+        self.handler = handler
+        self.config = config
+        self.consumer = consumer_name()
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self.running_turns = 0
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.ensure_group()
+        self._loops = [
+            asyncio.create_task(self._read_loop(), name="worker-read"),
+            asyncio.create_task(self._reclaim_loop(), name="worker-reclaim"),
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking work; let running threads finish within `grace` seconds. What cannot
+        finish keeps its doorbell pending, so another worker reclaims it."""
+        self._stopping.set()
+        if self.store.wakeup is not None:
+            self.store.wakeup.set()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    @property
+    def busy(self) -> int:
+        return len(self._tasks)
+
+    # ---- loops --------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            free = self.config.concurrency - len(self._tasks)
+            if free <= 0:
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                if self.store.wakeup is not None:
+                    self.store.wakeup.clear()
+                bells = await self.store.read_doorbells(
+                    self.consumer, min(free, 100), self.config.block_ms
+                )
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                log.warning("cannot read work from Redis (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for bell in bells:
+                self._spawn(bell)
+            if not bells and not self.config.blocking_reads and self.store.wakeup is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.store.wakeup.wait(), self.config.block_ms / 1000)
+
+    async def _reclaim_loop(self) -> None:
+        interval = max(self.config.reclaim_idle_ms / 4000, 0.5)
+        while not self._stopping.is_set():
+            await asyncio.sleep(interval)
+            try:
+                bells = await self.store.reclaim_doorbells(
+                    self.consumer, self.config.reclaim_idle_ms
+                )
+            except (RedisError, OSError) as exc:
+                log.warning("cannot reclaim work from Redis: %s", exc)
+                continue
+            for bell in bells:
+                log.info("reclaimed work of a silent worker", extra={"thread": bell.key})
+                self._spawn(bell)
+
+    def _spawn(self, bell: Doorbell) -> None:
+        task = asyncio.create_task(self._ring(bell))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- one doorbell -------------------------------------------------------------------
+
+    async def _ring(self, bell: Doorbell) -> None:
+        try:
+            if not bell.key:
+                await self.store.ack(bell.entry_id)
+                return
+            token = await self.store.try_lock(bell.key, self.config.lock_ttl_ms)
+            if token is None:
+                # Another worker holds the thread; it drains the queue, this bell is redundant.
+                await self.store.ack(bell.entry_id)
+                return
+            held = HeldLock(bell.key, token)
+            keeper = asyncio.create_task(self._keep_lock(bell, held))
+            try:
+                await self._drain(held)
+            finally:
+                keeper.cancel()
+            await self.store.ack(bell.entry_id)
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError) as exc:
+            # Leave the doorbell pending: it is reclaimed and the turn retried later.
+            log.warning("Redis failed while working on a thread: %s", exc,
+                        extra={"thread": bell.key})
+        except Exception:
+            log.exception("unexpected error in worker", extra={"thread": bell.key})
+
+    async def _drain(self, held: HeldLock) -> None:
+        key = held.key
+        while True:
+            raw = await self.store.head(key)
+            if raw is None:
+                await self.store.release_lock(key, held.token)
+                # A turn queued between our last look and the release would find the lock
+                # held and drop its doorbell: look once more before leaving.
+                if await self.store.queue_length(key) == 0:
+                    return
+                again = await self.store.try_lock(key, self.config.lock_ttl_ms)
+                if again is None:
+                    return
+                held.token = again
+                continue
+            await self._run_one(key, raw)
+            await self.store.pop_head(key)
+
+    async def _run_one(self, key: str, raw: str) -> None:
+        try:
+            turn = Turn.from_json(raw)
+        except (ValueError, TypeError) as exc:
+            log.error("dropping an unreadable queued turn: %s", exc, extra={"thread": key})
+            return
+        state = await self.store.message_state(key, turn.ts)
+        if state == "d":
+            return  # answered already (e.g. by a worker that died before popping it)
+        await self.store.set_message_state(key, turn.ts, "r")
+        self.running_turns += 1
+        try:
+            await self.handler(turn)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("turn handler failed", extra={"thread": key, "ts": turn.ts})
+        finally:
+            self.running_turns -= 1
+        await self.store.set_message_state(key, turn.ts, "d")
+
+    async def _keep_lock(self, bell: Doorbell, held: HeldLock) -> None:
+        """Extend the lock and keep our doorbell fresh while the thread is worked on."""
+        period = self.config.lock_ttl_ms / 3000
+        while True:
+            await asyncio.sleep(period)
+            try:
+                still_ours = await self.store.extend_lock(
+                    held.key, held.token, self.config.lock_ttl_ms
+                )
+                await self.store.touch(self.consumer, bell.entry_id)
+            except (RedisError, OSError) as exc:
+                log.warning("could not extend a thread lock: %s", exc, extra={"thread": bell.key})
+                continue
+            if not still_ours:
+                log.warning("lost a thread lock", extra={"thread": bell.key})
