@@ -112,7 +112,7 @@ class Conversation:
         """Answer one turn. Never raises for ADK trouble: the user is told instead.
         Returns the outcome (answered, error, config_error, ...)."""
         ref = new_ref()
-        ctx = {"ref": ref, "thread": turn.key, "ts": turn.ts, "event_id": turn.event_id}
+        ctx = {"ref": ref, "thread_key": turn.key, "ts": turn.ts, "event_id": turn.event_id}
         working = asyncio.create_task(self._show_working(turn))
         try:
             if turn.truncated_from:
@@ -182,7 +182,7 @@ class Conversation:
         )
         log.info(
             "session %s", "created" if created else "reused",
-            extra={"thread": turn.key, "session": session.session_id, "seeded": len(events)},
+            extra={"thread_key": turn.key, "session": session.session_id, "seeded": len(events)},
         )
 
     async def _seed_events(self, turn: Turn) -> list[dict[str, Any]]:
@@ -192,7 +192,7 @@ class Conversation:
         try:
             history = await self.io.history(turn, turn.ts, self.config.seed_limit)
         except Exception as exc:
-            log.warning("could not read thread history: %s", exc, extra={"thread": turn.key})
+            log.warning("could not read thread history: %s", exc, extra={"thread_key": turn.key})
             return []
         events: list[dict[str, Any]] = []
         for message in history:
@@ -258,7 +258,7 @@ class Conversation:
         except AdkSessionNotFound:
             log.warning(
                 "ADK lost the session; recreating it from the Slack thread",
-                extra={"thread": turn.key, "session": session.session_id},
+                extra={"thread_key": turn.key, "session": session.session_id},
             )
             await self._create_session(turn, session, seed=turn.in_existing_thread)
             return await self._run(turn, session, question, speaker)
@@ -268,7 +268,7 @@ class Conversation:
     async def _deliver(self, turn: Turn, result: TurnResult, ref: str) -> str:
         if result.stream_error:
             log.warning("agent error: %s", result.stream_error[:300],
-                        extra={"ref": ref, "thread": turn.key})
+                        extra={"ref": ref, "thread_key": turn.key})
             await self.io.notify(
                 turn,
                 ":warning: The agent ran into an error while answering this message. "
@@ -280,7 +280,7 @@ class Conversation:
             await self.io.post(turn, render_answer(answer))
         if result.error_code:
             log.warning("agent error code %s", result.error_code,
-                        extra={"ref": ref, "thread": turn.key})
+                        extra={"ref": ref, "thread_key": turn.key})
             await self.io.notify(
                 turn,
                 f":warning: {describe_error_code(result.error_code).capitalize()}"

@@ -44,7 +44,7 @@ class Intake:
         self.metrics.ack_latency.observe(time.perf_counter() - started)
         log.info(
             "event %s", result.value,
-            extra={"thread": decision.turn.key, "ts": decision.turn.ts,
+            extra={"thread_key": decision.turn.key, "ts": decision.turn.ts,
                    "event_id": decision.turn.event_id, "kind": decision.turn.kind,
                    "retry": retry or None},
         )

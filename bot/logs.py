@@ -8,7 +8,7 @@ import sys
 import time
 
 CONTEXT_FIELDS = (
-    "ref", "thread", "ts", "event_id", "session", "invocation", "outcome", "seeded",
+    "ref", "thread_key", "ts", "event_id", "session", "invocation", "outcome", "seeded",
     "result", "kind", "retry",
 )
 

@@ -120,7 +120,7 @@ class Worker:
                 log.warning("cannot reclaim work from Redis: %s", exc)
                 continue
             for bell in bells:
-                log.info("reclaimed work of a silent worker", extra={"thread": bell.key})
+                log.info("reclaimed work of a silent worker", extra={"thread_key": bell.key})
                 self._spawn(bell)
 
     def _spawn(self, bell: Doorbell) -> None:
@@ -152,9 +152,9 @@ class Worker:
         except (RedisError, OSError) as exc:
             # Leave the doorbell pending: it is reclaimed and the turn retried later.
             log.warning("Redis failed while working on a thread: %s", exc,
-                        extra={"thread": bell.key})
+                        extra={"thread_key": bell.key})
         except Exception:
-            log.exception("unexpected error in worker", extra={"thread": bell.key})
+            log.exception("unexpected error in worker", extra={"thread_key": bell.key})
 
     async def _drain(self, held: HeldLock) -> None:
         key = held.key
@@ -178,7 +178,7 @@ class Worker:
         try:
             turn = Turn.from_json(raw)
         except (ValueError, TypeError) as exc:
-            log.error("dropping an unreadable queued turn: %s", exc, extra={"thread": key})
+            log.error("dropping an unreadable queued turn: %s", exc, extra={"thread_key": key})
             return
         state = await self.store.message_state(key, turn.ts)
         if state == "d":
@@ -190,7 +190,7 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("turn handler failed", extra={"thread": key, "ts": turn.ts})
+            log.exception("turn handler failed", extra={"thread_key": key, "ts": turn.ts})
         finally:
             self.running_turns -= 1
         await self.store.set_message_state(key, turn.ts, "d")
@@ -206,7 +206,7 @@ class Worker:
                 )
                 await self.store.touch(self.consumer, bell.entry_id)
             except (RedisError, OSError) as exc:
-                log.warning("could not extend a thread lock: %s", exc, extra={"thread": bell.key})
+                log.warning("could not extend a thread lock: %s", exc, extra={"thread_key": bell.key})
                 continue
             if not still_ours:
-                log.warning("lost a thread lock", extra={"thread": bell.key})
+                log.warning("lost a thread lock", extra={"thread_key": bell.key})

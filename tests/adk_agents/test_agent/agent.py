@@ -1,0 +1,213 @@
+"""Deterministic ADK agent (no LLM) used by the integration tests.
+
+The reply lists, one per line::
+
+    turn=<n>               number of user messages in the session, this one included
+    session_id=<id>
+    user_id=<id>
+    said=<exact user text of this turn>
+    state_user=<session state "slack_user_name", empty when unset>
+    history[i]: <text>     each earlier user message, oldest first (i from 1)
+
+Directives in the user text change the behaviour (they may be combined):
+``sleep=<s>``, ``fail``, ``errorcode``, ``tool``, ``stream``, ``long=<n>``,
+``markdown``, ``artifact``, ``thought``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+from google.adk.agents import BaseAgent
+from google.adk.agents.invocation_context import InvocationContext
+from google.adk.events import Event, EventActions
+from google.genai import types
+
+TOOL_NAME = "query_cost_data"
+TOOL_RESULT: dict[str, Any] = {"rows": 3, "total_usd": 4321.5, "top_service": "BigQuery"}
+ARTIFACT_NAME = "cost_report.csv"
+ARTIFACT_CSV = b"service,cost_usd\nBigQuery,2000.00\nCompute Engine,1500.00\nCloud Storage,821.50\n"
+THOUGHT_TEXT = "SECRET-THOUGHT: the user must never see this"
+STATE_USER_KEY = "slack_user_name"
+
+MARKDOWN_SAMPLE = """## Cost summary
+
+**Total:** $4,321.50 over the last 30 days, see [the billing console](https://console.cloud.google.com/billing).
+
+- BigQuery: $2,000.00
+- Compute Engine: $1,500.00
+- Cloud Storage: $821.50
+
+```sql
+SELECT service, SUM(cost) AS cost FROM billing GROUP BY service ORDER BY cost DESC;
+```
+
+| Service | Cost (USD) |
+|---|---:|
+| BigQuery | 2000.00 |
+| Compute Engine | 1500.00 |
+| Cloud Storage | 821.50 |"""
+
+_SLEEP_RE = re.compile(r"\bsleep=(\d+(?:\.\d+)?)")
+_LONG_RE = re.compile(r"\blong=(\d+)")
+
+
+@dataclass(frozen=True)
+class Directives:
+    sleep: float = 0.0
+    fail: bool = False
+    errorcode: bool = False
+    tool: bool = False
+    stream: bool = False
+    long: int = 0
+    markdown: bool = False
+    artifact: bool = False
+    thought: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Directives:
+        def flag(word: str) -> bool:
+            return re.search(rf"\b{word}\b", text) is not None
+
+        sleep = _SLEEP_RE.search(text)
+        long = _LONG_RE.search(text)
+        return cls(
+            sleep=float(sleep.group(1)) if sleep else 0.0,
+            fail=flag("fail"),
+            errorcode=flag("errorcode"),
+            tool=flag("tool"),
+            stream=flag("stream"),
+            long=int(long.group(1)) if long else 0,
+            markdown=flag("markdown"),
+            artifact=flag("artifact"),
+            thought=flag("thought"),
+        )
+
+
+def long_markdown(n: int) -> str:
+    """Exactly ``n`` characters of deterministic markdown paragraphs."""
+    paragraphs: list[str] = []
+    size = 0
+    i = 0
+    while size < n:
+        i += 1
+        para = (
+            f"Paragraph {i}: spend on **service {i % 7}** changed by {i * 3 % 17}% "
+            f"compared with the previous period; see line item {i:04d} for details."
+        )
+        paragraphs.append(para)
+        size += len(para) + 2
+    return "\n\n".join(paragraphs)[:n]
+
+
+def content_text(content: types.Content | None) -> str:
+    if content is None or not content.parts:
+        return ""
+    return "".join(p.text for p in content.parts if p.text and not p.thought)
+
+
+class DeterministicAgent(BaseAgent):
+    """Echo-style agent whose answer exposes what the session looks like."""
+
+    async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        said = content_text(ctx.user_content)
+        d = Directives.parse(said)
+        if d.sleep:
+            await asyncio.sleep(d.sleep)
+        if d.fail:
+            raise RuntimeError("test agent: requested failure")
+        if d.errorcode:
+            yield self._event(ctx, error_code="SAFETY", error_message="simulated a blocked reply")
+            return
+
+        earlier = [
+            content_text(ev.content)
+            for ev in ctx.session.events
+            if ev.author == "user"
+            and ev.invocation_id != ctx.invocation_id
+            and content_text(ev.content)
+        ]
+        lines = [
+            f"turn={len(earlier) + 1}",
+            f"session_id={ctx.session.id}",
+            f"user_id={ctx.user_id}",
+            f"said={said}",
+            f"state_user={ctx.session.state.get(STATE_USER_KEY, '')}",
+        ]
+        lines += [f"history[{i}]: {t}" for i, t in enumerate(earlier, start=1)]
+
+        if d.tool:
+            call_id = f"adk-{uuid.uuid4()}"
+            call = types.FunctionCall(
+                id=call_id,
+                name=TOOL_NAME,
+                args={"question": said, "period": "last_30_days"},
+            )
+            yield self._event(ctx, parts=[types.Part(function_call=call)])
+            response = types.FunctionResponse(id=call_id, name=TOOL_NAME, response=TOOL_RESULT)
+            yield self._event(ctx, parts=[types.Part(function_response=response)], role="user")
+            lines.append(f"tool: {TOOL_NAME} -> total_usd={TOOL_RESULT['total_usd']}")
+
+        actions = EventActions()
+        if d.artifact:
+            if ctx.artifact_service is None:
+                raise RuntimeError("test agent: no artifact service configured")
+            version = await ctx.artifact_service.save_artifact(
+                app_name=ctx.app_name,
+                user_id=ctx.user_id,
+                session_id=ctx.session.id,
+                filename=ARTIFACT_NAME,
+                artifact=types.Part.from_bytes(data=ARTIFACT_CSV, mime_type="text/csv"),
+            )
+            actions.artifact_delta[ARTIFACT_NAME] = version
+            lines.append(f"artifact={ARTIFACT_NAME} version={version}")
+
+        text = "\n".join(lines)
+        if d.markdown:
+            text += "\n\n" + MARKDOWN_SAMPLE
+        if d.long:
+            text += "\n\n" + long_markdown(d.long)
+
+        thought = [types.Part(text=THOUGHT_TEXT, thought=True)] if d.thought else []
+        if d.stream:
+            if thought:
+                yield self._event(ctx, parts=thought, partial=True)
+            step = max(1, -(-len(text) // 3))
+            for start in range(0, len(text), step):
+                yield self._event(
+                    ctx, parts=[types.Part(text=text[start : start + step])], partial=True
+                )
+        yield self._event(ctx, parts=[*thought, types.Part(text=text)], actions=actions)
+
+    def _event(
+        self,
+        ctx: InvocationContext,
+        *,
+        parts: list[types.Part] | None = None,
+        role: str = "model",
+        partial: bool | None = None,
+        actions: EventActions | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> Event:
+        return Event(
+            invocation_id=ctx.invocation_id,
+            author=self.name,
+            branch=ctx.branch,
+            content=types.Content(role=role, parts=parts) if parts else None,
+            partial=partial,
+            actions=actions or EventActions(),
+            error_code=error_code,
+            error_message=error_message,
+        )
+
+
+root_agent = DeterministicAgent(
+    name="test_agent",
+    description="Deterministic test agent: echoes the session history, no LLM.",
+)

@@ -1,0 +1,1263 @@
+"""A fake Slack Web API (plus a minimal Socket Mode websocket) on aiohttp, for tests.
+
+Run it in the test's event loop::
+
+    async with FakeSlack() as slack:
+        client = AsyncWebClient(token="xoxb-test-token", base_url=slack.base_url)
+
+It records every call, keeps a per-channel message store (human messages added by the
+test with :meth:`FakeSlack.add_message`, bot messages posted through the API), validates
+payloads the way Slack does and can inject failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .slack_events import next_ts
+
+DEFAULT_SCOPES: tuple[str, ...] = (
+    "app_mentions:read",
+    "assistant:write",
+    "channels:history",
+    "channels:read",
+    "chat:write",
+    "files:read",
+    "files:write",
+    "groups:history",
+    "groups:read",
+    "im:history",
+    "im:read",
+    "mpim:history",
+    "mpim:read",
+    "reactions:read",
+    "reactions:write",
+    "users:read",
+)
+
+KNOWN_BLOCK_TYPES = frozenset(
+    {
+        "section",
+        "markdown",
+        "header",
+        "divider",
+        "context",
+        "actions",
+        "image",
+        "rich_text",
+        "table",
+        "input",
+        "file",
+        "video",
+        "context_actions",
+    }
+)
+KNOWN_CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
+
+MAX_BLOCKS = 50
+MAX_TEXT = 40_000
+MAX_MARKDOWN = 12_000
+MAX_SECTION_TEXT = 3_000
+MAX_SECTION_FIELDS = 10
+MAX_HEADER_TEXT = 150
+MAX_TABLE_ROWS = 100
+MAX_TABLE_CELLS = 20
+
+# Parameters that arrive as JSON strings in form-encoded bodies.
+_JSON_PARAMS = (
+    "blocks",
+    "attachments",
+    "chunks",
+    "files",
+    "metadata",
+    "prompts",
+    "user_auth_blocks",
+)
+_INTERNAL_KEYS = frozenset({"streaming", "stream_stopped", "stream_chunks", "markdown_text"})
+
+
+@dataclass
+class Call:
+    """One recorded Web API request."""
+
+    method: str
+    params: dict[str, Any]
+    at: float
+    failed: bool = False
+    status: int = 200
+    response: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.response and self.response.get("ok"))
+
+    @property
+    def error(self) -> str | None:
+        return None if self.response is None else self.response.get("error")
+
+
+@dataclass
+class _Fault:
+    status: int
+    retry_after: int | None
+    error: str
+    remaining: int
+
+
+@dataclass
+class UploadedFile:
+    id: str
+    filename: str
+    length: int
+    content: bytes | None = None
+    title: str | None = None
+    channel_id: str | None = None
+    thread_ts: str | None = None
+    initial_comment: str | None = None
+    completed: bool = False
+    alt_txt: str | None = None
+    snippet_type: str | None = None
+
+
+class SlackApiFail(Exception):
+    """Raised inside handlers to return ``{"ok": false, "error": ...}``."""
+
+    def __init__(self, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.error = error
+        self.extra = extra
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def message_text(msg: dict[str, Any]) -> str:
+    """Everything readable in a stored message: text, markdown/section/header blocks."""
+    parts: list[str] = []
+    if msg.get("text"):
+        parts.append(str(msg["text"]))
+    for block in msg.get("blocks") or []:
+        if not isinstance(block, dict):
+            continue
+        btype = block.get("type")
+        text = block.get("text")
+        if btype == "markdown" and isinstance(text, str):
+            parts.append(text)
+        elif isinstance(text, dict) and text.get("text"):
+            parts.append(str(text["text"]))
+        for f in block.get("fields") or []:
+            if isinstance(f, dict) and f.get("text"):
+                parts.append(str(f["text"]))
+    return "\n".join(parts)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lower() in ("1", "true", "yes")
+    return bool(value)
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    sec, _, frac = ts.partition(".")
+    return int(sec), int(frac.ljust(6, "0")[:6] or 0)
+
+
+class FakeSlack:
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test-token",
+        app_token: str = "xapp-test-token",
+        team_id: str = "T0001",
+        team_name: str = "Test Team",
+        bot_user_id: str = "UBOT",
+        bot_id: str = "BBOT",
+        bot_name: str = "adk-agent",
+        app_id: str = "A0001",
+        scopes: tuple[str, ...] | list[str] = DEFAULT_SCOPES,
+        strict_messages: bool = False,
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.team_id = team_id
+        self.team_name = team_name
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.bot_name = bot_name
+        self.app_id = app_id
+        self.scopes = tuple(scopes)
+        #: when True, reactions on unknown messages fail with ``message_not_found``
+        self.strict_messages = strict_messages
+
+        self.calls: list[Call] = []
+        self.messages: dict[str, list[dict[str, Any]]] = {}
+        self.deleted: list[dict[str, Any]] = []
+        self.ephemerals: list[dict[str, Any]] = []
+        self.users: dict[str, dict[str, Any]] = {}
+        self.bots: dict[str, dict[str, Any]] = {}
+        self.channels: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, UploadedFile] = {}
+        #: reactions on messages that are not in the store: (channel, ts) -> names
+        self.loose_reactions: dict[tuple[str, str], list[str]] = {}
+        #: assistant.threads.* state keyed by (channel_id, thread_ts)
+        self.statuses: dict[tuple[str, str], list[str]] = {}
+        self.titles: dict[tuple[str, str], str] = {}
+        self.suggested_prompts: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        #: Socket Mode: acks received from the app, and envelopes sent
+        self.socket_acks: list[dict[str, Any]] = []
+        self.socket_sent: list[dict[str, Any]] = []
+
+        self._faults: dict[str, list[_Fault]] = {}
+        self._delays: dict[str, float] = {}
+        self._file_ids = itertools.count(1)
+        self._sockets: list[web.WebSocketResponse] = []
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._handlers: dict[str, Handler] = {
+            "api.test": self._api_test,
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.delete": self._chat_delete,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.startStream": self._chat_start_stream,
+            "chat.appendStream": self._chat_append_stream,
+            "chat.stopStream": self._chat_stop_stream,
+            "assistant.threads.setStatus": self._set_status,
+            "assistant.threads.setSuggestedPrompts": self._set_suggested_prompts,
+            "assistant.threads.setTitle": self._set_title,
+            "reactions.add": self._reactions_add,
+            "reactions.remove": self._reactions_remove,
+            "conversations.replies": self._conversations_replies,
+            "conversations.info": self._conversations_info,
+            "users.info": self._users_info,
+            "bots.info": self._bots_info,
+            "files.getUploadURLExternal": self._files_get_upload_url,
+            "files.completeUploadExternal": self._files_complete_upload,
+            "apps.connections.open": self._apps_connections_open,
+        }
+        self.add_user(bot_user_id, bot_name, real_name=bot_name, is_bot=True)
+        self.bots[bot_id] = {
+            "id": bot_id,
+            "deleted": False,
+            "name": bot_name,
+            "updated": int(time.time()),
+            "app_id": app_id,
+            "user_id": bot_user_id,
+            "icons": {"image_36": "https://example.invalid/36.png"},
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_post("/upload/{file_id}", self._handle_upload)
+        app.router.add_get("/ws", self._handle_ws)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        self._port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        self._sockets.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeSlack:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("FakeSlack not started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    # ------------------------------------------------------------------ test helpers
+
+    def add_user(
+        self,
+        user_id: str,
+        name: str,
+        real_name: str | None = None,
+        is_bot: bool = False,
+        display_name: str | None = None,
+    ) -> dict[str, Any]:
+        real = real_name if real_name is not None else name
+        user = {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "deleted": False,
+            "real_name": real,
+            "tz": "Europe/London",
+            "profile": {
+                "display_name": display_name if display_name is not None else name,
+                "real_name": real,
+                "team": self.team_id,
+            },
+            "is_bot": is_bot,
+            "is_app_user": False,
+            "updated": int(time.time()),
+        }
+        self.users[user_id] = user
+        return user
+
+    def add_bot(self, bot_id: str, name: str, *, user_id: str | None = None) -> None:
+        self.bots[bot_id] = {
+            "id": bot_id,
+            "deleted": False,
+            "name": name,
+            "updated": int(time.time()),
+            "app_id": "A" + bot_id[1:],
+            "icons": {},
+            **({"user_id": user_id} if user_id else {}),
+        }
+
+    def add_channel(
+        self,
+        channel_id: str,
+        name: str,
+        *,
+        is_private: bool = False,
+        is_member: bool = True,
+        is_archived: bool = False,
+    ) -> dict[str, Any]:
+        info = self._channel_info(channel_id)
+        info.update(
+            name=name,
+            name_normalized=name,
+            is_private=is_private,
+            is_group=is_private and channel_id.startswith("G"),
+            is_member=is_member,
+            is_archived=is_archived,
+        )
+        self.channels[channel_id] = info
+        return info
+
+    def add_message(
+        self,
+        channel: str,
+        *,
+        user: str,
+        text: str,
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        bot_id: str | None = None,
+        **extra: Any,
+    ) -> str:
+        """Store a message as if someone had posted it; returns its ts."""
+        ts = ts or next_ts()
+        msg: dict[str, Any] = {"type": "message", "user": user, "text": text, "ts": ts}
+        if bot_id is not None:
+            msg["bot_id"] = bot_id
+        else:
+            msg["team"] = self.team_id
+        if thread_ts is not None:
+            msg["thread_ts"] = thread_ts
+        msg.update(extra)
+        self._store(channel, msg)
+        return ts
+
+    def get_message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        for msg in self.messages.get(channel, []):
+            if msg["ts"] == ts:
+                return msg
+        return None
+
+    def thread_messages(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """Parent (if stored) first, then replies ordered by ts."""
+        msgs = self.messages.get(channel, [])
+        parent = [m for m in msgs if m["ts"] == thread_ts]
+        replies = [m for m in msgs if m.get("thread_ts") == thread_ts and m["ts"] != thread_ts]
+        replies.sort(key=lambda m: _ts_key(m["ts"]))
+        return parent + replies
+
+    def bot_replies(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """This bot's messages in the thread (parent excluded), file shares included."""
+        return [
+            m
+            for m in self.thread_messages(channel, thread_ts)
+            if m["ts"] != thread_ts and m.get("bot_id") == self.bot_id
+        ]
+
+    def reactions_on(self, channel: str, ts: str) -> list[str]:
+        msg = self.get_message(channel, ts)
+        if msg is None:
+            return list(self.loose_reactions.get((channel, ts), []))
+        return [r["name"] for r in msg.get("reactions", [])]
+
+    def status_history(self, channel: str, thread_ts: str) -> list[str]:
+        return list(self.statuses.get((channel, thread_ts), []))
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def reset_calls(self) -> None:
+        self.calls.clear()
+
+    def summary(self, limit: int = 60) -> str:
+        lines = [f"{len(self.calls)} call(s) to FakeSlack:"]
+        for c in self.calls[-limit:]:
+            params = {k: v for k, v in c.params.items() if k != "token"}
+            text = json.dumps(params, default=str)
+            if len(text) > 300:
+                text = text[:300] + "..."
+            status = f" [HTTP {c.status}]" if c.status != 200 else ""
+            err = f" error={c.error}" if c.error else ""
+            lines.append(f"  {c.at:.3f} {c.method}{status}{err} {text}")
+        return "\n".join(lines)
+
+    async def wait_for(self, predicate: Callable[[FakeSlack], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+        """Poll ``predicate(self)`` every 10 ms until it is truthy; return that value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate(self)
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"condition not met within {timeout}s\n{self.summary()}")
+            await asyncio.sleep(0.01)
+
+    def matching_calls(self, method: str, **match: Any) -> list[Call]:
+        return [
+            c
+            for c in self.calls_to(method)
+            if all(k in c.params and c.params[k] == v for k, v in match.items())
+        ]
+
+    async def wait_for_calls(
+        self,
+        method: str,
+        n: int = 1,
+        timeout: float = 10.0,  # noqa: ASYNC109
+        **match: Any,
+    ) -> list[Call]:
+        """The first ``n`` calls to ``method`` whose params equal ``match``."""
+
+        def found(_: FakeSlack) -> list[Call] | None:
+            calls = self.matching_calls(method, **match)
+            return calls[:n] if len(calls) >= n else None
+
+        try:
+            result: list[Call] = await self.wait_for(found, timeout)
+        except AssertionError as e:
+            raise AssertionError(
+                f"expected {n} call(s) to {method} matching {match}: {e}"
+            ) from None
+        return result
+
+    async def assert_no_calls(self, method: str, within: float = 0.5, **match: Any) -> None:
+        await asyncio.sleep(within)
+        calls = self.matching_calls(method, **match)
+        assert not calls, f"unexpected call(s) to {method}:\n{self.summary()}"
+
+    # ------------------------------------------------------------------ fault injection
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        times: int = 1,
+        status: int = 429,
+        retry_after: int | None = 1,
+        error: str = "ratelimited",
+    ) -> None:
+        """Make the next ``times`` calls to ``method`` fail.
+
+        429 -> ``Retry-After`` header and ``{"ok":false,"error":error}``; 200 -> ok:false JSON
+        with ``error``; any other status -> plain-text body.
+        """
+        self._faults.setdefault(method, []).append(
+            _Fault(status=status, retry_after=retry_after, error=error, remaining=times)
+        )
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def set_delay(self, method: str, seconds: float) -> None:
+        if seconds <= 0:
+            self._delays.pop(method, None)
+        else:
+            self._delays[method] = seconds
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        queue = self._faults.get(method)
+        if not queue:
+            return None
+        fault = queue[0]
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            queue.pop(0)
+        return fault
+
+    # ------------------------------------------------------------------ Socket Mode
+
+    async def wait_socket_connected(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        await self.wait_for(lambda s: s._sockets, timeout)
+
+    async def push_event(
+        self,
+        payload: dict[str, Any],
+        *,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+        envelope_type: str = "events_api",
+    ) -> str:
+        """Send an ``events_api`` envelope over the first open socket; returns envelope_id."""
+        if not self._sockets:
+            raise AssertionError("no Socket Mode connection")
+        envelope_id = str(uuid.uuid4())
+        env = {
+            "envelope_id": envelope_id,
+            "payload": payload,
+            "type": envelope_type,
+            "accepts_response_payload": False,
+            "retry_attempt": retry_attempt,
+            "retry_reason": retry_reason,
+        }
+        self.socket_sent.append(env)
+        await self._sockets[0].send_str(json.dumps(env))
+        return envelope_id
+
+    async def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
+        def acked(_: FakeSlack) -> dict[str, Any] | None:
+            for ack in self.socket_acks:
+                if ack.get("envelope_id") == envelope_id:
+                    return ack
+            return None
+
+        result: dict[str, Any] = await self.wait_for(acked, timeout)
+        return result
+
+    async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "num_connections": len(self._sockets),
+                    "debug_info": {"host": "fake-slack", "approximate_connection_time": 18060},
+                    "connection_info": {"app_id": self.app_id},
+                }
+            )
+        )
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    try:
+                        data = json.loads(msg.data)
+                    except ValueError:
+                        continue
+                    if isinstance(data, dict) and "envelope_id" in data:
+                        self.socket_acks.append(data)
+                elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                    break
+        finally:
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+        return ws
+
+    # ------------------------------------------------------------------ HTTP plumbing
+
+    async def _read_params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.method == "POST" and request.can_read_body:
+            ctype = request.content_type
+            if ctype == "application/json":
+                raw = await request.read()
+                if raw:
+                    try:
+                        body = json.loads(raw)
+                    except ValueError as e:
+                        raise SlackApiFail("invalid_json") from e
+                    if not isinstance(body, dict):
+                        raise SlackApiFail("invalid_json")
+                    params.update(body)
+            elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+                form = await request.post()
+                for k, v in form.items():
+                    params[k] = v if isinstance(v, str) else getattr(v, "filename", str(v))
+            else:
+                await request.read()
+        for key in _JSON_PARAMS:
+            value = params.get(key)
+            if isinstance(value, str):
+                try:
+                    params[key] = json.loads(value)
+                except ValueError as e:
+                    err = "invalid_blocks_format" if key == "blocks" else f"invalid_{key}"
+                    raise SlackApiFail(err) from e
+        return params
+
+    def _check_auth(self, method: str, request: web.Request, params: dict[str, Any]) -> None:
+        token: str | None = None
+        body_token = params.pop("token", None)
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            token = header[len("Bearer ") :].strip()
+        elif body_token:
+            token = str(body_token)
+        if not token:
+            raise SlackApiFail("not_authed")
+        if method == "apps.connections.open":
+            if token != self.app_token:
+                raise SlackApiFail(
+                    "invalid_auth" if token.startswith("xapp-") else "not_allowed_token_type"
+                )
+            return
+        if token != self.bot_token:
+            raise SlackApiFail("invalid_auth")
+
+    def _json(self, body: dict[str, Any], *, headers: dict[str, str] | None = None) -> web.Response:
+        return web.json_response(body, headers=headers)
+
+    async def _handle_api(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        call = Call(
+            method=method,
+            params={},
+            at=time.time(),
+            headers={k: v for k, v in request.headers.items()},
+        )
+        self.calls.append(call)
+        try:
+            call.params = await self._read_params(request)
+        except SlackApiFail as e:
+            call.response = {"ok": False, "error": e.error}
+            return self._json(call.response)
+
+        delay = self._delays.get(method)
+        if delay:
+            await asyncio.sleep(delay)
+
+        fault = self._take_fault(method)
+        if fault is not None:
+            call.failed = True
+            call.status = fault.status
+            if fault.status == 200:
+                call.response = {"ok": False, "error": fault.error}
+                return self._json(call.response)
+            if fault.status == 429:
+                call.response = {"ok": False, "error": fault.error}
+                headers = {}
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = str(fault.retry_after)
+                return web.json_response(call.response, status=429, headers=headers)
+            return web.Response(status=fault.status, text="Internal Server Error")
+
+        try:
+            self._check_auth(method, request, call.params)
+            handler = self._handlers.get(method)
+            if handler is None:
+                raise SlackApiFail("unknown_method")
+            body = await handler(call.params)
+            result = {"ok": True, **body}
+        except SlackApiFail as e:
+            result = {"ok": False, "error": e.error, **e.extra}
+        call.response = result
+        headers = {"x-oauth-scopes": ",".join(self.scopes)} if method == "auth.test" else None
+        if method == "auth.test":
+            assert headers is not None
+            headers["x-accepted-oauth-scopes"] = ""
+        return self._json(result, headers=headers)
+
+    async def _handle_upload(self, request: web.Request) -> web.StreamResponse:
+        file_id = request.match_info["file_id"]
+        data = await request.read()
+        call = Call(
+            method="upload",
+            params={"file_id": file_id, "size": len(data)},
+            at=time.time(),
+            headers={k: v for k, v in request.headers.items()},
+        )
+        self.calls.append(call)
+        fault = self._take_fault("upload")
+        if fault is not None:
+            call.failed = True
+            call.status = fault.status
+            return web.Response(status=fault.status, text="upload failed")
+        f = self.files.get(file_id)
+        if f is None:
+            call.status = 404
+            return web.Response(status=404, text="Not Found")
+        f.content = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    # ------------------------------------------------------------------ validation
+
+    def _validate_blocks(self, blocks: Any, *, too_many_error: str) -> None:
+        if not isinstance(blocks, list):
+            raise SlackApiFail("invalid_blocks_format")
+        if len(blocks) > MAX_BLOCKS:
+            raise SlackApiFail(too_many_error)
+        markdown_total = 0
+        tables = 0
+        for i, block in enumerate(blocks):
+            if not isinstance(block, dict) or "type" not in block:
+                raise self._invalid_block(i, "missing required field: type")
+            btype = block["type"]
+            if btype not in KNOWN_BLOCK_TYPES:
+                raise self._invalid_block(i, f"unsupported type: {btype}")
+            text = block.get("text")
+            if btype == "markdown":
+                if not isinstance(text, str) or not text:
+                    raise self._invalid_block(i, "markdown block requires text")
+                markdown_total += len(text)
+            elif btype == "section":
+                fields = block.get("fields")
+                if text is None and not fields:
+                    raise self._invalid_block(i, "must provide text or fields")
+                if isinstance(text, dict):
+                    if len(str(text.get("text", ""))) > MAX_SECTION_TEXT:
+                        raise self._invalid_block(
+                            i, f"must be less than {MAX_SECTION_TEXT + 1} characters"
+                        )
+                if fields is not None and len(fields) > MAX_SECTION_FIELDS:
+                    raise self._invalid_block(i, "too many fields")
+            elif btype == "header":
+                if not isinstance(text, dict) or len(str(text.get("text", ""))) > MAX_HEADER_TEXT:
+                    raise self._invalid_block(i, "header text invalid or too long")
+            elif btype == "table":
+                tables += 1
+                if tables > 1:
+                    raise self._invalid_block(i, "only_one_table_allowed")
+                rows = block.get("rows")
+                if not isinstance(rows, list) or not rows:
+                    raise self._invalid_block(i, "table requires rows")
+                if len(rows) > MAX_TABLE_ROWS:
+                    raise self._invalid_block(i, "too many rows")
+                for row in rows:
+                    if not isinstance(row, list) or len(row) > MAX_TABLE_CELLS:
+                        raise self._invalid_block(i, "too many cells in row")
+        if markdown_total > MAX_MARKDOWN:
+            raise SlackApiFail("msg_blocks_too_long")
+
+    @staticmethod
+    def _invalid_block(index: int, reason: str) -> SlackApiFail:
+        return SlackApiFail(
+            "invalid_blocks",
+            errors=[f"{reason} [json-pointer:/blocks/{index}]"],
+            response_metadata={"messages": [f"[ERROR] {reason} [json-pointer:/blocks/{index}]"]},
+        )
+
+    def _validate_content(
+        self, params: dict[str, Any], *, too_many_error: str, require: bool = True
+    ) -> list[str]:
+        """Checks text/blocks/markdown_text; returns warnings (and truncates text)."""
+        text = params.get("text")
+        blocks = params.get("blocks")
+        markdown_text = params.get("markdown_text")
+        attachments = params.get("attachments")
+        if markdown_text is not None and (text not in (None, "") or blocks):
+            raise SlackApiFail("markdown_text_conflict")
+        if require and not (text or blocks or markdown_text or attachments):
+            raise SlackApiFail("no_text")
+        if blocks is not None and blocks != []:
+            self._validate_blocks(blocks, too_many_error=too_many_error)
+        if markdown_text is not None and len(str(markdown_text)) > MAX_MARKDOWN:
+            raise SlackApiFail("msg_too_long")
+        warnings: list[str] = []
+        if isinstance(text, str) and len(text) > MAX_TEXT:
+            params["text"] = text[:MAX_TEXT]
+            warnings.append("message_truncated")
+        return warnings
+
+    @staticmethod
+    def _require(params: dict[str, Any], *names: str) -> None:
+        for name in names:
+            if params.get(name) in (None, ""):
+                raise SlackApiFail(
+                    "invalid_arguments",
+                    response_metadata={"messages": [f"[ERROR] missing required field: {name}"]},
+                )
+
+    @staticmethod
+    def _with_warnings(body: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+        if warnings:
+            body["warning"] = ",".join(warnings)
+            body["response_metadata"] = {"warnings": warnings}
+        return body
+
+    # ------------------------------------------------------------------ store internals
+
+    def _store(self, channel: str, msg: dict[str, Any]) -> None:
+        self.messages.setdefault(channel, []).append(msg)
+        self.messages[channel].sort(key=lambda m: _ts_key(m["ts"]))
+
+    def _bot_message(self, params: dict[str, Any], ts: str) -> dict[str, Any]:
+        msg: dict[str, Any] = {
+            "type": "message",
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            "text": "",
+            "ts": ts,
+            "team": self.team_id,
+            "bot_profile": {
+                "id": self.bot_id,
+                "app_id": self.app_id,
+                "name": self.bot_name,
+                "deleted": False,
+                "team_id": self.team_id,
+            },
+        }
+        self._apply_content(msg, params)
+        thread_ts = params.get("thread_ts")
+        if thread_ts:
+            msg["thread_ts"] = str(thread_ts)
+        for key in ("metadata", "attachments", "username", "icon_emoji", "icon_url"):
+            if params.get(key) is not None:
+                msg[key] = params[key]
+        return msg
+
+    @staticmethod
+    def _apply_content(msg: dict[str, Any], params: dict[str, Any]) -> None:
+        markdown_text = params.get("markdown_text")
+        if markdown_text is not None:
+            msg["text"] = str(markdown_text)
+            msg["markdown_text"] = str(markdown_text)
+            msg["blocks"] = [{"type": "markdown", "text": str(markdown_text)}]
+            return
+        msg.pop("markdown_text", None)
+        if "text" in params:
+            msg["text"] = str(params["text"] or "")
+        if params.get("blocks") is not None:
+            msg["blocks"] = params["blocks"]
+        elif "text" in params:
+            msg.pop("blocks", None)
+
+    def _find_or_fail(self, channel: str, ts: str) -> dict[str, Any]:
+        msg = self.get_message(channel, ts)
+        if msg is None:
+            raise SlackApiFail("message_not_found")
+        return msg
+
+    def _channel_info(self, channel: str) -> dict[str, Any]:
+        if channel in self.channels:
+            return dict(self.channels[channel])
+        is_im = channel.startswith("D")
+        return {
+            "id": channel,
+            "name": channel.lower(),
+            "name_normalized": channel.lower(),
+            "is_channel": channel.startswith("C"),
+            "is_group": channel.startswith("G"),
+            "is_im": is_im,
+            "is_mpim": False,
+            "is_private": not channel.startswith("C"),
+            "is_archived": False,
+            "is_general": False,
+            "is_shared": False,
+            "is_ext_shared": False,
+            "is_org_shared": False,
+            "is_member": True,
+            "created": 1700000000,
+            "context_team_id": self.team_id,
+            **({"user": "U0000"} if is_im else {}),
+        }
+
+    def _public(self, msg: dict[str, Any], channel: str) -> dict[str, Any]:
+        """A stored message as the API returns it (thread metadata on parents)."""
+        out = {k: v for k, v in msg.items() if k not in _INTERNAL_KEYS}
+        if out.get("thread_ts") == out["ts"] or self._replies_of(channel, out["ts"]):
+            replies = self._replies_of(channel, out["ts"])
+            out["thread_ts"] = out["ts"]
+            out["reply_count"] = len(replies)
+            out["reply_users_count"] = len({r.get("user") for r in replies})
+            out["reply_users"] = sorted({str(r.get("user")) for r in replies})
+            if replies:
+                out["latest_reply"] = replies[-1]["ts"]
+        elif "thread_ts" in out:
+            parent = self.get_message(channel, out["thread_ts"])
+            if parent is not None and parent.get("user"):
+                out["parent_user_id"] = parent["user"]
+        return out
+
+    def _replies_of(self, channel: str, ts: str) -> list[dict[str, Any]]:
+        return [
+            m for m in self.messages.get(channel, []) if m.get("thread_ts") == ts and m["ts"] != ts
+        ]
+
+    # ------------------------------------------------------------------ method handlers
+
+    async def _api_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"args": {k: v for k, v in params.items() if k != "token"}}
+
+    async def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": "https://fake-test.slack.com/",
+            "team": self.team_name,
+            "user": self.bot_name,
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    async def _chat_post_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "channel")
+        warnings = self._validate_content(params, too_many_error="msg_blocks_too_many")
+        channel = str(params["channel"])
+        msg = self._bot_message(params, next_ts())
+        self._store(channel, msg)
+        body = {"channel": channel, "ts": msg["ts"], "message": self._public(msg, channel)}
+        return self._with_warnings(body, warnings)
+
+    async def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "channel", "ts")
+        warnings = self._validate_content(params, too_many_error="invalid_blocks")
+        channel, ts = str(params["channel"]), str(params["ts"])
+        msg = self._find_or_fail(channel, ts)
+        if msg.get("bot_id") != self.bot_id:
+            raise SlackApiFail("cant_update_message")
+        self._apply_content(msg, params)
+        msg["edited"] = {"user": self.bot_user_id, "ts": next_ts()}
+        body = {
+            "channel": channel,
+            "ts": ts,
+            "text": msg.get("text", ""),
+            "message": self._public(msg, channel),
+        }
+        return self._with_warnings(body, warnings)
+
+    async def _chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "channel", "ts")
+        channel, ts = str(params["channel"]), str(params["ts"])
+        msg = self._find_or_fail(channel, ts)
+        if msg.get("bot_id") != self.bot_id:
+            raise SlackApiFail("cant_delete_message")
+        self.messages[channel].remove(msg)
+        self.deleted.append({**msg, "channel": channel})
+        return {"channel": channel, "ts": ts}
+
+    async def _chat_post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "channel", "user")
+        self._validate_content(params, too_many_error="msg_blocks_too_many")
+        ts = next_ts()
+        self.ephemerals.append(
+            {
+                "channel": params["channel"],
+                "user": params["user"],
+                "text": params.get("text") or params.get("markdown_text") or "",
+                "blocks": params.get("blocks"),
+                "thread_ts": params.get("thread_ts"),
+                "ts": ts,
+            }
+        )
+        return {"message_ts": ts}
+
+    def _validate_chunks(self, params: dict[str, Any]) -> str:
+        """Validates ``chunks``; returns the markdown text they carry."""
+        chunks = params.get("chunks")
+        if chunks is None:
+            return ""
+        if not isinstance(chunks, list):
+            raise SlackApiFail("invalid_chunks")
+        text = ""
+        for chunk in chunks:
+            if not isinstance(chunk, dict) or chunk.get("type") not in KNOWN_CHUNK_TYPES:
+                raise SlackApiFail("invalid_chunks")
+            if chunk["type"] == "markdown_text":
+                text += str(chunk.get("text", ""))
+            elif chunk["type"] == "blocks":
+                self._validate_blocks(chunk.get("blocks"), too_many_error="msg_blocks_too_many")
+        return text
+
+    def _stream_text(self, params: dict[str, Any]) -> str:
+        markdown_text = params.get("markdown_text")
+        if markdown_text is not None and len(str(markdown_text)) > MAX_MARKDOWN:
+            raise SlackApiFail("msg_too_long")
+        return str(markdown_text or "") + self._validate_chunks(params)
+
+    async def _chat_start_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "channel")
+        channel = str(params["channel"])
+        if channel[:1] in ("C", "G"):
+            if not params.get("recipient_team_id"):
+                raise SlackApiFail("missing_recipient_team_id")
+            if not params.get("recipient_user_id"):
+                raise SlackApiFail("missing_recipient_user_id")
+        text = self._stream_text(params)
+        msg = self._bot_message({"thread_ts": params.get("thread_ts")}, next_ts())
+        msg["text"] = text
+        msg["streaming"] = True
+        msg["stream_chunks"] = list(params.get("chunks") or [])
+        self._store(channel, msg)
+        return {"channel": channel, "ts": msg["ts"]}
+
+    def _streaming_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "channel", "ts")
+        msg = self._find_or_fail(str(params["channel"]), str(params["ts"]))
+        if not msg.get("streaming"):
+            raise SlackApiFail("message_not_in_streaming_state")
+        return msg
+
+    async def _chat_append_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        msg = self._streaming_message(params)
+        text = self._stream_text(params)
+        warnings: list[str] = []
+        msg["text"] = msg.get("text", "") + text
+        msg["stream_chunks"].extend(params.get("chunks") or [])
+        if len(msg["text"]) > MAX_TEXT:
+            msg["text"] = msg["text"][:MAX_TEXT]
+            warnings.append("message_truncated")
+        return self._with_warnings({"channel": params["channel"], "ts": msg["ts"]}, warnings)
+
+    async def _chat_stop_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        msg = self._streaming_message(params)
+        text = self._stream_text(params)
+        if params.get("blocks"):
+            self._validate_blocks(params["blocks"], too_many_error="msg_blocks_too_many")
+            msg["blocks"] = params["blocks"]
+        msg["text"] = msg.get("text", "") + text
+        msg["stream_chunks"].extend(params.get("chunks") or [])
+        if params.get("metadata") is not None:
+            msg["metadata"] = params["metadata"]
+        msg["streaming"] = False
+        msg["stream_stopped"] = True
+        channel = str(params["channel"])
+        return {"channel": channel, "ts": msg["ts"], "message": self._public(msg, channel)}
+
+    def _thread_key(self, params: dict[str, Any]) -> tuple[str, str]:
+        self._require(params, "channel_id", "thread_ts")
+        return str(params["channel_id"]), str(params["thread_ts"])
+
+    async def _set_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        key = self._thread_key(params)
+        if "status" not in params:
+            raise SlackApiFail("invalid_arguments")
+        loading = params.get("loading_messages")
+        if isinstance(loading, str):
+            loading = [x for x in loading.split(",") if x]
+        if loading is not None and len(loading) > 10:
+            raise SlackApiFail("invalid_arguments")
+        self.statuses.setdefault(key, []).append(str(params["status"]))
+        return {}
+
+    async def _set_suggested_prompts(self, params: dict[str, Any]) -> dict[str, Any]:
+        key = self._thread_key(params)
+        prompts = params.get("prompts")
+        if not isinstance(prompts, list) or not prompts:
+            raise SlackApiFail("invalid_arguments")
+        self.suggested_prompts[key] = prompts
+        return {}
+
+    async def _set_title(self, params: dict[str, Any]) -> dict[str, Any]:
+        key = self._thread_key(params)
+        self._require(params, "title")
+        self.titles[key] = str(params["title"])
+        return {}
+
+    async def _reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "channel", "timestamp", "name")
+        channel, ts, name = str(params["channel"]), str(params["timestamp"]), str(params["name"])
+        msg = self.get_message(channel, ts)
+        if msg is None:
+            if self.strict_messages:
+                raise SlackApiFail("message_not_found")
+            names = self.loose_reactions.setdefault((channel, ts), [])
+            if name in names:
+                raise SlackApiFail("already_reacted")
+            names.append(name)
+            return {}
+        reactions = msg.setdefault("reactions", [])
+        for r in reactions:
+            if r["name"] == name:
+                if self.bot_user_id in r["users"]:
+                    raise SlackApiFail("already_reacted")
+                r["users"].append(self.bot_user_id)
+                r["count"] += 1
+                return {}
+        reactions.append({"name": name, "users": [self.bot_user_id], "count": 1})
+        return {}
+
+    async def _reactions_remove(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "name")
+        channel = str(params.get("channel", ""))
+        ts = str(params.get("timestamp", ""))
+        name = str(params["name"])
+        msg = self.get_message(channel, ts)
+        if msg is None:
+            names = self.loose_reactions.get((channel, ts), [])
+            if name not in names:
+                raise SlackApiFail("no_reaction")
+            names.remove(name)
+            return {}
+        for r in msg.get("reactions", []):
+            if r["name"] == name and self.bot_user_id in r["users"]:
+                r["users"].remove(self.bot_user_id)
+                r["count"] -= 1
+                if not r["users"]:
+                    msg["reactions"].remove(r)
+                return {}
+        raise SlackApiFail("no_reaction")
+
+    async def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "channel", "ts")
+        channel, ts = str(params["channel"]), str(params["ts"])
+        if channel not in self.messages and channel not in self.channels:
+            raise SlackApiFail("channel_not_found")
+        msg = self.get_message(channel, ts)
+        if msg is None:
+            raise SlackApiFail("thread_not_found")
+        root = str(msg.get("thread_ts") or ts)
+        thread = self.thread_messages(channel, root)
+        if not thread:
+            thread = [msg]
+        inclusive = _truthy(params.get("inclusive", False))
+        oldest = params.get("oldest")
+        latest = params.get("latest")
+        if oldest:
+            lo = _ts_key(str(oldest))
+            thread = [
+                m for m in thread if _ts_key(m["ts"]) > lo or (inclusive and _ts_key(m["ts"]) == lo)
+            ]
+        if latest:
+            hi = _ts_key(str(latest))
+            thread = [
+                m for m in thread if _ts_key(m["ts"]) < hi or (inclusive and _ts_key(m["ts"]) == hi)
+            ]
+        try:
+            limit = int(params.get("limit") or 1000)
+            offset = int(str(params.get("cursor") or "").removeprefix("bmV4dF90czo") or 0)
+        except ValueError as e:
+            raise SlackApiFail("invalid_cursor") from e
+        limit = max(1, min(limit, 1000))
+        page = thread[offset : offset + limit]
+        has_more = offset + limit < len(thread)
+        body: dict[str, Any] = {
+            "messages": [self._public(m, channel) for m in page],
+            "has_more": has_more,
+        }
+        body["response_metadata"] = {
+            "next_cursor": f"bmV4dF90czo{offset + limit}" if has_more else ""
+        }
+        return body
+
+    async def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "channel")
+        channel = str(params["channel"])
+        if channel[:1] not in ("C", "G", "D"):
+            raise SlackApiFail("channel_not_found")
+        return {"channel": self._channel_info(channel)}
+
+    async def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "user")
+        user = self.users.get(str(params["user"]))
+        if user is None:
+            raise SlackApiFail("user_not_found")
+        return {"user": user}
+
+    async def _bots_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        bot = self.bots.get(str(params.get("bot", "")))
+        if bot is None:
+            raise SlackApiFail("bot_not_found")
+        return {"bot": bot}
+
+    async def _files_get_upload_url(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "filename", "length")
+        try:
+            length = int(params["length"])
+        except ValueError as e:
+            raise SlackApiFail("invalid_arguments") from e
+        file_id = f"F{next(self._file_ids):08d}"
+        self.files[file_id] = UploadedFile(
+            id=file_id,
+            filename=str(params["filename"]),
+            length=length,
+            alt_txt=params.get("alt_txt"),
+            snippet_type=params.get("snippet_type"),
+        )
+        return {"upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}", "file_id": file_id}
+
+    async def _files_complete_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+        files = params.get("files")
+        if not isinstance(files, list) or not files:
+            raise SlackApiFail("invalid_arguments")
+        channel_id = params.get("channel_id") or None
+        thread_ts = params.get("thread_ts") or None
+        done: list[UploadedFile] = []
+        for item in files:
+            f = self.files.get(str(item.get("id")))
+            if f is None or f.content is None:
+                raise SlackApiFail("file_not_found")
+            if f.completed:
+                raise SlackApiFail("file_upload_already_completed")
+            done.append(f)
+        shared: list[dict[str, Any]] = []
+        for f, item in zip(done, files, strict=True):
+            f.completed = True
+            f.title = item.get("title") or f.filename
+            f.channel_id = str(channel_id) if channel_id else None
+            f.thread_ts = str(thread_ts) if thread_ts else None
+            f.initial_comment = params.get("initial_comment")
+            shared.append(self._file_object(f))
+        if channel_id:
+            msg = self._bot_message({"thread_ts": thread_ts}, next_ts())
+            msg.update(
+                text=str(params.get("initial_comment") or ""),
+                files=shared,
+                upload=True,
+                subtype="file_share",
+            )
+            self._store(str(channel_id), msg)
+        return {"files": shared}
+
+    def _file_object(self, f: UploadedFile) -> dict[str, Any]:
+        return {
+            "id": f.id,
+            "name": f.filename,
+            "title": f.title,
+            "size": len(f.content or b""),
+            "user": self.bot_user_id,
+            "channels": [f.channel_id] if f.channel_id else [],
+        }
+
+    async def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"url": self.ws_url}
+
+    @property
+    def uploaded_files(self) -> list[UploadedFile]:
+        return [f for f in self.files.values() if f.completed]

@@ -1,0 +1,206 @@
+"""The Redis store and the workers, on fakeredis and on the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from bot.store.keys import Keys
+from bot.store.redis_store import IntakeResult, Store
+from bot.turns import Turn
+from bot.worker import Worker, WorkerConfig
+
+
+def make_store(client: aioredis.Redis, prefix: str) -> Store:
+    embedded = isinstance(client, fakeredis.FakeAsyncRedis)
+    return Store(client, keys=Keys(prefix), wakeup=asyncio.Event() if embedded else None)
+
+
+def turn(ts: str, *, thread: str = "100.0", event_id: str | None = None, text: str = "q",
+         kind: str = "followup") -> Turn:
+    return Turn(team="T1", channel="C1", thread_ts=thread, ts=ts, user="U1", text=text,
+                kind=kind,  # type: ignore[arg-type]
+                event_id=event_id or f"Ev{ts}")
+
+
+async def test_redelivery_and_mention_pair_are_deduplicated(any_redis, prefix) -> None:
+    store = make_store(any_redis, prefix)
+    mention = turn("101.0", event_id="EvA", kind="mention")
+    assert await store.enqueue(mention, engages=True, is_retry=False) == IntakeResult.QUEUED
+    # Slack redelivers the same event id.
+    assert await store.enqueue(mention, engages=True, is_retry=False) == IntakeResult.DUPLICATE
+    # The `message` twin of the mention: same ts, another event id.
+    twin = turn("101.0", event_id="EvB")
+    assert await store.enqueue(twin, engages=False, is_retry=False) == IntakeResult.DUPLICATE
+    # A retry of a turn that is still queued rings the doorbell again.
+    assert await store.enqueue(twin, engages=False, is_retry=True) == IntakeResult.REQUEUE
+    assert await store.queue_length(mention.key) == 1
+
+
+async def test_followup_in_unengaged_thread_is_ignored_and_does_not_burn_dedupe(
+    any_redis, prefix
+) -> None:
+    store = make_store(any_redis, prefix)
+    message_first = turn("101.0", event_id="EvMsg")
+    assert await store.enqueue(message_first, engages=False, is_retry=False) == IntakeResult.IGNORED
+    mention = turn("101.0", event_id="EvMention", kind="mention")
+    assert await store.enqueue(mention, engages=True, is_retry=False) == IntakeResult.QUEUED
+    later = turn("102.0")
+    assert await store.enqueue(later, engages=False, is_retry=False) == IntakeResult.QUEUED
+    record = await store.get_thread(mention.key)
+    assert record is not None and record.engaged and not record.session_id
+
+
+async def test_lock_is_exclusive_and_released_only_by_its_owner(any_redis, prefix) -> None:
+    store = make_store(any_redis, prefix)
+    token = await store.try_lock("k", 5000)
+    assert token is not None
+    assert await store.try_lock("k", 5000) is None
+    await store.release_lock("k", "not-the-token")
+    assert await store.try_lock("k", 5000) is None
+    assert await store.extend_lock("k", token, 5000)
+    await store.release_lock("k", token)
+    assert await store.try_lock("k", 5000) is not None
+
+
+async def _run_worker(store: Store, handler, **cfg) -> Worker:
+    config = WorkerConfig(block_ms=200, blocking_reads=store.wakeup is None, **cfg)
+    worker = Worker(store, handler, config)
+    await worker.start()
+    return worker
+
+
+async def _wait(predicate, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_one_thread_runs_in_order_and_never_overlaps(any_redis, prefix) -> None:
+    store = make_store(any_redis, prefix)
+    seen: list[str] = []
+    running = 0
+    overlap = False
+
+    async def handler(t: Turn) -> str:
+        nonlocal running, overlap
+        running += 1
+        overlap = overlap or running > 1
+        await asyncio.sleep(0.05)
+        seen.append(t.ts)
+        running -= 1
+        return "answered"
+
+    workers = [await _run_worker(store, handler) for _ in range(2)]
+    await store.enqueue(turn("101.0", kind="mention"), engages=True, is_retry=False)
+    for ts in ("102.0", "103.0", "104.0"):
+        await store.enqueue(turn(ts), engages=False, is_retry=False)
+    await _wait(lambda: len(seen) == 4)
+    for w in workers:
+        await w.stop(1)
+    assert seen == ["101.0", "102.0", "103.0", "104.0"]
+    assert not overlap
+    assert await store.queue_length(turn("1").key) == 0
+    assert await store.message_state(turn("1").key, "104.0") == "d"
+
+
+async def test_threads_run_concurrently(any_redis, prefix) -> None:
+    store = make_store(any_redis, prefix)
+    done: list[str] = []
+
+    async def handler(t: Turn) -> str:
+        await asyncio.sleep(0.5)
+        done.append(t.key)
+        return "answered"
+
+    worker = await _run_worker(store, handler)
+    started = time.monotonic()
+    for i in range(20):
+        await store.enqueue(turn(f"{i}.5", thread=f"{i}.0", kind="mention"), engages=True,
+                            is_retry=False)
+    await _wait(lambda: len(done) == 20)
+    elapsed = time.monotonic() - started
+    await worker.stop(1)
+    assert len(set(done)) == 20
+    assert elapsed < 5.0, f"20 threads of 0.5 s took {elapsed:.1f}s: not concurrent"
+
+
+async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, prefix) -> None:
+    store = make_store(real_redis, prefix)
+    await store.ensure_group()
+    t = turn("101.0", kind="mention")
+    await store.enqueue(t, engages=True, is_retry=False)
+    # A worker takes the doorbell and the lock, then dies (never acks, lock expires).
+    bells = await store.read_doorbells("dead-worker", 10, 100)
+    assert [b.key for b in bells] == [t.key]
+    assert await store.try_lock(t.key, 300) is not None
+    answered: list[str] = []
+
+    async def handler(x: Turn) -> str:
+        answered.append(x.ts)
+        return "answered"
+
+    worker = await _run_worker(store, handler, reclaim_idle_ms=500, lock_ttl_ms=1000)
+    await _wait(lambda: answered == ["101.0"], within=10)
+    await worker.stop(1)
+    assert await store.pending_count() == 0
+
+
+async def test_already_answered_turn_is_not_answered_again(any_redis, prefix) -> None:
+    store = make_store(any_redis, prefix)
+    t = turn("101.0", kind="mention")
+    await store.enqueue(t, engages=True, is_retry=False)
+    await store.set_message_state(t.key, t.ts, "d")  # answered, then the worker died
+    calls: list[str] = []
+
+    async def handler(x: Turn) -> str:
+        calls.append(x.ts)
+        return "answered"
+
+    worker = await _run_worker(store, handler)
+    await _wait(lambda: asyncio.get_event_loop() is not None)
+    await store.enqueue(turn("102.0"), engages=False, is_retry=False)
+    await _wait(lambda: calls == ["102.0"])
+    await worker.stop(1)
+    assert calls == ["102.0"]
+
+
+async def test_a_failing_handler_does_not_block_the_thread(any_redis, prefix) -> None:
+    store = make_store(any_redis, prefix)
+    calls: list[str] = []
+
+    async def handler(x: Turn) -> str:
+        calls.append(x.ts)
+        if x.ts == "101.0":
+            raise RuntimeError("boom")
+        return "answered"
+
+    worker = await _run_worker(store, handler)
+    await store.enqueue(turn("101.0", kind="mention"), engages=True, is_retry=False)
+    await store.enqueue(turn("102.0"), engages=False, is_retry=False)
+    await _wait(lambda: calls == ["101.0", "102.0"])
+    await worker.stop(1)
+
+
+@pytest.mark.parametrize("garbage", ["{not json", '{"team": 1}'])
+async def test_unreadable_queue_entries_are_dropped(any_redis, prefix, garbage) -> None:
+    store = make_store(any_redis, prefix)
+    key = turn("1").key
+    await any_redis.rpush(store.keys.queue(key), garbage)
+    calls: list[str] = []
+
+    async def handler(x: Turn) -> str:
+        calls.append(x.ts)
+        return "answered"
+
+    worker = await _run_worker(store, handler)
+    await store.ring(key)
+    await store.enqueue(turn("101.0", kind="mention"), engages=True, is_retry=False)
+    await _wait(lambda: calls == ["101.0"])
+    await worker.stop(1)
