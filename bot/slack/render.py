@@ -230,14 +230,19 @@ def _plain_text(node: SyntaxTreeNode) -> str:
     return inner
 
 
-def _plain_cell(cell: str) -> str:
+_INLINE_SYNTAX_RE = re.compile(r"[*_`\[\]<>&\\!~]")
+
+
+def _plain_cell(cell: str, parser: MarkdownIt) -> str:
     """Inline Markdown of a table cell as plain text."""
-    return _plain_text(SyntaxTreeNode(_markdown_parser().parseInline(cell)))
+    if not _INLINE_SYNTAX_RE.search(cell):
+        return cell
+    return _plain_text(SyntaxTreeNode(parser.parseInline(cell)))
 
 
 def _format_table(table: _Table) -> list[str]:
-    header = [_plain_cell(cell) for cell in table.header]
-    rows = [[_plain_cell(cell) for cell in row] for row in table.rows]
+    """Aligned text lines for a table whose cells are already plain text."""
+    header, rows = table.header, table.rows
     aligns: list[Align] = []
     for col, align in enumerate(table.aligns):
         if align == "auto":
@@ -268,7 +273,13 @@ def table_to_code_block(lines: Sequence[str]) -> str:
     table = _parse_table(lines)
     if table is None:
         return "\n".join(lines)
-    body = _format_table(table)
+    parser = _markdown_parser()
+    plain = _Table(
+        header=[_plain_cell(cell, parser) for cell in table.header],
+        rows=[[_plain_cell(cell, parser) for cell in row] for row in table.rows],
+        aligns=table.aligns,
+    )
+    body = _format_table(plain)
     longest_run = max((len(run) for run in re.findall(r"`+", "\n".join(body))), default=0)
     fence = "`" * max(3, longest_run + 1)
     return "\n".join([fence, *body, fence])
@@ -428,7 +439,9 @@ class _Splitter:
         if probe >= len(text):
             return probe
         line_start = self.line_starts[self._line_of(probe)]
-        return max(pos, line_start)
+        if line_start >= pos:
+            return line_start  # a new line (or the start of one): keep its indentation
+        return probe  # mid-line (word) split: drop the spaces
 
     def _candidates(self, start: int, hi: int) -> tuple[list[int], list[int], list[int]]:
         """Paragraph, line and word split positions in ``(start, hi]``, ascending."""
@@ -511,9 +524,10 @@ class _Splitter:
         text, limit = self.text, self.limit
         chunks: list[str] = []
         reopen = ""
+        text_end = self._content_end(0, len(text))
         pos = self._skip_gap(0)
-        while pos < len(text):
-            end = self._content_end(pos, len(text))
+        while pos < text_end:
+            end = text_end
             if end <= pos:
                 break
             if len(reopen) + end - pos <= limit:
@@ -565,6 +579,11 @@ _SLACK_TOKEN_RE = re.compile(
     r"|![a-z]+(?:\^[^<>|\n]*)?(?:\|[^<>\n]*)?"
     r"|(?:https?|mailto):[^\s<>|]+(?:\|[^<>\n]*)?)>"
 )
+# Bare URLs (not link targets, not inside HTML attributes): markdown-it must not turn their
+# ``*``/``_``/``~`` into emphasis. Trailing punctuation is not part of the URL.
+_BARE_URL_RE = re.compile(
+    r"(?<![(<\[\w\"'=/])https?://[^\s<>()\[\]`]*[^\s<>()\[\]`.,;:!?'\"*_~]"
+)
 _BULLETS = ("•", "◦", "▪")
 _LIST_INDENT = "    "
 _HR = "──────────"
@@ -591,6 +610,12 @@ class _Ctx:
 
 
 class _MrkdwnRenderer:
+    def __init__(self, placeholders: _Placeholders) -> None:
+        self.placeholders = placeholders
+
+    def _code(self, text: str) -> str:
+        return self.placeholders.restore(text, raw=True)
+
     def render(self, root: SyntaxTreeNode) -> str:
         return "\n\n".join(part for part in self._blocks(root.children, _Ctx()) if part)
 
@@ -612,7 +637,7 @@ class _MrkdwnRenderer:
             inner = "\n\n".join(p for p in self._blocks(node.children, ctx) if p)
             return "\n".join(f"> {line}" if line else ">" for line in inner.split("\n"))
         if kind in ("fence", "code_block"):
-            code = node.content.rstrip("\n")
+            code = self._code(node.content.rstrip("\n"))
             return f"```\n{code}\n```"
         if kind == "hr":
             return _HR
@@ -702,7 +727,7 @@ class _MrkdwnRenderer:
         if kind in ("softbreak", "hardbreak"):
             return "\n"
         if kind == "code_inline":
-            return f"`{node.content}`"
+            return f"`{self._code(node.content)}`"
         if kind == "strong":
             inner = self._inline(node.children, _Ctx(ctx.depth, in_bold=True))
             return inner if ctx.in_bold or not inner else f"*{inner}*"
@@ -713,7 +738,7 @@ class _MrkdwnRenderer:
             inner = self._inline(node.children, ctx)
             return f"~{inner}~" if inner else ""
         if kind == "link":
-            href = str(node.attrs.get("href", ""))
+            href = self._code(str(node.attrs.get("href", "")))
             label = self._inline(node.children, ctx)
             if node.markup in ("autolink", "linkify") or not label or label == _escape(href):
                 return f"<{_escape(href)}>"
@@ -721,7 +746,7 @@ class _MrkdwnRenderer:
                 return f"<{_escape(href)}|{label}>"
             return f"<{_escape(href)}|{label.replace('|', '¦')}>"
         if kind == "image":
-            src = str(node.attrs.get("src", ""))
+            src = self._code(str(node.attrs.get("src", "")))
             alt = _escape(node.content) or self._inline(node.children, ctx)
             return f"<{_escape(src)}|{alt}>" if alt else f"<{_escape(src)}>"
         if kind == "html_inline":
@@ -761,27 +786,59 @@ def _protect_tokens(text: str, transform: Callable[[str], str]) -> str:
     return "".join(parts)
 
 
+class _Placeholders:
+    """Stand-ins for text that markdown-it must not touch (Slack tokens, bare URLs).
+
+    Each protected string is replaced by ``<open>index<close>`` made of private-use characters
+    absent from the input, and put back after rendering: verbatim inside code, in its mrkdwn
+    form elsewhere (bare URLs get ``&`` escaped, Slack tokens stay as they are).
+    """
+
+    def __init__(self, text: str) -> None:
+        self.open, self.close = _sentinels(text)
+        self.pattern = re.compile(re.escape(self.open) + r"(\d+)" + re.escape(self.close))
+        self.raw: list[str] = []
+        self.mrkdwn: list[str] = []
+
+    def _add(self, raw: str, mrkdwn: str) -> str:
+        self.raw.append(raw)
+        self.mrkdwn.append(mrkdwn)
+        return f"{self.open}{len(self.raw) - 1}{self.close}"
+
+    def protect(self, text: str) -> str:
+        text = _SLACK_TOKEN_RE.sub(lambda m: self._add(m.group(0), m.group(0)), text)
+        return _BARE_URL_RE.sub(lambda m: self._add(m.group(0), _escape(m.group(0))), text)
+
+    def holds(self, text: str) -> bool:
+        return self.open in text
+
+    def restore(self, text: str, *, raw: bool) -> str:
+        if not self.raw or self.open not in text:
+            return text
+        values = self.raw if raw else self.mrkdwn
+
+        def put_back(match: re.Match[str]) -> str:
+            index = int(match.group(1))
+            return values[index] if index < len(values) else match.group(0)
+
+        return self.pattern.sub(put_back, text)
+
+
 def _markdown_to_mrkdwn(markdown: str) -> str:
     text = markdown.replace("\r\n", "\n").replace("\r", "\n")
-    open_mark, close_mark = _sentinels(text)
-    tokens: list[str] = []
+    placeholders = _Placeholders(text)
+    text = placeholders.protect(text)
+    parser = _markdown_parser()
+    default_normalize = parser.normalizeLink
 
-    def protect(match: re.Match[str]) -> str:
-        tokens.append(match.group(0))
-        return f"{open_mark}{len(tokens) - 1}{close_mark}"
+    def normalize_link(url: str) -> str:
+        # Keep placeholders intact so that link targets can be restored.
+        return url if placeholders.holds(url) else default_normalize(url)
 
-    text = _SLACK_TOKEN_RE.sub(protect, text)
-    root = SyntaxTreeNode(_markdown_parser().parse(text))
-    out = _MrkdwnRenderer().render(root)
-    if tokens:
-        pattern = re.compile(re.escape(open_mark) + r"(\d+)" + re.escape(close_mark))
-
-        def restore(match: re.Match[str]) -> str:
-            index = int(match.group(1))
-            return tokens[index] if index < len(tokens) else match.group(0)
-
-        out = pattern.sub(restore, out)
-    return out
+    parser.normalizeLink = normalize_link  # type: ignore[method-assign]
+    root = SyntaxTreeNode(parser.parse(text))
+    out = _MrkdwnRenderer(placeholders).render(root)
+    return placeholders.restore(out, raw=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""Run the bot as a separate process in HTTP mode, as it runs in production, and talk to it
+the way Slack does: signed Events API requests in, Web API calls out to a fake Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fakes.adk_server import free_port
+from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.slack_events import send_event
+
+SIGNING_SECRET = "test-signing-secret"
+REPO = Path(__file__).resolve().parents[2]
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+class BotProcess:
+    def __init__(self, slack: FakeSlack, adk_url: str, *, prefix: str, app_name: str = "test_agent",
+                 redis_url: str = "redis://127.0.0.1:6379/0", port: int | None = None,
+                 **settings: str) -> None:
+        self.slack = slack
+        self.port = port or free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="bot-proc-"))
+        self.log_path = self.workdir / "bot.log"
+        self.env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+        self.env.update({
+            "SLACK_BOT_TOKEN": slack.bot_token,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.base_url,
+            "ADK_BASE_URL": adk_url,
+            "ADK_APP_NAME": app_name,
+            "REDIS_URL": redis_url,
+            "REDIS_KEY_PREFIX": prefix,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "LOG_LEVEL": "INFO",
+            "PYTHONPATH": str(REPO),
+        })
+        self.env.pop("SLACK_APP_TOKEN", None)
+        self.env.update({k.upper(): v for k, v in settings.items()})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+        self.http = httpx.AsyncClient(timeout=15, trust_env=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve"], cwd=self.workdir, env=self.env,
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"bot exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                response = await self.http.get(f"{self.url}/healthz")
+                if response.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"bot did not become healthy:\n{self.log()}")
+
+    async def stop(self, *, kill: bool = False, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                await asyncio.sleep(0.2)
+        code = self.proc.returncode
+        self.proc = None
+        if self._log:
+            self._log.close()
+            self._log = None
+        return code
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def close(self) -> None:
+        await self.stop()
+        await self.http.aclose()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        records = []
+        for line in self.log().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    async def send(self, payload: dict[str, Any], *, retry_num: int | None = None
+                   ) -> httpx.Response:
+        return await send_event(self.http, f"{self.url}/slack/events", payload,
+                                secret=SIGNING_SECRET, retry_num=retry_num)

@@ -1,0 +1,62 @@
+"""Acting as people in Slack: a message is stored in the fake Slack (so history reads see it)
+and delivered to the bot as the events real Slack would send for it."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from tests.fakes import slack_events as ev
+from tests.fakes.fake_slack import FakeSlack, message_text
+from tests.integration.harness import BotProcess
+
+
+async def say(
+    slack: FakeSlack,
+    bot: BotProcess,
+    *,
+    user: str,
+    text: str,
+    channel: str = "C1",
+    thread_ts: str | None = None,
+    mention: bool = False,
+    dm: bool = False,
+    shuffle: bool = False,
+) -> str:
+    """Post as `user`; returns the message ts. A mention in a channel arrives as two
+    events (`app_mention` and `message`), in either order when `shuffle`."""
+    if mention:
+        text = f"<@{slack.bot_user_id}> {text}"
+    ts = slack.add_message(channel, user=user, text=text, thread_ts=thread_ts)
+    payloads: list[dict[str, Any]] = []
+    if dm:
+        payloads.append(ev.envelope(ev.message(channel=channel, user=user, text=text, ts=ts,
+                                               thread_ts=thread_ts, channel_type="im")))
+    else:
+        kind = "group" if channel.startswith("G") else "channel"
+        payloads.append(ev.envelope(ev.message(channel=channel, user=user, text=text, ts=ts,
+                                               thread_ts=thread_ts, channel_type=kind)))
+        if mention:
+            payloads.append(ev.envelope(ev.app_mention(channel=channel, user=user, text=text,
+                                                       ts=ts, thread_ts=thread_ts)))
+            if not shuffle or random.random() < 0.5:
+                payloads.reverse()
+    for payload in payloads:
+        response = await bot.send(payload)
+        assert response.status_code == 200, response.text
+    return ts
+
+
+def replies(slack: FakeSlack, channel: str, thread_ts: str) -> list[str]:
+    return [message_text(m) for m in slack.bot_replies(channel, thread_ts)]
+
+
+async def wait_replies(slack: FakeSlack, channel: str, thread_ts: str, n: int,
+                       timeout: float = 15.0) -> list[str]:
+    await slack.wait_for(lambda s: len(s.bot_replies(channel, thread_ts)) >= n, timeout=timeout)
+    return replies(slack, channel, thread_ts)
+
+
+def dm_bot_messages(slack: FakeSlack, channel: str) -> list[dict[str, Any]]:
+    return [m for m in slack.messages.get(channel, [])
+            if m.get("bot_id") == slack.bot_id and not m.get("thread_ts")]

@@ -1,0 +1,609 @@
+"""Unit tests for bot.slack.render (pure Markdown/mrkdwn rendering helpers)."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.slack.render import (
+    MAX_BLOCKS_PER_MESSAGE,
+    MAX_TEXT_CHARS,
+    SlackMessage,
+    markdown_to_mrkdwn,
+    mentioned_user_ids,
+    parse_markdown_table,
+    readable_input,
+    render_answer,
+    split_markdown,
+    table_to_code_block,
+)
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def _assert_pieces_of(text: str, chunks: list[str]) -> None:
+    """Every chunk is a slice of ``text``, in order, separated only by whitespace."""
+    cursor = 0
+    for chunk in chunks:
+        assert chunk.strip(), "empty chunk"
+        found = text.find(chunk, cursor)
+        assert found >= 0, f"chunk not found in order: {chunk[:60]!r}"
+        assert text[cursor:found].strip() == "", "non-whitespace content was skipped"
+        cursor = found + len(chunk)
+    assert text[cursor:].strip() == ""
+
+
+def _random_words(rng: random.Random, count: int) -> str:
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota"]
+    return " ".join(rng.choice(words) for _ in range(count))
+
+
+def _paragraph_answer(total: int, seed: int = 1) -> str:
+    rng = random.Random(seed)
+    paragraphs: list[str] = []
+    size = 0
+    while size < total:
+        paragraph = _random_words(rng, rng.randint(20, 200))
+        paragraphs.append(paragraph)
+        size += len(paragraph) + 2
+    return "\n\n".join(paragraphs)
+
+
+# ---------------------------------------------------------------------------------------------
+# markdown_to_mrkdwn
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("markdown", "expected"),
+    [
+        ("# Title", "*Title*"),
+        ("### Deep **bold** title", "*Deep bold title*"),
+        ("Setext\n======", "*Setext*"),
+        ("**bold**", "*bold*"),
+        ("__bold__", "*bold*"),
+        ("*italic*", "_italic_"),
+        ("_italic_", "_italic_"),
+        ("***both***", "_*both*_"),
+        ("~~gone~~", "~gone~"),
+        ("[Docs](https://example.com/docs)", "<https://example.com/docs|Docs>"),
+        ("[**Bold** link](https://e.com)", "<https://e.com|*Bold* link>"),
+        ("see https://example.com/x?a=1 now", "see https://example.com/x?a=1 now"),
+        ("https://e.com/*a*/b_c_d and https://x.co/~~y~~z.", "https://e.com/*a*/b_c_d and https://x.co/~~y~~z."),
+        ("(https://e.com/a?x=1&y=2)", "(https://e.com/a?x=1&amp;y=2)"),
+        ("**https://e.com**", "*https://e.com*"),
+        ("`https://e.com/?a&b`", "`https://e.com/?a&b`"),
+        ("[r]: https://e.com/*x*\n\n[the link][r]", "<https://e.com/*x*|the link>"),
+        ("![diagram](https://e.com/d.png)", "<https://e.com/d.png|diagram>"),
+        ("<https://example.com>", "<https://example.com>"),
+        ("[https://e.com](https://e.com)", "<https://e.com>"),
+        ("- one\n- two", "• one\n• two"),
+        ("* one\n* two", "• one\n• two"),
+        ("+ one", "• one"),
+        ("- a\n  - b\n    - c", "• a\n    ◦ b\n        ▪ c"),
+        ("1. first\n2. second", "1. first\n2. second"),
+        ("3. three\n4. four", "3. three\n4. four"),
+        ("1. top\n   - sub", "1. top\n    ◦ sub"),
+        ("- [link](https://e.com)", "• <https://e.com|link>"),
+        ("use `a < b && c`", "use `a < b && c`"),
+        ("```python\nif a < b:\n    pass\n```", "```\nif a < b:\n    pass\n```"),
+        ("~~~\nplain\n~~~", "```\nplain\n```"),
+        ("    indented code <x>", "```\nindented code <x>\n```"),
+        ("> quoted", "> quoted"),
+        ("> line one\n> line two", "> line one\n> line two"),
+        ("> **bold** quote", "> *bold* quote"),
+        ("a & b < c > d", "a &amp; b &lt; c &gt; d"),
+        ("AT&amp;T", "AT&amp;T"),
+        ("para one\n\npara two", "para one\n\npara two"),
+        ("line one\nline two", "line one\nline two"),
+        ("---", "──────────"),
+        ("", ""),
+    ],
+)
+def test_markdown_to_mrkdwn_golden(markdown: str, expected: str) -> None:
+    assert markdown_to_mrkdwn(markdown) == expected
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "<@U123>",
+        "<@U123|alice>",
+        "<#C123>",
+        "<#C123|general>",
+        "<!here>",
+        "<!channel>",
+        "<!subteam^S123>",
+        "<!subteam^S123|@team>",
+        "<https://x.com|label>",
+        "<https://x.com/a?b=1|label with spaces>",
+        "<mailto:a@b.co|a@b.co>",
+    ],
+)
+def test_markdown_to_mrkdwn_keeps_slack_tokens(token: str) -> None:
+    assert markdown_to_mrkdwn(f"hi {token} & bye") == f"hi {token} &amp; bye"
+    assert markdown_to_mrkdwn(f"**{token}**") == f"*{token}*"
+
+
+def test_markdown_to_mrkdwn_does_not_escape_code() -> None:
+    markdown = "Run `x <y> && z` then:\n\n```sh\necho '<b>' && ls > out\n```"
+    assert markdown_to_mrkdwn(markdown) == (
+        "Run `x <y> && z` then:\n\n```\necho '<b>' && ls > out\n```"
+    )
+
+
+def test_markdown_to_mrkdwn_escapes_link_parts() -> None:
+    out = markdown_to_mrkdwn("[a <b>](https://e.com/?x=1&y=2)")
+    assert out == "<https://e.com/?x=1&amp;y=2|a &lt;b&gt;>"
+
+
+def test_markdown_to_mrkdwn_html_is_escaped_text() -> None:
+    assert markdown_to_mrkdwn("a <span>b</span>") == "a &lt;span&gt;b&lt;/span&gt;"
+    assert markdown_to_mrkdwn("<div>\nx\n</div>") == "&lt;div&gt;\nx\n&lt;/div&gt;"
+
+
+def test_markdown_to_mrkdwn_full_answer() -> None:
+    markdown = (
+        "## Summary\n\n"
+        "The deploy **failed** because of `ENOSPC`. See [the log](https://ci.example/1).\n\n"
+        "Steps:\n\n"
+        "1. Free disk\n"
+        "2. Retry\n\n"
+        "> Note: ask <@U42> first\n"
+    )
+    assert markdown_to_mrkdwn(markdown) == (
+        "*Summary*\n\n"
+        "The deploy *failed* because of `ENOSPC`. See <https://ci.example/1|the log>.\n\n"
+        "Steps:\n\n"
+        "1. Free disk\n"
+        "2. Retry\n\n"
+        "> Note: ask <@U42> first"
+    )
+
+
+def test_markdown_to_mrkdwn_table_becomes_code_block() -> None:
+    markdown = "| Item | Count |\n|---|---|\n| apples | 3 |\n| kiwis | 12 |"
+    assert markdown_to_mrkdwn(markdown) == (
+        "```\n"
+        "| Item   | Count |\n"
+        "|--------|-------|\n"
+        "| apples |     3 |\n"
+        "| kiwis  |    12 |\n"
+        "```"
+    )
+
+
+def test_markdown_to_mrkdwn_list_item_with_paragraphs() -> None:
+    markdown = "- first\n\n  continued\n- second"
+    assert markdown_to_mrkdwn(markdown) == "• first\n  continued\n• second"
+
+
+def test_markdown_to_mrkdwn_handles_private_use_characters() -> None:
+    # The converter uses private-use characters as placeholders internally.
+    text = "\ue000 0\ue001 <@U1> \ue0000\ue001"
+    assert markdown_to_mrkdwn(text) == text
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+# ---------------------------------------------------------------------------------------------
+
+
+def test_parse_markdown_table() -> None:
+    lines = ["| Name | Qty |", "|:-----|----:|", "| a \\| b | 1 |", "| c | 2 | extra |"]
+    assert parse_markdown_table(lines) == (
+        ["Name", "Qty", ""],
+        [["a | b", "1", ""], ["c", "2", "extra"]],
+    )
+
+
+def test_parse_markdown_table_without_outer_pipes() -> None:
+    assert parse_markdown_table(["a | b", "--- | ---", "1 | 2"]) == (["a", "b"], [["1", "2"]])
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [],
+        ["| a | b |"],
+        ["| a | b |", "| x | y |"],
+        ["| a | b |", "|---|"],
+        ["no pipes", "---"],
+    ],
+)
+def test_parse_markdown_table_rejects_non_tables(lines: list[str]) -> None:
+    assert parse_markdown_table(lines) is None
+
+
+def test_table_to_code_block_aligns_numbers_right() -> None:
+    lines = [
+        "| Service | Requests | Error rate | Owner |",
+        "|---|---|---|---|",
+        "| api | 1,204 | 0.5% | **Ana** |",
+        "| worker | 37 | 12.25% | [Bo](https://e.com/bo) |",
+        "| web | 5 | -1.0 | `ops` |",
+    ]
+    assert table_to_code_block(lines) == "\n".join(
+        [
+            "```",
+            "| Service | Requests | Error rate | Owner                 |",
+            "|---------|----------|------------|-----------------------|",
+            "| api     |    1,204 |       0.5% | Ana                   |",
+            "| worker  |       37 |     12.25% | Bo (https://e.com/bo) |",
+            "| web     |        5 |       -1.0 | ops                   |",
+            "```",
+        ]
+    )
+
+
+def test_table_to_code_block_explicit_alignment_and_wide_chars() -> None:
+    lines = ["| L | C | R |", "|:--|:-:|--:|", "| 日本 | x | yy |", "| a | bbb | c |"]
+    assert table_to_code_block(lines) == "\n".join(
+        [
+            "```",
+            "| L    |  C  |  R |",
+            "|------|-----|----|",
+            "| 日本 |  x  | yy |",
+            "| a    | bbb |  c |",
+            "```",
+        ]
+    )
+
+
+def test_table_to_code_block_mixed_column_is_left_aligned() -> None:
+    block = table_to_code_block(["| v |", "|---|", "| 10 |", "| n/a |"])
+    assert block.split("\n")[3:5] == ["| 10  |", "| n/a |"]
+
+
+def test_table_to_code_block_not_a_table_is_unchanged() -> None:
+    assert table_to_code_block(["just", "text"]) == "just\ntext"
+
+
+def test_table_to_code_block_longer_fence_when_cells_hold_backticks() -> None:
+    block = table_to_code_block(["| a |", "|---|", "| ``` |"])
+    assert block.startswith("````\n") and block.endswith("\n````")
+
+
+def test_render_answer_converts_tables_outside_code_only() -> None:
+    answer = (
+        "Intro\n\n| a | n |\n|---|---|\n| x | 7 |\n\nAfter\n\n"
+        "```\n| raw | table |\n|---|---|\n```"
+    )
+    [message] = render_answer(answer)
+    text = message.blocks[0]["text"]
+    assert text == (
+        "Intro\n\n```\n| a | n |\n|---|---|\n| x | 7 |\n```\n\nAfter\n\n"
+        "```\n| raw | table |\n|---|---|\n```"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# split_markdown
+# ---------------------------------------------------------------------------------------------
+
+
+def test_split_markdown_short_text_is_one_chunk() -> None:
+    assert split_markdown("hello\n\nworld\n", 100) == ["hello\n\nworld"]
+
+
+def test_split_markdown_blank_is_empty() -> None:
+    assert split_markdown(" \n\t\n", 10) == []
+
+
+def test_split_markdown_rejects_bad_limit() -> None:
+    with pytest.raises(ValueError, match="limit"):
+        split_markdown("x", 0)
+
+
+def test_split_markdown_30k_paragraphs_splits_at_paragraphs() -> None:
+    text = _paragraph_answer(30_000)
+    chunks = split_markdown(text, 11_000)
+    assert len(chunks) >= 3
+    assert all(len(chunk) <= 11_000 for chunk in chunks)
+    _assert_pieces_of(text, chunks)
+    paragraphs = set(text.split("\n\n"))
+    for chunk in chunks:
+        # Whole paragraphs only: the split happened at blank lines.
+        assert all(part in paragraphs for part in chunk.split("\n\n"))
+        assert len(chunk) >= 11_000 // 2 or chunk is chunks[-1]
+
+
+def test_split_markdown_prefers_lines_then_words() -> None:
+    lines_text = "\n".join(f"line {i:04d} " + "x" * 40 for i in range(200))
+    chunks = split_markdown(lines_text, 1000)
+    _assert_pieces_of(lines_text, chunks)
+    assert all(chunk.startswith("line ") and chunk.endswith("x") for chunk in chunks)
+
+    words_text = " ".join(f"word{i}" for i in range(3000))
+    chunks = split_markdown(words_text, 1000)
+    _assert_pieces_of(words_text, chunks)
+    assert all(re.fullmatch(r"word\d+( word\d+)*", chunk) for chunk in chunks)
+    assert all(len(chunk) <= 1000 for chunk in chunks)
+
+
+def test_split_markdown_giant_paragraph_without_spaces_hard_splits() -> None:
+    text = "a" * 29_999 + "b"
+    chunks = split_markdown(text, 11_000)
+    assert [len(chunk) for chunk in chunks] == [11_000, 11_000, 8_000]
+    assert "".join(chunks) == text
+
+
+def test_split_markdown_small_paragraph_then_unbreakable_one() -> None:
+    text = "Intro paragraph.\n\n" + "z" * 2500
+    chunks = split_markdown(text, 1000)
+    assert chunks[0] == "Intro paragraph."
+    assert "".join(chunks[1:]) == "z" * 2500
+
+
+def test_split_markdown_long_code_fence_is_closed_and_reopened() -> None:
+    code_lines = [f"print('line {i}')  # some padding text here" for i in range(800)]
+    text = "Here is the script:\n\n```python\n" + "\n".join(code_lines) + "\n```\n\nDone."
+    limit = 4_000
+    chunks = split_markdown(text, limit)
+    assert len(chunks) >= 8
+    assert all(len(chunk) <= limit for chunk in chunks)
+    for chunk in chunks:
+        fences = re.findall(r"^```.*$", chunk, flags=re.MULTILINE)
+        assert len(fences) % 2 == 0, f"unbalanced fences in chunk: {fences}"
+    # Every chunk after the intro starts inside the python block, reopened with its info.
+    code_chunks = [chunk for chunk in chunks if "print(" in chunk]
+    assert all(chunk.startswith("```python\n") for chunk in code_chunks[1:])
+    assert all(chunk.endswith("\n```") for chunk in code_chunks[:-1])
+    # Remove the repair fences: the content is intact, line by line.
+    rebuilt: list[str] = []
+    for i, chunk in enumerate(code_chunks):
+        body = chunk
+        if i > 0:
+            body = body.removeprefix("```python\n")
+        if i < len(code_chunks) - 1:
+            body = body.removesuffix("\n```")
+        rebuilt.append(body)
+    rejoined = "\n".join(rebuilt)
+    assert all(line in rejoined.split("\n") for line in code_lines)
+    assert _squash(" ".join(rebuilt)) in _squash(text)
+    assert chunks[-1].endswith("Done.")
+
+
+def test_split_markdown_code_fence_with_long_line_is_hard_split_inside_fence() -> None:
+    text = "```\n" + "y" * 250 + "\n```"
+    chunks = split_markdown(text, 100)
+    assert all(len(chunk) <= 100 for chunk in chunks)
+    assert all(chunk.startswith("```\n") for chunk in chunks)
+    assert all(chunk.endswith("\n```") for chunk in chunks)
+    inner = "".join(chunk.removeprefix("```\n").removesuffix("\n```") for chunk in chunks)
+    assert inner == "y" * 250
+
+
+def test_split_markdown_tilde_fence_and_unclosed_fence() -> None:
+    text = "~~~text\n" + "\n".join(["row"] * 100) + "\n~~~"
+    chunks = split_markdown(text, 60)
+    assert all(len(chunk) <= 60 for chunk in chunks)
+    assert all(chunk.startswith("~~~text\n") for chunk in chunks)
+    unclosed = "```js\n" + "\n".join(["let x = 1;"] * 30)
+    chunks = split_markdown(unclosed, 80)
+    assert all(len(chunk) <= 80 for chunk in chunks)
+    assert all(chunk.startswith("```js\n") for chunk in chunks)
+    assert not chunks[-1].endswith("```")  # the original never closed it either
+
+
+def test_split_markdown_keeps_code_fence_together_when_possible() -> None:
+    code = "```\n" + "\n".join(["code line"] * 20) + "\n```"
+    text = "a" * 300 + "\n\n" + code + "\n\ntail"
+    chunks = split_markdown(text, 400)
+    assert code in chunks[1]
+
+
+def test_split_markdown_tiny_limit_with_fence_degrades_without_breaking_limit() -> None:
+    text = "```averyveryverylonginfostring\n" + "abc def " * 10 + "\n```"
+    for limit in (1, 2, 5, 9, 20, 40):
+        chunks = split_markdown(text, limit)
+        assert all(0 < len(chunk) <= limit for chunk in chunks)
+
+
+# ---------------------------------------------------------------------------------------------
+# render_answer
+# ---------------------------------------------------------------------------------------------
+
+
+def _assert_message_limits(messages: list[SlackMessage], limit: int) -> None:
+    for message in messages:
+        assert 1 <= len(message.blocks) <= MAX_BLOCKS_PER_MESSAGE
+        assert all(block["type"] == "markdown" for block in message.blocks)
+        assert sum(len(block["text"]) for block in message.blocks) <= limit
+        assert 0 < len(message.text) <= MAX_TEXT_CHARS
+
+
+def test_render_answer_empty() -> None:
+    assert render_answer("") == []
+    assert render_answer("  \n\t ") == []
+
+
+def test_render_answer_short() -> None:
+    [message] = render_answer("**Hi** <@U1>, see [x](https://e.com)")
+    assert message == SlackMessage(
+        text="*Hi* <@U1>, see <https://e.com|x>",
+        blocks=[{"type": "markdown", "text": "**Hi** <@U1>, see [x](https://e.com)"}],
+    )
+
+
+def test_render_answer_30k_answer() -> None:
+    parts = [_paragraph_answer(12_000, seed=2)]
+    parts.append("```python\n" + "\n".join(f"x{i} = {i} * 2" for i in range(600)) + "\n```")
+    parts.append("| k | v |\n|---|---|\n" + "\n".join(f"| key{i} | {i} |" for i in range(100)))
+    parts.append(_paragraph_answer(9_000, seed=3))
+    answer = "\n\n".join(parts)
+    assert len(answer) > 30_000
+    messages = render_answer(answer)
+    assert len(messages) >= 3
+    _assert_message_limits(messages, 11_000)
+    joined = "\n".join(block["text"] for m in messages for block in m.blocks)
+    assert "x599 = 599 * 2" in joined
+    assert "| key99 | 99 |" in joined
+    assert "| key1  |  1 |" in joined
+    for word_run in answer.split("\n\n")[:3]:
+        assert word_run in joined
+    # The fallback text is mrkdwn (no ``python`` info string, no Markdown bold).
+    assert all("```python" not in m.text for m in messages)
+
+
+def test_render_answer_custom_limit_and_content_preserved() -> None:
+    answer = _paragraph_answer(5_000, seed=4)
+    messages = render_answer(answer, max_markdown_chars=700)
+    _assert_message_limits(messages, 700)
+    _assert_pieces_of(answer, [m.blocks[0]["text"] for m in messages])
+
+
+def test_render_answer_escaping_heavy_text_keeps_fallback_under_limit() -> None:
+    answer = "&" * 11_000  # every char becomes "&amp;" in mrkdwn: 55,000 chars
+    messages = render_answer(answer)
+    assert len(messages) >= 2
+    _assert_message_limits(messages, 11_000)
+    assert "".join(m.blocks[0]["text"] for m in messages) == answer
+
+
+def test_render_answer_rejects_bad_limit() -> None:
+    with pytest.raises(ValueError, match="max_markdown_chars"):
+        render_answer("x", max_markdown_chars=0)
+
+
+def test_render_answer_reference_definition_only_has_fallback_text() -> None:
+    [message] = render_answer("[ref]: https://example.com")
+    assert message.text == "[ref]: https://example.com"
+
+
+# ---------------------------------------------------------------------------------------------
+# readable_input / mentioned_user_ids
+# ---------------------------------------------------------------------------------------------
+
+NAMES = {"U1": "Alice", "UBOT": "Bot"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("<@UBOT> what is up?", "what is up?"),
+        ("<@UBOT>: what is up?", "what is up?"),
+        ("  <@UBOT> , hi", "hi"),
+        ("hey <@UBOT> can you help", "hey can you help"),
+        ("thanks <@UBOT>!", "thanks!"),
+        ("ask <@U1>", "ask @Alice"),
+        ("ask <@U9>", "ask @U9"),
+        ("ask <@U9|bob>", "ask @bob"),
+        ("in <#C123|general>", "in #general"),
+        ("in <#C123>", "in #C123"),
+        ("see <https://x.com/a|the doc>", "see the doc (https://x.com/a)"),
+        ("see <https://x.com/a>", "see https://x.com/a"),
+        ("see <http://x.com|x.com>", "see x.com"),
+        ("mail <mailto:a@b.c|a@b.c>", "mail a@b.c"),
+        ("<!here> deploy", "@here deploy"),
+        ("<!channel> deploy", "@channel deploy"),
+        ("<!everyone> deploy", "@everyone deploy"),
+        ("ping <!subteam^S1|@team>", "ping @team"),
+        ("ping <!subteam^S1>", "ping @S1"),
+        ("on <!date^1392734382^{date_pretty}|Feb 18, 2014>", "on Feb 18, 2014"),
+        ("a &lt;b&gt; &amp;amp; c", "a <b> &amp; c"),
+        ("<https://x.com/?a=1&amp;b=2|q &amp; a>", "q & a (https://x.com/?a=1&b=2)"),
+        ("  spaced out \n", "spaced out"),
+        ("", ""),
+    ],
+)
+def test_readable_input(raw: str, expected: str) -> None:
+    assert readable_input(raw, bot_user_id="UBOT", user_names=NAMES) == expected
+
+
+def test_readable_input_without_bot_id_keeps_all_mentions() -> None:
+    assert readable_input("<@UBOT> hi", bot_user_id=None, user_names=NAMES) == "@Bot hi"
+
+
+def test_mentioned_user_ids() -> None:
+    text = "<@U1> and <@W2|bob> and <@U1> again, <#C1> <!here> <@U3>"
+    assert mentioned_user_ids(text) == ["U1", "W2", "U3"]
+    assert mentioned_user_ids("") == []
+    assert mentioned_user_ids("no mentions &lt;@U1&gt;") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# property tests
+# ---------------------------------------------------------------------------------------------
+
+_MARKDOWN_ALPHABET = st.sampled_from(
+    [*"ab xyz\n\n\t`~*_#->|[]()!:\\&<@UC^.0123456789", "```", "```py\n", "\n\n", "|---|"]
+)
+_markdown_text = st.lists(_MARKDOWN_ALPHABET, max_size=120).map("".join)
+_PROPERTY_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@_PROPERTY_SETTINGS
+@given(text=st.one_of(st.text(max_size=400), _markdown_text), limit=st.integers(1, 120))
+def test_split_markdown_respects_limit(text: str, limit: int) -> None:
+    chunks = split_markdown(text, limit)
+    assert all(0 < len(chunk) <= limit for chunk in chunks)
+    if text.strip():
+        assert chunks
+    assert all(chunk.strip() for chunk in chunks)
+
+
+@_PROPERTY_SETTINGS
+@given(
+    text=st.text(alphabet=st.characters(blacklist_characters="`~"), max_size=400),
+    limit=st.integers(1, 80),
+)
+def test_split_markdown_preserves_content_without_fences(text: str, limit: int) -> None:
+    _assert_pieces_of(text, split_markdown(text, limit))
+
+
+@_PROPERTY_SETTINGS
+@given(code=st.text(alphabet="ab c\n", max_size=300), limit=st.integers(30, 100))
+def test_split_markdown_fence_content_preserved(code: str, limit: int) -> None:
+    text = f"```sh\n{code}\n```"
+    chunks = split_markdown(text, limit)
+    assert all(len(chunk) <= limit for chunk in chunks)
+    bodies = [
+        chunk.removeprefix("```sh\n").removesuffix("\n```").removesuffix("```") for chunk in chunks
+    ]
+    assert _squash("".join(bodies)) == _squash(code)
+
+
+@_PROPERTY_SETTINGS
+@given(text=st.one_of(st.text(max_size=400), _markdown_text))
+def test_markdown_to_mrkdwn_never_raises(text: str) -> None:
+    assert isinstance(markdown_to_mrkdwn(text), str)
+
+
+@_PROPERTY_SETTINGS
+@given(text=st.lists(st.sampled_from(list("abc xyz\n*_#-+.[]()!|\\=")), max_size=150).map("".join))
+def test_markdown_to_mrkdwn_keeps_letters(text: str) -> None:
+    def letters(value: str) -> list[str]:
+        return sorted(char for char in value if char.isalpha())
+
+    assert letters(markdown_to_mrkdwn(text)) == letters(text)
+
+
+@_PROPERTY_SETTINGS
+@given(text=st.one_of(st.text(max_size=300), _markdown_text), limit=st.integers(40, 300))
+def test_render_answer_respects_limits(text: str, limit: int) -> None:
+    messages = render_answer(text, max_markdown_chars=limit)
+    if not text.strip():
+        assert messages == []
+        return
+    _assert_message_limits(messages, limit)
+
+
+@_PROPERTY_SETTINGS
+@given(text=st.text(max_size=200), bot=st.one_of(st.none(), st.just("UBOT")))
+def test_readable_input_never_raises(text: str, bot: str | None) -> None:
+    result = readable_input(text, bot_user_id=bot, user_names=NAMES)
+    assert result == result.strip()
+    assert isinstance(mentioned_user_ids(text), list)
