@@ -206,7 +206,8 @@ class Worker:
                 )
                 await self.store.touch(self.consumer, bell.entry_id)
             except (RedisError, OSError) as exc:
-                log.warning("could not extend a thread lock: %s", exc, extra={"thread_key": bell.key})
+                log.warning("could not extend a thread lock: %s", exc,
+                            extra={"thread_key": bell.key})
                 continue
             if not still_ours:
                 log.warning("lost a thread lock", extra={"thread_key": bell.key})

@@ -445,7 +445,7 @@ class FakeSlack:
             lines.append(f"  {c.at:.3f} {c.method}{status}{err} {text}")
         return "\n".join(lines)
 
-    async def wait_for(self, predicate: Callable[[FakeSlack], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[FakeSlack], Any], timeout: float = 10.0) -> Any:
         """Poll ``predicate(self)`` every 10 ms until it is truthy; return that value."""
         deadline = time.monotonic() + timeout
         while True:
@@ -469,7 +469,7 @@ class FakeSlack:
         self,
         method: str,
         n: int = 1,
-        timeout: float = 10.0,  # noqa: ASYNC109
+        timeout: float = 10.0,
         **match: Any,
     ) -> list[Call]:
         """The first ``n`` calls to ``method`` whose params equal ``match``."""
@@ -532,7 +532,7 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ Socket Mode
 
-    async def wait_socket_connected(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def wait_socket_connected(self, timeout: float = 10.0) -> None:
         await self.wait_for(lambda s: s._sockets, timeout)
 
     async def push_event(
@@ -559,7 +559,7 @@ class FakeSlack:
         await self._sockets[0].send_str(json.dumps(env))
         return envelope_id
 
-    async def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
         def acked(_: FakeSlack) -> dict[str, Any] | None:
             for ack in self.socket_acks:
                 if ack.get("envelope_id") == envelope_id:

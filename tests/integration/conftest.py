@@ -31,7 +31,9 @@ async def slack() -> AsyncIterator[FakeSlack]:
 
 
 @pytest.fixture
-async def bot(slack: FakeSlack, adk: AdkServer, prefix: str, real_redis) -> AsyncIterator[BotProcess]:
+async def bot(
+    slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object
+) -> AsyncIterator[BotProcess]:
     process = BotProcess(slack, adk.base_url, prefix=prefix)
     await process.start()
     yield process

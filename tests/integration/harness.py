@@ -58,7 +58,7 @@ class BotProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, timeout: float = 30.0) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")  # closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve"], cwd=self.workdir, env=self.env,
             stdout=self._log, stderr=subprocess.STDOUT,

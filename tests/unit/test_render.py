@@ -537,7 +537,10 @@ def test_mentioned_user_ids() -> None:
 # ---------------------------------------------------------------------------------------------
 
 _MARKDOWN_ALPHABET = st.sampled_from(
-    [*"ab xyz\n\n\t`~*_#->|[]()!:\\&<@UC^.0123456789", "```", "```py\n", "\n\n", "|---|"]
+    [
+        *"ab xyz\n\n\t`~*_#->|[]()!:\\&<@UC^.0123456789",
+        *["```", "```py\n", "\n\n", "|---|", "https://e.co/a_b*c", "<@U1>", "<https://x|y>"],
+    ]
 )
 _markdown_text = st.lists(_MARKDOWN_ALPHABET, max_size=120).map("".join)
 _PROPERTY_SETTINGS = settings(
