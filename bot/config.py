@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     adk_connect_timeout: float = Field(default=5.0, gt=0)
     adk_run_timeout: float = Field(default=900.0, gt=0, description="read timeout of one turn")
     adk_user_scope: Literal["workspace", "channel", "thread"] = "workspace"
+    adk_startup_wait_seconds: float = Field(default=20.0, ge=0)
 
     # Redis
     redis_url: str | None = None
@@ -84,15 +85,23 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return upper
 
-    @model_validator(mode="after")
-    def _tokens_look_right(self) -> Settings:
-        token = self.slack_bot_token.get_secret_value() if self.slack_bot_token else ""
-        if token and not token.startswith("xoxb-"):
-            raise ValueError("SLACK_BOT_TOKEN must be a bot token (starts with xoxb-)")
-        app_token = self.slack_app_token.get_secret_value() if self.slack_app_token else ""
-        if app_token and not app_token.startswith("xapp-"):
-            raise ValueError("SLACK_APP_TOKEN must be an app-level token (starts with xapp-)")
-        return self
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and not (
+            value.get_secret_value().startswith("xoxb-")
+        ):
+            raise ValueError("must be a bot token (starts with xoxb-)")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and not (
+            value.get_secret_value().startswith("xapp-")
+        ):
+            raise ValueError("must be an app-level token (starts with xapp-)")
+        return value
 
     @property
     def socket_mode(self) -> bool:

@@ -202,7 +202,7 @@ async def build_slack_bot(settings: Settings) -> Bot:
     except (RedisError, OSError) as exc:
         raise StartupError([f"REDIS_URL: cannot reach Redis ({exc})"]) from exc
     adk = build_adk(settings)
-    await check_adk_app(adk, settings.adk_app_name)
+    await check_adk_app(adk, settings.adk_app_name, settings.adk_startup_wait_seconds)
     io = SlackThreadIO(client, identity, working_status=settings.working_status)
     store, metrics, intake, conversation, worker = assemble(
         settings, redis_client=redis_client, embedded=embedded, adk=adk, io=io,

@@ -410,6 +410,8 @@ class _Splitter:
 
     def _fence_at(self, pos: int) -> _Fence | None:
         """The fence that must be closed/reopened when splitting right before ``pos``."""
+        if pos >= len(self.text):
+            return None
         line = self._line_of(pos)
         fence = self.scan.open_before[line]
         if fence is None or self._repair_mode(fence) == "none":
@@ -426,7 +428,7 @@ class _Splitter:
         return end
 
     def _chunk_len(self, reopen: str, start: int, split: int) -> int:
-        fence = self._fence_at(split) if split < len(self.text) else None
+        fence = self._fence_at(split)
         close = len(fence.closer) if fence else 0
         return len(reopen) + self._content_end(start, split) - start + close
 
@@ -691,7 +693,7 @@ class _MrkdwnRenderer:
             for tr in section.children:
                 cells: list[str] = []
                 for cell in tr.children:
-                    cells.append(_plain_text(cell))
+                    cells.append(self._code(_plain_text(cell)))
                     if section.type == "thead":
                         style = str(cell.attrs.get("style", ""))
                         aligns.append(

@@ -1,0 +1,46 @@
+# adk-slack-bot: everything a fresh machine needs is set up by these targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+ADK_PORT ?= 8000
+
+.PHONY: venv test test-unit test-integration lint demo run adk clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## make test: lint, then every test (unit + integration against the real Redis and ADK)
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/pytest -ra
+
+test-unit: venv
+	$(BIN)/pytest -ra tests/unit
+
+test-integration: venv
+	$(BIN)/pytest -ra tests/integration
+
+lint: venv
+	$(BIN)/ruff check .
+
+## make demo: the bundled FinOps demo agent on a local adk api_server, and the console
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+## make adk: serve the bundled demo agent on ADK_PORT (for `make run` against it)
+adk: venv
+	$(BIN)/adk api_server --host 127.0.0.1 --port $(ADK_PORT) \
+		--session_service_uri memory:// examples/agents
+
+## make run: the bot, with the settings in .env (Socket Mode if SLACK_APP_TOKEN is set)
+run: venv
+	$(BIN)/python -m bot serve
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
