@@ -168,8 +168,8 @@ def test_missing_settings_are_listed() -> None:
 
 
 def test_invalid_settings_are_explained() -> None:
-    result = run_serve({"SLACK_BOT_TOKEN": "not-a-token", "ADK_APP_NAME": "finops-cost-data-analyst",
-                        "PORT": "99999"})
+    result = run_serve({"SLACK_BOT_TOKEN": "not-a-token", "PORT": "99999",
+                        "ADK_APP_NAME": "finops-cost-data-analyst"})
     assert result.returncode == 2
     err = result.stderr
     assert "ADK_APP_NAME" in err and "finops_cost_data_analyst" in err
