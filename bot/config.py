@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     adk_run_timeout: float = Field(default=900.0, gt=0, description="read timeout of one turn")
     adk_user_scope: Literal["workspace", "channel", "thread"] = "workspace"
     adk_startup_wait_seconds: float = Field(default=20.0, ge=0)
+    turn_timeout_seconds: float = Field(default=900.0, gt=0)
 
     # Redis
     redis_url: str | None = None

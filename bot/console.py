@@ -61,13 +61,16 @@ class ConsoleIO:
         return self.user_name if user_id == USER else user_id
 
 
-def console_event(text: str, ts: str, thread_ts: str | None, first: bool) -> dict[str, Any]:
+def console_event(text: str, ts: str, thread_ts: str, mention: bool) -> dict[str, Any]:
+    """The event Slack would send: the first line of a session mentions the bot (in a new
+    thread, or inside the thread being continued); later lines are thread replies."""
     event: dict[str, Any] = {
-        "type": "app_mention" if first else "message",
+        "type": "app_mention" if mention else "message",
         "channel": CHANNEL, "user": USER, "text": text, "ts": ts, "team": TEAM,
     }
-    if thread_ts and not first:
+    if thread_ts != ts:
         event["thread_ts"] = thread_ts
+    if not mention:
         event["channel_type"] = "channel"
     return {"type": "event_callback", "team_id": TEAM, "event_id": f"EvC{ts}", "event": event}
 
@@ -92,7 +95,7 @@ async def run_console(
 ) -> int:
     interactive = stdin.isatty()
     adk = adk or build_adk(settings)
-    await check_adk_app(adk, settings.adk_app_name, wait_seconds=5.0)
+    await check_adk_app(adk, settings.adk_app_name, settings.adk_startup_wait_seconds)
     redis_client, embedded = connect_redis(settings)
     io = ConsoleIO(out, err, user_name=os.environ.get("USER") or "you", interactive=interactive)
     identity = BotIdentity(user_id=BOT_USER, team_id=TEAM)
@@ -107,6 +110,7 @@ async def run_console(
             "One line per message; Ctrl-D to end.\n"
         )
     root = thread_ts
+    mention = True
     loop = asyncio.get_running_loop()
     try:
         while True:
@@ -122,13 +126,17 @@ async def run_console(
             if text in {"/exit", "/quit"}:
                 break
             ts = f"{time.time():.6f}"
-            first = root is None
-            if first:
-                root = ts
-            await intake.handle(console_event(text, ts, root, first), {})
+            root = root or ts
+            outcome = await intake.handle(console_event(text, ts, root, mention), {})
+            mention = False
+            if outcome not in ("queued", "requeue"):
+                err.write(f"(message not sent: {outcome})\n")
+                continue
             key = f"{TEAM}:{CHANNEL}:{root}"
-            if not await wait_answered(store, key, ts, settings.adk_run_timeout + 30):
+            if not await wait_answered(store, key, ts, settings.turn_timeout_seconds + 30):
                 err.write("(no answer in time)\n")
+        if root and interactive and not embedded:
+            err.write(f"To continue this thread: python -m bot console --thread {root}\n")
     finally:
         await worker.stop(settings.shutdown_grace_seconds)
         await adk.aclose()

@@ -62,6 +62,8 @@ class ConversationConfig:
     user_scope: str = "workspace"
     seed_limit: int = 50
     log_text: bool = False
+    status_refresh_seconds: float = 90.0  # Slack clears a thread status after 2 minutes
+    turn_timeout_seconds: float = 900.0  # the ceiling of one turn, however busy the agent is
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class Conversation:
         Returns the outcome (answered, error, config_error, ...)."""
         ref = new_ref()
         ctx = {"ref": ref, "thread_key": turn.key, "ts": turn.ts, "event_id": turn.event_id}
-        working = asyncio.create_task(self._show_working(turn))
+        working = asyncio.create_task(self._keep_working(turn))
         try:
             if turn.truncated_from:
                 await self.io.notify(
@@ -127,6 +129,8 @@ class Conversation:
             question, speaker = await self._question(turn)
             result = await self._run_with_recovery(turn, session, question, speaker)
             ctx["invocation"] = result.invocation_id
+            if self.config.log_text:
+                ctx["text"] = result.answer
             outcome = await self._deliver(turn, result, ref)
             await self.store.record_turn(turn.key)
             log.info("turn %s", outcome, extra=ctx | {"outcome": outcome})
@@ -141,11 +145,14 @@ class Conversation:
                 working.cancel()
             await self.io.done_working(turn)
 
-    async def _show_working(self, turn: Turn) -> None:
-        try:
-            await self.io.show_working(turn)
-        except Exception as exc:  # a status is a nicety; never fail a turn on it
-            log.debug("could not show working status: %s", exc)
+    async def _keep_working(self, turn: Turn) -> None:
+        """Show that the agent is working, and keep showing it through long turns."""
+        while True:
+            try:
+                await self.io.show_working(turn)
+            except Exception as exc:  # a status is a nicety; never fail a turn on it
+                log.debug("could not show working status: %s", exc)
+            await asyncio.sleep(self.config.status_refresh_seconds)
 
     # ---- the session --------------------------------------------------------------------
 
@@ -160,8 +167,13 @@ class Conversation:
             session_id=session_id_for(turn.key, generation),
             generation=generation,
         )
-        await self._create_session(turn, session, seed=turn.in_existing_thread)
+        await self._create_session(turn, session, seed=self._has_history(turn))
         return session
+
+    @staticmethod
+    def _has_history(turn: Turn) -> bool:
+        """Whether Slack may hold earlier messages of this conversation to seed from."""
+        return turn.in_existing_thread or turn.thread_ts is None
 
     async def _create_session(self, turn: Turn, session: Session, *, seed: bool) -> None:
         events = await self._seed_events(turn) if seed else []
@@ -230,6 +242,10 @@ class Conversation:
             self.io.display_name(turn.user), self._names(turn.text)
         )
         said = readable_input(turn.text, bot_user_id=self.config.bot_user_id, user_names=names)
+        if not said:
+            said = "(mentioned you without a message)" if not turn.files else "(sent files)"
+        if self.config.log_text:
+            log.info("question", extra={"thread_key": turn.key, "ts": turn.ts, "text": said})
         return f"{speaker}: {said}", speaker
 
     # ---- the run ------------------------------------------------------------------------
@@ -254,14 +270,18 @@ class Conversation:
         self, turn: Turn, session: Session, question: str, speaker: str
     ) -> TurnResult:
         try:
-            return await self._run(turn, session, question, speaker)
-        except AdkSessionNotFound:
-            log.warning(
-                "ADK lost the session; recreating it from the Slack thread",
-                extra={"thread_key": turn.key, "session": session.session_id},
-            )
-            await self._create_session(turn, session, seed=turn.in_existing_thread)
-            return await self._run(turn, session, question, speaker)
+            async with asyncio.timeout(self.config.turn_timeout_seconds):
+                try:
+                    return await self._run(turn, session, question, speaker)
+                except AdkSessionNotFound:
+                    log.warning(
+                        "ADK lost the session; recreating it from the Slack thread",
+                        extra={"thread_key": turn.key, "session": session.session_id},
+                    )
+                    await self._create_session(turn, session, seed=self._has_history(turn))
+                    return await self._run(turn, session, question, speaker)
+        except TimeoutError as exc:
+            raise AdkTimeout("the turn took longer than TURN_TIMEOUT_SECONDS") from exc
 
     # ---- the answer ---------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""JSON logs, one object per line, carrying the correlation fields given in `extra`."""
+"""JSON logs, one object per line, carrying the correlation fields given in `extra`.
+Message text appears only when LOG_MESSAGE_TEXT is on (the `text` field)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 CONTEXT_FIELDS = (
     "ref", "thread_key", "ts", "event_id", "session", "invocation", "outcome", "seeded",
-    "result", "kind", "retry",
+    "result", "kind", "retry", "text",
 )
 
 

@@ -174,6 +174,7 @@ def assemble(
             app_name=settings.adk_app_name, bot_user_id=identity.user_id,
             user_scope=settings.adk_user_scope, seed_limit=settings.seed_history_messages,
             log_text=settings.log_message_text,
+            turn_timeout_seconds=settings.turn_timeout_seconds,
         ),
     )
     worker = Worker(

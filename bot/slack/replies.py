@@ -67,6 +67,7 @@ class SlackThreadIO:
         self.bot = bot
         self.working_status = working_status
         self.names = NameCache()
+        self._reacted: set[tuple[str, str]] = set()  # messages carrying our working reaction
 
     async def show_working(self, turn: Turn) -> None:
         if turn.thread_ts is not None:
@@ -77,18 +78,23 @@ class SlackThreadIO:
                 return
             except SlackApiError as exc:
                 log.debug("setStatus refused (%s); using a reaction", exc.response.get("error"))
+        if (turn.channel, turn.ts) in self._reacted:
+            return
+        self._reacted.add((turn.channel, turn.ts))
         await self.client.reactions_add(channel=turn.channel, timestamp=turn.ts,
                                         name=WORKING_REACTION)
 
     async def done_working(self, turn: Turn) -> None:
         # A status is cleared by Slack when the bot replies; a reaction is removed here.
-        if turn.thread_ts is None:
-            try:
-                await self.client.reactions_remove(
-                    channel=turn.channel, timestamp=turn.ts, name=WORKING_REACTION
-                )
-            except SlackApiError:
-                pass
+        if (turn.channel, turn.ts) not in self._reacted:
+            return
+        self._reacted.discard((turn.channel, turn.ts))
+        try:
+            await self.client.reactions_remove(
+                channel=turn.channel, timestamp=turn.ts, name=WORKING_REACTION
+            )
+        except SlackApiError as exc:
+            log.debug("could not remove the working reaction: %s", exc.response.get("error"))
 
     async def post(self, turn: Turn, messages: Sequence[SlackMessage]) -> None:
         for message in messages:
@@ -115,16 +121,25 @@ class SlackThreadIO:
         )
 
     async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]:
-        """Earlier messages of the turn's thread (oldest first), at most `limit`."""
-        if turn.thread_ts is None:
-            return []
+        """Earlier messages of the turn's thread (oldest first), at most `limit`. For the
+        top-level DM conversation: its recent top-level messages."""
         collected: list[HistoryMessage] = []
         cursor: str | None = None
         for _page in range(20):
-            response = await self.client.conversations_replies(
-                channel=turn.channel, ts=turn.thread_ts, limit=200, cursor=cursor
-            )
+            if turn.thread_ts is None:
+                response = await self.client.conversations_history(
+                    channel=turn.channel, latest=before_ts, limit=min(max(limit, 1), 200),
+                    cursor=cursor,
+                )
+            else:
+                response = await self.client.conversations_replies(
+                    channel=turn.channel, ts=turn.thread_ts, limit=200, cursor=cursor
+                )
             for message in response.get("messages") or []:
+                if turn.thread_ts is None and message.get("thread_ts") not in (
+                    None, message.get("ts")
+                ):
+                    continue
                 ts = str(message.get("ts") or "")
                 if not ts or float(ts) >= float(before_ts):
                     continue
@@ -143,7 +158,7 @@ class SlackThreadIO:
                     text=text, from_self=from_self,
                 ))
             cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor:
+            if not cursor or (turn.thread_ts is None and len(collected) >= limit):
                 break
         collected.sort(key=lambda m: float(m.ts))
         return collected[-limit:] if limit else []

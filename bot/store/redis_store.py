@@ -17,8 +17,8 @@ from redis.exceptions import ResponseError
 from bot.store.keys import Keys
 from bot.turns import Turn
 
-# KEYS: thread hash, event key, message key, queue, threads index
-# ARGV: turn json, engages, dedupe ttl, thread ttl, now, is_retry, thread key
+# KEYS (one thread, one hash tag): thread hash, event key, message key, queue
+# ARGV: turn json, engages, dedupe ttl, thread ttl, now, is_retry
 _INTAKE = """
 local seen_event = redis.call('EXISTS', KEYS[2]) == 1
 local state = redis.call('GET', KEYS[3])
@@ -120,9 +120,9 @@ class Store:
         k = self.keys
         result = await self._intake(
             keys=[k.thread(key), k.event(key, turn.event_id or f"ts-{turn.ts}"),
-                  k.message(key, turn.ts), k.queue(key), k.threads_index],
+                  k.message(key, turn.ts), k.queue(key)],
             args=[turn.to_json(), "1" if engages else "0", self.dedupe_ttl, self.thread_ttl,
-                  f"{time.time():.6f}", "1" if is_retry else "0", key],
+                  f"{time.time():.6f}", "1" if is_retry else "0"],
         )
         outcome = IntakeResult(result)
         if outcome in (IntakeResult.QUEUED, IntakeResult.REQUEUE):
@@ -230,7 +230,8 @@ class Store:
         self, key: str, *, adk_user_id: str, session_id: str, generation: int, created_by: str
     ) -> None:
         now = f"{time.time():.6f}"
-        pipe = self.redis.pipeline(transaction=True)
+        # Not a transaction: the index is on another cluster slot than the thread's keys.
+        pipe = self.redis.pipeline(transaction=False)
         pipe.hset(
             self.keys.thread(key),
             mapping={

@@ -241,6 +241,7 @@ class FakeSlack:
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
             "conversations.replies": self._conversations_replies,
+            "conversations.history": self._conversations_history,
             "conversations.info": self._conversations_info,
             "users.info": self._users_info,
             "bots.info": self._bots_info,
@@ -1175,6 +1176,39 @@ class FakeSlack:
             "next_cursor": f"bmV4dF90czo{offset + limit}" if has_more else ""
         }
         return body
+
+    async def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Top-level messages of a channel, newest first, as Slack returns them."""
+        self._require(params, "channel")
+        channel = str(params["channel"])
+        if channel not in self.messages and channel not in self.channels:
+            raise SlackApiFail("channel_not_found")
+        top = [m for m in self.messages.get(channel, [])
+               if not m.get("thread_ts") or m.get("thread_ts") == m["ts"]]
+        inclusive = _truthy(params.get("inclusive", False))
+        if params.get("oldest"):
+            lo = _ts_key(str(params["oldest"]))
+            top = [m for m in top
+                   if _ts_key(m["ts"]) > lo or (inclusive and _ts_key(m["ts"]) == lo)]
+        if params.get("latest"):
+            hi = _ts_key(str(params["latest"]))
+            top = [m for m in top
+                   if _ts_key(m["ts"]) < hi or (inclusive and _ts_key(m["ts"]) == hi)]
+        top.sort(key=lambda m: _ts_key(m["ts"]), reverse=True)
+        try:
+            limit = max(1, min(int(params.get("limit") or 100), 999))
+            offset = int(str(params.get("cursor") or "").removeprefix("bmV4dF90czo") or 0)
+        except ValueError as e:
+            raise SlackApiFail("invalid_cursor") from e
+        page = top[offset : offset + limit]
+        has_more = offset + limit < len(top)
+        return {
+            "messages": [self._public(m, channel) for m in page],
+            "has_more": has_more,
+            "response_metadata": {
+                "next_cursor": f"bmV4dF90czo{offset + limit}" if has_more else ""
+            },
+        }
 
     async def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         self._require(params, "channel")

@@ -15,9 +15,9 @@ import pytest
 
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer, free_port
-from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.fake_slack import FakeSlack, message_text
 from tests.integration.harness import PROXY_VARS, REPO, BotProcess
-from tests.integration.slack_user import say, wait_replies
+from tests.integration.slack_user import dm_bot_messages, say, wait_replies
 
 
 @pytest.fixture
@@ -232,3 +232,48 @@ def test_demo_agent_serves_through_the_console() -> None:
     assert result.returncode == 0, result.stderr
     assert "BigQuery" in result.stdout and "Team" in result.stdout
 
+
+
+async def test_lost_dm_session_is_reseeded_from_the_dm_history(
+    slack: FakeSlack, own_adk: AdkServer, own_bot: BotProcess
+) -> None:
+    await say(slack, own_bot, user="U1", text="my budget is 5k", channel="D1", dm=True)
+    await slack.wait_for(lambda s: len(dm_bot_messages(s, "D1")) >= 1)
+    own_adk.restart()
+    await say(slack, own_bot, user="U1", text="what was my budget?", channel="D1", dm=True)
+    await slack.wait_for(lambda s: len(dm_bot_messages(s, "D1")) >= 2, timeout=20)
+    second = message_text(dm_bot_messages(slack, "D1")[1])
+    assert "said=Alice: what was my budget?" in second
+    assert "history[1]: Alice: my budget is 5k" in second
+
+
+async def test_working_reaction_on_top_level_dm_is_removed(slack: FakeSlack, bot: BotProcess
+                                                           ) -> None:
+    ts = await say(slack, bot, user="U1", text="hi", channel="D1", dm=True)
+    await slack.wait_for(lambda s: len(dm_bot_messages(s, "D1")) >= 1)
+    await slack.wait_for_calls("reactions.remove", 1, channel="D1", timestamp=ts)
+    [added] = slack.calls_to("reactions.add")
+    [post] = slack.calls_to("chat.postMessage")
+    [removed] = slack.calls_to("reactions.remove")
+    assert added.params["timestamp"] == ts and added.at <= post.at <= removed.at
+    assert slack.reactions_on("D1", ts) == []
+
+
+def test_console_continues_a_thread(adk: AdkServer, real_redis: object, prefix: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+    env.update({"PYTHONPATH": str(REPO), "ADK_BASE_URL": adk.base_url, "ADK_APP_NAME": "test_agent",
+                "REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_KEY_PREFIX": prefix})
+
+    def console(text: str, *extra: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", "console", *extra], input=text, env=env,
+            cwd=tempfile.mkdtemp(), capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    first = console("remember 42\n")
+    session = next(line for line in first.splitlines() if line.startswith("session_id="))
+    root = session.split("CCONSOLE-")[1].replace("_", ".")
+    again = console("what number?\n", "--thread", root)
+    assert session in again and "turn=2" in again and "history[1]:" in again
