@@ -8,14 +8,12 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any, TextIO
 
 from bot.adk.client import AdkClient
 from bot.config import Settings
-from bot.conversation import HistoryMessage
+from bot.conversation import HistoryMessage, Reply
 from bot.runtime import assemble, build_adk, check_adk_app, connect_redis
-from bot.slack.render import SlackMessage
 from bot.slack.routing import BotIdentity
 from bot.store.redis_store import Store
 from bot.turns import Turn
@@ -32,6 +30,7 @@ class ConsoleIO:
         self.user_name = user_name
         self.interactive = interactive
         self.transcript: list[HistoryMessage] = []
+        self.sent: set[tuple[str, int]] = set()
 
     async def show_working(self, turn: Turn) -> None:
         if self.interactive:
@@ -41,13 +40,13 @@ class ConsoleIO:
     async def done_working(self, turn: Turn) -> None:
         return None
 
-    async def post(self, turn: Turn, messages: Sequence[SlackMessage]) -> None:
-        for message in messages:
-            body = "\n\n".join(b.get("text", "") for b in message.blocks if b.get("text"))
-            self._say(body or message.text)
+    async def send(self, turn: Turn, part: int, reply: Reply) -> None:
+        body = "\n\n".join(b.get("text", "") for b in reply.blocks if b.get("text"))
+        self._say(body or reply.text)
+        self.sent.add((turn.ts, part))
 
-    async def notify(self, turn: Turn, text: str) -> None:
-        self._say(text)
+    async def sent_parts(self, turn: Turn) -> set[int]:
+        return {part for ts, part in self.sent if ts == turn.ts}
 
     def _say(self, text: str) -> None:
         self.out.write(f"bot> {text}\n\n" if self.interactive else f"{text}\n\n")

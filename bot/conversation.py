@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.adk.client import (
@@ -27,6 +27,8 @@ from bot.turns import Turn, adk_user_id_for, session_id_for
 log = logging.getLogger("bot.conversation")
 
 SEED_TEXT_LIMIT = 4000
+DELIVERY_ATTEMPTS = 4
+DELIVERY_BACKOFF = 1.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,27 @@ class HistoryMessage:
     from_self: bool  # posted by this bot
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One message a turn posts: an answer part (with blocks), or a notice (Markdown text)."""
+
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": self.blocks}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Reply:
+        blocks = data.get("blocks")
+        return cls(text=str(data.get("text") or ""),
+                   blocks=list(blocks) if isinstance(blocks, list) else [])
+
+    @classmethod
+    def answer_parts(cls, messages: Sequence[SlackMessage]) -> list[Reply]:
+        return [cls(text=m.text, blocks=list(m.blocks)) for m in messages]
+
+
 class ThreadIO(Protocol):
     """Where a conversation shows things: a Slack thread, or the terminal."""
 
@@ -46,9 +69,11 @@ class ThreadIO(Protocol):
 
     async def done_working(self, turn: Turn) -> None: ...
 
-    async def post(self, turn: Turn, messages: Sequence[SlackMessage]) -> None: ...
+    async def send(self, turn: Turn, part: int, reply: Reply) -> None:
+        """Post part `part` of the turn's replies, marked so that `sent_parts` finds it."""
 
-    async def notify(self, turn: Turn, text: str) -> None: ...
+    async def sent_parts(self, turn: Turn) -> set[int]:
+        """The parts of this turn's replies that are already in the thread."""
 
     async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]: ...
 
@@ -111,39 +136,73 @@ class Conversation:
         self.config = config
 
     async def handle(self, turn: Turn) -> str:
-        """Answer one turn. Never raises for ADK trouble: the user is told instead.
-        Returns the outcome (answered, error, config_error, ...)."""
+        """Answer one turn, exactly once. Never raises for ADK trouble: the user is told
+        instead. Returns the outcome (answered, error, config_error, recovered, ...)."""
+        pending = await self.store.load_outbox(turn.key, turn.ts)
+        if pending is not None:
+            # An earlier attempt ran the agent and died while posting: finish its delivery.
+            await self._deliver(turn, [Reply.from_dict(r) for r in pending], resume=True)
+            log.info("turn recovered from the outbox",
+                     extra={"thread_key": turn.key, "ts": turn.ts, "outcome": "recovered"})
+            return "recovered"
         ref = new_ref()
-        ctx = {"ref": ref, "thread_key": turn.key, "ts": turn.ts, "event_id": turn.event_id}
+        ctx: dict[str, Any] = {"ref": ref, "thread_key": turn.key, "ts": turn.ts,
+                               "event_id": turn.event_id}
         working = asyncio.create_task(self._keep_working(turn))
         try:
-            if turn.truncated_from:
-                await self.io.notify(
-                    turn,
-                    f":scissors: Your message was {turn.truncated_from:,} characters long; "
-                    f"I passed on the first {len(turn.text):,} characters to the agent.",
-                )
+            replies, outcome = await self._answer(turn, ref, ctx)
+        finally:
+            working.cancel()
+        await self.store.save_outbox(turn.key, turn.ts, [r.to_dict() for r in replies])
+        try:
+            await self._deliver(turn, replies, resume=False)
+        finally:
+            await self.io.done_working(turn)
+        await self.store.record_turn(turn.key)
+        log.info("turn %s", outcome, extra=ctx | {"outcome": outcome})
+        return outcome
+
+    async def _answer(self, turn: Turn, ref: str, ctx: dict[str, Any]
+                      ) -> tuple[list[Reply], str]:
+        """Run the turn; everything the user will see, and the outcome."""
+        replies: list[Reply] = []
+        if turn.truncated_from:
+            replies.append(Reply(
+                f":scissors: Your message was {turn.truncated_from:,} characters long; "
+                f"I passed on the first {len(turn.text):,} characters to the agent."
+            ))
+        try:
             record = await self.store.get_thread(turn.key)
             session = await self._ensure_session(turn, record)
             ctx["session"] = session.session_id
             question, speaker = await self._question(turn)
             result = await self._run_with_recovery(turn, session, question, speaker)
-            ctx["invocation"] = result.invocation_id
-            if self.config.log_text:
-                ctx["text"] = result.answer
-            outcome = await self._deliver(turn, result, ref)
-            await self.store.record_turn(turn.key)
-            log.info("turn %s", outcome, extra=ctx | {"outcome": outcome})
-            return outcome
         except AdkError as exc:
             outcome = "config_error" if isinstance(exc, AdkConfigError) else "error"
             log.warning("turn failed: %s", exc, extra=ctx | {"outcome": outcome})
-            await self.io.notify(turn, error_text(exc, ref, self.config.app_name))
-            return outcome
-        finally:
-            if not working.done():
-                working.cancel()
-            await self.io.done_working(turn)
+            replies.append(Reply(error_text(exc, ref, self.config.app_name)))
+            return replies, outcome
+        ctx["invocation"] = result.invocation_id
+        if self.config.log_text:
+            ctx["text"] = result.answer
+        more, outcome = self._replies_for(turn, result, ref)
+        return replies + more, outcome
+
+    async def _deliver(self, turn: Turn, replies: Sequence[Reply], *, resume: bool) -> None:
+        done = await self.io.sent_parts(turn) if resume else set()
+        for part, reply in enumerate(replies):
+            if part in done:
+                continue
+            for attempt in range(DELIVERY_ATTEMPTS):
+                try:
+                    await self.io.send(turn, part, reply)
+                    break
+                except Exception as exc:
+                    if attempt == DELIVERY_ATTEMPTS - 1:
+                        raise
+                    log.warning("posting a reply failed (%s); retrying", exc,
+                                extra={"thread_key": turn.key, "ts": turn.ts})
+                    await asyncio.sleep(DELIVERY_BACKOFF * 2**attempt)
 
     async def _keep_working(self, turn: Turn) -> None:
         """Show that the agent is working, and keep showing it through long turns."""
@@ -285,31 +344,24 @@ class Conversation:
 
     # ---- the answer ---------------------------------------------------------------------
 
-    async def _deliver(self, turn: Turn, result: TurnResult, ref: str) -> str:
+    def _replies_for(self, turn: Turn, result: TurnResult, ref: str) -> tuple[list[Reply], str]:
         if result.stream_error:
             log.warning("agent error: %s", result.stream_error[:300],
                         extra={"ref": ref, "thread_key": turn.key})
-            await self.io.notify(
-                turn,
+            return [Reply(
                 ":warning: The agent ran into an error while answering this message. "
-                f"Please try again. (ref `{ref}`)",
-            )
-            return "agent_error"
+                f"Please try again. (ref `{ref}`)"
+            )], "agent_error"
         answer = result.answer
-        if answer:
-            await self.io.post(turn, render_answer(answer))
+        replies = Reply.answer_parts(render_answer(answer)) if answer else []
         if result.error_code:
             log.warning("agent error code %s", result.error_code,
                         extra={"ref": ref, "thread_key": turn.key})
-            await self.io.notify(
-                turn,
+            replies.append(Reply(
                 f":warning: {describe_error_code(result.error_code).capitalize()}"
-                f"{'' if answer else ', so there is no answer'}. (ref `{ref}`)",
-            )
-            return "answered" if answer else "agent_error"
+                f"{'' if answer else ', so there is no answer'}. (ref `{ref}`)"
+            ))
+            return replies, "answered" if answer else "agent_error"
         if not answer:
-            await self.io.notify(
-                turn, f"The agent finished without writing an answer. (ref `{ref}`)"
-            )
-            return "empty"
-        return "answered"
+            return [Reply(f"The agent finished without writing an answer. (ref `{ref}`)")], "empty"
+        return replies, "answered"

@@ -35,9 +35,7 @@ class Intake:
             log.debug("ignored event: %s", decision.reason)
             return "ignored"
         retry = retry_number(headers)
-        result = await self.store.enqueue(
-            decision.turn, engages=decision.engages, is_retry=retry > 0
-        )
+        result = await self.store.enqueue(decision.turn, engages=decision.engages)
         if result in (IntakeResult.DUPLICATE, IntakeResult.REQUEUE):
             self.metrics.duplicates.inc()
         self.metrics.events_in.labels(etype, result.value).inc()

@@ -9,7 +9,11 @@ from dataclasses import dataclass
 
 import fakeredis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -42,6 +46,9 @@ def connect_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
         client = aioredis.Redis.from_url(
             settings.redis_url, decode_responses=True, health_check_interval=15,
             socket_connect_timeout=5, socket_keepalive=True, max_connections=2000,
+            # A dropped connection (Redis restarted, failover) is retried on a fresh one.
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         return client, False
     log.warning(

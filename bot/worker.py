@@ -144,6 +144,9 @@ class Worker:
             keeper = asyncio.create_task(self._keep_lock(bell, held))
             try:
                 await self._drain(held)
+            except asyncio.CancelledError:
+                await self._hand_back(bell, held)
+                raise
             finally:
                 keeper.cancel()
             await self.store.ack(bell.entry_id)
@@ -155,6 +158,18 @@ class Worker:
                         extra={"thread_key": bell.key})
         except Exception:
             log.exception("unexpected error in worker", extra={"thread_key": bell.key})
+
+    async def _hand_back(self, bell: Doorbell, held: HeldLock) -> None:
+        """Shutting down mid-thread: free the thread and ring its doorbell again so another
+        worker takes it now, not after the reclaim time."""
+        try:
+            await self.store.release_lock(held.key, held.token)
+            await self.store.ring(held.key)
+            await self.store.ack(bell.entry_id)
+            log.info("handed a thread back", extra={"thread_key": held.key})
+        except (RedisError, OSError) as exc:
+            log.warning("could not hand a thread back (it will be reclaimed): %s", exc,
+                        extra={"thread_key": held.key})
 
     async def _drain(self, held: HeldLock) -> None:
         key = held.key
@@ -182,18 +197,20 @@ class Worker:
             return
         state = await self.store.message_state(key, turn.ts)
         if state == "d":
-            return  # answered already (e.g. by a worker that died before popping it)
-        await self.store.set_message_state(key, turn.ts, "r")
+            return  # delivered already (e.g. by a worker that died before popping it)
+        if state in (None, "q"):
+            await self.store.set_message_state(key, turn.ts, "r")
         self.running_turns += 1
         try:
             await self.handler(turn)
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, RedisError, OSError):
+            raise  # the turn stays queued: retried when Redis is back, or by another worker
         except Exception:
+            # A bug or a permanent Slack refusal: give up on this turn, not the thread.
             log.exception("turn handler failed", extra={"thread_key": key, "ts": turn.ts})
         finally:
             self.running_turns -= 1
-        await self.store.set_message_state(key, turn.ts, "d")
+        await self.store.finish(key, turn.ts)
 
     async def _keep_lock(self, bell: Doorbell, held: HeldLock) -> None:
         """Extend the lock and keep our doorbell fresh while the thread is worked on."""

@@ -6,19 +6,19 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.conversation import HistoryMessage
-from bot.slack.render import SlackMessage, markdown_to_mrkdwn, split_markdown
+from bot.conversation import HistoryMessage, Reply
+from bot.slack.render import markdown_to_mrkdwn, split_markdown
 from bot.slack.routing import BotIdentity
 from bot.turns import Turn
 
 log = logging.getLogger("bot.slack")
 
 WORKING_REACTION = "eyes"
+REPLY_EVENT_TYPE = "adk_slack_bot_reply"  # message metadata marking a turn's reply parts
 BLOCK_ERRORS = frozenset({
     "invalid_blocks", "msg_blocks_too_long", "msg_blocks_too_many", "invalid_blocks_format",
 })
@@ -96,29 +96,57 @@ class SlackThreadIO:
         except SlackApiError as exc:
             log.debug("could not remove the working reaction: %s", exc.response.get("error"))
 
-    async def post(self, turn: Turn, messages: Sequence[SlackMessage]) -> None:
-        for message in messages:
-            try:
+    async def send(self, turn: Turn, part: int, reply: Reply) -> None:
+        metadata = {"event_type": REPLY_EVENT_TYPE,
+                    "event_payload": {"turn": turn.ts, "part": part}}
+        if not reply.blocks:
+            await self.client.chat_postMessage(
+                channel=turn.channel, thread_ts=turn.reply_thread_ts,
+                text=markdown_to_mrkdwn(reply.text), metadata=metadata, unfurl_links=False,
+            )
+            return
+        try:
+            await self.client.chat_postMessage(
+                channel=turn.channel, thread_ts=turn.reply_thread_ts, text=reply.text,
+                blocks=reply.blocks, metadata=metadata, unfurl_links=False, unfurl_media=False,
+            )
+        except SlackApiError as exc:
+            if exc.response.get("error") not in BLOCK_ERRORS:
+                raise
+            log.warning("Slack refused the blocks (%s); posting plain text",
+                        exc.response.get("error"))
+            for chunk in split_markdown(reply.text, 3900):
                 await self.client.chat_postMessage(
-                    channel=turn.channel, thread_ts=turn.reply_thread_ts, text=message.text,
-                    blocks=message.blocks, unfurl_links=False, unfurl_media=False,
+                    channel=turn.channel, thread_ts=turn.reply_thread_ts, text=chunk,
+                    metadata=metadata, unfurl_links=False, unfurl_media=False,
                 )
-            except SlackApiError as exc:
-                if exc.response.get("error") not in BLOCK_ERRORS:
-                    raise
-                log.warning("Slack refused the blocks (%s); posting plain text",
-                            exc.response.get("error"))
-                for part in split_markdown(message.text, 3900):
-                    await self.client.chat_postMessage(
-                        channel=turn.channel, thread_ts=turn.reply_thread_ts, text=part,
-                        unfurl_links=False, unfurl_media=False,
-                    )
 
-    async def notify(self, turn: Turn, text: str) -> None:
-        await self.client.chat_postMessage(
-            channel=turn.channel, thread_ts=turn.reply_thread_ts,
-            text=markdown_to_mrkdwn(text), unfurl_links=False,
-        )
+    async def sent_parts(self, turn: Turn) -> set[int]:
+        """Reply parts of this turn already in Slack, found by their message metadata."""
+        parts: set[int] = set()
+        cursor: str | None = None
+        for _page in range(20):
+            if turn.thread_ts is None:
+                response = await self.client.conversations_history(
+                    channel=turn.channel, oldest=turn.ts, limit=200, cursor=cursor,
+                    include_all_metadata=True,
+                )
+            else:
+                response = await self.client.conversations_replies(
+                    channel=turn.channel, ts=turn.thread_ts, oldest=turn.ts, limit=200,
+                    cursor=cursor, include_all_metadata=True,
+                )
+            for message in response.get("messages") or []:
+                meta = message.get("metadata") or {}
+                payload = meta.get("event_payload") or {}
+                if meta.get("event_type") == REPLY_EVENT_TYPE and payload.get("turn") == turn.ts:
+                    part = payload.get("part")
+                    if isinstance(part, int):
+                        parts.add(part)
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
+        return parts
 
     async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]:
         """Earlier messages of the turn's thread (oldest first), at most `limit`. For the

@@ -4,7 +4,10 @@ so multi-key scripts on a thread run on one Redis Cluster slot.
     <p>:{<key>}:thread        hash   engaged, adk_user_id, session_id, generation,
                                      created_by, created_at, last_activity, turns
     <p>:{<key>}:ev:<event_id> string Slack event id seen (redelivery dedupe), TTL
-    <p>:{<key>}:msg:<ts>      string "q" queued / "r" running / "d" answered (pair dedupe), TTL
+    <p>:{<key>}:msg:<ts>      string "q" queued / "r" running / "a" answer ready in the
+                                     outbox / "d" delivered (also the pair dedupe), TTL
+    <p>:{<key>}:out:<ts>      string the turn's replies (JSON) between the ADK run and their
+                                     delivery to Slack, so a crash in between loses nothing
     <p>:{<key>}:q             list   the thread's FIFO of turns (JSON), oldest first
     <p>:{<key>}:lock          string the token of the worker running this thread, PX TTL
     <p>:work                  stream doorbells: {"k": <key>}; consumer group "workers"
@@ -31,6 +34,9 @@ class Keys:
 
     def message(self, key: str, ts: str) -> str:
         return f"{self._tag(key)}:msg:{ts}"
+
+    def outbox(self, key: str, ts: str) -> str:
+        return f"{self._tag(key)}:out:{ts}"
 
     def queue(self, key: str) -> str:
         return f"{self._tag(key)}:q"

@@ -4,6 +4,7 @@ and the work stream that tells workers which thread has something to do."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -18,13 +19,16 @@ from bot.store.keys import Keys
 from bot.turns import Turn
 
 # KEYS (one thread, one hash tag): thread hash, event key, message key, queue
-# ARGV: turn json, engages, dedupe ttl, thread ttl, now, is_retry
+# ARGV: turn json, engages, dedupe ttl, thread ttl, now
+# The same event arriving again while its turn still waits (a Slack redelivery, or this
+# command retried after a dropped connection) rings the doorbell again: harmless if the
+# first ring went out, and the fix if it did not.
 _INTAKE = """
 local seen_event = redis.call('EXISTS', KEYS[2]) == 1
 local state = redis.call('GET', KEYS[3])
 if seen_event or state then
   if not seen_event then redis.call('SET', KEYS[2], '1', 'EX', ARGV[3]) end
-  if ARGV[6] == '1' and (state == 'q' or state == 'r') then return 'requeue' end
+  if seen_event and state == 'q' then return 'requeue' end
   return 'duplicate'
 end
 if ARGV[2] ~= '1' and redis.call('HEXISTS', KEYS[1], 'engaged') == 0 then
@@ -52,7 +56,7 @@ return 0
 
 class IntakeResult(StrEnum):
     QUEUED = "queued"
-    REQUEUE = "requeue"  # a redelivery of a turn still waiting: ring the doorbell again
+    REQUEUE = "requeue"  # the same event again while its turn waits: ring the doorbell again
     DUPLICATE = "duplicate"
     IGNORED = "ignored"  # a follow-up in a thread the bot was never mentioned in
 
@@ -114,7 +118,7 @@ class Store:
 
     # ---- intake -------------------------------------------------------------------------
 
-    async def enqueue(self, turn: Turn, *, engages: bool, is_retry: bool) -> IntakeResult:
+    async def enqueue(self, turn: Turn, *, engages: bool) -> IntakeResult:
         """Atomically dedupe and queue a turn, then ring the thread's doorbell."""
         key = turn.key
         k = self.keys
@@ -122,7 +126,7 @@ class Store:
             keys=[k.thread(key), k.event(key, turn.event_id or f"ts-{turn.ts}"),
                   k.message(key, turn.ts), k.queue(key)],
             args=[turn.to_json(), "1" if engages else "0", self.dedupe_ttl, self.thread_ttl,
-                  f"{time.time():.6f}", "1" if is_retry else "0"],
+                  f"{time.time():.6f}"],
         )
         outcome = IntakeResult(result)
         if outcome in (IntakeResult.QUEUED, IntakeResult.REQUEUE):
@@ -219,6 +223,32 @@ class Store:
 
     async def set_message_state(self, key: str, ts: str, state: str) -> None:
         await self.redis.set(self.keys.message(key, ts), state, ex=self.dedupe_ttl)
+
+    # ---- the outbox: a turn's replies between the ADK run and Slack ---------------------
+
+    async def save_outbox(self, key: str, ts: str, replies: list[dict[str, Any]]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.keys.outbox(key, ts), json.dumps(replies, ensure_ascii=False),
+                 ex=self.dedupe_ttl)
+        pipe.set(self.keys.message(key, ts), "a", ex=self.dedupe_ttl)
+        await pipe.execute()
+
+    async def load_outbox(self, key: str, ts: str) -> list[dict[str, Any]] | None:
+        raw = await self.redis.get(self.keys.outbox(key, ts))
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return data if isinstance(data, list) else None
+
+    async def finish(self, key: str, ts: str) -> None:
+        """The turn's replies are in Slack: mark it delivered and drop its outbox."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.keys.message(key, ts), "d", ex=self.dedupe_ttl)
+        pipe.delete(self.keys.outbox(key, ts))
+        await pipe.execute()
 
     # ---- thread mappings ----------------------------------------------------------------
 

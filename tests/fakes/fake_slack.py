@@ -899,9 +899,14 @@ class FakeSlack:
             **({"user": "U0000"} if is_im else {}),
         }
 
-    def _public(self, msg: dict[str, Any], channel: str) -> dict[str, Any]:
-        """A stored message as the API returns it (thread metadata on parents)."""
+    def _public(
+        self, msg: dict[str, Any], channel: str, *, with_metadata: bool = False
+    ) -> dict[str, Any]:
+        """A stored message as the API returns it (thread metadata on parents). Message
+        metadata is only returned when asked for (`include_all_metadata`), as in Slack."""
         out = {k: v for k, v in msg.items() if k not in _INTERNAL_KEYS}
+        if not with_metadata:
+            out.pop("metadata", None)
         if out.get("thread_ts") == out["ts"] or self._replies_of(channel, out["ts"]):
             replies = self._replies_of(channel, out["ts"])
             out["thread_ts"] = out["ts"]
@@ -1168,8 +1173,9 @@ class FakeSlack:
         limit = max(1, min(limit, 1000))
         page = thread[offset : offset + limit]
         has_more = offset + limit < len(thread)
+        with_metadata = _truthy(params.get("include_all_metadata", False))
         body: dict[str, Any] = {
-            "messages": [self._public(m, channel) for m in page],
+            "messages": [self._public(m, channel, with_metadata=with_metadata) for m in page],
             "has_more": has_more,
         }
         body["response_metadata"] = {
@@ -1202,8 +1208,9 @@ class FakeSlack:
             raise SlackApiFail("invalid_cursor") from e
         page = top[offset : offset + limit]
         has_more = offset + limit < len(top)
+        with_metadata = _truthy(params.get("include_all_metadata", False))
         return {
-            "messages": [self._public(m, channel) for m in page],
+            "messages": [self._public(m, channel, with_metadata=with_metadata) for m in page],
             "has_more": has_more,
             "response_metadata": {
                 "next_cursor": f"bmV4dF90czo{offset + limit}" if has_more else ""

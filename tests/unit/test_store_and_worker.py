@@ -30,14 +30,17 @@ def turn(ts: str, *, thread: str = "100.0", event_id: str | None = None, text: s
 async def test_redelivery_and_mention_pair_are_deduplicated(any_redis, prefix) -> None:
     store = make_store(any_redis, prefix)
     mention = turn("101.0", event_id="EvA", kind="mention")
-    assert await store.enqueue(mention, engages=True, is_retry=False) == IntakeResult.QUEUED
-    # Slack redelivers the same event id.
-    assert await store.enqueue(mention, engages=True, is_retry=False) == IntakeResult.DUPLICATE
+    assert await store.enqueue(mention, engages=True) == IntakeResult.QUEUED
+    # Slack redelivers the same event id while the turn still waits: not queued again,
+    # only its doorbell rung again (in case the first ring was lost).
+    assert await store.enqueue(mention, engages=True) == IntakeResult.REQUEUE
     # The `message` twin of the mention: same ts, another event id.
     twin = turn("101.0", event_id="EvB")
-    assert await store.enqueue(twin, engages=False, is_retry=False) == IntakeResult.DUPLICATE
-    # A retry of a turn that is still queued rings the doorbell again.
-    assert await store.enqueue(twin, engages=False, is_retry=True) == IntakeResult.REQUEUE
+    assert await store.enqueue(twin, engages=False) == IntakeResult.DUPLICATE
+    # Once the turn runs, redeliveries are plain duplicates.
+    await store.set_message_state(mention.key, mention.ts, "r")
+    assert await store.enqueue(mention, engages=True) == IntakeResult.DUPLICATE
+    assert await store.enqueue(twin, engages=False) == IntakeResult.DUPLICATE
     assert await store.queue_length(mention.key) == 1
 
 
@@ -46,11 +49,11 @@ async def test_followup_in_unengaged_thread_is_ignored_and_does_not_burn_dedupe(
 ) -> None:
     store = make_store(any_redis, prefix)
     message_first = turn("101.0", event_id="EvMsg")
-    assert await store.enqueue(message_first, engages=False, is_retry=False) == IntakeResult.IGNORED
+    assert await store.enqueue(message_first, engages=False) == IntakeResult.IGNORED
     mention = turn("101.0", event_id="EvMention", kind="mention")
-    assert await store.enqueue(mention, engages=True, is_retry=False) == IntakeResult.QUEUED
+    assert await store.enqueue(mention, engages=True) == IntakeResult.QUEUED
     later = turn("102.0")
-    assert await store.enqueue(later, engages=False, is_retry=False) == IntakeResult.QUEUED
+    assert await store.enqueue(later, engages=False) == IntakeResult.QUEUED
     record = await store.get_thread(mention.key)
     assert record is not None and record.engaged and not record.session_id
 
@@ -98,9 +101,9 @@ async def test_one_thread_runs_in_order_and_never_overlaps(any_redis, prefix) ->
         return "answered"
 
     workers = [await _run_worker(store, handler) for _ in range(2)]
-    await store.enqueue(turn("101.0", kind="mention"), engages=True, is_retry=False)
+    await store.enqueue(turn("101.0", kind="mention"), engages=True)
     for ts in ("102.0", "103.0", "104.0"):
-        await store.enqueue(turn(ts), engages=False, is_retry=False)
+        await store.enqueue(turn(ts), engages=False)
     await _wait(lambda: len(seen) == 4)
     for w in workers:
         await w.stop(1)
@@ -123,7 +126,7 @@ async def test_threads_run_concurrently(any_redis, prefix) -> None:
     started = time.monotonic()
     for i in range(20):
         await store.enqueue(turn(f"{i}.5", thread=f"{i}.0", kind="mention"), engages=True,
-                            is_retry=False)
+)
     await _wait(lambda: len(done) == 20)
     elapsed = time.monotonic() - started
     await worker.stop(1)
@@ -135,7 +138,7 @@ async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, 
     store = make_store(real_redis, prefix)
     await store.ensure_group()
     t = turn("101.0", kind="mention")
-    await store.enqueue(t, engages=True, is_retry=False)
+    await store.enqueue(t, engages=True)
     # A worker takes the doorbell and the lock, then dies (never acks, lock expires).
     bells = await store.read_doorbells("dead-worker", 10, 100)
     assert [b.key for b in bells] == [t.key]
@@ -155,7 +158,7 @@ async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, 
 async def test_already_answered_turn_is_not_answered_again(any_redis, prefix) -> None:
     store = make_store(any_redis, prefix)
     t = turn("101.0", kind="mention")
-    await store.enqueue(t, engages=True, is_retry=False)
+    await store.enqueue(t, engages=True)
     await store.set_message_state(t.key, t.ts, "d")  # answered, then the worker died
     calls: list[str] = []
 
@@ -165,7 +168,7 @@ async def test_already_answered_turn_is_not_answered_again(any_redis, prefix) ->
 
     worker = await _run_worker(store, handler)
     await _wait(lambda: asyncio.get_event_loop() is not None)
-    await store.enqueue(turn("102.0"), engages=False, is_retry=False)
+    await store.enqueue(turn("102.0"), engages=False)
     await _wait(lambda: calls == ["102.0"])
     await worker.stop(1)
     assert calls == ["102.0"]
@@ -182,8 +185,8 @@ async def test_a_failing_handler_does_not_block_the_thread(any_redis, prefix) ->
         return "answered"
 
     worker = await _run_worker(store, handler)
-    await store.enqueue(turn("101.0", kind="mention"), engages=True, is_retry=False)
-    await store.enqueue(turn("102.0"), engages=False, is_retry=False)
+    await store.enqueue(turn("101.0", kind="mention"), engages=True)
+    await store.enqueue(turn("102.0"), engages=False)
     await _wait(lambda: calls == ["101.0", "102.0"])
     await worker.stop(1)
 
@@ -201,6 +204,6 @@ async def test_unreadable_queue_entries_are_dropped(any_redis, prefix, garbage) 
 
     worker = await _run_worker(store, handler)
     await store.ring(key)
-    await store.enqueue(turn("101.0", kind="mention"), engages=True, is_retry=False)
+    await store.enqueue(turn("101.0", kind="mention"), engages=True)
     await _wait(lambda: calls == ["101.0"])
     await worker.stop(1)
