@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(default=20000, ge=100)
     seed_history_messages: int = Field(default=50, ge=0)
     working_status: str = "is thinking…"
+    status_refresh_seconds: float = Field(default=90.0, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
     # Logging

@@ -182,6 +182,7 @@ def assemble(
             user_scope=settings.adk_user_scope, seed_limit=settings.seed_history_messages,
             log_text=settings.log_message_text,
             turn_timeout_seconds=settings.turn_timeout_seconds,
+            status_refresh_seconds=settings.status_refresh_seconds,
         ),
     )
     worker = Worker(

@@ -214,3 +214,48 @@ async def test_three_replicas_answer_everything_exactly_once_in_order(
     finally:
         for process in [*http, socket]:
             await process.close()
+
+
+async def test_socket_mode_withholds_the_ack_while_redis_is_down(
+    slack: FakeSlack, adk: AdkServer, prefix: str, own_redis: RedisServer
+) -> None:
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, redis_url=own_redis.url,
+                     slack_app_token=slack.app_token)
+    await bot.start()
+    try:
+        await slack.wait_socket_connected(timeout=15)
+        own_redis.stop()
+        text = f"<@{slack.bot_user_id}> socket outage"
+        ts = slack.add_message("C1", user="U1", text=text)
+        mention = ev.envelope(ev.app_mention(channel="C1", user="U1", text=text, ts=ts))
+        envelope_id = await slack.push_event(mention)
+        with pytest.raises(AssertionError):
+            await slack.wait_for_ack(envelope_id, timeout=3)  # not acked: Slack retries
+        own_redis.start()
+        await asyncio.sleep(0.5)
+        again = await slack.push_event(mention, retry_attempt=1, retry_reason="timeout")
+        await slack.wait_for_ack(again, timeout=10)
+        [answer] = await wait_replies(slack, "C1", ts, 1, timeout=20)
+        assert "said=Alice: socket outage" in answer
+    finally:
+        await bot.close()
+
+
+async def test_turn_ceiling_and_status_kept_alive(
+    slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object
+) -> None:
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, turn_timeout_seconds="3",
+                     status_refresh_seconds="0.5")
+    await bot.start()
+    try:
+        root = await say(slack, bot, user="U1", text="takes a while sleep=2", mention=True)
+        [answer] = await wait_replies(slack, "C1", root, 1, timeout=15)
+        assert "said=Alice: takes a while sleep=2" in answer
+        statuses = [c for c in slack.calls_to("assistant.threads.setStatus")
+                    if c.params.get("thread_ts") == root]
+        assert len(statuses) >= 3  # set again while the 2-second turn ran
+        await say(slack, bot, user="U1", text="too long sleep=6", thread_ts=root)
+        answers = await wait_replies(slack, "C1", root, 2, timeout=15)
+        assert "took too long" in answers[1] and "ref `" in answers[1]
+    finally:
+        await bot.close()

@@ -207,3 +207,16 @@ async def test_unreadable_queue_entries_are_dropped(any_redis, prefix, garbage) 
     await store.enqueue(turn("101.0", kind="mention"), engages=True)
     await _wait(lambda: calls == ["101.0"])
     await worker.stop(1)
+
+
+def test_every_key_of_a_thread_is_on_one_cluster_slot() -> None:
+    from redis.crc import key_slot
+
+    keys = Keys("asb")
+    thread = "T0001:C0123:1700000000.000100"
+    names = [keys.thread(thread), keys.event(thread, "Ev1"), keys.message(thread, "1.0"),
+             keys.queue(thread), keys.lock(thread), keys.outbox(thread, "1.0")]
+    assert len({key_slot(name.encode()) for name in names}) == 1
+    # The tag is the whole thread key, so threads spread over the cluster.
+    slots = {key_slot(keys.queue(f"T1:C1:{i}.0").encode()) for i in range(50)}
+    assert len(slots) > 40
