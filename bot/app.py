@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -18,10 +20,15 @@ from bot.intake import Intake
 
 
 def build_web_client(token: str, base_url: str) -> AsyncWebClient:
-    """The Slack Web API client, with 429s waited out and transient failures retried."""
+    """The Slack Web API client, with 429s waited out and transient failures retried. One
+    aiohttp session (kept-alive connections) serves every call; call it in a running loop."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300, keepalive_timeout=30),
+    )
     return AsyncWebClient(
         token=token,
         base_url=base_url,
+        session=session,
         timeout=30,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
@@ -29,6 +36,21 @@ def build_web_client(token: str, base_url: str) -> AsyncWebClient:
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ],
     )
+
+
+class _DropTokenSkippedWarning(logging.Filter):
+    """Bolt warns that SLACK_BOT_TOKEN is unused when a client is given (it reads the
+    variable itself); the client carries that very token, so the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be unused" not in record.getMessage()
+
+
+def bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("bot.bolt")
+    if not any(isinstance(f, _DropTokenSkippedWarning) for f in logger.filters):
+        logger.addFilter(_DropTokenSkippedWarning())
+    return logger
 
 
 def build_bolt_app(client: AsyncWebClient, intake: Intake) -> AsyncApp:
@@ -39,6 +61,7 @@ def build_bolt_app(client: AsyncWebClient, intake: Intake) -> AsyncApp:
     # (or no Socket Mode ack) and Slack delivers it again.
     app = AsyncApp(
         client=client,
+        logger=bolt_logger(),
         signing_secret="",
         process_before_response=True,
         request_verification_enabled=False,

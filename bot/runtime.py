@@ -139,6 +139,8 @@ class Bot:
         await self.worker.stop(self.settings.shutdown_grace_seconds)
         await self.adk.aclose()
         await self.redis.aclose()
+        if self.slack_client is not None and self.slack_client.session is not None:
+            await self.slack_client.session.close()
 
     async def ready(self) -> dict[str, bool]:
         try:

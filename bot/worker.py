@@ -26,6 +26,7 @@ TurnHandler = Callable[[Turn], Awaitable[str]]
 class HeldLock:
     key: str
     token: str
+    released: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,9 @@ class Worker:
         self.handler = handler
         self.config = config
         self.consumer = consumer_name()
-        self._slots = asyncio.Semaphore(config.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-        self.running_turns = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -76,10 +75,6 @@ class Worker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-
-    @property
-    def busy(self) -> int:
-        return len(self._tasks)
 
     # ---- loops --------------------------------------------------------------------------
 
@@ -176,6 +171,7 @@ class Worker:
         while True:
             raw = await self.store.head(key)
             if raw is None:
+                held.released = True
                 await self.store.release_lock(key, held.token)
                 # A turn queued between our last look and the release would find the lock
                 # held and drop its doorbell: look once more before leaving.
@@ -185,6 +181,7 @@ class Worker:
                 if again is None:
                     return
                 held.token = again
+                held.released = False
                 continue
             await self._run_one(key, raw)
             await self.store.pop_head(key)
@@ -200,7 +197,6 @@ class Worker:
             return  # delivered already (e.g. by a worker that died before popping it)
         if state in (None, "q"):
             await self.store.set_message_state(key, turn.ts, "r")
-        self.running_turns += 1
         try:
             await self.handler(turn)
         except (asyncio.CancelledError, RedisError, OSError):
@@ -208,8 +204,6 @@ class Worker:
         except Exception:
             # A bug or a permanent Slack refusal: give up on this turn, not the thread.
             log.exception("turn handler failed", extra={"thread_key": key, "ts": turn.ts})
-        finally:
-            self.running_turns -= 1
         await self.store.finish(key, turn.ts)
 
     async def _keep_lock(self, bell: Doorbell, held: HeldLock) -> None:
@@ -217,6 +211,8 @@ class Worker:
         period = self.config.lock_ttl_ms / 3000
         while True:
             await asyncio.sleep(period)
+            if held.released:
+                continue
             try:
                 still_ours = await self.store.extend_lock(
                     held.key, held.token, self.config.lock_ttl_ms
@@ -226,5 +222,5 @@ class Worker:
                 log.warning("could not extend a thread lock: %s", exc,
                             extra={"thread_key": bell.key})
                 continue
-            if not still_ours:
+            if not still_ours and not held.released:
                 log.warning("lost a thread lock", extra={"thread_key": bell.key})
