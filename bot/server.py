@@ -8,9 +8,13 @@ import contextlib
 import json
 import logging
 import signal
+from collections.abc import Mapping
 
 import uvicorn
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.starlette.async_handler import (
+    to_async_bolt_request,
+    to_starlette_response,
+)
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,21 +28,37 @@ log = logging.getLogger("bot.server")
 MAX_BODY_BYTES = 1024 * 1024
 
 
+def valid_signature(verifier: SignatureVerifier, body: bytes, headers: Mapping[str, str]) -> bool:
+    """Slack's request signature, as `SignatureVerifier` checks it, but never raising: a
+    non-numeric timestamp, a non-ASCII signature or a body that is not UTF-8 is invalid."""
+    try:
+        return verifier.is_valid_request(body, headers)
+    except (ValueError, TypeError, OverflowError):
+        return False
+
+
+def _readable_event(payload: Mapping[str, object]) -> bool:
+    event = payload.get("event")
+    return isinstance(event, Mapping) and isinstance(event.get("type"), str)
+
+
 def build_http_app(bot: Bot, *, events: bool) -> Starlette:
-    handler = AsyncSlackRequestHandler(bot.bolt) if (events and bot.bolt) else None
+    bolt = bot.bolt if events else None
     secret = bot.settings.slack_signing_secret
     verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
 
     async def slack_events(request: Request) -> Response:
+        assert bolt is not None
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
             return JSONResponse({"error": "request body too large"}, status_code=413)
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             return JSONResponse({"error": "request body too large"}, status_code=413)
-        if verifier is None or not verifier.is_valid_request(body, dict(request.headers)):
+        if verifier is None or not valid_signature(verifier, body, dict(request.headers)):
             return JSONResponse({"error": "invalid request signature"}, status_code=401)
         content_type = request.headers.get("content-type", "")
+        parsed: object = None
         if "json" in content_type:
             try:
                 parsed = json.loads(body)
@@ -46,8 +66,40 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
                 return JSONResponse({"error": "malformed JSON"}, status_code=400)
             if not isinstance(parsed, dict) or "type" not in parsed:
                 return JSONResponse({"error": "not a Slack event payload"}, status_code=400)
-        assert handler is not None
-        return await handler.handle(request)
+        try:
+            # Bolt parses the body itself (JSON, or a form with an optional JSON `payload`)
+            # and reads ids out of it; odd shapes make it raise here, before any listener.
+            bolt_request = to_async_bolt_request(request, body)
+        except ValueError:
+            return JSONResponse({"error": "malformed JSON"}, status_code=400)
+        except Exception as exc:
+            if isinstance(parsed, dict) and parsed.get("type") == "event_callback":
+                return ignored(f"an event_callback Bolt cannot read ({type(exc).__name__})")
+            log.info("unreadable Slack payload: %s", type(exc).__name__)
+            return JSONResponse({"error": "not a Slack payload"}, status_code=400)
+        payload = bolt_request.body
+        if not isinstance(payload, Mapping):
+            return JSONResponse({"error": "not a Slack payload"}, status_code=400)
+        if payload.get("type") == "event_callback" and not _readable_event(payload):
+            return ignored("an event_callback without a readable event")
+        if payload.get("type") == "app_rate_limited":
+            # Slack drops events above 30,000 per hour per workspace and says so once a minute.
+            log.warning("Slack is dropping events for this app (app_rate_limited, minute %s)",
+                        payload.get("minute_rate_limited"))
+            return Response(status_code=200)
+        if payload.get("type") not in ("event_callback", "url_verification") and (
+            "ssl_check" not in payload
+        ):
+            # Slash commands, interactivity and the like: this app subscribes to none of them,
+            # and Bolt's matchers raise on some of their shapes (e.g. empty `actions`).
+            return JSONResponse({"error": "unsupported Slack request"}, status_code=404)
+        return to_starlette_response(await bolt.async_dispatch(bolt_request))
+
+    def ignored(reason: str) -> Response:
+        # Nothing can be routed from it; acked so that Slack does not deliver it again.
+        bot.metrics.events_in.labels("unknown", "ignored").inc()
+        log.info("ignored %s", reason)
+        return Response(status_code=200)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -69,7 +121,7 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    if handler is not None:
+    if bolt is not None:
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
     return Starlette(routes=routes)
 

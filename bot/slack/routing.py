@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from bot.turns import Turn, TurnKind
 
 # Message subtypes that are a person saying something; every other subtype is ignored.
 USER_MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+# JSON may carry lone UTF-16 surrogates ("\ud83d"); they cannot be encoded to UTF-8 (Redis).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def route_event(
     if etype not in ("app_mention", "message"):
         return Ignore(f"event type {etype!r}")
     subtype = event.get("subtype")
-    if subtype not in USER_MESSAGE_SUBTYPES:
+    if not (subtype is None or isinstance(subtype, str)) or subtype not in USER_MESSAGE_SUBTYPES:
         return Ignore(f"subtype {subtype!r}")
     user = event.get("user")
     if not isinstance(user, str) or not user:
@@ -68,10 +71,17 @@ def route_event(
     ts = event.get("ts")
     if not isinstance(channel, str) or not channel or not isinstance(ts, str) or not ts:
         return Ignore("no channel or ts")
-    team = _team_of(body, event, bot)
-    text = event.get("text") if isinstance(event.get("text"), str) else ""
+    raw_text = event.get("text")
+    if raw_text is not None and not isinstance(raw_text, str):
+        return Ignore("text is not a string")
     raw_thread_ts = event.get("thread_ts")
-    thread_ts = raw_thread_ts if isinstance(raw_thread_ts, str) and raw_thread_ts else None
+    if raw_thread_ts is not None and not isinstance(raw_thread_ts, str):
+        return Ignore("thread_ts is not a string")
+    team = _team_of(body, event, bot)
+    if any(_SURROGATE.search(v) for v in (user, channel, ts, team, raw_thread_ts or "")):
+        return Ignore("ids with unpaired surrogates")
+    text = _SURROGATE.sub("\ufffd", raw_text or "")
+    thread_ts = raw_thread_ts or None
     channel_type = event.get("channel_type") or ""
     mentioned = etype == "app_mention" or (bot.user_id and f"<@{bot.user_id}" in text)
 
@@ -95,8 +105,8 @@ def route_event(
         user=user,
         text=capped,
         kind=kind,
-        event_id=str(body.get("event_id") or ""),
-        channel_type=str(channel_type),
+        event_id=_SURROGATE.sub("\ufffd", str(body.get("event_id") or "")),
+        channel_type=_SURROGATE.sub("\ufffd", str(channel_type)),
         truncated_from=original,
         received_at=time.time() if now is None else now,
         files=[_file_summary(f) for f in files if isinstance(f, Mapping)]
@@ -126,4 +136,15 @@ def _team_of(body: Mapping[str, Any], event: Mapping[str, Any], bot: BotIdentity
 
 def _file_summary(file: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("id", "name", "mimetype", "filetype", "size", "url_private", "url_private_download")
-    return {k: file[k] for k in keys if k in file}
+    return {k: _scrub(file[k]) for k in keys if k in file}
+
+
+def _scrub(value: Any) -> Any:
+    """Unpaired surrogates (valid in JSON, not in UTF-8) replaced, so the turn can be stored."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, Mapping):
+        return {str(_scrub(k)): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
