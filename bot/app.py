@@ -7,8 +7,9 @@ import re
 from typing import Any
 
 import aiohttp
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -17,25 +18,27 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.intake import Intake
+from bot.slack.stream import STOP_ACTION_ID
+from bot.stops import Stops
+from bot.turns import thread_key
 
 
-def build_web_client(token: str, base_url: str) -> AsyncWebClient:
-    """The Slack Web API client, with 429s waited out and transient failures retried. One
-    aiohttp session (kept-alive connections) serves every call; call it in a running loop."""
-    session = aiohttp.ClientSession(
+def build_web_client(
+    token: str, base_url: str, *, wait_on_429: bool = True,
+    session: aiohttp.ClientSession | None = None,
+) -> AsyncWebClient:
+    """The Slack Web API client, with 429s waited out (unless `wait_on_429` is off, for calls
+    that have a better fallback than waiting) and transient failures retried. One aiohttp
+    session (kept-alive connections) serves every call; call it in a running loop."""
+    session = session or aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300, keepalive_timeout=30),
     )
-    return AsyncWebClient(
-        token=token,
-        base_url=base_url,
-        session=session,
-        timeout=30,
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
-            AsyncServerErrorRetryHandler(max_retry_count=2),
-        ],
-    )
+    handlers: list[AsyncRetryHandler] = [AsyncConnectionErrorRetryHandler(max_retry_count=2)]
+    if wait_on_429:
+        handlers += [AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+                     AsyncServerErrorRetryHandler(max_retry_count=2)]
+    return AsyncWebClient(token=token, base_url=base_url, session=session, timeout=30,
+                          retry_handlers=handlers)
 
 
 class _DropTokenSkippedWarning(logging.Filter):
@@ -53,7 +56,7 @@ def bolt_logger() -> logging.Logger:
     return logger
 
 
-def build_bolt_app(client: AsyncWebClient, intake: Intake) -> AsyncApp:
+def build_bolt_app(client: AsyncWebClient, intake: Intake, stops: Stops) -> AsyncApp:
     # Signatures are verified by the HTTP endpoint (bot.server) before JSON is parsed, so that
     # a bad signature gets 401 and malformed JSON 400; Socket Mode needs none.
     # process_before_response: the listener (route, dedupe, persist: a few ms) finishes
@@ -72,6 +75,25 @@ def build_bolt_app(client: AsyncWebClient, intake: Intake) -> AsyncApp:
 
     app.event("app_mention")(on_message_event)
     app.event("message")(on_message_event)
+
+    async def on_agent_stop(body: dict[str, Any]) -> None:
+        # Slack's own stop button on a streamed answer (agent_session_stopped).
+        event = body.get("event") or {}
+        team, channel = str(body.get("team_id") or ""), str(event.get("channel") or "")
+        thread_ts = event.get("thread_ts")
+        if team and channel and isinstance(thread_ts, str):
+            await stops.request_stop(thread_key(team, channel, thread_ts))
+
+    app.event("agent_session_stopped")(on_agent_stop)
+
+    async def on_stop_button(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        actions = body.get("actions") or [{}]
+        key, _, _ts = str(actions[0].get("value") or "").rpartition("|")
+        if key:
+            await stops.request_stop(key)
+
+    app.action(STOP_ACTION_ID)(on_stop_button)
 
     async def on_other_event() -> None:
         # Every other subscribed event is acked so that Slack does not retry it.

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -51,11 +52,204 @@ class Settings(BaseSettings):
     seed_history_messages: int = Field(default=50, ge=0)
     working_status: str = "is thinking…"
     status_refresh_seconds: float = Field(default=90.0, gt=0)
+    # Streaming and progress
+    adk_streaming: bool = True
+    streaming: Literal["auto", "native", "placeholder", "off"] = "auto"
+    stream_starts_per_minute: int = Field(default=15, ge=0)
+    tool_status_messages: dict[str, str] = Field(default_factory=dict)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+
+    # Files (bot/files.py): agent artifacts uploaded to Slack, user attachments sent to ADK
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    max_attachment_bytes: int = Field(default=5 * 1024 * 1024, ge=0)
+    max_attachments: int = Field(default=5, ge=0)
+    attachment_mimetypes: str = (
+        "text/csv,text/plain,application/json,image/png,image/jpeg,image/gif,image/webp,"
+        "application/pdf"
+    )
 
     # Logging
     log_level: str = "INFO"
     log_message_text: bool = False
+
+    # Access policy (decided in bot/access.py). Lists of Slack ids are "A,B , C" or a JSON
+    # list; an empty allow-list allows everyone. Deny always beats allow.
+    access_allowed_channels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    access_denied_channels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    access_allowed_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    access_denied_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    access_allowed_usergroups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    access_denied_usergroups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    followup_policy_default: Literal["always", "starter", "mention"] = "always"
+    followup_policy_channels: Annotated[
+        dict[str, Literal["always", "starter", "mention"]], NoDecode
+    ] = Field(default_factory=dict)
+    access_denied_message: str = (
+        "Sorry, you don't have access to this agent here. Ask an admin if you think you should."
+    )
+    usergroup_cache_seconds: float = Field(default=300.0, ge=0)
+
+    @staticmethod
+    def _id_list(value: Any, prefixes: str, what: str) -> Any:
+        """ "A,B , C" or a JSON list -> a list of upper-cased Slack ids with a known prefix."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError as exc:
+                    raise ValueError(f"not a valid JSON list ({exc})") from None
+            else:
+                value = text.split(",")
+        if not isinstance(value, list | tuple | set | frozenset):
+            raise ValueError(f"must be a comma-separated list of {what} ids or a JSON list")
+        ids: list[str] = []
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f"{item!r} is not a {what} id")
+            slack_id = item.strip().upper()
+            if not slack_id:
+                continue
+            if not re.fullmatch(rf"[{prefixes}][A-Z0-9]+", slack_id):
+                starts = " or ".join(f"{p}…" for p in prefixes)
+                raise ValueError(f"{item.strip()!r} is not a Slack {what} id ({starts})")
+            if slack_id not in ids:
+                ids.append(slack_id)
+        return ids
+
+    @field_validator("access_allowed_channels", "access_denied_channels", mode="before")
+    @classmethod
+    def _channel_ids(cls, value: Any) -> Any:
+        return cls._id_list(value, "CGD", "channel")
+
+    @field_validator("access_allowed_users", "access_denied_users", mode="before")
+    @classmethod
+    def _user_ids(cls, value: Any) -> Any:
+        return cls._id_list(value, "UW", "user")
+
+    @field_validator("access_allowed_usergroups", "access_denied_usergroups", mode="before")
+    @classmethod
+    def _usergroup_ids(cls, value: Any) -> Any:
+        return cls._id_list(value, "S", "user group")
+
+    @field_validator("followup_policy_default", mode="before")
+    @classmethod
+    def _followup_default(cls, value: Any) -> Any:
+        name = value.strip().lower() if isinstance(value, str) else value
+        if name not in ("always", "starter", "mention"):
+            raise ValueError(f"unknown follow-up policy {value!r}; use always, starter or mention")
+        return name
+
+    @field_validator("followup_policy_channels", mode="before")
+    @classmethod
+    def _followup_channels(cls, value: Any) -> Any:
+        """ "C1=starter,C2=mention" or a JSON object -> {channel id: policy}."""
+        if value is None:
+            return {}
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                try:
+                    value = json.loads(text)
+                except ValueError as exc:
+                    raise ValueError(f"not a valid JSON object ({exc})") from None
+            else:
+                pairs: dict[str, Any] = {}
+                for item in text.split(","):
+                    if not item.strip():
+                        continue
+                    channel, sep, policy = item.partition("=")
+                    if not sep:
+                        raise ValueError(f"{item.strip()!r} is not CHANNEL=POLICY")
+                    pairs[channel] = policy
+                value = pairs
+        if not isinstance(value, dict):
+            raise ValueError("must be CHANNEL=POLICY pairs separated by commas, or a JSON object")
+        policies: dict[str, str] = {}
+        for channel, policy in value.items():
+            ids = cls._id_list([channel], "CGD", "channel")
+            if not ids:
+                raise ValueError(f"a channel id is missing before ={policy}")
+            channel_id = ids[0]
+            name = policy.strip().lower() if isinstance(policy, str) else policy
+            if name not in ("always", "starter", "mention"):
+                raise ValueError(
+                    f"unknown follow-up policy {policy!r} for {channel_id}; "
+                    "use always, starter or mention"
+                )
+            policies[channel_id] = name
+        return policies
+
+    @field_validator("tool_status_messages", mode="before")
+    @classmethod
+    def _tool_messages(cls, value: object) -> object:
+        """Accept `tool=status text;other=...` besides a JSON object."""
+        if isinstance(value, str) and not value.strip().startswith("{"):
+            pairs = [item.split("=", 1) for item in value.split(";") if "=" in item]
+            return {k.strip(): v.strip() for k, v in pairs}
+        return value
+
+    # Feedback and the assistant pane (bot/slack/feedback.py, bot/slack/assistant.py).
+    # Votes are kept FEEDBACK_TTL_DAYS. ASSISTANT_PROMPTS: up to 4 suggested prompts, as a
+    # JSON list of [title, message] pairs or "title=message;title=message"; empty = none.
+    feedback_ttl_days: int = Field(default=90, ge=1)
+    assistant_prompts: Annotated[list[tuple[str, str]], NoDecode] = Field(
+        default_factory=lambda: [
+            ("Top services last month", "What were our top 5 services by cost last month?"),
+            ("Spend by team", "Break down last month's cloud spend by team."),
+            ("Monthly trend",
+             "Show the month-over-month trend of our total cloud spend for the last 3 months."),
+            ("Anomalies", "Any cost anomalies or big increases last month?"),
+        ]
+    )
+    assistant_title: str | None = None
+
+    @field_validator("assistant_prompts", mode="before")
+    @classmethod
+    def _assistant_prompts(cls, value: Any) -> Any:
+        """JSON `[[title, message], ...]` (or `[{"title", "message"}, ...]`) or
+        "title=message;title=message" -> [(title, message), ...], at most 4."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError as exc:
+                    raise ValueError(f"not a valid JSON list ({exc})") from None
+            else:
+                value = [item for item in text.split(";") if item.strip()]
+        if not isinstance(value, list | tuple):
+            raise ValueError("must be a JSON list of [title, message] pairs or "
+                             "title=message;title=message")
+        prompts: list[tuple[str, str]] = []
+        for item in value:
+            if isinstance(item, str):
+                title, sep, message = item.partition("=")
+                if not sep:
+                    raise ValueError(f"{item.strip()!r} is not title=message")
+            elif isinstance(item, dict):
+                title, message = item.get("title"), item.get("message")
+            elif isinstance(item, list | tuple) and len(item) == 2:
+                title, message = item
+            else:
+                raise ValueError(f"{item!r} is not a [title, message] pair")
+            if not isinstance(title, str) or not isinstance(message, str):
+                raise ValueError(f"{item!r}: title and message must be text")
+            if not title.strip() or not message.strip():
+                raise ValueError(f"{item!r}: title and message must not be empty")
+            prompts.append((title.strip(), message.strip()))
+        if len(prompts) > 4:
+            raise ValueError(f"Slack shows at most 4 suggested prompts, got {len(prompts)}")
+        return prompts
+
+    @field_validator("assistant_title", mode="before")
+    @classmethod
+    def _assistant_title(cls, value: Any) -> Any:
+        return (value.strip() or None) if isinstance(value, str) else value
 
     @field_validator("slack_api_url")
     @classmethod

@@ -14,11 +14,37 @@ from bot.adk.client import AdkClient
 from bot.config import Settings
 from bot.conversation import HistoryMessage, Reply
 from bot.runtime import assemble, build_adk, check_adk_app, connect_redis
+from bot.slack.render import table_to_code_block
 from bot.slack.routing import BotIdentity
 from bot.store.redis_store import Store
 from bot.turns import Turn
 
 TEAM, CHANNEL, USER, BOT_USER = "TCONSOLE", "CCONSOLE", "UCONSOLE", "UCONSOLEBOT"
+
+
+def block_text(block: dict[str, Any]) -> str:
+    """A Block Kit block as terminal text: markdown as written, tables aligned."""
+    if block.get("type") == "table":
+        rows = [[str(cell.get("text", "")) for cell in row] for row in block.get("rows", [])]
+        if not rows:
+            return ""
+        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+        return table_to_code_block(lines).strip("`\n")
+    text = block.get("text")
+    if isinstance(text, dict):
+        text = text.get("text")
+    return text if isinstance(text, str) else ""
+
+
+class NoLive:
+    """The terminal prints the finished answer only."""
+
+    async def delta(self, text: str) -> None:
+        return None
+
+    async def finish(self) -> str | None:
+        return None
 
 
 class ConsoleIO:
@@ -32,16 +58,19 @@ class ConsoleIO:
         self.transcript: list[HistoryMessage] = []
         self.sent: set[tuple[str, int]] = set()
 
-    async def show_working(self, turn: Turn) -> None:
+    async def show_working(self, turn: Turn, status: str) -> None:
         if self.interactive:
-            self.err.write("  … thinking\n")
+            self.err.write(f"  … {status.removeprefix('is ')}\n")
             self.err.flush()
+
+    def live(self, turn: Turn) -> NoLive:
+        return NoLive()
 
     async def done_working(self, turn: Turn) -> None:
         return None
 
     async def send(self, turn: Turn, part: int, reply: Reply) -> None:
-        body = "\n\n".join(b.get("text", "") for b in reply.blocks if b.get("text"))
+        body = "\n\n".join(filter(None, (block_text(b) for b in reply.blocks)))
         self._say(body or reply.text)
         self.sent.add((turn.ts, part))
 
@@ -55,6 +84,12 @@ class ConsoleIO:
 
     async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]:
         return [m for m in self.transcript if float(m.ts) < float(before_ts)][-limit:]
+
+    async def user_groups(self, user_id: str) -> frozenset[str]:
+        return frozenset()
+
+    async def tell_privately(self, turn: Turn, text: str) -> None:
+        self.err.write(f"(only you see this) {text}\n")
 
     async def display_name(self, user_id: str) -> str:
         return self.user_name if user_id == USER else user_id
@@ -98,10 +133,11 @@ async def run_console(
     redis_client, embedded = connect_redis(settings)
     io = ConsoleIO(out, err, user_name=os.environ.get("USER") or "you", interactive=interactive)
     identity = BotIdentity(user_id=BOT_USER, team_id=TEAM)
-    store, _metrics, intake, _conversation, worker = assemble(
-        settings, redis_client=redis_client, embedded=embedded, adk=adk, io=io,
-        identity=identity,
+    parts = assemble(
+        settings, redis_client=redis_client, embedded=embedded, adk=adk,
+        make_io=lambda _store, _metrics: io, identity=identity,
     )
+    store, intake, worker = parts.store, parts.intake, parts.worker
     await worker.start()
     if interactive:
         err.write(

@@ -8,9 +8,10 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from bot.access import AccessPolicy, Allow, Deny, decide, needs_user_groups
 from bot.adk.client import (
     AdkClient,
     AdkConfigError,
@@ -19,8 +20,10 @@ from bot.adk.client import (
     AdkTimeout,
     AdkUnavailable,
 )
-from bot.adk.events import TurnResult, describe_error_code
+from bot.adk.events import TurnResult, describe_error_code, function_calls
+from bot.progress import WORKING, handoff_status, tool_status
 from bot.slack.render import SlackMessage, mentioned_user_ids, readable_input, render_answer
+from bot.stops import Stops
 from bot.store.redis_store import Store, ThreadRecord
 from bot.turns import Turn, adk_user_id_for, session_id_for
 
@@ -47,25 +50,38 @@ class Reply:
 
     text: str
     blocks: list[dict[str, Any]] = field(default_factory=list)
+    update_ts: str = ""  # replace this message (the live one) instead of posting anew
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "blocks": self.blocks}
+        return {"text": self.text, "blocks": self.blocks, "update_ts": self.update_ts}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Reply:
         blocks = data.get("blocks")
         return cls(text=str(data.get("text") or ""),
-                   blocks=list(blocks) if isinstance(blocks, list) else [])
+                   blocks=list(blocks) if isinstance(blocks, list) else [],
+                   update_ts=str(data.get("update_ts") or ""))
 
     @classmethod
     def answer_parts(cls, messages: Sequence[SlackMessage]) -> list[Reply]:
         return [cls(text=m.text, blocks=list(m.blocks)) for m in messages]
 
 
+class LiveAnswer(Protocol):
+    """The answer shown while the agent writes it."""
+
+    async def delta(self, text: str) -> None: ...
+
+    async def finish(self) -> str | None:
+        """Stop the live display; the ts of the message the final answer replaces."""
+
+
 class ThreadIO(Protocol):
     """Where a conversation shows things: a Slack thread, or the terminal."""
 
-    async def show_working(self, turn: Turn) -> None: ...
+    async def show_working(self, turn: Turn, status: str) -> None: ...
+
+    def live(self, turn: Turn) -> LiveAnswer: ...
 
     async def done_working(self, turn: Turn) -> None: ...
 
@@ -79,6 +95,33 @@ class ThreadIO(Protocol):
 
     async def display_name(self, user_id: str) -> str: ...
 
+    async def user_groups(self, user_id: str) -> frozenset[str]:
+        """The user's groups among those the access policy names."""
+
+    async def tell_privately(self, turn: Turn, text: str) -> None:
+        """A message only the turn's author sees (Slack: ephemeral)."""
+
+
+RESET_WORDS = frozenset({"reset", "new conversation", "start over", "new session", "restart"})
+STOP_WORDS = frozenset({"stop", "cancel", "stop it"})
+
+
+def control_command(text: str) -> str | None:
+    """A whole message that is a command: "reset" (a fresh session) or "stop"."""
+    said = " ".join(text.lower().strip().strip(".!?").split())
+    if said in RESET_WORDS:
+        return "reset"
+    if said in STOP_WORDS:
+        return "stop"
+    return None
+
+
+@dataclass
+class Progress:
+    """The status line of a running turn."""
+
+    status: str = WORKING
+
 
 @dataclass(frozen=True)
 class ConversationConfig:
@@ -89,6 +132,8 @@ class ConversationConfig:
     log_text: bool = False
     status_refresh_seconds: float = 90.0  # Slack clears a thread status after 2 minutes
     turn_timeout_seconds: float = 900.0  # the ceiling of one turn, however busy the agent is
+    streaming: bool = True  # ask ADK for partial text (/run_sse streaming)
+    tool_status: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,12 +173,15 @@ def error_text(exc: BaseException, ref: str, app_name: str) -> str:
 
 class Conversation:
     def __init__(
-        self, store: Store, adk: AdkClient, io: ThreadIO, config: ConversationConfig
+        self, store: Store, adk: AdkClient, io: ThreadIO, config: ConversationConfig,
+        stops: Stops | None = None, access: AccessPolicy | None = None,
     ) -> None:
         self.store = store
         self.adk = adk
         self.io = io
         self.config = config
+        self.stops = stops or Stops(store)
+        self.access = access or AccessPolicy()
 
     async def handle(self, turn: Turn) -> str:
         """Answer one turn, exactly once. Never raises for ADK trouble: the user is told
@@ -145,14 +193,23 @@ class Conversation:
             log.info("turn recovered from the outbox",
                      extra={"thread_key": turn.key, "ts": turn.ts, "outcome": "recovered"})
             return "recovered"
+        record = await self.store.get_thread(turn.key)
+        refusal = await self._check_access(turn, record)
+        if refusal is not None:
+            return refusal
         ref = new_ref()
         ctx: dict[str, Any] = {"ref": ref, "thread_key": turn.key, "ts": turn.ts,
                                "event_id": turn.event_id}
-        working = asyncio.create_task(self._keep_working(turn))
+        progress = Progress()
+        live = self.io.live(turn)
+        working = asyncio.create_task(self._keep_working(turn, progress))
         try:
-            replies, outcome = await self._answer(turn, ref, ctx)
+            replies, outcome = await self._answer(turn, record, ref, ctx, progress, live)
         finally:
             working.cancel()
+            live_ts = await live.finish()
+        if live_ts and replies:
+            replies[0] = replace(replies[0], update_ts=live_ts)
         await self.store.save_outbox(turn.key, turn.ts, [r.to_dict() for r in replies])
         try:
             await self._deliver(turn, replies, resume=False)
@@ -162,7 +219,34 @@ class Conversation:
         log.info("turn %s", outcome, extra=ctx | {"outcome": outcome})
         return outcome
 
-    async def _answer(self, turn: Turn, ref: str, ctx: dict[str, Any]
+    async def _check_access(self, turn: Turn, record: ThreadRecord | None) -> str | None:
+        """None to go on; else the outcome of a turn the policy refuses or skips."""
+        groups = (await self.io.user_groups(turn.user)
+                  if needs_user_groups(self.access) else frozenset[str]())
+        decision = decide(
+            self.access, channel=turn.channel, user=turn.user, user_groups=groups,
+            kind=turn.kind, mentioned=turn.kind == "mention",
+            thread_starter=record.created_by if record is not None and record.created_by
+            else None,
+        )
+        if isinstance(decision, Allow):
+            return None
+        ctx = {"thread_key": turn.key, "ts": turn.ts}
+        if record is None or not record.session_id:
+            # The refused message engaged the thread at intake; it must not stay engaged.
+            await self.store.disengage(turn.key)
+        if isinstance(decision, Deny):
+            log.info("turn denied: %s", decision.reason, extra=ctx | {"outcome": "denied"})
+            try:
+                await self.io.tell_privately(turn, self.access.denied_message)
+            except Exception as exc:
+                log.warning("could not tell a user they were refused: %s", exc, extra=ctx)
+            return "denied"
+        log.info("turn skipped: %s", decision.reason, extra=ctx | {"outcome": "skipped"})
+        return "skipped"
+
+    async def _answer(self, turn: Turn, record: ThreadRecord | None, ref: str,
+                      ctx: dict[str, Any], progress: Progress, live: LiveAnswer
                       ) -> tuple[list[Reply], str]:
         """Run the turn; everything the user will see, and the outcome."""
         replies: list[Reply] = []
@@ -171,12 +255,36 @@ class Conversation:
                 f":scissors: Your message was {turn.truncated_from:,} characters long; "
                 f"I passed on the first {len(turn.text):,} characters to the agent."
             ))
+        if control_command(readable_input(turn.text, bot_user_id=self.config.bot_user_id,
+                                          user_names={})) == "reset":
+            await self.store.reset_session(turn.key, turn.ts)
+            replies.append(Reply(
+                ":arrows_counterclockwise: Started a new conversation in this thread. "
+                "I won't use the earlier messages as context."
+            ))
+            return replies, "reset"
+        result = TurnResult()
         try:
-            record = await self.store.get_thread(turn.key)
             session = await self._ensure_session(turn, record)
             ctx["session"] = session.session_id
             question, speaker = await self._question(turn)
-            result = await self._run_with_recovery(turn, session, question, speaker)
+            run = asyncio.create_task(self._run_with_recovery(
+                turn, session, question, speaker, result, progress, live))
+            self.stops.register(turn.key, run)
+            try:
+                await run
+            finally:
+                self.stops.unregister(turn.key, run)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # shutting down: the worker hands the turn back
+            ctx["invocation"] = result.invocation_id
+            log.info("turn stopped on request", extra=ctx | {"outcome": "stopped"})
+            partial = result.answer
+            stopped = Reply(":stop_button: Stopped.")
+            parts = Reply.answer_parts(render_answer(partial)) if partial else []
+            return [*replies, *parts, stopped], "stopped"
         except AdkError as exc:
             outcome = "config_error" if isinstance(exc, AdkConfigError) else "error"
             log.warning("turn failed: %s", exc, extra=ctx | {"outcome": outcome})
@@ -204,14 +312,17 @@ class Conversation:
                                 extra={"thread_key": turn.key, "ts": turn.ts})
                     await asyncio.sleep(DELIVERY_BACKOFF * 2**attempt)
 
-    async def _keep_working(self, turn: Turn) -> None:
+    async def _keep_working(self, turn: Turn, progress: Progress) -> None:
         """Show that the agent is working, and keep showing it through long turns."""
         while True:
-            try:
-                await self.io.show_working(turn)
-            except Exception as exc:  # a status is a nicety; never fail a turn on it
-                log.debug("could not show working status: %s", exc)
+            await self._show(turn, progress.status)
             await asyncio.sleep(self.config.status_refresh_seconds)
+
+    async def _show(self, turn: Turn, status: str) -> None:
+        try:
+            await self.io.show_working(turn, status)
+        except Exception as exc:  # a status is a nicety; never fail a turn on it
+            log.debug("could not show working status: %s", exc)
 
     # ---- the session --------------------------------------------------------------------
 
@@ -226,7 +337,8 @@ class Conversation:
             session_id=session_id_for(turn.key, generation),
             generation=generation,
         )
-        await self._create_session(turn, session, seed=self._has_history(turn))
+        await self._create_session(turn, session, seed=self._has_history(turn),
+                                   since=record.reset_at if record is not None else "")
         return session
 
     @staticmethod
@@ -234,8 +346,9 @@ class Conversation:
         """Whether Slack may hold earlier messages of this conversation to seed from."""
         return turn.in_existing_thread or turn.thread_ts is None
 
-    async def _create_session(self, turn: Turn, session: Session, *, seed: bool) -> None:
-        events = await self._seed_events(turn) if seed else []
+    async def _create_session(self, turn: Turn, session: Session, *, seed: bool,
+                              since: str = "") -> None:
+        events = await self._seed_events(turn, since) if seed else []
         state = {
             "slack_team": turn.team,
             "slack_channel": turn.channel,
@@ -256,8 +369,8 @@ class Conversation:
             extra={"thread_key": turn.key, "session": session.session_id, "seeded": len(events)},
         )
 
-    async def _seed_events(self, turn: Turn) -> list[dict[str, Any]]:
-        """The thread's earlier messages as ADK session events."""
+    async def _seed_events(self, turn: Turn, since: str = "") -> list[dict[str, Any]]:
+        """The thread's earlier messages (after a reset, only the later ones) as ADK events."""
         if self.config.seed_limit <= 0:
             return []
         try:
@@ -267,6 +380,8 @@ class Conversation:
             return []
         events: list[dict[str, Any]] = []
         for message in history:
+            if since and float(message.ts) <= float(since):
+                continue
             if message.from_self:
                 text = message.text[:SEED_TEXT_LIMIT]
                 if text:
@@ -309,9 +424,8 @@ class Conversation:
 
     # ---- the run ------------------------------------------------------------------------
 
-    async def _run(self, turn: Turn, session: Session, question: str, speaker: str
-                   ) -> TurnResult:
-        result = TurnResult()
+    async def _run(self, turn: Turn, session: Session, question: str, speaker: str,
+                   result: TurnResult, progress: Progress, live: LiveAnswer) -> None:
         state_delta = {
             "slack_user_id": turn.user,
             "slack_user_name": speaker,
@@ -320,25 +434,46 @@ class Conversation:
         metadata = {"slack_ts": turn.ts, "slack_user": turn.user, "slack_thread": turn.key}
         async for event in self.adk.run_sse(
             session.adk_user_id, session.session_id, question,
-            state_delta=state_delta, custom_metadata=metadata,
+            state_delta=state_delta, custom_metadata=metadata, streaming=self.config.streaming,
         ):
+            before = len(result.partial_text)
+            agents_before = len(result.agents)
             result.feed(event)
-        return result
+            if len(result.partial_text) > before:
+                await live.delta(result.partial_text[before:])
+            status = self._status_for(event, result, agents_before)
+            if status and status != progress.status:
+                progress.status = status
+                await self._show(turn, status)
+
+    def _status_for(self, event: Mapping[str, Any], result: TurnResult, agents_before: int
+                    ) -> str | None:
+        tools = function_calls(event)
+        if tools:
+            return tool_status(tools[-1], self.config.tool_status)
+        actions = event.get("actions")
+        target = actions.get("transferToAgent") if isinstance(actions, Mapping) else None
+        if isinstance(target, str) and target:
+            return handoff_status(target)
+        if agents_before and len(result.agents) > agents_before:
+            return handoff_status(result.agents[-1])
+        return None
 
     async def _run_with_recovery(
-        self, turn: Turn, session: Session, question: str, speaker: str
-    ) -> TurnResult:
+        self, turn: Turn, session: Session, question: str, speaker: str, result: TurnResult,
+        progress: Progress, live: LiveAnswer,
+    ) -> None:
         try:
             async with asyncio.timeout(self.config.turn_timeout_seconds):
                 try:
-                    return await self._run(turn, session, question, speaker)
+                    await self._run(turn, session, question, speaker, result, progress, live)
                 except AdkSessionNotFound:
                     log.warning(
                         "ADK lost the session; recreating it from the Slack thread",
                         extra={"thread_key": turn.key, "session": session.session_id},
                     )
                     await self._create_session(turn, session, seed=self._has_history(turn))
-                    return await self._run(turn, session, question, speaker)
+                    await self._run(turn, session, question, speaker, result, progress, live)
         except TimeoutError as exc:
             raise AdkTimeout("the turn took longer than TURN_TIMEOUT_SECONDS") from exc
 

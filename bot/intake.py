@@ -7,8 +7,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from bot.conversation import control_command
 from bot.metrics import Metrics
+from bot.slack.render import readable_input
 from bot.slack.routing import BotIdentity, Ignore, retry_number, route_event
+from bot.stops import Stops
 from bot.store.redis_store import IntakeResult, Store
 
 log = logging.getLogger("bot.intake")
@@ -16,9 +19,11 @@ log = logging.getLogger("bot.intake")
 
 class Intake:
     def __init__(
-        self, store: Store, bot: BotIdentity, metrics: Metrics, *, max_input_chars: int = 20000
+        self, store: Store, bot: BotIdentity, metrics: Metrics, stops: Stops, *,
+        max_input_chars: int = 20000,
     ) -> None:
         self.store = store
+        self.stops = stops
         self.bot = bot
         self.metrics = metrics
         self.max_input_chars = max_input_chars
@@ -34,6 +39,13 @@ class Intake:
             self.metrics.events_in.labels(etype, "ignored").inc()
             log.debug("ignored event: %s", decision.reason)
             return "ignored"
+        turn = decision.turn
+        said = readable_input(turn.text, bot_user_id=self.bot.user_id, user_names={})
+        if control_command(said) == "stop":
+            # Not queued: it would wait behind the very turn it means to stop.
+            await self.stops.request_stop(turn.key)
+            self.metrics.events_in.labels(etype, "stop").inc()
+            return "stop"
         retry = retry_number(headers)
         result = await self.store.enqueue(decision.turn, engages=decision.engages)
         if result in (IntakeResult.DUPLICATE, IntakeResult.REQUEUE):

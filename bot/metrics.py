@@ -37,6 +37,17 @@ class Metrics:
         self.queue_depth = Gauge(
             "slackbot_work_pending", "Doorbells pending in the work stream", registry=r
         )
+        # Feedback (bot/slack/feedback.py): new or changed 👍/👎 votes; a repeated click on
+        # the same button is not counted again.
+        self.feedback = Counter(
+            "slackbot_feedback_total", "Feedback votes on answers", ["rating"], registry=r
+        )
+
+        self.stream_fallbacks = Counter(
+            "slackbot_stream_fallbacks_total",
+            "Live answers moved from Slack's native streaming to a placeholder, by reason",
+            ["reason"], registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

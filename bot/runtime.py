@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import fakeredis
@@ -18,6 +19,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.access import AccessPolicy, needs_user_groups
 from bot.adk.client import AdkClient, AdkError
 from bot.app import build_bolt_app, build_web_client
 from bot.config import Settings
@@ -26,6 +28,8 @@ from bot.intake import Intake
 from bot.metrics import Metrics
 from bot.slack.replies import SlackThreadIO
 from bot.slack.routing import BotIdentity
+from bot.slack.usergroups import UserGroupResolver
+from bot.stops import Stops
 from bot.store.keys import Keys
 from bot.store.redis_store import Store
 from bot.turns import Turn
@@ -129,14 +133,17 @@ class Bot:
     intake: Intake
     conversation: Conversation
     worker: Worker
+    stops: Stops
     slack_client: AsyncWebClient | None = None
     bolt: AsyncApp | None = None
 
     async def start_workers(self) -> None:
+        await self.stops.start()
         await self.worker.start()
 
     async def stop(self) -> None:
         await self.worker.stop(self.settings.shutdown_grace_seconds)
+        await self.stops.stop()
         await self.adk.aclose()
         await self.redis.aclose()
         if self.slack_client is not None and self.slack_client.session is not None:
@@ -164,28 +171,43 @@ def make_handler(conversation: Conversation, metrics: Metrics) -> TurnHandler:
     return handle
 
 
+@dataclass
+class Parts:
+    """What Slack mode and the console share."""
+
+    store: Store
+    metrics: Metrics
+    stops: Stops
+    intake: Intake
+    conversation: Conversation
+    worker: Worker
+
+
 def assemble(
     settings: Settings,
     *,
     redis_client: aioredis.Redis,
     embedded: bool,
     adk: AdkClient,
-    io: ThreadIO,
+    make_io: Callable[[Store, Metrics], ThreadIO],
     identity: BotIdentity,
-) -> tuple[Store, Metrics, Intake, Conversation, Worker]:
-    """The parts shared by Slack mode and the console."""
+    access: AccessPolicy | None = None,
+) -> Parts:
     store = build_store(settings, redis_client, embedded)
     metrics = Metrics()
-    intake = Intake(store, identity, metrics, max_input_chars=settings.max_input_chars)
+    stops = Stops(store)
+    intake = Intake(store, identity, metrics, stops, max_input_chars=settings.max_input_chars)
     conversation = Conversation(
-        store, adk, io,
+        store, adk, make_io(store, metrics),
         ConversationConfig(
             app_name=settings.adk_app_name, bot_user_id=identity.user_id,
             user_scope=settings.adk_user_scope, seed_limit=settings.seed_history_messages,
             log_text=settings.log_message_text,
             turn_timeout_seconds=settings.turn_timeout_seconds,
             status_refresh_seconds=settings.status_refresh_seconds,
+            streaming=settings.adk_streaming, tool_status=settings.tool_status_messages,
         ),
+        stops, access,
     )
     worker = Worker(
         store, make_handler(conversation, metrics),
@@ -196,7 +218,7 @@ def assemble(
             blocking_reads=not embedded,
         ),
     )
-    return store, metrics, intake, conversation, worker
+    return Parts(store, metrics, stops, intake, conversation, worker)
 
 
 async def build_slack_bot(settings: Settings) -> Bot:
@@ -214,14 +236,40 @@ async def build_slack_bot(settings: Settings) -> Bot:
         raise StartupError([f"REDIS_URL: cannot reach Redis ({exc})"]) from exc
     adk = build_adk(settings)
     await check_adk_app(adk, settings.adk_app_name, settings.adk_startup_wait_seconds)
-    io = SlackThreadIO(client, identity, working_status=settings.working_status)
-    store, metrics, intake, conversation, worker = assemble(
-        settings, redis_client=redis_client, embedded=embedded, adk=adk, io=io,
-        identity=identity,
-    )
-    bolt = build_bolt_app(client, intake)
+    return build_bot(settings, client=client, identity=identity, redis_client=redis_client,
+                     embedded=embedded, adk=adk)
+
+
+def build_bot(
+    settings: Settings,
+    *,
+    client: AsyncWebClient,
+    identity: BotIdentity,
+    redis_client: aioredis.Redis,
+    embedded: bool,
+    adk: AdkClient,
+) -> Bot:
+    """The Slack bot from its parts, with no checks against the peers."""
+    access = AccessPolicy.from_settings(settings)
+    groups = (UserGroupResolver.for_policy(client, access, ttl=settings.usergroup_cache_seconds)
+              if needs_user_groups(access) else None)
+    stream_client = build_web_client(client.token or "", client.base_url, wait_on_429=False,
+                                     session=client.session)
+
+    def make_io(store: Store, metrics: Metrics) -> ThreadIO:
+        return SlackThreadIO(
+            client, identity, store=store, metrics=metrics,
+            working_status=settings.working_status, streaming_mode=settings.streaming,
+            stream_starts_per_minute=settings.stream_starts_per_minute,
+            stream_client=stream_client, groups=groups,
+        )
+
+    parts = assemble(settings, redis_client=redis_client, embedded=embedded, adk=adk,
+                     make_io=make_io, identity=identity, access=access)
+    bolt = build_bolt_app(client, parts.intake, parts.stops)
     return Bot(
-        settings=settings, redis=redis_client, embedded_redis=embedded, store=store, adk=adk,
-        metrics=metrics, identity=identity, intake=intake, conversation=conversation,
-        worker=worker, slack_client=client, bolt=bolt,
+        settings=settings, redis=redis_client, embedded_redis=embedded, store=parts.store,
+        adk=adk, metrics=parts.metrics, identity=identity, intake=parts.intake,
+        conversation=parts.conversation, worker=parts.worker, stops=parts.stops,
+        slack_client=client, bolt=bolt,
     )

@@ -3,23 +3,30 @@
 Everything in this module is pure (no I/O) and must never raise on arbitrary text input.
 
 * :func:`render_answer` turns an agent's GitHub-flavoured Markdown answer into one or more
-  Slack messages made of ``markdown`` blocks plus a mrkdwn fallback ``text``.
+  Slack messages made of ``markdown`` blocks and ``table`` blocks plus a mrkdwn fallback
+  ``text``; tables too large for a ``table`` block are also attached as CSV files.
 * :func:`split_markdown` splits Markdown into size-limited chunks without breaking code fences.
 * :func:`markdown_to_mrkdwn` converts Markdown into Slack's own ``mrkdwn`` dialect.
 * :func:`readable_input` turns raw Slack message text into plain text for the agent.
 
 Limits (see the Slack platform notes, section 2.5): a message may carry at most 50 blocks,
 markdown blocks share a cumulative 12,000-character budget per message and ``text`` is
-truncated by Slack above 40,000 characters.
+truncated by Slack above 40,000 characters. A message may hold one ``table`` block with at
+most 100 rows of at most 20 cells; Slack also caps the text of all cells of a table at
+10,000 characters and rejects empty cell texts and ``null`` column settings.
 """
 
 from __future__ import annotations
 
+import base64
 import bisect
+import copy
+import csv
+import io
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from markdown_it import MarkdownIt
@@ -28,7 +35,11 @@ from markdown_it.tree import SyntaxTreeNode
 __all__ = [
     "MAX_BLOCKS_PER_MESSAGE",
     "MAX_MARKDOWN_CHARS_PER_MESSAGE",
+    "MAX_TABLE_CELLS_PER_ROW",
+    "MAX_TABLE_CHARS",
+    "MAX_TABLE_ROWS",
     "MAX_TEXT_CHARS",
+    "Attachment",
     "SlackMessage",
     "markdown_to_mrkdwn",
     "mentioned_user_ids",
@@ -45,14 +56,73 @@ MAX_BLOCKS_PER_MESSAGE = 50
 """Slack rejects messages with more blocks than this (``msg_blocks_too_many``)."""
 MAX_MARKDOWN_CHARS_PER_MESSAGE = 12_000
 """Cumulative limit for the texts of all markdown blocks of one message."""
+MAX_TABLE_ROWS = 100
+"""Rows of a ``table`` block, header row included."""
+MAX_TABLE_CELLS_PER_ROW = 20
+"""Cells per row of a ``table`` block."""
+MAX_TABLE_CHARS = 10_000
+"""Cumulative length of all cell texts of a ``table`` block."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file to upload next to a message (e.g. the full CSV of a truncated table)."""
+
+    filename: str
+    content: bytes
+    title: str
+    mimetype: str
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready form; ``content`` is base64-encoded as ``content_b64``."""
+        return {
+            "filename": self.filename,
+            "title": self.title,
+            "mimetype": self.mimetype,
+            "content_b64": base64.b64encode(self.content).decode("ascii"),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Attachment:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            filename=str(data["filename"]),
+            content=base64.b64decode(str(data["content_b64"]), validate=True),
+            title=str(data["title"]),
+            mimetype=str(data["mimetype"]),
+        )
 
 
 @dataclass(frozen=True)
 class SlackMessage:
-    """One Slack message: fallback/notification ``text`` (mrkdwn) plus Block Kit ``blocks``."""
+    """One Slack message: fallback/notification ``text`` (mrkdwn) plus Block Kit ``blocks``.
+
+    ``files`` are to be uploaded (``files_upload_v2``) after the message is posted.
+    """
 
     text: str
     blocks: list[dict[str, Any]]
+    files: list[Attachment] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (file contents base64-encoded); see :meth:`from_dict`."""
+        return {
+            "text": self.text,
+            "blocks": copy.deepcopy(self.blocks),
+            "files": [attachment.to_dict() for attachment in self.files],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SlackMessage:
+        """Rebuild a message from :meth:`to_dict` output (``files`` may be missing)."""
+        blocks = data.get("blocks") or []
+        if not isinstance(blocks, list):
+            raise ValueError("blocks must be a list")
+        return cls(
+            text=str(data.get("text", "")),
+            blocks=copy.deepcopy(blocks),
+            files=[Attachment.from_dict(item) for item in data.get("files") or []],
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,36 +133,142 @@ class SlackMessage:
 def render_answer(markdown: str, *, max_markdown_chars: int = 11_000) -> list[SlackMessage]:
     """Render an agent's Markdown answer as one or more Slack messages.
 
-    Each message carries one ``markdown`` block (text <= ``max_markdown_chars``) and a mrkdwn
-    rendering of the same chunk as ``text`` (<= 40,000 chars). Tables are turned into aligned
-    fenced code blocks because Slack's markdown block does not render them. Nothing is dropped:
-    the chunks, in order, hold the whole answer. A blank answer gives ``[]``.
+    Text is carried by ``markdown`` blocks (<= ``max_markdown_chars`` per message in total).
+    Each GFM table outside code fences becomes a ``table`` block (Slack's markdown block does
+    not render tables); a message holds at most one table: the text before a table goes into
+    the table's message (earlier text that does not fit goes into messages of its own), text
+    after the last table joins its message when it fits. Tables larger than a ``table`` block
+    allows (more than 99 body rows, 20 columns or 10,000 cell characters) are shown truncated
+    with a note and are attached in full as ``table-<n>.csv`` (``n`` counts all tables of the
+    answer from 1). ``text`` is the mrkdwn rendering of the message (tables as aligned code
+    blocks), <= 40,000 chars. Nothing is dropped, order is kept. A blank answer gives ``[]``.
     """
     if max_markdown_chars < 1:
         raise ValueError("max_markdown_chars must be >= 1")
     if not markdown or not markdown.strip():
         return []
     text = markdown.replace("\r\n", "\n").replace("\r", "\n")
-    text = _convert_tables(text, table_to_code_block)
-    messages: list[SlackMessage] = []
-    for chunk in split_markdown(text, max_markdown_chars):
-        messages.extend(_chunk_messages(chunk))
-    return messages
+    segments = _table_segments(text)
+    table_count = sum(1 for segment in segments if not isinstance(segment, str))
+    drafts: list[_Draft] = []
+    tables_seen = 0
+    pending: _Part | None = None  # the last text part before a table, waiting for it
+    for segment in segments:
+        if isinstance(segment, str):
+            parts = _markdown_parts(segment, max_markdown_chars)
+            if not parts:
+                continue
+            if tables_seen == table_count:
+                # After the last table (or no table at all): the first part may join the
+                # last table's message.
+                if drafts and drafts[-1].table is not None:
+                    candidate = drafts[-1].plus(parts[0])
+                    if candidate.fits(max_markdown_chars):
+                        drafts[-1] = candidate
+                        parts = parts[1:]
+                drafts.extend(_Draft((part,)) for part in parts)
+            else:
+                drafts.extend(_Draft((part,)) for part in parts[:-1])
+                pending = parts[-1]
+            continue
+        tables_seen += 1
+        table = _render_table(segment, tables_seen)
+        draft = _Draft((), table)
+        if pending is not None:
+            candidate = _Draft((pending,), table)
+            if candidate.fits(max_markdown_chars):
+                draft = candidate
+            else:
+                drafts.append(_Draft((pending,)))
+            pending = None
+        drafts.append(draft)
+    return [draft.message() for draft in drafts]
 
 
-def _chunk_messages(chunk: str) -> list[SlackMessage]:
-    """Messages for one chunk; re-split it if its mrkdwn rendering would be too long."""
+@dataclass(frozen=True)
+class _Part:
+    """A Markdown chunk (one markdown block) and its mrkdwn rendering."""
+
+    markdown: str
+    mrkdwn: str
+
+
+@dataclass(frozen=True)
+class _RenderedTable:
+    block: dict[str, Any]
+    note: str | None  # mrkdwn note shown below the block when the table is truncated
+    fallback: str  # mrkdwn for ``text``
+    attachment: Attachment | None
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """A message under construction: text parts before, the table, text parts after it."""
+
+    before: tuple[_Part, ...]
+    table: _RenderedTable | None = None
+    after: tuple[_Part, ...] = ()
+
+    def plus(self, part: _Part) -> _Draft:
+        if self.table is None:
+            return _Draft((*self.before, part))
+        return _Draft(self.before, self.table, (*self.after, part))
+
+    def blocks(self) -> list[dict[str, Any]]:
+        blocks: list[dict[str, Any]] = [_markdown_block(p.markdown) for p in self.before]
+        if self.table is not None:
+            blocks.append(copy.deepcopy(self.table.block))
+            if self.table.note:
+                blocks.append(
+                    {"type": "context", "elements": [{"type": "mrkdwn", "text": self.table.note}]}
+                )
+        blocks.extend(_markdown_block(p.markdown) for p in self.after)
+        return blocks
+
+    def text(self) -> str:
+        texts = [p.mrkdwn for p in self.before]
+        if self.table is not None:
+            texts.append(self.table.fallback)
+        texts.extend(p.mrkdwn for p in self.after)
+        return "\n\n".join(texts)
+
+    def fits(self, max_markdown_chars: int) -> bool:
+        markdown = sum(len(p.markdown) for p in (*self.before, *self.after))
+        return (
+            markdown <= max_markdown_chars
+            and len(self.text()) <= MAX_TEXT_CHARS
+            and len(self.blocks()) <= MAX_BLOCKS_PER_MESSAGE
+        )
+
+    def message(self) -> SlackMessage:
+        files = [self.table.attachment] if self.table and self.table.attachment else []
+        return SlackMessage(text=self.text(), blocks=self.blocks(), files=files)
+
+
+def _markdown_block(text: str) -> dict[str, Any]:
+    return {"type": "markdown", "text": text}
+
+
+def _markdown_parts(text: str, limit: int) -> list[_Part]:
+    parts: list[_Part] = []
+    for chunk in split_markdown(text, limit):
+        parts.extend(_fitting_parts(chunk))
+    return parts
+
+
+def _fitting_parts(chunk: str) -> list[_Part]:
+    """Parts for one chunk; re-split it if its mrkdwn rendering would be too long."""
     mrkdwn = markdown_to_mrkdwn(chunk).strip()
     if not mrkdwn:
         # e.g. a chunk holding only a link reference definition renders to nothing.
         mrkdwn = _escape(chunk.strip())
     if len(mrkdwn) <= MAX_TEXT_CHARS:
-        return [SlackMessage(text=mrkdwn, blocks=[{"type": "markdown", "text": chunk}])]
+        return [_Part(chunk, mrkdwn)]
     # Escaping can grow text up to 5x (``&`` -> ``&amp;``); split the chunk further.
-    messages: list[SlackMessage] = []
-    for part in split_markdown(chunk, max(1, len(chunk) // 2)):
-        messages.extend(_chunk_messages(part))
-    return messages
+    parts: list[_Part] = []
+    for piece in split_markdown(chunk, max(1, len(chunk) // 2)):
+        parts.extend(_fitting_parts(piece))
+    return parts
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,19 +461,17 @@ def table_to_code_block(lines: Sequence[str]) -> str:
     return "\n".join([fence, *body, fence])
 
 
-def _convert_tables(markdown: str, convert: Callable[[list[str]], str]) -> str:
-    """Replace every GFM table outside code fences with ``convert(table_lines)``."""
-    lines = markdown.split("\n")
+def _table_spans(lines: Sequence[str]) -> list[tuple[int, int]]:
+    """``(start, end)`` line ranges of the GFM tables outside code fences."""
     fences = _scan_fences(lines)
-    out: list[str] = []
+    spans: list[tuple[int, int]] = []
     i = 0
     while i < len(lines):
-        line = lines[i]
         if (
             fences.kind[i] == "text"
             and i + 1 < len(lines)
             and fences.kind[i + 1] == "text"
-            and "|" in line
+            and "|" in lines[i]
             and _parse_table(lines[i : i + 2]) is not None
         ):
             end = i + 2
@@ -305,14 +479,133 @@ def _convert_tables(markdown: str, convert: Callable[[list[str]], str]) -> str:
                 if not lines[end].strip():
                     break
                 end += 1
-            indent = line[: len(line) - len(line.lstrip(" \t"))]
-            converted = convert(lines[i:end])
-            out.extend(indent + part if part else part for part in converted.split("\n"))
+            spans.append((i, end))
             i = end
             continue
-        out.append(line)
         i += 1
-    return "\n".join(out)
+    return spans
+
+
+def _table_segments(markdown: str) -> list[str | list[str]]:
+    """The text between tables (``str``) and the tables' lines (``list``), in order."""
+    lines = markdown.split("\n")
+    segments: list[str | list[str]] = []
+    last = 0
+    for start, end in _table_spans(lines):
+        segments.append("\n".join(lines[last:start]))
+        segments.append(list(lines[start:end]))
+        last = end
+    segments.append("\n".join(lines[last:]))
+    return segments
+
+
+def _resolved_aligns(table: _Table) -> list[Literal["left", "right", "center"]]:
+    """Explicit alignments; ``auto`` columns are right-aligned when all values are numbers."""
+    aligns: list[Literal["left", "right", "center"]] = []
+    for col, align in enumerate(table.aligns):
+        if align == "auto":
+            values = [row[col] for row in table.rows if row[col]]
+            align = "right" if values and all(_is_number(v) for v in values) else "left"
+        aligns.append(align)
+    return aligns
+
+
+_WRAP_ABOVE_CHARS = 40
+
+
+def _render_table(lines: Sequence[str], number: int) -> _RenderedTable:
+    """A ``table`` block for GFM table lines (plus note, fallback and CSV when truncated)."""
+    parsed = _parse_table(lines)
+    if parsed is None:  # pragma: no cover - callers only pass parsed tables
+        parsed = _Table(header=[" ".join(lines)], rows=[], aligns=["auto"])
+    parser = _markdown_parser()
+    table = _Table(
+        header=[_plain_cell(cell, parser) for cell in parsed.header],
+        rows=[[_plain_cell(cell, parser) for cell in row] for row in parsed.rows],
+        aligns=parsed.aligns,
+    )
+    aligns = _resolved_aligns(table)
+    total_cols = len(table.header)
+    cols = min(total_cols, MAX_TABLE_CELLS_PER_ROW)
+    # Header plus one body row always fit into the character budget.
+    cell_limit = max(1, MAX_TABLE_CHARS // (2 * cols))
+    clamped = False
+
+    def cells(row: Sequence[str]) -> list[str]:
+        nonlocal clamped
+        out: list[str] = []
+        for text in row[:cols]:
+            text = " ".join(text.split()) or " "  # Slack rejects empty cell texts.
+            if len(text) > cell_limit:
+                text = text[: cell_limit - 1] + "…"
+                clamped = True
+            out.append(text)
+        return out
+
+    shown = [cells(table.header)]
+    used = sum(len(text) for text in shown[0])
+    for row in table.rows[: MAX_TABLE_ROWS - 1]:
+        row_cells = cells(row)
+        size = sum(len(text) for text in row_cells)
+        if used + size > MAX_TABLE_CHARS:
+            break
+        shown.append(row_cells)
+        used += size
+    shown_rows = len(shown) - 1
+    total_rows = len(table.rows)
+
+    column_settings: list[dict[str, Any]] = []
+    for col in range(cols):
+        setting: dict[str, Any] = {"align": aligns[col]}
+        if max(len(row[col]) for row in shown) > _WRAP_ABOVE_CHARS:
+            setting["is_wrapped"] = True
+        column_settings.append(setting)
+    block: dict[str, Any] = {
+        "type": "table",
+        "column_settings": column_settings,
+        "rows": [[{"type": "raw_text", "text": text} for text in row] for row in shown],
+    }
+
+    note: str | None = None
+    attachment: Attachment | None = None
+    if shown_rows < total_rows or cols < total_cols or clamped:
+        filename = f"table-{number}.csv"
+        attachment = Attachment(
+            filename=filename,
+            content=_table_csv(table),
+            title=f"Table {number} ({total_rows} rows × {total_cols} columns)",
+            mimetype="text/csv",
+        )
+        shown_parts: list[str] = []
+        if shown_rows < total_rows:
+            shown_parts.append(f"{shown_rows} of {total_rows} rows")
+        if cols < total_cols:
+            shown_parts.append(f"{cols} of {total_cols} columns")
+        lead = "Showing " + " and ".join(shown_parts) if shown_parts else "Long cells shortened"
+        note = f"_{lead} — full table attached as {filename}._"
+
+    view = _Table(
+        header=[text.strip() for text in shown[0]],
+        rows=[[text.strip() for text in row] for row in shown[1:]],
+        aligns=list(aligns[:cols]),
+    )
+    fallback = "```\n" + "\n".join(_format_table(view)) + "\n```"
+    if note:
+        fallback += "\n" + note
+    if len(fallback) > MAX_TEXT_CHARS // 2:
+        fallback = f"_(table: {total_rows} rows × {total_cols} columns)_"
+        if note:
+            fallback += "\n" + note
+    return _RenderedTable(block=block, note=note, fallback=fallback, attachment=attachment)
+
+
+def _table_csv(table: _Table) -> bytes:
+    """RFC 4180 CSV (UTF-8, CRLF line ends) of the whole table, header first."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(table.header)
+    writer.writerows(table.rows)
+    return out.getvalue().encode("utf-8")
 
 
 # --------------------------------------------------------------------------------------------

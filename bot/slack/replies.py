@@ -6,13 +6,19 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import HistoryMessage, Reply
+from bot.metrics import Metrics
+from bot.progress import WORKING
 from bot.slack.render import markdown_to_mrkdwn, split_markdown
 from bot.slack.routing import BotIdentity
+from bot.slack.stream import SlackLiveAnswer, StreamBudget, StreamingMode
+from bot.slack.usergroups import UserGroupResolver
+from bot.store.redis_store import Store
 from bot.turns import Turn
 
 log = logging.getLogger("bot.slack")
@@ -61,19 +67,34 @@ def display_name_of(user: dict) -> str:
 
 class SlackThreadIO:
     def __init__(
-        self, client: AsyncWebClient, bot: BotIdentity, *, working_status: str = "is thinking…"
+        self, client: AsyncWebClient, bot: BotIdentity, *, store: Store, metrics: Metrics,
+        working_status: str = WORKING, streaming_mode: StreamingMode = "auto",
+        stream_starts_per_minute: int = 15, stream_client: AsyncWebClient | None = None,
+        groups: UserGroupResolver | None = None,
     ) -> None:
         self.client = client
+        self.groups = groups
+        self.stream_client = stream_client
         self.bot = bot
+        self.metrics = metrics
         self.working_status = working_status
+        self.streaming_mode = streaming_mode
+        self.budget = StreamBudget(store, stream_starts_per_minute)
         self.names = NameCache()
         self._reacted: set[tuple[str, str]] = set()  # messages carrying our working reaction
 
-    async def show_working(self, turn: Turn) -> None:
+    def live(self, turn: Turn) -> SlackLiveAnswer:
+        return SlackLiveAnswer(
+            client=self.stream_client or self.client, turn=turn, budget=self.budget,
+            metrics=self.metrics, mode=self.streaming_mode,
+        )
+
+    async def show_working(self, turn: Turn, status: str) -> None:
         if turn.thread_ts is not None:
             try:
                 await self.client.assistant_threads_setStatus(
-                    channel_id=turn.channel, thread_ts=turn.thread_ts, status=self.working_status
+                    channel_id=turn.channel, thread_ts=turn.thread_ts,
+                    status=self.working_status if status == WORKING else status,
                 )
                 return
             except SlackApiError as exc:
@@ -99,6 +120,9 @@ class SlackThreadIO:
     async def send(self, turn: Turn, part: int, reply: Reply) -> None:
         metadata = {"event_type": REPLY_EVENT_TYPE,
                     "event_payload": {"turn": turn.ts, "part": part}}
+        if reply.update_ts:
+            await self._replace(turn, reply, metadata)
+            return
         if not reply.blocks:
             await self.client.chat_postMessage(
                 channel=turn.channel, thread_ts=turn.reply_thread_ts,
@@ -120,6 +144,20 @@ class SlackThreadIO:
                     channel=turn.channel, thread_ts=turn.reply_thread_ts, text=chunk,
                     metadata=metadata, unfurl_links=False, unfurl_media=False,
                 )
+
+    async def _replace(self, turn: Turn, reply: Reply, metadata: dict[str, Any]) -> None:
+        """The final form of the live message: the answer's first part (or a notice)."""
+        text = reply.text if reply.blocks else markdown_to_mrkdwn(reply.text)
+        blocks = reply.blocks or [{"type": "section", "text": {"type": "mrkdwn",
+                                                                "text": text[:3000]}}]
+        try:
+            await self.client.chat_update(channel=turn.channel, ts=reply.update_ts, text=text,
+                                          blocks=blocks, metadata=metadata)
+        except SlackApiError as exc:
+            if exc.response.get("error") not in BLOCK_ERRORS:
+                raise
+            await self.client.chat_update(channel=turn.channel, ts=reply.update_ts,
+                                          text=text[:3900], blocks=[], metadata=metadata)
 
     async def sent_parts(self, turn: Turn) -> set[int]:
         """Reply parts of this turn already in Slack, found by their message metadata."""
@@ -190,6 +228,17 @@ class SlackThreadIO:
                 break
         collected.sort(key=lambda m: float(m.ts))
         return collected[-limit:] if limit else []
+
+    async def user_groups(self, user_id: str) -> frozenset[str]:
+        if self.groups is None:
+            return frozenset()
+        return await self.groups.groups_of(user_id)
+
+    async def tell_privately(self, turn: Turn, text: str) -> None:
+        thread = {"thread_ts": turn.thread_ts} if turn.in_existing_thread else {}
+        await self.client.chat_postEphemeral(
+            channel=turn.channel, user=turn.user, text=markdown_to_mrkdwn(text), **thread
+        )
 
     async def display_name(self, user_id: str) -> str:
         cached = self.names.get(user_id)

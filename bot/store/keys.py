@@ -2,7 +2,7 @@
 so multi-key scripts on a thread run on one Redis Cluster slot.
 
     <p>:{<key>}:thread        hash   engaged, adk_user_id, session_id, generation,
-                                     created_by, created_at, last_activity, turns
+                                     created_by, created_at, last_activity, turns, reset_at
     <p>:{<key>}:ev:<event_id> string Slack event id seen (redelivery dedupe), TTL
     <p>:{<key>}:msg:<ts>      string "q" queued / "r" running / "a" answer ready in the
                                      outbox / "d" delivered (also the pair dedupe), TTL
@@ -10,7 +10,11 @@ so multi-key scripts on a thread run on one Redis Cluster slot.
                                      delivery to Slack, so a crash in between loses nothing
     <p>:{<key>}:q             list   the thread's FIFO of turns (JSON), oldest first
     <p>:{<key>}:lock          string the token of the worker running this thread, PX TTL
+    <p>:{<key>}:fb:<turn_ts>  hash   feedback on a turn's answer: user id -> JSON {rating,
+                                     session_id, invocation_id, at}; TTL FEEDBACK_TTL_DAYS
     <p>:work                  stream doorbells: {"k": <key>}; consumer group "workers"
+    <p>:stop                  pub/sub channel: thread keys whose running turn must stop
+    <p>:streams:<team>:<min>  string native streams started this minute (Slack Tier 2), TTL
     <p>:threads               zset   thread key -> last activity (for listing and purging)
 """
 
@@ -43,6 +47,9 @@ class Keys:
 
     def lock(self, key: str) -> str:
         return f"{self._tag(key)}:lock"
+
+    def feedback(self, key: str, turn_ts: str) -> str:
+        return f"{self._tag(key)}:fb:{turn_ts}"
 
     @property
     def work_stream(self) -> str:

@@ -72,6 +72,7 @@ class ThreadRecord:
     created_at: float = 0.0
     last_activity: float = 0.0
     turns: int = 0
+    reset_at: str = ""  # ts of the last "reset": earlier messages do not seed a new session
 
     @classmethod
     def from_hash(cls, key: str, data: Mapping[str, str]) -> ThreadRecord:
@@ -85,6 +86,7 @@ class ThreadRecord:
             created_at=float(data.get("created_at", "0") or 0),
             last_activity=float(data.get("last_activity", "0") or 0),
             turns=int(data.get("turns", "0") or 0),
+            reset_at=data.get("reset_at", ""),
         )
 
 
@@ -272,6 +274,18 @@ class Store:
         )
         pipe.expire(self.keys.thread(key), self.thread_ttl)
         pipe.zadd(self.keys.threads_index, {key: time.time()})
+        await pipe.execute()
+
+    async def disengage(self, key: str) -> None:
+        """A thread whose engaging message was refused: later replies are not follow-ups."""
+        await self.redis.hdel(self.keys.thread(key), "engaged")
+
+    async def reset_session(self, key: str, at_ts: str) -> None:
+        """Forget the thread's session: the next turn starts a new one (next generation)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(self.keys.thread(key), "generation", 1)
+        pipe.hdel(self.keys.thread(key), "session_id")
+        pipe.hset(self.keys.thread(key), "reset_at", at_ts)
         await pipe.execute()
 
     async def record_turn(self, key: str) -> None:

@@ -73,6 +73,7 @@ MAX_SECTION_FIELDS = 10
 MAX_HEADER_TEXT = 150
 MAX_TABLE_ROWS = 100
 MAX_TABLE_CELLS = 20
+MAX_TABLE_CHARS = 10_000  # all cell texts of one table
 
 # Parameters that arrive as JSON strings in form-encoded bodies.
 _JSON_PARAMS = (
@@ -131,6 +132,17 @@ class UploadedFile:
     snippet_type: str | None = None
 
 
+@dataclass
+class SharedFile:
+    """A file a user attached to a message (served at its ``url_private_download``)."""
+
+    id: str
+    name: str
+    mimetype: str
+    content: bytes
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 class SlackApiFail(Exception):
     """Raised inside handlers to return ``{"ok": false, "error": ...}``."""
 
@@ -161,6 +173,17 @@ def message_text(msg: dict[str, Any]) -> str:
             if isinstance(f, dict) and f.get("text"):
                 parts.append(str(f["text"]))
     return "\n".join(parts)
+
+
+def _text_chars(value: Any) -> int:
+    """Total length of the ``text`` strings in a rich_text element tree."""
+    if isinstance(value, list):
+        return sum(_text_chars(item) for item in value)
+    if isinstance(value, dict):
+        text = value.get("text")
+        own = len(text) if isinstance(text, str) else 0
+        return own + _text_chars(value.get("elements"))
+    return 0
 
 
 def _truthy(value: Any) -> bool:
@@ -208,7 +231,11 @@ class FakeSlack:
         self.users: dict[str, dict[str, Any]] = {}
         self.bots: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
+        #: user group id -> member user ids (usergroups.users.list)
+        self.usergroups: dict[str, list[str]] = {}
         self.files: dict[str, UploadedFile] = {}
+        #: files users attached (add_file), served with the bot token like files.slack.com
+        self.shared_files: dict[str, SharedFile] = {}
         #: reactions on messages that are not in the store: (channel, ts) -> names
         self.loose_reactions: dict[tuple[str, str], list[str]] = {}
         #: assistant.threads.* state keyed by (channel_id, thread_ts)
@@ -245,6 +272,7 @@ class FakeSlack:
             "conversations.info": self._conversations_info,
             "users.info": self._users_info,
             "bots.info": self._bots_info,
+            "usergroups.users.list": self._usergroups_users_list,
             "files.getUploadURLExternal": self._files_get_upload_url,
             "files.completeUploadExternal": self._files_complete_upload,
             "apps.connections.open": self._apps_connections_open,
@@ -268,6 +296,9 @@ class FakeSlack:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/upload/{file_id}", self._handle_upload)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._handle_download)
+        app.router.add_get("/files-pri/{team_file}/download/{name}", self._handle_download)
+        app.router.add_get("/signin", self._handle_signin)
         app.router.add_get("/ws", self._handle_ws)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -352,6 +383,9 @@ class FakeSlack:
             **({"user_id": user_id} if user_id else {}),
         }
 
+    def add_usergroup(self, group_id: str, users: list[str]) -> None:
+        self.usergroups[group_id] = list(users)
+
     def add_channel(
         self,
         channel_id: str,
@@ -396,6 +430,49 @@ class FakeSlack:
         msg.update(extra)
         self._store(channel, msg)
         return ts
+
+    def add_file(
+        self,
+        file_id: str,
+        name: str,
+        mimetype: str,
+        content: bytes,
+        *,
+        filetype: str | None = None,
+        size: int | None = None,
+        user: str = "U_ALICE",
+    ) -> dict[str, Any]:
+        """Register a file a user attached; returns the Slack file object of a message event.
+
+        Its ``url_private`` / ``url_private_download`` point at this fake and need the bot
+        token as ``Authorization: Bearer``; without it (or with another token) the fake
+        redirects to an HTML sign-in page, as files.slack.com does. ``size`` overrides the
+        reported size (Slack's is the real one; tests may lie to check streaming caps).
+        """
+        base = f"http://127.0.0.1:{self.port}/files-pri/{self.team_id}-{file_id}"
+        info: dict[str, Any] = {
+            "id": file_id,
+            "created": int(time.time()),
+            "timestamp": int(time.time()),
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": filetype or (name.rsplit(".", 1)[-1].lower() if "." in name else ""),
+            "pretty_type": (filetype or mimetype).upper(),
+            "user": user,
+            "user_team": self.team_id,
+            "mode": "hosted",
+            "is_external": False,
+            "is_public": False,
+            "size": len(content) if size is None else size,
+            "url_private": f"{base}/{name}",
+            "url_private_download": f"{base}/download/{name}",
+            "permalink": f"https://test.slack.invalid/files/{user}/{file_id}/{name}",
+        }
+        self.shared_files[file_id] = SharedFile(
+            id=file_id, name=name, mimetype=mimetype, content=content, info=info
+        )
+        return dict(info)
 
     def get_message(self, channel: str, ts: str) -> dict[str, Any] | None:
         for msg in self.messages.get(channel, []):
@@ -726,6 +803,44 @@ class FakeSlack:
         f.content = data
         return web.Response(text=f"OK - {len(data)}")
 
+    async def _handle_download(self, request: web.Request) -> web.StreamResponse:
+        """files.slack.com: the file for the bot token; anything else gets the sign-in page."""
+        team, _, file_id = request.match_info["team_file"].partition("-")
+        call = Call(
+            method="download",
+            params={"file_id": file_id, "path": request.path},
+            at=time.time(),
+            headers={k: v for k, v in request.headers.items()},
+        )
+        self.calls.append(call)
+        fault = self._take_fault("download")
+        if fault is not None:
+            call.failed = True
+            call.status = fault.status
+            return web.Response(status=fault.status, text="download failed")
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
+        if token != self.bot_token:
+            call.status = 302
+            raise web.HTTPFound(f"/signin?redir={request.path}")
+        f = self.shared_files.get(file_id)
+        if f is None or team != self.team_id:
+            call.status = 404
+            return web.Response(status=404, text="File not found")
+        disposition = "attachment" if "/download/" in request.path else "inline"
+        return web.Response(
+            body=f.content,
+            content_type=f.mimetype,
+            headers={"Content-Disposition": f'{disposition}; filename="{f.name}"'},
+        )
+
+    async def _handle_signin(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            text="<!DOCTYPE html><html><head><title>Slack</title></head>"
+            "<body>Sign in to Test Team</body></html>",
+            content_type="text/html",
+        )
+
     # ------------------------------------------------------------------ validation
 
     def _validate_blocks(self, blocks: Any, *, too_many_error: str) -> None:
@@ -764,16 +879,57 @@ class FakeSlack:
                 tables += 1
                 if tables > 1:
                     raise self._invalid_block(i, "only_one_table_allowed")
-                rows = block.get("rows")
-                if not isinstance(rows, list) or not rows:
-                    raise self._invalid_block(i, "table requires rows")
-                if len(rows) > MAX_TABLE_ROWS:
-                    raise self._invalid_block(i, "too many rows")
-                for row in rows:
-                    if not isinstance(row, list) or len(row) > MAX_TABLE_CELLS:
-                        raise self._invalid_block(i, "too many cells in row")
+                self._validate_table(i, block)
         if markdown_total > MAX_MARKDOWN:
             raise SlackApiFail("msg_blocks_too_long")
+
+    def _validate_table(self, i: int, block: dict[str, Any]) -> None:
+        """Slack's table block rules (docs + observed rejections)."""
+        rows = block.get("rows")
+        if not isinstance(rows, list) or not rows:
+            raise self._invalid_block(i, "table requires rows")
+        if len(rows) > MAX_TABLE_ROWS:
+            raise self._invalid_block(i, "too many rows")
+        width: int | None = None
+        chars = 0
+        for r, row in enumerate(rows):
+            if not isinstance(row, list) or not row:
+                raise self._invalid_block(i, f"row {r} must be a non-empty array")
+            if len(row) > MAX_TABLE_CELLS:
+                raise self._invalid_block(i, "too many cells in row")
+            if width is None:
+                width = len(row)
+            elif len(row) != width:
+                raise self._invalid_block(i, f"row {r} has {len(row)} cells, expected {width}")
+            for c, cell in enumerate(row):
+                where = f"rows/{r}/{c}"
+                if not isinstance(cell, dict):
+                    raise self._invalid_block(i, f"must provide an object ({where})")
+                if cell.get("type") == "raw_text":
+                    text = cell.get("text")
+                    if not isinstance(text, str) or not text:
+                        raise self._invalid_block(i, f"must be more than 0 characters ({where})")
+                    chars += len(text)
+                elif cell.get("type") == "rich_text":
+                    elements = cell.get("elements")
+                    if not isinstance(elements, list) or not elements:
+                        raise self._invalid_block(i, f"missing required field: elements ({where})")
+                    chars += _text_chars(elements)
+                else:
+                    raise self._invalid_block(i, f"failed to match any allowed schemas ({where})")
+        if chars > MAX_TABLE_CHARS:
+            raise self._invalid_block(i, "table cells exceed the character limit")
+        settings = block.get("column_settings")
+        if settings is not None:
+            if not isinstance(settings, list) or len(settings) > min(width or 0, MAX_TABLE_CELLS):
+                raise self._invalid_block(i, "column_settings has more items than columns")
+            for c, setting in enumerate(settings):
+                if not isinstance(setting, dict):
+                    raise self._invalid_block(i, f"must provide an object [column_settings/{c}]")
+                if setting.get("align", "left") not in ("left", "center", "right"):
+                    raise self._invalid_block(i, f"invalid align [column_settings/{c}]")
+                if not isinstance(setting.get("is_wrapped", False), bool):
+                    raise self._invalid_block(i, f"invalid is_wrapped [column_settings/{c}]")
 
     @staticmethod
     def _invalid_block(index: int, reason: str) -> SlackApiFail:
@@ -1230,6 +1386,13 @@ class FakeSlack:
         if user is None:
             raise SlackApiFail("user_not_found")
         return {"user": user}
+
+    async def _usergroups_users_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._require(params, "usergroup")
+        users = self.usergroups.get(str(params["usergroup"]))
+        if users is None:
+            raise SlackApiFail("no_such_subteam")
+        return {"users": list(users)}
 
     async def _bots_info(self, params: dict[str, Any]) -> dict[str, Any]:
         bot = self.bots.get(str(params.get("bot", "")))

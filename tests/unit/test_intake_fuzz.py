@@ -23,11 +23,10 @@ from pydantic import SecretStr
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.adk.client import AdkClient
-from bot.app import build_bolt_app, build_web_client
+from bot.app import build_web_client
 from bot.config import Settings
-from bot.runtime import Bot, assemble
+from bot.runtime import Bot, build_bot
 from bot.server import MAX_BODY_BYTES, build_http_app
-from bot.slack.replies import SlackThreadIO
 from bot.slack.routing import BotIdentity, Ignore, Route, route_event
 from bot.turns import Turn
 from tests.fakes import slack_events as ev
@@ -213,15 +212,8 @@ def endpoint() -> Iterator[Endpoint]:
         redis = fakeredis.FakeAsyncRedis(decode_responses=True)
         client = build_web_client(fake.bot_token, fake.base_url)
         adk = AdkClient(adk_url, "test_agent")
-        store, metrics, intake, conversation, worker = assemble(
-            config, redis_client=redis, embedded=True, adk=adk,
-            io=SlackThreadIO(client, IDENTITY), identity=IDENTITY,
-        )
-        bot = Bot(
-            settings=config, redis=redis, embedded_redis=True, store=store, adk=adk,
-            metrics=metrics, identity=IDENTITY, intake=intake, conversation=conversation,
-            worker=worker, slack_client=client, bolt=build_bolt_app(client, intake),
-        )
+        bot = build_bot(config, client=client, identity=IDENTITY, redis_client=redis,
+                        embedded=True, adk=adk)
         transport = httpx.ASGITransport(build_http_app(bot, events=True))
         http = httpx.AsyncClient(transport=transport, base_url="http://bot.test")
         return Endpoint(runner, http, bot, redis)

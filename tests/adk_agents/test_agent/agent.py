@@ -11,14 +11,20 @@ The reply lists, one per line::
 
 Directives in the user text change the behaviour (they may be combined):
 ``sleep=<s>``, ``fail``, ``errorcode``, ``tool``, ``stream``, ``long=<n>``,
-``markdown``, ``artifact``, ``thought``.
+``markdown``, ``artifact``, ``chart``, ``textartifact``, ``thought``.
+
+``artifact`` saves ``cost_report.csv`` (text/csv), ``chart`` saves ``cost_chart.png`` (a small
+valid PNG), ``textartifact`` saves ``notes.txt`` as a text part. Non-text parts of the user
+message (files) are listed as ``part: <mimeType> <n> bytes`` lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import struct
 import uuid
+import zlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +38,9 @@ TOOL_NAME = "query_cost_data"
 TOOL_RESULT: dict[str, Any] = {"rows": 3, "total_usd": 4321.5, "top_service": "BigQuery"}
 ARTIFACT_NAME = "cost_report.csv"
 ARTIFACT_CSV = b"service,cost_usd\nBigQuery,2000.00\nCompute Engine,1500.00\nCloud Storage,821.50\n"
+CHART_NAME = "cost_chart.png"
+TEXT_ARTIFACT_NAME = "notes.txt"
+TEXT_ARTIFACT = "BigQuery is the largest line item.\n"
 THOUGHT_TEXT = "SECRET-THOUGHT: the user must never see this"
 STATE_USER_KEY = "slack_user_name"
 
@@ -67,6 +76,8 @@ class Directives:
     long: int = 0
     markdown: bool = False
     artifact: bool = False
+    chart: bool = False
+    textartifact: bool = False
     thought: bool = False
 
     @classmethod
@@ -85,6 +96,8 @@ class Directives:
             long=int(long.group(1)) if long else 0,
             markdown=flag("markdown"),
             artifact=flag("artifact"),
+            chart=flag("chart"),
+            textartifact=flag("textartifact"),
             thought=flag("thought"),
         )
 
@@ -103,6 +116,45 @@ def long_markdown(n: int) -> str:
         paragraphs.append(para)
         size += len(para) + 2
     return "\n\n".join(paragraphs)[:n]
+
+
+def chart_png(width: int = 24, height: int = 16) -> bytes:
+    """A tiny valid PNG: three blue bars on white (RGB, 8 bits), made with zlib only."""
+    bars = (height, height * 3 // 4, height * 2 // 5)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+    rows = []
+    for y in range(height):
+        row = bytearray(b"\x00")  # filter type 0
+        for x in range(width):
+            bar = bars[min(x * len(bars) // width, len(bars) - 1)]
+            on = y >= height - bar and x % (width // len(bars)) != 0
+            row += bytes((66, 133, 244)) if on else b"\xff\xff\xff"
+        rows.append(bytes(row))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + chunk(b"IEND", b"")
+    )
+
+
+CHART_PNG = chart_png()
+
+
+def blob_lines(content: types.Content | None) -> list[str]:
+    """One ``part: <mimeType> <n> bytes`` line per inline-data part of a message."""
+    if content is None or not content.parts:
+        return []
+    return [
+        f"part: {p.inline_data.mime_type} {len(p.inline_data.data or b'')} bytes"
+        for p in content.parts
+        if p.inline_data is not None
+    ]
 
 
 def content_text(content: types.Content | None) -> str:
@@ -140,6 +192,7 @@ class DeterministicAgent(BaseAgent):
             f"state_user={ctx.session.state.get(STATE_USER_KEY, '')}",
         ]
         lines += [f"history[{i}]: {t}" for i, t in enumerate(earlier, start=1)]
+        lines += blob_lines(ctx.user_content)
 
         if d.tool:
             call_id = f"adk-{uuid.uuid4()}"
@@ -166,6 +219,25 @@ class DeterministicAgent(BaseAgent):
             )
             actions.artifact_delta[ARTIFACT_NAME] = version
             lines.append(f"artifact={ARTIFACT_NAME} version={version}")
+        extra_artifacts: list[tuple[str, types.Part]] = []
+        if d.chart:
+            extra_artifacts.append(
+                (CHART_NAME, types.Part.from_bytes(data=CHART_PNG, mime_type="image/png"))
+            )
+        if d.textartifact:
+            extra_artifacts.append((TEXT_ARTIFACT_NAME, types.Part(text=TEXT_ARTIFACT)))
+        for name, part in extra_artifacts:
+            if ctx.artifact_service is None:
+                raise RuntimeError("test agent: no artifact service configured")
+            version = await ctx.artifact_service.save_artifact(
+                app_name=ctx.app_name,
+                user_id=ctx.user_id,
+                session_id=ctx.session.id,
+                filename=name,
+                artifact=part,
+            )
+            actions.artifact_delta[name] = version
+            lines.append(f"artifact={name} version={version}")
 
         text = "\n".join(lines)
         if d.markdown:

@@ -1,0 +1,418 @@
+"""Files between Slack and the agent, both ways.
+
+- **Agent → Slack.** ADK artifacts a turn created (``TurnResult.artifacts``, from
+  ``artifactDelta``) are fetched from ADK (:func:`fetch_artifacts`) and uploaded into the
+  thread with ``files_upload_v2`` (:func:`upload_attachments`).
+- **Slack → agent.** Files a user attached to a message are downloaded from Slack with the bot
+  token and become ``inlineData`` parts of the ADK message (:func:`message_parts_for_files`).
+
+Nothing here raises for one bad file: what was skipped comes back as short notes for the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import mimetypes
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adk.client import AdkClient
+
+log = logging.getLogger("bot.files")
+
+KB = 1024
+MB = 1024 * 1024
+
+DEFAULT_ATTACHMENT_MIMETYPES = (
+    "text/csv",
+    "text/plain",
+    "application/json",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+)
+
+# Slack labels the same file type in several ways; these map to one canonical mimetype.
+_MIMETYPE_ALIASES = MappingProxyType({
+    "image/jpg": "image/jpeg",
+    "image/pjpeg": "image/jpeg",
+    "application/x-pdf": "application/pdf",
+    "text/json": "application/json",
+    "application/csv": "text/csv",
+    "application/x-csv": "text/csv",
+    "text/x-csv": "text/csv",
+    "text/comma-separated-values": "text/csv",
+})
+_EXCEL_FILETYPES = frozenset({"xls", "xlsx", "xlsm"})
+_UNTYPED = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+# Extensions Slack needs to show an uploaded image inline (first one is used when missing).
+_EXTENSIONS = MappingProxyType({
+    "image/png": (".png",),
+    "image/jpeg": (".jpg", ".jpeg"),
+    "image/gif": (".gif",),
+    "image/webp": (".webp",),
+    "image/svg+xml": (".svg",),
+    "text/csv": (".csv",),
+    "text/plain": (".txt",),
+    "text/markdown": (".md",),
+    "application/json": (".json",),
+    "application/pdf": (".pdf",),
+})
+# Hosts the bot token may be sent to (plus the host of the client's own API base URL).
+_SLACK_HOST_SUFFIXES = ("slack.com", "slack-gov.com")
+_CHUNK = 64 * KB
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file to upload into a thread."""
+
+    filename: str
+    content: bytes
+    title: str
+    mimetype: str
+
+
+def human_size(n: int) -> str:
+    """``12.3 MB``, ``5 MB``, ``812 KB``, ``300 bytes`` (binary units)."""
+    if n >= MB:
+        return f"{n / MB:.1f}".removesuffix(".0") + " MB"
+    if n >= KB:
+        return f"{n / KB:.1f}".removesuffix(".0") + " KB"
+    return f"{n} bytes"
+
+
+def parse_mimetypes(value: str) -> frozenset[str]:
+    """The ``ATTACHMENT_MIMETYPES`` setting (comma-separated) as a set of canonical types."""
+    types = (t.split(";")[0].strip().lower() for t in value.split(","))
+    return frozenset(_MIMETYPE_ALIASES.get(t, t) for t in types if t)
+
+
+def notes_text(notes: Sequence[str]) -> str:
+    """The notes of a turn as one short Slack message; empty when there are none."""
+    if not notes:
+        return ""
+    if len(notes) == 1:
+        return f":paperclip: {notes[0]}."
+    return ":paperclip: " + "\n".join(f"• {note}" for note in notes)
+
+
+# ---- agent → Slack: artifacts -----------------------------------------------------------
+
+
+def _display_name(artifact_name: str) -> str:
+    """What a user sees: user-scoped ``user:`` prefix and folders dropped."""
+    name = artifact_name.removeprefix("user:")
+    return PurePosixPath(name).name or name.strip("/") or "artifact"
+
+
+def _b64_size(data: str) -> int:
+    """Decoded size of base64 text (standard or URL-safe, padded or not) without decoding."""
+    n = len(data.rstrip("="))
+    return n * 3 // 4
+
+
+def decode_base64(data: str) -> bytes:
+    """Decodes standard or URL-safe base64, with or without padding; ValueError if invalid."""
+    text = "".join(data.split()).replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"invalid base64: {exc}") from exc
+
+
+def _guess_mimetype(name: str, default: str = "application/octet-stream") -> str:
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return _MIMETYPE_ALIASES.get(guessed or "", guessed or default)
+
+
+def _artifact_attachment(
+    name: str, part: Mapping[str, Any], max_bytes: int
+) -> tuple[Attachment | None, str]:
+    """One artifact Part as an Attachment, or None and the note saying why not."""
+    shown = _display_name(name)
+    inline = part.get("inlineData", part.get("inline_data"))
+    if isinstance(inline, Mapping):
+        data = inline.get("data")
+        if not isinstance(data, str):
+            return None, f"{shown} has no content, so it was not uploaded"
+        size = _b64_size("".join(data.split()))
+        if size > max_bytes:
+            return None, (
+                f"{shown} was too large to upload ({human_size(size)} > {human_size(max_bytes)})"
+            )
+        try:
+            content = decode_base64(data)
+        except ValueError:
+            return None, f"{shown} could not be read, so it was not uploaded"
+        mimetype = str(inline.get("mimeType") or inline.get("mime_type") or "").lower()
+        if mimetype in _UNTYPED:
+            mimetype = _guess_mimetype(shown)
+    elif isinstance(part.get("text"), str):
+        content = part["text"].encode("utf-8")
+        guessed = _guess_mimetype(shown, "text/plain")
+        mimetype = guessed if guessed.startswith("text/") else "text/plain"
+        if len(content) > max_bytes:
+            return None, (
+                f"{shown} was too large to upload "
+                f"({human_size(len(content))} > {human_size(max_bytes)})"
+            )
+    elif isinstance(part.get("fileData", part.get("file_data")), Mapping):
+        return None, f"{shown} is stored outside the agent (a file link), so it was not uploaded"
+    else:
+        return None, f"{shown} has no content, so it was not uploaded"
+    if not content:
+        return None, f"{shown} is empty, so it was not uploaded"
+    return Attachment(filename=shown, content=content, title=shown, mimetype=mimetype), ""
+
+
+async def _fetch_one(
+    adk: AdkClient, user_id: str, session_id: str, name: str, version: int, max_bytes: int
+) -> tuple[Attachment | None, str]:
+    try:
+        part = await adk.get_artifact(user_id, session_id, name, version)
+    except Exception as exc:  # one bad artifact must not cost the turn its answer
+        log.warning(
+            "could not fetch artifact %r version %s: %s",
+            name, version, exc, extra={"session": session_id},
+        )
+        return None, f"{_display_name(name)} could not be fetched from the agent"
+    return _artifact_attachment(name, part, max_bytes)
+
+
+async def fetch_artifacts(
+    adk: AdkClient,
+    user_id: str,
+    session_id: str,
+    artifacts: Mapping[str, int],
+    *,
+    max_bytes: int,
+) -> tuple[list[Attachment], list[str]]:
+    """Fetch the artifact versions of a turn (``{filename: version}``, e.g.
+    ``TurnResult.artifacts``) from ADK. Returns the attachments, in the order given, and notes
+    for the ones left out (too large, empty, a file link, or failed). Never raises for one
+    artifact."""
+    results = await asyncio.gather(
+        *(
+            _fetch_one(adk, user_id, session_id, name, version, max_bytes)
+            for name, version in artifacts.items()
+        )
+    )
+    attachments = [a for a, _ in results if a is not None]
+    notes = [note for a, note in results if a is None and note]
+    return attachments, notes
+
+
+def upload_filename(attachment: Attachment) -> str:
+    """The filename to upload: an image (or a file without any extension) gets the extension
+    of its mimetype, so Slack previews it."""
+    name = attachment.filename
+    extensions = _EXTENSIONS.get(attachment.mimetype)
+    if extensions is None:
+        guessed = mimetypes.guess_extension(attachment.mimetype, strict=False)
+        extensions = (guessed,) if guessed else ()
+    if not extensions:
+        return name
+    suffix = PurePosixPath(name).suffix.lower()
+    if attachment.mimetype.startswith("image/"):
+        return name if suffix in extensions else name + extensions[0]
+    return name if suffix else name + extensions[0]
+
+
+async def upload_attachments(
+    client: AsyncWebClient,
+    *,
+    channel: str,
+    thread_ts: str | None,
+    attachments: Sequence[Attachment],
+) -> None:
+    """Upload a turn's files into the thread (``thread_ts`` None: the channel/DM itself) in one
+    ``files_upload_v2`` call. Raises slack_sdk's errors (SlackApiError, SlackRequestError)."""
+    if not attachments:
+        return
+    uploads: list[dict[str, Any]] = []
+    for attachment in attachments:
+        upload: dict[str, Any] = {
+            "content": attachment.content,
+            "filename": upload_filename(attachment),
+            "title": attachment.title,
+        }
+        if attachment.mimetype.startswith("image/"):
+            upload["alt_txt"] = attachment.title
+        uploads.append(upload)
+    await client.files_upload_v2(file_uploads=uploads, channel=channel, thread_ts=thread_ts)
+
+
+# ---- Slack → agent: files users attach ----------------------------------------------------
+
+
+def file_mimetype(file: Mapping[str, Any]) -> str:
+    """The canonical mimetype of a Slack file object. CSVs come as ``text/csv``, as
+    ``application/vnd.ms-excel`` (Windows) or with only ``filetype: csv``: all give text/csv."""
+    mimetype = str(file.get("mimetype") or "").split(";")[0].strip().lower()
+    filetype = str(file.get("filetype") or "").strip().lower()
+    name = str(file.get("name") or "")
+    suffix = PurePosixPath(name.lower()).suffix.lstrip(".")
+    if filetype == "csv" or (suffix == "csv" and mimetype in _UNTYPED | {"text/plain"}):
+        return "text/csv"
+    if mimetype == "application/vnd.ms-excel":
+        return "application/vnd.ms-excel" if {filetype, suffix} & _EXCEL_FILETYPES else "text/csv"
+    if mimetype in _UNTYPED:
+        return _guess_mimetype(name) if name else "application/octet-stream"
+    return _MIMETYPE_ALIASES.get(mimetype, mimetype)
+
+
+def _file_name(file: Mapping[str, Any]) -> str:
+    for key in ("name", "title", "id"):
+        value = file.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return "a file"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _DownloadFailed(Exception):
+    pass
+
+
+def _token_may_go_to(url: str, client: AsyncWebClient) -> bool:
+    """Only Slack's own hosts (or the host the client talks to) ever see the bot token."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("https", "http") or not host:
+        return False
+    if parts.scheme == "https" and any(
+        host == s or host.endswith("." + s) for s in _SLACK_HOST_SUFFIXES
+    ):
+        return True
+    api = urlsplit(client.base_url)
+    return host == (api.hostname or "").lower() and parts.port == api.port
+
+
+async def _download(
+    session: aiohttp.ClientSession,
+    client: AsyncWebClient,
+    url: str,
+    *,
+    mimetype: str,
+    max_bytes: int,
+) -> bytes:
+    headers = {"Authorization": f"Bearer {client.token}"}
+    options: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=float(client.timeout))}
+    if client.proxy:
+        options["proxy"] = client.proxy
+    if client.ssl is not None:
+        options["ssl"] = client.ssl
+    try:
+        async with session.get(url, headers=headers, **options) as response:
+            if response.status != 200:
+                raise _DownloadFailed(f"HTTP {response.status}")
+            if response.content_type == "text/html" and mimetype != "text/html":
+                # files.slack.com answers a missing or wrong token with its sign-in page.
+                raise _DownloadFailed("Slack did not accept the bot token; is files:read granted?")
+            if response.content_length is not None and response.content_length > max_bytes:
+                raise _TooLarge
+            data = bytearray()
+            async for chunk in response.content.iter_chunked(_CHUNK):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise _TooLarge
+            return bytes(data)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _DownloadFailed(type(exc).__name__) from exc
+
+
+async def _part_for_file(
+    session: aiohttp.ClientSession,
+    client: AsyncWebClient,
+    file: Mapping[str, Any],
+    *,
+    mimetype: str,
+    max_bytes: int,
+) -> tuple[dict[str, Any] | None, str]:
+    name = _file_name(file)
+    too_large = f"{name} is larger than the {human_size(max_bytes)} limit"
+    url = file.get("url_private_download") or file.get("url_private")
+    if not isinstance(url, str) or not url or not client.token:
+        return None, f"{name} couldn't be read from Slack"
+    if not _token_may_go_to(url, client):
+        log.warning("not downloading a file from an unexpected host %r", urlsplit(url).hostname)
+        return None, f"{name} couldn't be read from Slack"
+    try:
+        content = await _download(session, client, url, mimetype=mimetype, max_bytes=max_bytes)
+    except _TooLarge:
+        return None, too_large
+    except _DownloadFailed as exc:
+        log.warning("could not download Slack file %s: %s", file.get("id") or name, exc)
+        return None, f"{name} couldn't be downloaded from Slack"
+    if not content:
+        return None, f"{name} is empty"
+    data = base64.b64encode(content).decode("ascii")
+    return {"inlineData": {"mimeType": mimetype, "data": data}}, ""
+
+
+async def message_parts_for_files(
+    client: AsyncWebClient,
+    files: Sequence[Mapping[str, Any]],
+    *,
+    max_bytes: int,
+    max_files: int,
+    allowed_mimetypes: frozenset[str],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Download the files a user attached (Slack file objects, e.g. ``Turn.files``) with the
+    client's bot token and return them as ADK Content parts
+    (``{"inlineData": {"mimeType", "data": <base64>}}``, in message order), plus notes for the
+    files left out: unsupported type, over ``max_bytes`` (checked on the reported size before
+    downloading, and again while streaming), beyond ``max_files``, or failed downloads."""
+    notes: list[str] = []
+    wanted: list[tuple[Mapping[str, Any], str]] = []
+    allowed = frozenset(_MIMETYPE_ALIASES.get(t, t) for t in allowed_mimetypes)
+    for file in files:
+        name = _file_name(file)
+        mimetype = file_mimetype(file)
+        if mimetype not in allowed:
+            notes.append(f"{name}: this file type isn't supported")
+            continue
+        size = file.get("size")
+        if isinstance(size, int) and size > max_bytes:
+            notes.append(f"{name} is larger than the {human_size(max_bytes)} limit")
+            continue
+        if len(wanted) >= max_files:
+            notes.append(f"{name} was not passed on (at most {max_files} files per message)")
+            continue
+        wanted.append((file, mimetype))
+    if not wanted:
+        return [], notes
+
+    own_session = client.session is None or client.session.closed
+    session = aiohttp.ClientSession() if own_session else client.session
+    assert session is not None
+    try:
+        results = await asyncio.gather(
+            *(
+                _part_for_file(session, client, file, mimetype=mimetype, max_bytes=max_bytes)
+                for file, mimetype in wanted
+            )
+        )
+    finally:
+        if own_session:
+            await session.close()
+    parts = [part for part, _ in results if part is not None]
+    notes.extend(note for part, note in results if part is None and note)
+    return parts, notes

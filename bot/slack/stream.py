@@ -1,0 +1,225 @@
+"""An answer shown live while the agent writes it: Slack's native streaming where allowed
+(chat.startStream / appendStream / stopStream), else a placeholder message updated at most
+about once a second. The final, fully formatted answer replaces it at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.metrics import Metrics
+from bot.slack.render import markdown_to_mrkdwn, table_to_code_block
+from bot.store.redis_store import Store
+from bot.turns import Turn
+
+log = logging.getLogger("bot.slack.stream")
+
+StreamingMode = Literal["auto", "native", "placeholder", "off"]
+PREVIEW_CHARS = 11_000
+STOP_ACTION_ID = "stop_turn"
+
+
+def _is_table_line(line: str) -> bool:
+    return line.lstrip().startswith("|")
+
+
+def stable_prefix(text: str) -> int:
+    """How much of a growing answer can be shown without ever taking it back: whole lines
+    only, and not a table that may still grow (a table is shown once a line follows it)."""
+    end = text.rfind("\n") + 1
+    if end == 0:
+        return 0
+    lines = text[:end].split("\n")[:-1]
+    cut = end
+    for line in reversed(lines):
+        if not _is_table_line(line):
+            break
+        cut -= len(line) + 1
+    return cut
+
+
+def displayable(segment: str) -> str:
+    """A stable segment with its complete pipe tables turned into aligned code blocks, and
+    code fences left alone."""
+    out: list[str] = []
+    table: list[str] = []
+    in_fence = False
+    for line in segment.split("\n"):
+        if line.lstrip().startswith(("```", "~~~")):
+            in_fence = not in_fence
+        if not in_fence and _is_table_line(line):
+            table.append(line)
+            continue
+        if table:
+            out.append(table_to_code_block(table))
+            table = []
+        out.append(line)
+    if table:
+        out.append(table_to_code_block(table))
+    return "\n".join(out)
+
+
+def stop_button(turn: Turn) -> dict[str, Any]:
+    return {
+        "type": "actions",
+        "elements": [{
+            "type": "button", "action_id": STOP_ACTION_ID, "style": "danger",
+            "text": {"type": "plain_text", "text": "Stop"},
+            "value": f"{turn.key}|{turn.ts}",
+        }],
+    }
+
+
+@dataclass
+class StreamBudget:
+    """A shared per-workspace budget of new native streams per minute (chat.startStream
+    and stopStream are Tier 2: about 20 a minute per workspace)."""
+
+    store: Store
+    per_minute: int = 15
+
+    async def take(self, team: str) -> bool:
+        if self.per_minute <= 0:
+            return False
+        key = f"{self.store.keys.prefix}:streams:{team}:{int(time.time() // 60)}"
+        try:
+            pipe = self.store.redis.pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            count, _ = await pipe.execute()
+        except (RedisError, OSError):
+            return False
+        return int(count) <= self.per_minute
+
+
+@dataclass
+class SlackLiveAnswer:
+    """One turn's live message. Calls never raise: a failure downgrades the display."""
+
+    client: AsyncWebClient  # without 429 retries: a refused stream falls back at once
+    turn: Turn
+    budget: StreamBudget
+    metrics: Metrics
+    mode: StreamingMode = "auto"
+    update_interval: float = 1.0
+    append_interval: float = 0.3
+    ts: str | None = None
+    native: bool = False
+    text: str = ""
+    _emitted: int = 0  # raw characters of `text` already shown
+    _shown: str = ""  # what the placeholder shows
+    _flusher: asyncio.Task[None] | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _closed: bool = False
+
+    async def delta(self, text: str) -> None:
+        if self._closed or not text or self.mode == "off":
+            return
+        self.text += text
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        interval = self.append_interval if self.native or self.ts is None else self.update_interval
+        await asyncio.sleep(interval if self.ts is not None else 0)
+        async with self._lock:
+            if not self._closed:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        stable = stable_prefix(self.text)
+        if stable <= self._emitted:
+            return
+        if self.ts is None:
+            await self._open(displayable(self.text[:stable]))
+            self._emitted = stable
+            return
+        segment = displayable(self.text[self._emitted:stable])
+        if self.native:
+            try:
+                await self.client.chat_appendStream(
+                    channel=self.turn.channel, ts=self.ts, markdown_text=segment
+                )
+                self._emitted = stable
+                return
+            except SlackApiError as exc:
+                self._fall_back(exc)
+        self._emitted = stable
+        await self._update_placeholder(displayable(self.text[:stable]))
+
+    async def _open(self, first: str) -> None:
+        turn = self.turn
+        if self.mode in ("auto", "native") and turn.thread_ts is not None \
+                and await self.budget.take(turn.team):
+            try:
+                response = await self.client.chat_startStream(
+                    channel=turn.channel, thread_ts=turn.thread_ts, markdown_text=first,
+                    recipient_team_id=turn.team, recipient_user_id=turn.user,
+                )
+                self.ts = str(response["ts"])
+                self.native = True
+                return
+            except SlackApiError as exc:
+                self._fall_back(exc)
+        try:
+            response = await self.client.chat_postMessage(
+                channel=turn.channel, thread_ts=turn.reply_thread_ts,
+                text=markdown_to_mrkdwn(first[:PREVIEW_CHARS]) or "…",
+                blocks=self._placeholder_blocks(first), unfurl_links=False, unfurl_media=False,
+            )
+            self.ts = str(response["ts"])
+            self._shown = first
+        except SlackApiError as exc:
+            log.warning("could not open a live answer: %s", exc.response.get("error"))
+            self._closed = True  # the final answer is posted as usual
+
+    def _fall_back(self, exc: SlackApiError) -> None:
+        error = exc.response.get("error") if exc.response else "error"
+        log.info("native streaming refused (%s); using a placeholder", error,
+                 extra={"thread_key": self.turn.key})
+        self.metrics.stream_fallbacks.labels(str(error)).inc()
+        self.native = False
+
+    def _placeholder_blocks(self, shown: str) -> list[dict[str, Any]]:
+        preview = shown if len(shown) <= PREVIEW_CHARS else shown[:PREVIEW_CHARS] + "\n\n…"
+        blocks: list[dict[str, Any]] = []
+        if preview.strip():
+            blocks.append({"type": "markdown", "text": preview})
+        blocks.append(stop_button(self.turn))
+        return blocks
+
+    async def _update_placeholder(self, shown: str) -> None:
+        if self.ts is None or shown == self._shown:
+            return
+        try:
+            await self.client.chat_update(
+                channel=self.turn.channel, ts=self.ts,
+                text=markdown_to_mrkdwn(shown[:PREVIEW_CHARS]) or "…",
+                blocks=self._placeholder_blocks(shown),
+            )
+            self._shown = shown
+        except SlackApiError as exc:
+            log.debug("placeholder update failed: %s", exc.response.get("error"))
+
+    async def finish(self) -> str | None:
+        """End the live display; the ts of the message the final answer should replace."""
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        async with self._lock:
+            self._closed = True
+            if self.ts is not None and self.native:
+                try:
+                    await self.client.chat_stopStream(channel=self.turn.channel, ts=self.ts)
+                except SlackApiError as exc:
+                    log.debug("stopStream: %s", exc.response.get("error"))
+        return self.ts

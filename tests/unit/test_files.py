@@ -1,0 +1,415 @@
+"""bot/files.py against a real `adk api_server` (test agent) and the fake Slack Web API."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adk.client import AdkClient
+from bot.adk.events import TurnResult
+from bot.config import Settings
+from bot.files import (
+    DEFAULT_ATTACHMENT_MIMETYPES,
+    MB,
+    Attachment,
+    fetch_artifacts,
+    file_mimetype,
+    human_size,
+    message_parts_for_files,
+    notes_text,
+    parse_mimetypes,
+    upload_attachments,
+    upload_filename,
+)
+from tests.adk_agents.test_agent.agent import (
+    ARTIFACT_CSV,
+    ARTIFACT_NAME,
+    CHART_NAME,
+    CHART_PNG,
+    TEXT_ARTIFACT,
+    TEXT_ARTIFACT_NAME,
+)
+from tests.fakes.adk_server import AdkServer
+from tests.fakes.fake_slack import FakeSlack
+
+TOKEN = "xoxb-test-token"
+ALLOWED = frozenset(DEFAULT_ATTACHMENT_MIMETYPES)
+PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
+XLSX = b"PK\x03\x04" + b"\x00" * 60
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as fake:
+        yield fake
+
+
+def web_client(slack: FakeSlack, token: str = TOKEN) -> AsyncWebClient:
+    return AsyncWebClient(token=token, base_url=slack.base_url)
+
+
+@pytest.fixture(scope="module")
+def adk_server() -> Iterator[AdkServer]:
+    server = AdkServer(memory=True)
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+async def adk(adk_server: AdkServer) -> AsyncIterator[AdkClient]:
+    client = AdkClient(adk_server.base_url, "test_agent")
+    yield client
+    await client.aclose()
+
+
+async def run_turn(adk: AdkClient, session: str, text: str) -> TurnResult:
+    await adk.create_session("u1", session)
+    result = TurnResult()
+    async for event in adk.run_sse("u1", session, text):
+        result.feed(event)
+    return result
+
+
+def mock_adk(parts: dict[str, Any]) -> AdkClient:
+    """A real AdkClient whose artifact GETs answer from ``parts`` (name -> JSON or status)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        name = request.url.path.split("/artifacts/")[1].split("/versions/")[0]
+        answer = parts.get(name, 404)
+        if isinstance(answer, int):
+            return httpx.Response(answer, json={"detail": "Artifact not found"})
+        return httpx.Response(200, json=answer)
+
+    return AdkClient("http://adk.invalid", "test_agent", transport=httpx.MockTransport(handler))
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def test_human_size_and_notes() -> None:
+    assert human_size(int(12.3 * MB)) == "12.3 MB"
+    assert human_size(10 * MB) == "10 MB"
+    assert human_size(2048) == "2 KB"
+    assert human_size(300) == "300 bytes"
+    assert notes_text([]) == ""
+    assert notes_text(["a.csv is empty"]) == ":paperclip: a.csv is empty."
+    assert notes_text(["a", "b"]) == ":paperclip: • a\n• b"
+
+
+def test_settings_defaults_match_the_module() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.max_upload_bytes == 10 * MB
+    assert settings.max_attachment_bytes == 5 * MB
+    assert settings.max_attachments == 5
+    assert parse_mimetypes(settings.attachment_mimetypes) == ALLOWED
+    assert parse_mimetypes(" Text/CSV , image/jpg,,") == {"text/csv", "image/jpeg"}
+
+
+@pytest.mark.parametrize(
+    ("file", "expected"),
+    [
+        ({"name": "a.csv", "mimetype": "text/csv", "filetype": "csv"}, "text/csv"),
+        ({"name": "a.csv", "mimetype": "application/vnd.ms-excel", "filetype": "csv"}, "text/csv"),
+        ({"name": "a.csv", "mimetype": "application/vnd.ms-excel"}, "text/csv"),
+        ({"name": "export", "mimetype": "", "filetype": "csv"}, "text/csv"),
+        ({"name": "a.csv", "mimetype": "text/plain", "filetype": "text"}, "text/csv"),
+        ({"name": "old.xls", "mimetype": "application/vnd.ms-excel", "filetype": "xls"},
+         "application/vnd.ms-excel"),
+        ({"name": "p.JPG", "mimetype": "image/jpg", "filetype": "jpg"}, "image/jpeg"),
+        ({"name": "r.pdf", "mimetype": "application/octet-stream"}, "application/pdf"),
+        ({"name": "n.txt", "mimetype": "text/plain; charset=utf-8"}, "text/plain"),
+    ],
+)
+def test_file_mimetype_normalises_slack_labels(file: dict[str, str], expected: str) -> None:
+    assert file_mimetype(file) == expected
+
+
+@pytest.mark.parametrize(
+    ("filename", "mimetype", "expected"),
+    [
+        ("cost_chart", "image/png", "cost_chart.png"),
+        ("cost_chart.png", "image/png", "cost_chart.png"),
+        ("photo.JPEG", "image/jpeg", "photo.JPEG"),
+        ("chart.v2", "image/png", "chart.v2.png"),
+        ("report", "text/csv", "report.csv"),
+        ("report.v2", "text/csv", "report.v2"),
+        ("blob", "application/x-unknown-thing", "blob"),
+    ],
+)
+def test_upload_filename(filename: str, mimetype: str, expected: str) -> None:
+    attachment = Attachment(filename=filename, content=b"x", title=filename, mimetype=mimetype)
+    assert upload_filename(attachment) == expected
+
+
+# ---- artifacts: ADK -> Slack -------------------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_fetch_artifacts_from_a_real_turn(adk: AdkClient) -> None:
+    result = await run_turn(adk, "files-1", "artifact chart textartifact")
+    assert result.artifacts == {ARTIFACT_NAME: 0, CHART_NAME: 0, TEXT_ARTIFACT_NAME: 0}
+
+    attachments, notes = await fetch_artifacts(
+        adk, "u1", "files-1", result.artifacts, max_bytes=10 * MB
+    )
+    assert notes == []
+    by_name = {a.filename: a for a in attachments}
+    assert [a.filename for a in attachments] == list(result.artifacts)
+    assert by_name[ARTIFACT_NAME] == Attachment(
+        ARTIFACT_NAME, ARTIFACT_CSV, ARTIFACT_NAME, "text/csv"
+    )
+    assert by_name[CHART_NAME] == Attachment(CHART_NAME, CHART_PNG, CHART_NAME, "image/png")
+    assert by_name[CHART_NAME].content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert by_name[TEXT_ARTIFACT_NAME].content == TEXT_ARTIFACT.encode()
+    assert by_name[TEXT_ARTIFACT_NAME].mimetype == "text/plain"
+
+
+@pytest.mark.integration
+async def test_fetch_artifacts_caps_size_and_survives_missing_ones(adk: AdkClient) -> None:
+    result = await run_turn(adk, "files-2", "artifact chart")
+    wanted = {**result.artifacts, "gone.csv": 0, ARTIFACT_NAME: 7}  # v7 does not exist
+    attachments, notes = await fetch_artifacts(
+        adk, "u1", "files-2", wanted, max_bytes=len(ARTIFACT_CSV)
+    )
+    assert attachments == []
+    assert notes == [
+        f"{ARTIFACT_NAME} could not be fetched from the agent",
+        f"{CHART_NAME} was too large to upload ({len(CHART_PNG)} bytes > "
+        f"{len(ARTIFACT_CSV)} bytes)",
+        "gone.csv could not be fetched from the agent",
+    ]
+    attachments, notes = await fetch_artifacts(
+        adk, "u1", "files-2", {ARTIFACT_NAME: 0, CHART_NAME: 0}, max_bytes=len(ARTIFACT_CSV)
+    )
+    assert [a.filename for a in attachments] == [ARTIFACT_NAME]
+    assert notes == [
+        f"{CHART_NAME} was too large to upload ({len(CHART_PNG)} bytes > "
+        f"{len(ARTIFACT_CSV)} bytes)"
+    ]
+
+
+async def test_fetch_artifacts_odd_parts() -> None:
+    png = base64.urlsafe_b64encode(CHART_PNG).decode().rstrip("=")
+    adk = mock_adk({
+        "user:charts/q3.png": {"inlineData": {"data": png, "mimeType": "image/png"}},
+        "link.csv": {"fileData": {"fileUri": "gs://bucket/x.csv", "mimeType": "text/csv"}},
+        "broken.csv": {"inlineData": {"data": "!!not base64!!", "mimeType": "text/csv"}},
+        "empty.csv": {"inlineData": {"data": "", "mimeType": "text/csv"}},
+        "nothing": {},
+        "untyped.csv": {"inlineData": {"data": base64.b64encode(b"a,b\n").decode()}},
+        "big.png": {"inlineData": {"data": base64.b64encode(b"x" * int(12.3 * MB)).decode(),
+                                   "mimeType": "image/png"}},
+        "server-error.png": 500,
+    })
+    try:
+        attachments, notes = await fetch_artifacts(
+            adk, "u1", "s1",
+            {"user:charts/q3.png": 0, "link.csv": 0, "broken.csv": 0, "empty.csv": 0,
+             "nothing": 1, "untyped.csv": 0, "big.png": 0, "server-error.png": 0},
+            max_bytes=10 * MB,
+        )
+    finally:
+        await adk.aclose()
+    assert attachments == [
+        Attachment("q3.png", CHART_PNG, "q3.png", "image/png"),
+        Attachment("untyped.csv", b"a,b\n", "untyped.csv", "text/csv"),
+    ]
+    assert notes == [
+        "link.csv is stored outside the agent (a file link), so it was not uploaded",
+        "broken.csv could not be read, so it was not uploaded",
+        "empty.csv is empty, so it was not uploaded",
+        "nothing has no content, so it was not uploaded",
+        "big.png was too large to upload (12.3 MB > 10 MB)",
+        "server-error.png could not be fetched from the agent",
+    ]
+
+
+async def test_upload_attachments_into_the_thread(slack: FakeSlack) -> None:
+    client = web_client(slack)
+    attachments = [
+        Attachment("cost_report.csv", ARTIFACT_CSV, "cost_report.csv", "text/csv"),
+        Attachment("cost_chart", CHART_PNG, "Cost chart", "image/png"),
+    ]
+    await upload_attachments(client, channel="C1", thread_ts="1700000000.000100",
+                             attachments=attachments)
+    uploaded = slack.uploaded_files
+    assert [(f.filename, f.title, f.channel_id, f.thread_ts, f.content) for f in uploaded] == [
+        ("cost_report.csv", "cost_report.csv", "C1", "1700000000.000100", ARTIFACT_CSV),
+        ("cost_chart.png", "Cost chart", "C1", "1700000000.000100", CHART_PNG),
+    ]
+    assert uploaded[1].alt_txt == "Cost chart"
+    assert len(slack.calls_to("files.completeUploadExternal")) == 1  # one call per turn
+    [share] = slack.bot_replies("C1", "1700000000.000100")
+    assert [f["name"] for f in share["files"]] == ["cost_report.csv", "cost_chart.png"]
+
+
+async def test_upload_nothing_makes_no_call(slack: FakeSlack) -> None:
+    await upload_attachments(web_client(slack), channel="C1", thread_ts=None, attachments=[])
+    assert slack.calls == []
+
+
+@pytest.mark.integration
+async def test_artifacts_end_to_end_into_a_dm(adk: AdkClient, slack: FakeSlack) -> None:
+    result = await run_turn(adk, "files-3", "chart")
+    attachments, notes = await fetch_artifacts(
+        adk, "u1", "files-3", result.artifacts, max_bytes=10 * MB
+    )
+    await upload_attachments(web_client(slack), channel="D1", thread_ts=None,
+                             attachments=attachments)
+    [f] = slack.uploaded_files
+    assert (f.filename, f.channel_id, f.thread_ts, f.content) == (CHART_NAME, "D1", None, CHART_PNG)
+    assert notes == []
+
+
+# ---- user files: Slack -> ADK ------------------------------------------------------------------
+
+
+def inline(part: dict[str, Any]) -> tuple[str, bytes]:
+    return part["inlineData"]["mimeType"], base64.b64decode(part["inlineData"]["data"])
+
+
+async def test_message_parts_for_files(slack: FakeSlack) -> None:
+    csv = slack.add_file("F1", "costs.csv", "application/vnd.ms-excel", ARTIFACT_CSV,
+                         filetype="csv")
+    png = slack.add_file("F2", "chart.png", "image/png", CHART_PNG)
+    pdf = slack.add_file("F3", "invoice.pdf", "application/pdf", PDF)
+    xlsx = slack.add_file(
+        "F4", "report.xlsx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", XLSX,
+    )
+    big = slack.add_file("F5", "big.csv", "text/csv", b"a,b\n" * 2000)
+
+    parts, notes = await message_parts_for_files(
+        web_client(slack), [csv, png, pdf, xlsx, big],
+        max_bytes=4096, max_files=5, allowed_mimetypes=ALLOWED,
+    )
+    assert [inline(p) for p in parts] == [
+        ("text/csv", ARTIFACT_CSV), ("image/png", CHART_PNG), ("application/pdf", PDF),
+    ]
+    assert notes == [
+        "report.xlsx: this file type isn't supported",
+        "big.csv is larger than the 4 KB limit",
+    ]
+    downloads = slack.calls_to("download")
+    assert sorted(c.params["file_id"] for c in downloads) == ["F1", "F2", "F3"]  # not F5
+    assert all(c.headers["Authorization"] == f"Bearer {TOKEN}" for c in downloads)
+    assert all("/download/" in c.params["path"] for c in downloads)
+
+
+async def test_size_is_enforced_while_streaming(slack: FakeSlack) -> None:
+    liar = slack.add_file("F1", "liar.csv", "text/csv", b"x" * (3 * 65536), size=10)
+    parts, notes = await message_parts_for_files(
+        web_client(slack), [liar], max_bytes=65536, max_files=5, allowed_mimetypes=ALLOWED
+    )
+    assert parts == []
+    assert notes == ["liar.csv is larger than the 64 KB limit"]
+    assert len(slack.calls_to("download")) == 1
+
+
+async def test_max_files_and_url_private_fallback(slack: FakeSlack) -> None:
+    files = [slack.add_file(f"F{i}", f"n{i}.txt", "text/plain", f"note {i}".encode())
+             for i in range(4)]
+    del files[0]["url_private_download"]  # only url_private: still downloadable
+    parts, notes = await message_parts_for_files(
+        web_client(slack), files, max_bytes=MB, max_files=2, allowed_mimetypes=ALLOWED
+    )
+    assert [inline(p) for p in parts] == [("text/plain", b"note 0"), ("text/plain", b"note 1")]
+    assert notes == [
+        "n2.txt was not passed on (at most 2 files per message)",
+        "n3.txt was not passed on (at most 2 files per message)",
+    ]
+
+
+async def test_wrong_token_is_refused_like_slack(slack: FakeSlack) -> None:
+    f = slack.add_file("F1", "costs.csv", "text/csv", ARTIFACT_CSV)
+    parts, notes = await message_parts_for_files(
+        web_client(slack, "xoxb-wrong-token"), [f],
+        max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
+    )
+    assert parts == []
+    assert notes == ["costs.csv couldn't be downloaded from Slack"]
+    [call] = slack.calls_to("download")
+    assert call.status == 302  # to the sign-in page, as files.slack.com does
+
+    # The fake itself: no token at all gets the HTML sign-in page too.
+    async with httpx.AsyncClient(trust_env=False, follow_redirects=True) as http:
+        response = await http.get(f["url_private_download"])
+    assert response.headers["content-type"].startswith("text/html")
+    assert b"Sign in" in response.content
+
+
+async def test_failures_and_foreign_hosts_become_notes(slack: FakeSlack) -> None:
+    ok = slack.add_file("F1", "a.csv", "text/csv", b"a\n1\n")
+    flaky = slack.add_file("F2", "b.csv", "text/csv", b"b\n2\n")
+    foreign = {**slack.add_file("F3", "c.csv", "text/csv", b"c\n"),
+               "url_private_download": "https://evil.example/c.csv",
+               "url_private": "https://evil.example/c.csv"}
+    no_url = {"id": "F4", "name": "d.pdf", "mimetype": "application/pdf", "size": 10}
+    empty = slack.add_file("F5", "e.txt", "text/plain", b"")
+    slack.fail_next("download", status=500)
+    parts, notes = await message_parts_for_files(
+        web_client(slack), [flaky], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
+    )
+    assert (parts, notes) == ([], ["b.csv couldn't be downloaded from Slack"])
+    parts, notes = await message_parts_for_files(
+        web_client(slack), [ok, foreign, no_url, empty],
+        max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
+    )
+    assert [inline(p) for p in parts] == [("text/csv", b"a\n1\n")]
+    assert notes == [
+        "c.csv couldn't be read from Slack",
+        "d.pdf couldn't be read from Slack",
+        "e.txt is empty",
+    ]
+    assert "evil" not in json.dumps([c.params for c in slack.calls])
+
+
+async def test_no_files_no_requests(slack: FakeSlack) -> None:
+    assert await message_parts_for_files(
+        web_client(slack), [], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
+    ) == ([], [])
+    assert slack.calls == []
+
+
+@pytest.mark.integration
+async def test_adk_accepts_a_message_with_file_parts(
+    adk_server: AdkServer, slack: FakeSlack
+) -> None:
+    csv = slack.add_file("F1", "costs.csv", "text/csv", ARTIFACT_CSV)
+    png = slack.add_file("F2", "chart.png", "image/png", CHART_PNG)
+    parts, notes = await message_parts_for_files(
+        web_client(slack), [csv, png], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
+    )
+    assert notes == []
+    async with httpx.AsyncClient(
+        base_url=adk_server.base_url, trust_env=False, timeout=30
+    ) as http:
+        r = await http.post("/apps/test_agent/users/u1/sessions", json={"sessionId": "files-4"})
+        assert r.status_code == 200, r.text
+        body = {
+            "appName": "test_agent",
+            "userId": "u1",
+            "sessionId": "files-4",
+            "newMessage": {"role": "user", "parts": [{"text": "Alice: what is in these?"}, *parts]},
+        }
+        r = await http.post("/run", json=body)
+        assert r.status_code == 200, r.text
+    final = r.json()[-1]["content"]["parts"][0]["text"]
+    assert "said=Alice: what is in these?" in final
+    assert f"part: text/csv {len(ARTIFACT_CSV)} bytes" in final
+    assert f"part: image/png {len(CHART_PNG)} bytes" in final
