@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -56,7 +57,12 @@ def bolt_logger() -> logging.Logger:
     return logger
 
 
-def build_bolt_app(client: AsyncWebClient, intake: Intake, stops: Stops) -> AsyncApp:
+def build_bolt_app(
+    client: AsyncWebClient, intake: Intake, stops: Stops,
+    extras: Sequence[Callable[[AsyncApp], None]] = (),
+) -> AsyncApp:
+    """`extras` register more listeners (feedback, assistant pane, commands) before the
+    catch-all that acks every other event."""
     # Signatures are verified by the HTTP endpoint (bot.server) before JSON is parsed, so that
     # a bad signature gets 401 and malformed JSON 400; Socket Mode needs none.
     # process_before_response: the listener (route, dedupe, persist: a few ms) finishes
@@ -94,6 +100,8 @@ def build_bolt_app(client: AsyncWebClient, intake: Intake, stops: Stops) -> Asyn
             await stops.request_stop(key)
 
     app.action(STOP_ACTION_ID)(on_stop_button)
+    for register in extras:
+        register(app)
 
     async def on_other_event() -> None:
         # Every other subscribed event is acked so that Slack does not retry it.

@@ -71,7 +71,9 @@ class ConsoleIO:
 
     async def send(self, turn: Turn, part: int, reply: Reply) -> None:
         body = "\n\n".join(filter(None, (block_text(b) for b in reply.blocks)))
-        self._say(body or reply.text)
+        files = "\n".join(f"[file: {f.filename}, {f.mimetype}, {len(f.content):,} bytes]"
+                          for f in reply.files)
+        self._say("\n".join(filter(None, (body or reply.text, files))))
         self.sent.add((turn.ts, part))
 
     async def sent_parts(self, turn: Turn) -> set[int]:
@@ -87,6 +89,9 @@ class ConsoleIO:
 
     async def user_groups(self, user_id: str) -> frozenset[str]:
         return frozenset()
+
+    async def file_parts(self, turn: Turn) -> tuple[list[dict[str, Any]], list[str]]:
+        return [], []
 
     async def tell_privately(self, turn: Turn, text: str) -> None:
         self.err.write(f"(only you see this) {text}\n")
@@ -135,7 +140,7 @@ async def run_console(
     identity = BotIdentity(user_id=BOT_USER, team_id=TEAM)
     parts = assemble(
         settings, redis_client=redis_client, embedded=embedded, adk=adk,
-        make_io=lambda _store, _metrics: io, identity=identity,
+        make_io=lambda _store, _metrics: io, identity=identity, feedback=False,
     )
     store, intake, worker = parts.store, parts.intake, parts.worker
     await worker.start()

@@ -21,8 +21,16 @@ from bot.adk.client import (
     AdkUnavailable,
 )
 from bot.adk.events import TurnResult, describe_error_code, function_calls
+from bot.files import fetch_artifacts
 from bot.progress import WORKING, handoff_status, tool_status
-from bot.slack.render import SlackMessage, mentioned_user_ids, readable_input, render_answer
+from bot.slack.feedback import feedback_block
+from bot.slack.render import (
+    Attachment,
+    SlackMessage,
+    mentioned_user_ids,
+    readable_input,
+    render_answer,
+)
 from bot.stops import Stops
 from bot.store.redis_store import Store, ThreadRecord
 from bot.turns import Turn, adk_user_id_for, session_id_for
@@ -51,20 +59,28 @@ class Reply:
     text: str
     blocks: list[dict[str, Any]] = field(default_factory=list)
     update_ts: str = ""  # replace this message (the live one) instead of posting anew
+    files: list[Attachment] = field(default_factory=list)  # uploaded into the thread
+    answer: bool = False  # part of the agent's answer (not a notice)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "blocks": self.blocks, "update_ts": self.update_ts}
+        return {"text": self.text, "blocks": self.blocks, "update_ts": self.update_ts,
+                "files": [f.to_dict() for f in self.files], "answer": self.answer}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Reply:
         blocks = data.get("blocks")
+        files = data.get("files")
         return cls(text=str(data.get("text") or ""),
                    blocks=list(blocks) if isinstance(blocks, list) else [],
-                   update_ts=str(data.get("update_ts") or ""))
+                   update_ts=str(data.get("update_ts") or ""),
+                   files=[Attachment.from_dict(f) for f in files]
+                   if isinstance(files, list) else [],
+                   answer=bool(data.get("answer")))
 
     @classmethod
     def answer_parts(cls, messages: Sequence[SlackMessage]) -> list[Reply]:
-        return [cls(text=m.text, blocks=list(m.blocks)) for m in messages]
+        return [cls(text=m.text, blocks=list(m.blocks), files=list(m.files), answer=True)
+                for m in messages]
 
 
 class LiveAnswer(Protocol):
@@ -94,6 +110,9 @@ class ThreadIO(Protocol):
     async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]: ...
 
     async def display_name(self, user_id: str) -> str: ...
+
+    async def file_parts(self, turn: Turn) -> tuple[list[dict[str, Any]], list[str]]:
+        """The turn's attached files as ADK message parts, and notes on what was skipped."""
 
     async def user_groups(self, user_id: str) -> frozenset[str]:
         """The user's groups among those the access policy names."""
@@ -133,6 +152,8 @@ class ConversationConfig:
     status_refresh_seconds: float = 90.0  # Slack clears a thread status after 2 minutes
     turn_timeout_seconds: float = 900.0  # the ceiling of one turn, however busy the agent is
     streaming: bool = True  # ask ADK for partial text (/run_sse streaming)
+    feedback: bool = True  # 👍/👎 under each answer
+    max_upload_bytes: int = 10 * 1024 * 1024  # artifacts larger than this are not uploaded
     tool_status: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -268,8 +289,13 @@ class Conversation:
             session = await self._ensure_session(turn, record)
             ctx["session"] = session.session_id
             question, speaker = await self._question(turn)
+            parts: list[dict[str, Any]] = []
+            if turn.files:
+                parts, notes = await self.io.file_parts(turn)
+                if notes:
+                    replies.append(Reply(":paperclip: " + " ".join(notes)))
             run = asyncio.create_task(self._run_with_recovery(
-                turn, session, question, speaker, result, progress, live))
+                turn, session, question, speaker, result, progress, live, parts))
             self.stops.register(turn.key, run)
             try:
                 await run
@@ -294,7 +320,30 @@ class Conversation:
         if self.config.log_text:
             ctx["text"] = result.answer
         more, outcome = self._replies_for(turn, result, ref)
+        if result.artifacts:
+            files, notes = await fetch_artifacts(
+                self.adk, session.adk_user_id, session.session_id, result.artifacts,
+                max_bytes=self.config.max_upload_bytes,
+            )
+            if files:
+                more.append(Reply(text="", files=files))
+            if notes:
+                more.append(Reply(":paperclip: " + " ".join(notes)))
+        if self.config.feedback and outcome == "answered":
+            self._add_feedback(more, turn, session, result.invocation_id)
         return replies + more, outcome
+
+    @staticmethod
+    def _add_feedback(replies: list[Reply], turn: Turn, session: Session, invocation: str
+                      ) -> None:
+        """👍/👎 under the last message of the answer."""
+        answers = [i for i, r in enumerate(replies) if r.answer and r.blocks]
+        if not answers or len(replies[answers[-1]].blocks) >= 50:
+            return
+        last = replies[answers[-1]]
+        block = feedback_block(turn_ts=turn.ts, session_id=session.session_id,
+                               invocation_id=invocation, thread_key=turn.key)
+        replies[answers[-1]] = replace(last, blocks=[*last.blocks, block])
 
     async def _deliver(self, turn: Turn, replies: Sequence[Reply], *, resume: bool) -> None:
         done = await self.io.sent_parts(turn) if resume else set()
@@ -418,6 +467,9 @@ class Conversation:
         said = readable_input(turn.text, bot_user_id=self.config.bot_user_id, user_names=names)
         if not said:
             said = "(mentioned you without a message)" if not turn.files else "(sent files)"
+        attached = [str(f.get("name") or "file") for f in turn.files]
+        if attached:
+            said += f" (attached: {', '.join(attached)})"
         if self.config.log_text:
             log.info("question", extra={"thread_key": turn.key, "ts": turn.ts, "text": said})
         return f"{speaker}: {said}", speaker
@@ -425,7 +477,8 @@ class Conversation:
     # ---- the run ------------------------------------------------------------------------
 
     async def _run(self, turn: Turn, session: Session, question: str, speaker: str,
-                   result: TurnResult, progress: Progress, live: LiveAnswer) -> None:
+                   result: TurnResult, progress: Progress, live: LiveAnswer,
+                   parts: Sequence[Mapping[str, Any]] = ()) -> None:
         state_delta = {
             "slack_user_id": turn.user,
             "slack_user_name": speaker,
@@ -435,6 +488,7 @@ class Conversation:
         async for event in self.adk.run_sse(
             session.adk_user_id, session.session_id, question,
             state_delta=state_delta, custom_metadata=metadata, streaming=self.config.streaming,
+            parts=parts,
         ):
             before = len(result.partial_text)
             agents_before = len(result.agents)
@@ -461,19 +515,21 @@ class Conversation:
 
     async def _run_with_recovery(
         self, turn: Turn, session: Session, question: str, speaker: str, result: TurnResult,
-        progress: Progress, live: LiveAnswer,
+        progress: Progress, live: LiveAnswer, parts: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         try:
             async with asyncio.timeout(self.config.turn_timeout_seconds):
                 try:
-                    await self._run(turn, session, question, speaker, result, progress, live)
+                    await self._run(turn, session, question, speaker, result, progress, live,
+                                    parts)
                 except AdkSessionNotFound:
                     log.warning(
                         "ADK lost the session; recreating it from the Slack thread",
                         extra={"thread_key": turn.key, "session": session.session_id},
                     )
                     await self._create_session(turn, session, seed=self._has_history(turn))
-                    await self._run(turn, session, question, speaker, result, progress, live)
+                    await self._run(turn, session, question, speaker, result, progress, live,
+                                    parts)
         except TimeoutError as exc:
             raise AdkTimeout("the turn took longer than TURN_TIMEOUT_SECONDS") from exc
 

@@ -17,7 +17,6 @@ import binascii
 import logging
 import mimetypes
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any
@@ -27,6 +26,7 @@ import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adk.client import AdkClient
+from bot.slack.render import Attachment
 
 log = logging.getLogger("bot.files")
 
@@ -73,16 +73,6 @@ _EXTENSIONS = MappingProxyType({
 # Hosts the bot token may be sent to (plus the host of the client's own API base URL).
 _SLACK_HOST_SUFFIXES = ("slack.com", "slack-gov.com")
 _CHUNK = 64 * KB
-
-
-@dataclass(frozen=True)
-class Attachment:
-    """A file to upload into a thread."""
-
-    filename: str
-    content: bytes
-    title: str
-    mimetype: str
 
 
 def human_size(n: int) -> str:

@@ -24,12 +24,17 @@ from bot.adk.client import AdkClient, AdkError
 from bot.app import build_bolt_app, build_web_client
 from bot.config import Settings
 from bot.conversation import Conversation, ConversationConfig, ThreadIO
+from bot.files import parse_mimetypes
 from bot.intake import Intake
 from bot.metrics import Metrics
-from bot.slack.replies import SlackThreadIO
+from bot.slack.assistant import register_assistant
+from bot.slack.controls import register_reset_command
+from bot.slack.feedback import register_feedback
+from bot.slack.replies import FileLimits, SlackThreadIO
 from bot.slack.routing import BotIdentity
 from bot.slack.usergroups import UserGroupResolver
 from bot.stops import Stops
+from bot.store.feedback import FeedbackStore
 from bot.store.keys import Keys
 from bot.store.redis_store import Store
 from bot.turns import Turn
@@ -192,6 +197,7 @@ def assemble(
     make_io: Callable[[Store, Metrics], ThreadIO],
     identity: BotIdentity,
     access: AccessPolicy | None = None,
+    feedback: bool = True,
 ) -> Parts:
     store = build_store(settings, redis_client, embedded)
     metrics = Metrics()
@@ -206,6 +212,7 @@ def assemble(
             turn_timeout_seconds=settings.turn_timeout_seconds,
             status_refresh_seconds=settings.status_refresh_seconds,
             streaming=settings.adk_streaming, tool_status=settings.tool_status_messages,
+            feedback=feedback, max_upload_bytes=settings.max_upload_bytes,
         ),
         stops, access,
     )
@@ -262,11 +269,23 @@ def build_bot(
             working_status=settings.working_status, streaming_mode=settings.streaming,
             stream_starts_per_minute=settings.stream_starts_per_minute,
             stream_client=stream_client, groups=groups,
+            file_limits=FileLimits(settings.max_attachment_bytes, settings.max_attachments,
+                                   parse_mimetypes(settings.attachment_mimetypes)),
         )
 
     parts = assemble(settings, redis_client=redis_client, embedded=embedded, adk=adk,
                      make_io=make_io, identity=identity, access=access)
-    bolt = build_bolt_app(client, parts.intake, parts.stops)
+    feedback_store = FeedbackStore(redis_client, parts.store.keys,
+                                   ttl_seconds=settings.feedback_ttl_days * 86400)
+    bolt = build_bolt_app(
+        client, parts.intake, parts.stops,
+        extras=[
+            lambda app: register_feedback(app, store=feedback_store, metrics=parts.metrics),
+            lambda app: register_assistant(app, prompts=settings.assistant_prompts,
+                                           title=settings.assistant_title),
+            lambda app: register_reset_command(app, parts.store),
+        ],
+    )
     return Bot(
         settings=settings, redis=redis_client, embedded_redis=embedded, store=parts.store,
         adk=adk, metrics=parts.metrics, identity=identity, intake=parts.intake,

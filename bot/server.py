@@ -42,6 +42,19 @@ def _readable_event(payload: Mapping[str, object]) -> bool:
     return isinstance(event, Mapping) and isinstance(event.get("type"), str)
 
 
+def _supported(payload: Mapping[str, object]) -> bool:
+    """Events, button clicks (block_actions with actions) and slash commands."""
+    kind = payload.get("type")
+    if kind in ("event_callback", "url_verification") or "ssl_check" in payload:
+        return True
+    if kind == "block_actions":
+        actions = payload.get("actions")
+        return (isinstance(actions, list) and bool(actions)
+                and all(isinstance(a, Mapping) and isinstance(a.get("action_id"), str)
+                        for a in actions))
+    return isinstance(payload.get("command"), str) and isinstance(payload.get("channel_id"), str)
+
+
 def build_http_app(bot: Bot, *, events: bool) -> Starlette:
     bolt = bot.bolt if events else None
     secret = bot.settings.slack_signing_secret
@@ -87,11 +100,8 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
             log.warning("Slack is dropping events for this app (app_rate_limited, minute %s)",
                         payload.get("minute_rate_limited"))
             return Response(status_code=200)
-        if payload.get("type") not in ("event_callback", "url_verification") and (
-            "ssl_check" not in payload
-        ):
-            # Slash commands, interactivity and the like: this app subscribes to none of them,
-            # and Bolt's matchers raise on some of their shapes (e.g. empty `actions`).
+        if not _supported(payload):
+            # Bolt's matchers raise on some shapes (e.g. block_actions without actions).
             return JSONResponse({"error": "unsupported Slack request"}, status_code=404)
         return to_starlette_response(await bolt.async_dispatch(bolt_request))
 

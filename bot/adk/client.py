@@ -178,13 +178,14 @@ class AdkClient:
         state_delta: Mapping[str, Any] | None = None,
         custom_metadata: Mapping[str, Any] | None = None,
         streaming: bool = False,
+        parts: Sequence[Mapping[str, Any]] = (),
     ) -> AsyncIterator[dict[str, Any]]:
         """Run one turn and yield its events as they arrive. Never retried."""
         body: dict[str, Any] = {
             "appName": self.app_name,
             "userId": user_id,
             "sessionId": session_id,
-            "newMessage": {"role": "user", "parts": [{"text": text}]},
+            "newMessage": {"role": "user", "parts": [{"text": text}, *parts]},
             "streaming": streaming,
         }
         if state_delta:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import HistoryMessage, Reply
+from bot.files import DEFAULT_ATTACHMENT_MIMETYPES, message_parts_for_files, upload_attachments
 from bot.metrics import Metrics
 from bot.progress import WORKING
 from bot.slack.render import markdown_to_mrkdwn, split_markdown
@@ -25,6 +27,7 @@ log = logging.getLogger("bot.slack")
 
 WORKING_REACTION = "eyes"
 REPLY_EVENT_TYPE = "adk_slack_bot_reply"  # message metadata marking a turn's reply parts
+FEEDBACK_BLOCK_TYPES = frozenset({"context_actions"})
 BLOCK_ERRORS = frozenset({
     "invalid_blocks", "msg_blocks_too_long", "msg_blocks_too_many", "invalid_blocks_format",
 })
@@ -65,14 +68,24 @@ def display_name_of(user: dict) -> str:
     return str(user.get("id") or "someone")
 
 
+@dataclass(frozen=True)
+class FileLimits:
+    """Which files users attach reach the agent."""
+
+    max_bytes: int = 5 * 1024 * 1024
+    max_files: int = 5
+    mimetypes: frozenset[str] = DEFAULT_ATTACHMENT_MIMETYPES
+
+
 class SlackThreadIO:
     def __init__(
         self, client: AsyncWebClient, bot: BotIdentity, *, store: Store, metrics: Metrics,
         working_status: str = WORKING, streaming_mode: StreamingMode = "auto",
         stream_starts_per_minute: int = 15, stream_client: AsyncWebClient | None = None,
-        groups: UserGroupResolver | None = None,
+        groups: UserGroupResolver | None = None, file_limits: FileLimits | None = None,
     ) -> None:
         self.client = client
+        self.file_limits = file_limits or FileLimits()
         self.groups = groups
         self.stream_client = stream_client
         self.bot = bot
@@ -123,27 +136,42 @@ class SlackThreadIO:
         if reply.update_ts:
             await self._replace(turn, reply, metadata)
             return
+        if reply.files and not reply.text and not reply.blocks:
+            await upload_attachments(self.client, channel=turn.channel,
+                                     thread_ts=turn.reply_thread_ts, attachments=reply.files)
+            return
         if not reply.blocks:
             await self.client.chat_postMessage(
                 channel=turn.channel, thread_ts=turn.reply_thread_ts,
                 text=markdown_to_mrkdwn(reply.text), metadata=metadata, unfurl_links=False,
             )
             return
-        try:
-            await self.client.chat_postMessage(
-                channel=turn.channel, thread_ts=turn.reply_thread_ts, text=reply.text,
-                blocks=reply.blocks, metadata=metadata, unfurl_links=False, unfurl_media=False,
-            )
-        except SlackApiError as exc:
-            if exc.response.get("error") not in BLOCK_ERRORS:
-                raise
-            log.warning("Slack refused the blocks (%s); posting plain text",
-                        exc.response.get("error"))
-            for chunk in split_markdown(reply.text, 3900):
+        await self._post_blocks(turn, reply, metadata)
+        if reply.files:
+            await upload_attachments(self.client, channel=turn.channel,
+                                     thread_ts=turn.reply_thread_ts, attachments=reply.files)
+
+    async def _post_blocks(self, turn: Turn, reply: Reply, metadata: dict[str, Any]) -> None:
+        """Post with blocks; if Slack refuses them, without the feedback control, then as
+        plain text, so the answer always arrives."""
+        plain = [b for b in reply.blocks if b.get("type") not in FEEDBACK_BLOCK_TYPES]
+        attempts = [reply.blocks] + ([plain] if len(plain) < len(reply.blocks) else [])
+        for blocks in attempts:
+            try:
                 await self.client.chat_postMessage(
-                    channel=turn.channel, thread_ts=turn.reply_thread_ts, text=chunk,
-                    metadata=metadata, unfurl_links=False, unfurl_media=False,
+                    channel=turn.channel, thread_ts=turn.reply_thread_ts, text=reply.text,
+                    blocks=blocks, metadata=metadata, unfurl_links=False, unfurl_media=False,
                 )
+                return
+            except SlackApiError as exc:
+                if exc.response.get("error") not in BLOCK_ERRORS:
+                    raise
+                log.warning("Slack refused the blocks (%s)", exc.response.get("error"))
+        for chunk in split_markdown(reply.text, 3900):
+            await self.client.chat_postMessage(
+                channel=turn.channel, thread_ts=turn.reply_thread_ts, text=chunk,
+                metadata=metadata, unfurl_links=False, unfurl_media=False,
+            )
 
     async def _replace(self, turn: Turn, reply: Reply, metadata: dict[str, Any]) -> None:
         """The final form of the live message: the answer's first part (or a notice)."""
@@ -228,6 +256,12 @@ class SlackThreadIO:
                 break
         collected.sort(key=lambda m: float(m.ts))
         return collected[-limit:] if limit else []
+
+    async def file_parts(self, turn: Turn) -> tuple[list[dict[str, Any]], list[str]]:
+        return await message_parts_for_files(
+            self.client, turn.files, max_bytes=self.file_limits.max_bytes,
+            max_files=self.file_limits.max_files, allowed_mimetypes=self.file_limits.mimetypes,
+        )
 
     async def user_groups(self, user_id: str) -> frozenset[str]:
         if self.groups is None:

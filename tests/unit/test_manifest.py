@@ -20,6 +20,9 @@ EVENT_SCOPES = {
     "message.groups": "groups:history",
     "message.im": "im:history",
     "message.mpim": "mpim:history",
+    "assistant_thread_started": "assistant:write",
+    "assistant_thread_context_changed": "assistant:write",
+    "agent_session_stopped": "chat:write",
 }
 EVENTS_URL = "https://YOUR-HOST/slack/events"
 
@@ -72,9 +75,9 @@ def test_every_event_has_its_scope(manifest: dict[str, Any]) -> None:
 
 def test_scopes_for_bot_features(manifest: dict[str, Any]) -> None:
     scopes = set(_scopes(manifest))
-    # post/update + assistant status, reactions, user names; nothing the bot does not use
-    assert {"chat:write", "reactions:write", "users:read"} <= scopes
-    assert not {"commands", "files:write"} & scopes
+    # post/update + status, reactions, names, files both ways, groups, prompts, the command
+    assert {"chat:write", "reactions:write", "users:read", "files:read", "files:write",
+            "usergroups:read", "assistant:write", "commands"} <= scopes
 
 
 def test_identity_and_app_home(manifest: dict[str, Any]) -> None:
@@ -83,8 +86,10 @@ def test_identity_and_app_home(manifest: dict[str, Any]) -> None:
     assert features["bot_user"]["display_name"] == "finops-analyst"
     assert features["app_home"]["messages_tab_enabled"] is True
     assert features["app_home"]["messages_tab_read_only_enabled"] is False
-    # No slash command or interactivity until the bot has handlers for them.
-    assert "slash_commands" not in features and "interactivity" not in manifest["settings"]
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True  # feedback, Stop
+    commands = {c["command"]: c for c in features["slash_commands"]}
+    assert set(commands) == {"/adk-reset"}
+    assert "assistant_view" in features
 
 
 def test_http_variant_has_request_urls() -> None:
@@ -92,6 +97,9 @@ def test_http_variant_has_request_urls() -> None:
     settings = http["settings"]
     assert settings["socket_mode_enabled"] is False
     assert settings["event_subscriptions"]["request_url"] == EVENTS_URL
+    assert settings["interactivity"]["request_url"] == EVENTS_URL
+    (command,) = http["features"]["slash_commands"]
+    assert command["url"] == EVENTS_URL
 
 
 def test_socket_variant_has_socket_mode_and_no_urls() -> None:
@@ -99,6 +107,8 @@ def test_socket_variant_has_socket_mode_and_no_urls() -> None:
     settings = socket["settings"]
     assert settings["socket_mode_enabled"] is True
     assert "request_url" not in settings["event_subscriptions"]
+    assert "request_url" not in settings["interactivity"]
+    assert all("url" not in c for c in socket["features"]["slash_commands"])
 
 
 def test_manifests_explain_how_to_use_them() -> None:

@@ -64,6 +64,9 @@ SELECT service, SUM(cost) AS cost FROM billing GROUP BY service ORDER BY cost DE
 
 _SLEEP_RE = re.compile(r"\bsleep=(\d+(?:\.\d+)?)")
 _LONG_RE = re.compile(r"\blong=(\d+)")
+_BIGTABLE_RE = re.compile(r"\bbigtable=(\d+)")
+_CHUNKS_RE = re.compile(r"\bchunks=(\d+)")
+_GAP_RE = re.compile(r"\bgap=(\d+(?:\.\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ class Directives:
     chart: bool = False
     textartifact: bool = False
     thought: bool = False
+    bigtable: int = 0  # append a cost table with this many rows
+    chunks: int = 3  # partial events when streaming
+    gap: float = 0.0  # seconds between partial events
 
     @classmethod
     def parse(cls, text: str) -> Directives:
@@ -87,6 +93,9 @@ class Directives:
 
         sleep = _SLEEP_RE.search(text)
         long = _LONG_RE.search(text)
+        bigtable = _BIGTABLE_RE.search(text)
+        chunks = _CHUNKS_RE.search(text)
+        gap = _GAP_RE.search(text)
         return cls(
             sleep=float(sleep.group(1)) if sleep else 0.0,
             fail=flag("fail"),
@@ -99,6 +108,9 @@ class Directives:
             chart=flag("chart"),
             textartifact=flag("textartifact"),
             thought=flag("thought"),
+            bigtable=int(bigtable.group(1)) if bigtable else 0,
+            chunks=max(1, int(chunks.group(1))) if chunks else 3,
+            gap=float(gap.group(1)) if gap else 0.0,
         )
 
 
@@ -244,13 +256,20 @@ class DeterministicAgent(BaseAgent):
             text += "\n\n" + MARKDOWN_SAMPLE
         if d.long:
             text += "\n\n" + long_markdown(d.long)
+        if d.bigtable:
+            rows = [f"| svc-{i:04d} | team-{i % 7} | {1000 + i * 3.25:.2f} |"
+                    for i in range(d.bigtable)]
+            text += "\n\n| Service | Team | Cost (USD) |\n|---|---|---:|\n" + "\n".join(rows)
+            text += "\n\nEnd of table."
 
         thought = [types.Part(text=THOUGHT_TEXT, thought=True)] if d.thought else []
         if d.stream:
             if thought:
                 yield self._event(ctx, parts=thought, partial=True)
-            step = max(1, -(-len(text) // 3))
+            step = max(1, -(-len(text) // d.chunks))
             for start in range(0, len(text), step):
+                if d.gap and start:
+                    await asyncio.sleep(d.gap)
                 yield self._event(
                     ctx, parts=[types.Part(text=text[start : start + step])], partial=True
                 )
