@@ -59,7 +59,7 @@ class ConsoleIO:
         self.sent: set[tuple[str, int]] = set()
 
     async def show_working(self, turn: Turn, status: str) -> None:
-        if self.interactive:
+        if self.interactive and status:
             self.err.write(f"  … {status.removeprefix('is ')}\n")
             self.err.flush()
 

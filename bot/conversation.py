@@ -235,6 +235,10 @@ class Conversation:
         try:
             await self._deliver(turn, replies, resume=False)
         finally:
+            if live_ts:
+                # The answer replaced the live message instead of being a new post, and only
+                # a new post makes Slack clear the status: clear it here.
+                await self._show(turn, "")
             await self.io.done_working(turn)
         await self.store.record_turn(turn.key)
         log.info("turn %s", outcome, extra=ctx | {"outcome": outcome})

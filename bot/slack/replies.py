@@ -103,6 +103,7 @@ class SlackThreadIO:
         )
 
     async def show_working(self, turn: Turn, status: str) -> None:
+        """Set the thread's status line; an empty status clears it."""
         if turn.thread_ts is not None:
             try:
                 await self.client.assistant_threads_setStatus(
@@ -112,7 +113,7 @@ class SlackThreadIO:
                 return
             except SlackApiError as exc:
                 log.debug("setStatus refused (%s); using a reaction", exc.response.get("error"))
-        if (turn.channel, turn.ts) in self._reacted:
+        if not status or (turn.channel, turn.ts) in self._reacted:
             return
         self._reacted.add((turn.channel, turn.ts))
         await self.client.reactions_add(channel=turn.channel, timestamp=turn.ts,
