@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -19,14 +20,53 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.intake import Intake
+from bot.metrics import Metrics
 from bot.slack.stream import STOP_ACTION_ID
 from bot.stops import Stops
 from bot.turns import thread_key
 
 
+class CountingWebClient(AsyncWebClient):
+    """An AsyncWebClient that counts failed calls in the metrics, by method and error."""
+
+    metrics: Metrics | None = None
+
+    def attach_metrics(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        for handler in self.retry_handlers:
+            if isinstance(handler, CountingRateLimitHandler):
+                handler.metrics = metrics
+
+    async def api_call(self, api_method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().api_call(api_method, *args, **kwargs)
+        except SlackApiError as exc:
+            if self.metrics is not None:
+                error = str(exc.response.get("error") or exc.response.status_code)
+                self.metrics.slack_errors.labels(api_method, error).inc()
+            raise
+        except Exception as exc:
+            if self.metrics is not None:
+                self.metrics.slack_errors.labels(api_method, type(exc).__name__).inc()
+            raise
+
+
+class CountingRateLimitHandler(AsyncRateLimitErrorRetryHandler):
+    """Waits out 429s (Retry-After) like slack_sdk's handler, and counts them."""
+
+    def __init__(self, metrics: Metrics | None, max_retry_count: int) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.metrics = metrics
+
+    async def prepare_for_next_attempt_async(self, **kwargs: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.slack_rate_limited.inc()
+        await super().prepare_for_next_attempt_async(**kwargs)
+
+
 def build_web_client(
     token: str, base_url: str, *, wait_on_429: bool = True,
-    session: aiohttp.ClientSession | None = None,
+    session: aiohttp.ClientSession | None = None, metrics: Metrics | None = None,
 ) -> AsyncWebClient:
     """The Slack Web API client, with 429s waited out (unless `wait_on_429` is off, for calls
     that have a better fallback than waiting) and transient failures retried. One aiohttp
@@ -36,10 +76,12 @@ def build_web_client(
     )
     handlers: list[AsyncRetryHandler] = [AsyncConnectionErrorRetryHandler(max_retry_count=2)]
     if wait_on_429:
-        handlers += [AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+        handlers += [CountingRateLimitHandler(metrics, max_retry_count=5),
                      AsyncServerErrorRetryHandler(max_retry_count=2)]
-    return AsyncWebClient(token=token, base_url=base_url, session=session, timeout=30,
-                          retry_handlers=handlers)
+    client = CountingWebClient(token=token, base_url=base_url, session=session, timeout=30,
+                               retry_handlers=handlers)
+    client.metrics = metrics
+    return client
 
 
 class _DropTokenSkippedWarning(logging.Filter):

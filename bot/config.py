@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     adk_run_timeout: float = Field(default=900.0, gt=0, description="read timeout of one turn")
     adk_user_scope: Literal["workspace", "channel", "thread"] = "workspace"
     adk_startup_wait_seconds: float = Field(default=20.0, ge=0)
+    adk_auth: Literal["none", "bearer", "google_id_token"] = "none"
+    adk_bearer_token: SecretStr | None = None
+    adk_id_token_audience: str | None = None  # default: ADK_BASE_URL
     turn_timeout_seconds: float = Field(default=900.0, gt=0)
 
     # Redis
@@ -306,6 +309,10 @@ class Settings(BaseSettings):
     def problems_for_serve(self) -> list[str]:
         """What is missing for `serve`; empty when it can start."""
         problems: list[str] = []
+        if self.adk_auth == "bearer" and (
+            not self.adk_bearer_token or not self.adk_bearer_token.get_secret_value()
+        ):
+            problems.append("ADK_BEARER_TOKEN is not set (needed when ADK_AUTH=bearer)")
         if not self.slack_bot_token or not self.slack_bot_token.get_secret_value():
             problems.append("SLACK_BOT_TOKEN is not set (the bot token, xoxb-...)")
         if not self.socket_mode and (

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from bot.adk.client import (
 )
 from bot.adk.events import TurnResult, describe_error_code, function_calls
 from bot.files import fetch_artifacts
+from bot.metrics import Metrics
 from bot.progress import WORKING, handoff_status, tool_status
 from bot.slack.feedback import feedback_block
 from bot.slack.render import (
@@ -196,6 +198,7 @@ class Conversation:
     def __init__(
         self, store: Store, adk: AdkClient, io: ThreadIO, config: ConversationConfig,
         stops: Stops | None = None, access: AccessPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.adk = adk
@@ -203,6 +206,7 @@ class Conversation:
         self.config = config
         self.stops = stops or Stops(store)
         self.access = access or AccessPolicy()
+        self.metrics = metrics or Metrics()
 
     async def handle(self, turn: Turn) -> str:
         """Answer one turn, exactly once. Never raises for ADK trouble: the user is told
@@ -489,20 +493,37 @@ class Conversation:
             "slack_ts": turn.ts,
         }
         metadata = {"slack_ts": turn.ts, "slack_user": turn.user, "slack_thread": turn.key}
-        async for event in self.adk.run_sse(
-            session.adk_user_id, session.session_id, question,
-            state_delta=state_delta, custom_metadata=metadata, streaming=self.config.streaming,
-            parts=parts,
-        ):
-            before = len(result.partial_text)
-            agents_before = len(result.agents)
-            result.feed(event)
-            if len(result.partial_text) > before:
-                await live.delta(result.partial_text[before:])
-            status = self._status_for(event, result, agents_before)
-            if status and status != progress.status:
-                progress.status = status
-                await self._show(turn, status)
+        started = time.perf_counter()
+        first = True
+        outcome = "error"
+        try:
+            async for event in self.adk.run_sse(
+                session.adk_user_id, session.session_id, question,
+                state_delta=state_delta, custom_metadata=metadata,
+                streaming=self.config.streaming, parts=parts,
+            ):
+                if first:
+                    self.metrics.adk_first_event_seconds.observe(time.perf_counter() - started)
+                    first = False
+                await self._on_event(turn, event, result, progress, live)
+            outcome = "error" if result.failed else "ok"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            self.metrics.adk_seconds.labels(outcome).observe(time.perf_counter() - started)
+
+    async def _on_event(self, turn: Turn, event: Mapping[str, Any], result: TurnResult,
+                        progress: Progress, live: LiveAnswer) -> None:
+        before = len(result.partial_text)
+        agents_before = len(result.agents)
+        result.feed(event)
+        if len(result.partial_text) > before:
+            await live.delta(result.partial_text[before:])
+        status = self._status_for(event, result, agents_before)
+        if status and status != progress.status:
+            progress.status = status
+            await self._show(turn, status)
 
     def _status_for(self, event: Mapping[str, Any], result: TurnResult, agents_before: int
                     ) -> str | None:

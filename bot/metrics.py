@@ -42,7 +42,27 @@ class Metrics:
         self.feedback = Counter(
             "slackbot_feedback_total", "Feedback votes on answers", ["rating"], registry=r
         )
-
+        self.adk_seconds = Histogram(
+            "slackbot_adk_run_seconds", "Time of one ADK run (/run_sse), by result",
+            ["result"], buckets=TURN_BUCKETS, registry=r,
+        )
+        self.adk_first_event_seconds = Histogram(
+            "slackbot_adk_first_event_seconds", "Time from sending a run to ADK's first event",
+            buckets=TURN_BUCKETS, registry=r,
+        )
+        self.turn_wait_seconds = Histogram(
+            "slackbot_turn_wait_seconds",
+            "Time a turn waited between intake and its worker starting it (queue + lock)",
+            buckets=TURN_BUCKETS, registry=r,
+        )
+        self.slack_errors = Counter(
+            "slackbot_slack_api_errors_total", "Slack Web API calls that failed, by method",
+            ["method", "error"], registry=r,
+        )
+        self.slack_rate_limited = Counter(
+            "slackbot_slack_rate_limited_total",
+            "Slack 429 answers waited out (Retry-After) before retrying", registry=r,
+        )
         self.stream_fallbacks = Counter(
             "slackbot_stream_fallbacks_total",
             "Live answers moved from Slack's native streaming to a placeholder, by reason",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,8 +21,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import AccessPolicy, needs_user_groups
+from bot.adk.auth import build_auth
 from bot.adk.client import AdkClient, AdkError
-from bot.app import build_bolt_app, build_web_client
+from bot.app import CountingWebClient, build_bolt_app, build_web_client
 from bot.config import Settings
 from bot.conversation import Conversation, ConversationConfig, ThreadIO
 from bot.files import parse_mimetypes
@@ -78,8 +80,11 @@ def build_store(settings: Settings, client: aioredis.Redis, embedded: bool) -> S
 
 
 def build_adk(settings: Settings) -> AdkClient:
+    token = settings.adk_bearer_token.get_secret_value() if settings.adk_bearer_token else ""
+    auth = build_auth(settings.adk_auth, bearer_token=token,
+                      audience=settings.adk_id_token_audience or settings.adk_base_url)
     return AdkClient(
-        settings.adk_base_url, settings.adk_app_name,
+        settings.adk_base_url, settings.adk_app_name, auth=auth,
         connect_timeout=settings.adk_connect_timeout, run_timeout=settings.adk_run_timeout,
     )
 
@@ -164,6 +169,8 @@ class Bot:
 
 def make_handler(conversation: Conversation, metrics: Metrics) -> TurnHandler:
     async def handle(turn: Turn) -> str:
+        if turn.received_at:
+            metrics.turn_wait_seconds.observe(max(0.0, time.time() - turn.received_at))
         metrics.turns_running.inc()
         with metrics.turn_seconds.time():
             try:
@@ -198,9 +205,10 @@ def assemble(
     identity: BotIdentity,
     access: AccessPolicy | None = None,
     feedback: bool = True,
+    metrics: Metrics | None = None,
 ) -> Parts:
     store = build_store(settings, redis_client, embedded)
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     stops = Stops(store)
     intake = Intake(store, identity, metrics, stops, max_input_chars=settings.max_input_chars)
     conversation = Conversation(
@@ -214,7 +222,7 @@ def assemble(
             streaming=settings.adk_streaming, tool_status=settings.tool_status_messages,
             feedback=feedback, max_upload_bytes=settings.max_upload_bytes,
         ),
-        stops, access,
+        stops, access, metrics,
     )
     worker = Worker(
         store, make_handler(conversation, metrics),
@@ -257,11 +265,15 @@ def build_bot(
     adk: AdkClient,
 ) -> Bot:
     """The Slack bot from its parts, with no checks against the peers."""
+    metrics = Metrics()
+    stream_client = build_web_client(client.token or "", client.base_url, wait_on_429=False,
+                                     session=client.session)
+    for slack_client in (client, stream_client):
+        if isinstance(slack_client, CountingWebClient):
+            slack_client.attach_metrics(metrics)
     access = AccessPolicy.from_settings(settings)
     groups = (UserGroupResolver.for_policy(client, access, ttl=settings.usergroup_cache_seconds)
               if needs_user_groups(access) else None)
-    stream_client = build_web_client(client.token or "", client.base_url, wait_on_429=False,
-                                     session=client.session)
 
     def make_io(store: Store, metrics: Metrics) -> ThreadIO:
         return SlackThreadIO(
@@ -274,7 +286,7 @@ def build_bot(
         )
 
     parts = assemble(settings, redis_client=redis_client, embedded=embedded, adk=adk,
-                     make_io=make_io, identity=identity, access=access)
+                     make_io=make_io, identity=identity, access=access, metrics=metrics)
     feedback_store = FeedbackStore(redis_client, parts.store.keys,
                                    ttl_seconds=settings.feedback_ttl_days * 86400)
     bolt = build_bolt_app(

@@ -36,6 +36,7 @@ class WorkerConfig:
     reclaim_idle_ms: int = 60_000
     block_ms: int = 1_000
     blocking_reads: bool = True  # False for fakeredis, whose XREADGROUP cannot block
+    janitor_seconds: float = 3600.0  # how often expired entries leave the threads index
 
 
 def consumer_name() -> str:
@@ -59,6 +60,7 @@ class Worker:
         self._loops = [
             asyncio.create_task(self._read_loop(), name="worker-read"),
             asyncio.create_task(self._reclaim_loop(), name="worker-reclaim"),
+            asyncio.create_task(self._janitor_loop(), name="worker-janitor"),
         ]
 
     async def stop(self, grace: float) -> None:
@@ -117,6 +119,16 @@ class Worker:
             for bell in bells:
                 log.info("reclaimed work of a silent worker", extra={"thread_key": bell.key})
                 self._spawn(bell)
+
+    async def _janitor_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                removed = await self.store.trim_threads_index()
+                if removed:
+                    log.info("trimmed %d expired threads from the index", removed)
+            except (RedisError, OSError) as exc:
+                log.warning("cannot trim the threads index: %s", exc)
+            await asyncio.sleep(self.config.janitor_seconds)
 
     def _spawn(self, bell: Doorbell) -> None:
         task = asyncio.create_task(self._ring(bell))

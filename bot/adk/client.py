@@ -78,6 +78,7 @@ class AdkClient:
         run_timeout: float = 900.0,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.app_name = app_name
@@ -89,6 +90,7 @@ class AdkClient:
             transport=transport,
             headers=dict(headers or {}),
             trust_env=False,
+            auth=auth,
         )
 
     async def aclose(self) -> None:

@@ -276,6 +276,11 @@ class Store:
         pipe.zadd(self.keys.threads_index, {key: time.time()})
         await pipe.execute()
 
+    async def trim_threads_index(self) -> int:
+        """Drop index entries of threads idle longer than their mapping lives."""
+        cutoff = time.time() - self.thread_ttl
+        return int(await self.redis.zremrangebyscore(self.keys.threads_index, 0, cutoff))
+
     async def disengage(self, key: str) -> None:
         """A thread whose engaging message was refused: later replies are not follow-ups."""
         await self.redis.hdel(self.keys.thread(key), "engaged")
