@@ -1,4 +1,4 @@
-"""Command line: `python -m bot serve | console`."""
+"""Command line: `python -m bot serve | console | doctor | sessions`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 
 from pydantic import ValidationError
 
+from bot.cli.sessions import add_sessions_parser, run_sessions
 from bot.config import Settings, describe_validation_error
 from bot.logs import setup_logging
 from bot.runtime import StartupError
@@ -39,7 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the bot (Socket Mode if SLACK_APP_TOKEN is set, else HTTP)")
     console = sub.add_parser("console", help="a Slack thread in the terminal, same code path")
     console.add_argument("--thread", help="continue an earlier console thread (its ts)")
+    doctor = sub.add_parser(
+        "doctor", help="check settings, Slack (token, scopes, Socket Mode), Redis and ADK",
+        description="Runs every check and prints what to fix. Exit 0 when nothing is wrong "
+                    "(warnings allowed), 1 otherwise.")
+    doctor.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_sessions_parser(sub)
     args = parser.parse_args(argv)
+
+    if args.command in ("doctor", "sessions"):
+        setup_logging("ERROR", json_lines=False)
+        try:
+            if args.command == "doctor":
+                from bot.cli.doctor import run_doctor
+
+                return run_doctor(as_json=args.json)
+            return run_sessions(args)
+        except KeyboardInterrupt:
+            return 130
 
     settings = load_settings()
     if settings is None:

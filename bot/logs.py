@@ -10,7 +10,7 @@ import time
 
 CONTEXT_FIELDS = (
     "ref", "thread_key", "ts", "event_id", "session", "invocation", "outcome", "seeded",
-    "result", "kind", "retry", "text",
+    "kind", "retry", "text",
 )
 
 

@@ -77,6 +77,10 @@ class Worker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await self.store.forget_consumer(self.consumer)
+        except (RedisError, OSError) as exc:
+            log.debug("could not leave the consumer group: %s", exc)
 
     # ---- loops --------------------------------------------------------------------------
 

@@ -122,6 +122,15 @@ class AdkClient:
             return False
         return response.status_code == 200
 
+    async def version(self) -> str:
+        """ADK's version (`GET /version`), or "" if it does not say."""
+        try:
+            response = await self._safe("GET", "/version", timeout=5.0)
+            data = response.json() if response.status_code == 200 else {}
+        except (AdkError, ValueError):
+            return ""
+        return str(data.get("version") or "") if isinstance(data, dict) else ""
+
     async def list_apps(self) -> list[str]:
         response = await self._safe("GET", "/list-apps")
         _raise_for(response)

@@ -191,6 +191,20 @@ class Store:
             self.keys.work_stream, self.keys.work_group, consumer, 0, [entry_id], justid=True
         )
 
+    async def forget_consumer(self, consumer: str) -> None:
+        """Remove a stopping worker from the consumer group if nothing is pending with it
+        (what is pending stays, to be reclaimed)."""
+        try:
+            pending = await self.redis.xpending_range(
+                self.keys.work_stream, self.keys.work_group, "-", "+", 1, consumername=consumer
+            )
+            if not pending:
+                await self.redis.xgroup_delconsumer(
+                    self.keys.work_stream, self.keys.work_group, consumer
+                )
+        except ResponseError:
+            return
+
     async def pending_count(self) -> int:
         try:
             info = await self.redis.xpending(self.keys.work_stream, self.keys.work_group)
@@ -309,3 +323,89 @@ class Store:
             "stream_length": await self.redis.xlen(self.keys.work_stream),
             "pending": await self.pending_count(),
         }
+
+    # ---- operator commands (`python -m bot sessions`, bot/cli/sessions.py) --------------
+
+    # KEYS (one thread, one hash tag): thread hash, queue, lock. ARGV: cutoff, dry run.
+    # A mapping is purged only if it is still idle since before the cutoff and no turn of
+    # it is queued or running, checked and deleted atomically.
+    _PURGE_THREAD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'expired', '0'} end
+local last = redis.call('HGET', KEYS[1], 'last_activity') or '0'
+if (tonumber(last) or 0) >= tonumber(ARGV[1]) then return {'active', last} end
+if redis.call('LLEN', KEYS[2]) > 0 or redis.call('EXISTS', KEYS[3]) == 1 then
+  return {'busy', last}
+end
+if ARGV[2] ~= '1' then redis.call('DEL', KEYS[1]) end
+return {'purged', last}
+"""
+
+    async def thread_count(self) -> int:
+        return int(await self.redis.zcard(self.keys.threads_index))
+
+    async def recent_threads(self, limit: int) -> list[tuple[str, float, ThreadRecord | None]]:
+        """The `limit` most recently active threads of the index, newest first, with their
+        mappings (None where the mapping has already expired)."""
+        entries = await self.redis.zrevrange(self.keys.threads_index, 0, max(0, limit - 1),
+                                             withscores=True)
+        if not entries:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for key, _score in entries:
+            pipe.hgetall(self.keys.thread(key))
+        hashes = await pipe.execute()
+        return [(key, float(score), ThreadRecord.from_hash(key, data) if data else None)
+                for (key, score), data in zip(entries, hashes, strict=True)]
+
+    async def thread_activity(self, key: str) -> tuple[int, bool]:
+        """How many turns of the thread are queued, and whether a worker runs it now."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(self.keys.queue(key))
+        pipe.exists(self.keys.lock(key))
+        queued, locked = await pipe.execute()
+        return int(queued), bool(locked)
+
+    async def find_thread_keys(self, pattern: str, limit: int = 10) -> list[str]:
+        """Index entries matching a glob pattern (e.g. `*:C123:1700000000.000100`)."""
+        found: list[str] = []
+        async for item in self.redis.zscan_iter(self.keys.threads_index, match=pattern,
+                                                count=1000):
+            found.append(item[0] if isinstance(item, tuple | list) else item)
+            if len(found) >= limit:
+                break
+        return found
+
+    async def purge_threads(self, cutoff: float, *, dry_run: bool = False, batch: int = 500
+                            ) -> dict[str, list[tuple[str, float]]]:
+        """Remove the mappings of threads idle since before `cutoff` (Unix time), and their
+        index entries; also index entries whose mapping already expired. Threads with a
+        queued or running turn are kept. Returns (key, last activity) lists by outcome:
+        purged, expired, busy, active (the index was behind: kept, index score refreshed)."""
+        script = self.redis.register_script(self._PURGE_THREAD)
+        report: dict[str, list[tuple[str, float]]] = {
+            "purged": [], "expired": [], "busy": [], "active": []}
+        offset = 0
+        while True:
+            entries = await self.redis.zrangebyscore(
+                self.keys.threads_index, "-inf", f"({cutoff}", start=offset, num=batch,
+                withscores=True)
+            if not entries:
+                break
+            removed = 0
+            for key, score in entries:
+                outcome, last = await script(
+                    keys=[self.keys.thread(key), self.keys.queue(key), self.keys.lock(key)],
+                    args=[f"{cutoff:.6f}", "1" if dry_run else "0"])
+                last_activity = float(last or 0) or float(score)
+                report[str(outcome)].append((key, last_activity))
+                if dry_run:
+                    continue
+                if outcome in ("purged", "expired"):
+                    await self.redis.zrem(self.keys.threads_index, key)
+                    removed += 1
+                elif outcome == "active":
+                    await self.redis.zadd(self.keys.threads_index, {key: last_activity},
+                                          xx=True)
+                    removed += 1
+            offset += len(entries) - removed
+        return report

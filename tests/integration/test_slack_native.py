@@ -85,7 +85,8 @@ async def test_answer_streams_natively_and_ends_formatted_exactly_once(
     [answer] = slack.bot_replies("C1", root)
     assert "said=Alice: stream chunks=8 gap=0.15 markdown" in message_text(answer)
     assert not [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == root]
-    # The answer was an update, not a new post, so the bot cleared the status itself.
+    # The answer was an update, not a new post, so the bot clears the status itself.
+    await slack.wait_for_calls("assistant.threads.setStatus", 1, thread_ts=root, status="")
     statuses = [c.params.get("status") for c in slack.calls_to("assistant.threads.setStatus")
                 if c.params.get("thread_ts") == root]
     assert statuses[0] == "is thinking…" and statuses[-1] == ""

@@ -1,0 +1,396 @@
+"""`python -m bot doctor`: check the settings, Slack (token, scopes, Socket Mode), Redis and
+ADK, and say what to fix. Every check runs even when an earlier one failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError, ResponseError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adk.client import AdkClient, AdkError, AdkServerError
+from bot.config import Settings, describe_validation_error
+from bot.slack.scopes import (
+    FIX_SCOPES,
+    REQUIRED_SCOPES,
+    missing_scopes,
+    parse_scopes,
+    unneeded_missing_scopes,
+)
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    PROBLEM = "problem"
+    SKIPPED = "skipped"  # not applicable, or not checkable because an earlier check failed
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Status
+    summary: str
+    details: tuple[str, ...] = ()
+    fix: str = ""
+
+
+def symbols(encoding: str | None) -> dict[Status, str]:
+    """✓ ✗ ! - where the terminal can show them, else ASCII."""
+    try:
+        "✓✗".encode(encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return {Status.OK: "ok", Status.PROBLEM: "XX", Status.WARNING: "!!",
+                Status.SKIPPED: "--"}
+    return {Status.OK: "✓", Status.PROBLEM: "✗", Status.WARNING: "!", Status.SKIPPED: "-"}
+
+
+def render_results(results: Sequence[CheckResult], *, encoding: str | None = "utf-8") -> str:
+    """One line per check (symbol, name, summary); details and the fix indented below."""
+    marks = symbols(encoding)
+    width = max((len(r.name) for r in results), default=0)
+    mark_width = max(len(m) for m in marks.values())
+    indent = " " * (mark_width + 1 + width + 2)
+    lines: list[str] = []
+    for result in results:
+        mark = marks[result.status].ljust(mark_width)
+        lines.append(f"{mark} {result.name.ljust(width)}  {result.summary}".rstrip())
+        lines.extend(f"{indent}{detail}" for detail in result.details)
+        if result.fix:
+            lines.append(f"{indent}fix: {result.fix}")
+    problems = sum(r.status is Status.PROBLEM for r in results)
+    warnings = sum(r.status is Status.WARNING for r in results)
+    lines.append("")
+    if problems == 0 and warnings == 0:
+        lines.append("All checks passed.")
+    else:
+        counts = [f"{problems} problem{'s' if problems != 1 else ''}"]
+        counts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+        lines.append(", ".join(counts) + ("." if problems else "; nothing blocks the bot."))
+    return "\n".join(lines)
+
+
+def results_json(results: Sequence[CheckResult]) -> str:
+    data = {
+        "ok": all(r.status is not Status.PROBLEM for r in results),
+        "problems": sum(r.status is Status.PROBLEM for r in results),
+        "warnings": sum(r.status is Status.WARNING for r in results),
+        "checks": [{**asdict(r), "details": list(r.details)} for r in results],
+    }
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def exit_code(results: Sequence[CheckResult]) -> int:
+    return 1 if any(r.status is Status.PROBLEM for r in results) else 0
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password (if any) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+# ---- settings -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    invalid: frozenset[str]  # field names whose value was invalid (defaults used instead)
+    errors: tuple[str, ...]
+
+
+def load_settings() -> LoadedSettings:
+    """The settings; invalid values are reported and replaced by their defaults, so that the
+    other checks can still run (those that depend on an invalid value are skipped)."""
+    try:
+        return LoadedSettings(Settings(), frozenset(), ())
+    except ValidationError as exc:
+        errors = tuple(describe_validation_error(exc))
+        invalid = frozenset(str(e["loc"][0]) for e in exc.errors() if e.get("loc"))
+    fields = Settings.model_fields
+    overrides = {name: fields[name].get_default(call_default_factory=True)
+                 for name in invalid if name in fields}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError:
+        settings = Settings.model_construct()
+    return LoadedSettings(settings, invalid, errors)
+
+
+def check_settings(loaded: LoadedSettings) -> CheckResult:
+    settings = loaded.settings
+    problems = [*loaded.errors, *settings.problems_for_serve()]
+    mode = ("Socket Mode" if settings.socket_mode
+            else f"HTTP mode on {settings.host}:{settings.port}")
+    if problems:
+        return CheckResult(
+            "settings", Status.PROBLEM,
+            f"{len(problems)} invalid or missing value{'s' if len(problems) != 1 else ''}",
+            tuple(problems),
+            "set them in the environment or in .env (see .env.example and the README)",
+        )
+    return CheckResult("settings", Status.OK, f"valid; serve runs in {mode}")
+
+
+def _blocked(name: str, loaded: LoadedSettings, fields: Sequence[str]) -> CheckResult | None:
+    bad = [f.upper() for f in fields if f in loaded.invalid]
+    if not bad:
+        return None
+    return CheckResult(name, Status.SKIPPED,
+                       f"not checked: {', '.join(bad)} is invalid (see settings)")
+
+
+# ---- Slack ----------------------------------------------------------------------------
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for key, value in dict(headers or {}).items():
+        if str(key).lower() == name:
+            return str(value[0] if isinstance(value, list) and value else value)
+    return None
+
+
+async def check_slack(loaded: LoadedSettings) -> tuple[CheckResult, CheckResult]:
+    """auth.test, then the scopes it reports."""
+    settings = loaded.settings
+    blocked = _blocked("Slack auth", loaded, ("slack_bot_token", "slack_api_url"))
+    if blocked:
+        return blocked, CheckResult("Slack scopes", Status.SKIPPED, "not checked: no auth.test")
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+    if not token:
+        return (
+            CheckResult("Slack auth", Status.PROBLEM, "SLACK_BOT_TOKEN is not set",
+                        fix="install the app (Install App) and copy the Bot User OAuth Token "
+                            "(xoxb-…) into SLACK_BOT_TOKEN"),
+            CheckResult("Slack scopes", Status.SKIPPED, "not checked: no bot token"),
+        )
+    client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
+    try:
+        response = await client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else "unknown"
+        return (
+            CheckResult("Slack auth", Status.PROBLEM, f"Slack refused the bot token ({error})",
+                        fix="copy the current Bot User OAuth Token (xoxb-…) from Install App "
+                            "into SLACK_BOT_TOKEN; reinstall the app if it was revoked"),
+            CheckResult("Slack scopes", Status.SKIPPED, "not checked: auth.test failed"),
+        )
+    except Exception as exc:
+        return (
+            CheckResult("Slack auth", Status.PROBLEM,
+                        f"cannot reach Slack's Web API at {settings.slack_api_url} "
+                        f"({type(exc).__name__}: {exc})",
+                        fix="check the network (proxy, firewall) and SLACK_API_URL"),
+            CheckResult("Slack scopes", Status.SKIPPED, "not checked: auth.test failed"),
+        )
+    team = f"{response.get('team') or '?'} ({response.get('team_id') or '?'})"
+    user = f"@{response.get('user') or '?'} ({response.get('user_id') or '?'})"
+    auth = CheckResult("Slack auth", Status.OK,
+                       f"team {team}, bot user {user}, bot id {response.get('bot_id') or '?'}")
+    header = _header(response.headers, "x-oauth-scopes")
+    if header is None:
+        return auth, CheckResult(
+            "Slack scopes", Status.WARNING, "Slack did not report the granted scopes",
+            details=(f"needed: {', '.join(sorted(REQUIRED_SCOPES))}",),
+            fix="compare them with OAuth & Permissions → Bot Token Scopes",
+        )
+    granted = parse_scopes(header)
+    missing = missing_scopes(granted, settings)
+    unneeded = unneeded_missing_scopes(granted, settings)
+    if missing:
+        n = len(missing)
+        return auth, CheckResult(
+            "Slack scopes", Status.PROBLEM,
+            f"{n} needed scope{'s are' if n != 1 else ' is'} not granted",
+            tuple(f"{scope} — {why}" for scope, why in missing)
+            + tuple(f"{scope} (not needed now: {why})" for scope, why in unneeded),
+            FIX_SCOPES.replace("add it", "add them") if n != 1 else FIX_SCOPES,
+        )
+    if unneeded:
+        return auth, CheckResult(
+            "Slack scopes", Status.WARNING,
+            f"the needed scopes are granted; {len(unneeded)} optional one(s) are not",
+            tuple(f"{scope} — {why}" for scope, why in unneeded),
+        )
+    return auth, CheckResult("Slack scopes", Status.OK,
+                             f"all {len(REQUIRED_SCOPES)} scopes granted")
+
+
+async def check_socket_mode(loaded: LoadedSettings) -> CheckResult:
+    name = "Socket Mode"
+    blocked = _blocked(name, loaded, ("slack_app_token", "slack_api_url"))
+    if blocked:
+        return blocked
+    settings = loaded.settings
+    if not settings.socket_mode or settings.slack_app_token is None:
+        return CheckResult(name, Status.SKIPPED,
+                           "not used: SLACK_APP_TOKEN is not set, serve uses HTTP mode")
+    client = AsyncWebClient(base_url=settings.slack_api_url, timeout=10)
+    fix = ("generate an app-level token with connections:write (Basic Information → "
+           "App-Level Tokens), put it in SLACK_APP_TOKEN, and enable Socket Mode")
+    try:
+        await client.apps_connections_open(
+            app_token=settings.slack_app_token.get_secret_value())
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else "unknown"
+        return CheckResult(name, Status.PROBLEM,
+                           f"Slack refused the app token in apps.connections.open ({error})",
+                           fix=fix)
+    except Exception as exc:
+        return CheckResult(name, Status.PROBLEM,
+                           f"cannot reach Slack ({type(exc).__name__}: {exc})",
+                           fix="check the network (proxy, firewall) and SLACK_API_URL")
+    return CheckResult(name, Status.OK, "the app token opens a Socket Mode connection")
+
+
+# ---- Redis ----------------------------------------------------------------------------
+
+
+async def check_redis(loaded: LoadedSettings) -> CheckResult:
+    name = "Redis"
+    blocked = _blocked(name, loaded, ("redis_url", "redis_key_prefix"))
+    if blocked:
+        return blocked
+    settings = loaded.settings
+    if not settings.redis_url:
+        return CheckResult(
+            name, Status.WARNING, "REDIS_URL is not set: serve uses an embedded in-process Redis",
+            ("thread mappings and queued turns are lost when the process exits,",
+             "and replicas do not share them"),
+            "set REDIS_URL (e.g. redis://localhost:6379/0) for anything but a trial",
+        )
+    shown = mask_url(settings.redis_url)
+    try:
+        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                         socket_connect_timeout=3, socket_timeout=5)
+    except ValueError as exc:
+        return CheckResult(name, Status.PROBLEM, f"REDIS_URL is not a Redis URL ({exc})",
+                           fix="use redis://host:6379/0 or rediss://… for TLS")
+    try:
+        try:
+            await client.ping()
+            server = await client.info("server")
+            threads = await client.zcard(f"{settings.redis_key_prefix}:threads")
+        except (RedisError, OSError) as exc:
+            return CheckResult(name, Status.PROBLEM, f"cannot reach Redis at {shown} ({exc})",
+                               fix="start Redis, or set REDIS_URL to a Redis this host can "
+                                   "reach (redis://host:6379/0)")
+        version = server.get("redis_version", "?")
+        summary = f"{shown}: Redis {version}, {threads} thread(s) indexed"
+        try:
+            appendonly = (await client.config_get("appendonly")).get("appendonly", "")
+            save = (await client.config_get("save")).get("save", "")
+        except ResponseError:
+            return CheckResult(name, Status.OK, summary,
+                               ("persistence not checked: this Redis refuses CONFIG GET "
+                                "(usual on managed Redis)",))
+        except (RedisError, OSError) as exc:
+            return CheckResult(name, Status.OK, summary,
+                               (f"persistence not checked ({exc})",))
+        if appendonly != "yes" and not str(save).strip():
+            return CheckResult(
+                name, Status.WARNING, summary + "; persistence is off",
+                ("a Redis restart forgets every thread mapping and queued turn",),
+                "enable AOF (CONFIG SET appendonly yes, and in redis.conf) or RDB snapshots "
+                "(save 3600 1 300 100)",
+            )
+        kinds = [k for k, on in (("AOF", appendonly == "yes"), ("RDB", bool(str(save).strip())))
+                 if on]
+        return CheckResult(name, Status.OK, f"{summary}; persistence: {' + '.join(kinds)}")
+    finally:
+        await client.aclose()
+
+
+# ---- ADK ------------------------------------------------------------------------------
+
+
+async def _adk_version(adk: AdkClient) -> str:
+    version = await adk.version()  # through the client, so that ADK_AUTH applies
+    return f"ADK {version}" if version else ""
+
+
+async def check_adk(loaded: LoadedSettings) -> CheckResult:
+    name = "ADK"
+    blocked = _blocked(name, loaded, ("adk_base_url", "adk_app_name", "adk_connect_timeout",
+                                      "adk_auth", "adk_bearer_token", "adk_id_token_audience"))
+    if blocked:
+        return blocked
+    from bot.runtime import build_adk
+
+    settings = loaded.settings
+    base_url, app_name = settings.adk_base_url, settings.adk_app_name
+    try:
+        adk = build_adk(settings)
+    except Exception as exc:
+        return CheckResult(name, Status.PROBLEM, f"cannot set up the ADK client ({exc})",
+                           fix="check ADK_AUTH and its settings")
+    try:
+        try:
+            apps = await adk.list_apps()
+        except AdkServerError as exc:
+            fix = ("check ADK_AUTH and ADK_BEARER_TOKEN (or the Google credentials)"
+                   if exc.status in (401, 403) else "check the ADK api_server's log")
+            return CheckResult(name, Status.PROBLEM,
+                               f"the ADK api_server at {base_url} refused /list-apps ({exc})",
+                               fix=fix)
+        except AdkError as exc:
+            return CheckResult(
+                name, Status.PROBLEM, f"unreachable: {exc}",
+                fix="start it (adk api_server path/to/agents; make adk for the demo agent) "
+                    "or set ADK_BASE_URL to where it runs",
+            )
+        version = await _adk_version(adk)
+    finally:
+        await adk.aclose()
+    suffix = f" ({version})" if version else ""
+    if app_name not in apps:
+        details = [f"it serves: {', '.join(apps) if apps else '(no apps)'}"]
+        if "-" in app_name or app_name.replace("-", "_") in apps or any("_" in a for a in apps):
+            details.append("folder-loaded ADK app names are the agent folder's name, "
+                           "with underscores (e.g. finops_cost_data_analyst)")
+        fix = (f"set ADK_APP_NAME={apps[0]}" if len(apps) == 1
+               else "set ADK_APP_NAME to one of the apps it serves" if apps
+               else "start adk api_server with the folder that holds your agent")
+        return CheckResult(name, Status.PROBLEM,
+                           f"{base_url} has no app {app_name!r}{suffix}", tuple(details), fix)
+    return CheckResult(name, Status.OK, f"{base_url} serves {app_name!r}{suffix}")
+
+
+# ---- the command ----------------------------------------------------------------------
+
+
+async def run_checks() -> list[CheckResult]:
+    loaded = load_settings()
+    (auth, scopes), socket, redis_result, adk_result = await asyncio.gather(
+        check_slack(loaded), check_socket_mode(loaded), check_redis(loaded), check_adk(loaded),
+    )
+    return [check_settings(loaded), auth, scopes, socket, redis_result, adk_result]
+
+
+def run_doctor(*, as_json: bool = False) -> int:
+    results = asyncio.run(run_checks())
+    if as_json:
+        print(results_json(results))
+    else:
+        print(render_results(results, encoding=sys.stdout.encoding))
+    return exit_code(results)
