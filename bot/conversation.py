@@ -211,14 +211,13 @@ class Conversation:
     async def handle(self, turn: Turn) -> str:
         """Answer one turn, exactly once. Never raises for ADK trouble: the user is told
         instead. Returns the outcome (answered, error, config_error, recovered, ...)."""
-        pending = await self.store.load_outbox(turn.key, turn.ts)
+        record, pending = await self.store.turn_context(turn.key, turn.ts)
         if pending is not None:
             # An earlier attempt ran the agent and died while posting: finish its delivery.
             await self._deliver(turn, [Reply.from_dict(r) for r in pending], resume=True)
             log.info("turn recovered from the outbox",
                      extra={"thread_key": turn.key, "ts": turn.ts, "outcome": "recovered"})
             return "recovered"
-        record = await self.store.get_thread(turn.key)
         refusal = await self._check_access(turn, record)
         if refusal is not None:
             return refusal
@@ -244,7 +243,6 @@ class Conversation:
                 # a new post makes Slack clear the status: clear it here.
                 await self._show(turn, "")
             await self.io.done_working(turn)
-        await self.store.record_turn(turn.key)
         log.info("turn %s", outcome, extra=ctx | {"outcome": outcome})
         return outcome
 

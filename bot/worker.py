@@ -184,35 +184,32 @@ class Worker:
 
     async def _drain(self, held: HeldLock) -> None:
         key = held.key
+        raw = await self.store.head(key)
         while True:
-            raw = await self.store.head(key)
             if raw is None:
                 held.released = True
-                await self.store.release_lock(key, held.token)
-                # A turn queued between our last look and the release would find the lock
-                # held and drop its doorbell: look once more before leaving.
-                if await self.store.queue_length(key) == 0:
+                if await self.store.release_if_empty(key, held.token):
                     return
-                again = await self.store.try_lock(key, self.config.lock_ttl_ms)
-                if again is None:
-                    return
-                held.token = again
-                held.released = False
+                held.released = False  # a turn arrived: keep the lock and go on
+                raw = await self.store.head(key)
                 continue
-            await self._run_one(key, raw)
-            await self.store.pop_head(key)
+            ts = await self._run_one(key, raw)
+            raw = (await self.store.finish_and_next(key, ts) if ts is not None
+                   else await self._drop_head(key))
 
-    async def _run_one(self, key: str, raw: str) -> None:
+    async def _drop_head(self, key: str) -> str | None:
+        await self.store.pop_head(key)
+        return await self.store.head(key)
+
+    async def _run_one(self, key: str, raw: str) -> str | None:
+        """Run the head turn; its ts, or None if the entry is unreadable."""
         try:
             turn = Turn.from_json(raw)
         except (ValueError, TypeError) as exc:
             log.error("dropping an unreadable queued turn: %s", exc, extra={"thread_key": key})
-            return
-        state = await self.store.message_state(key, turn.ts)
-        if state == "d":
-            return  # delivered already (e.g. by a worker that died before popping it)
-        if state in (None, "q"):
-            await self.store.set_message_state(key, turn.ts, "r")
+            return None
+        if await self.store.mark_running(key, turn.ts) == "d":
+            return turn.ts  # delivered already (e.g. by a worker that died before popping it)
         try:
             await self.handler(turn)
         except (asyncio.CancelledError, RedisError, OSError):
@@ -220,7 +217,7 @@ class Worker:
         except Exception:
             # A bug or a permanent Slack refusal: give up on this turn, not the thread.
             log.exception("turn handler failed", extra={"thread_key": key, "ts": turn.ts})
-        await self.store.finish(key, turn.ts)
+        return turn.ts
 
     async def _keep_lock(self, bell: Doorbell, held: HeldLock) -> None:
         """Extend the lock and keep our doorbell fresh while the thread is worked on."""

@@ -4,6 +4,7 @@ what the bridge should do (see shared/reference/adk-api-server.md §7)."""
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -79,22 +80,38 @@ class AdkClient:
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | None = None,
+        pool_shards: int = 16,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.app_name = app_name
         self.run_timeout = run_timeout
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(30.0, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-            transport=transport,
-            headers=dict(headers or {}),
-            trust_env=False,
-            auth=auth,
-        )
+        # Runs are long-lived streams, hundreds at once. httpcore's pool does work in
+        # proportion to its open connections on every request and response, so runs are
+        # spread over several small pools (by session id) instead of one big one.
+        self._pools = [
+            httpx.AsyncClient(
+                base_url=self.base_url,
+                timeout=httpx.Timeout(30.0, connect=connect_timeout),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+                transport=transport,
+                headers=dict(headers or {}),
+                trust_env=False,
+                auth=auth,
+            )
+            for _ in range(max(1, pool_shards))
+        ]
+        self._http = self._pools[0]  # short, safe calls
+
+    @property
+    def auth(self) -> httpx.Auth | None:
+        return self._http.auth if self._http.auth is not None else None
+
+    def _pool(self, session_id: str) -> httpx.AsyncClient:
+        return self._pools[zlib.crc32(session_id.encode()) % len(self._pools)]
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for pool in self._pools:
+            await pool.aclose()
 
     def _session_path(self, user_id: str, session_id: str | None = None) -> str:
         path = f"/apps/{quote(self.app_name, safe='')}/users/{quote(user_id, safe='')}/sessions"
@@ -205,7 +222,8 @@ class AdkClient:
             body["customMetadata"] = dict(custom_metadata)
         timeout = httpx.Timeout(self.run_timeout, connect=self._http.timeout.connect)
         try:
-            async with self._http.stream("POST", "/run_sse", json=body, timeout=timeout) as resp:
+            pool = self._pool(session_id)
+            async with pool.stream("POST", "/run_sse", json=body, timeout=timeout) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     _raise_for(resp)

@@ -48,10 +48,36 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: message key; ARGV: ttl. Mark a turn running unless it is further along; return
+# the state it had (nil, "q", "r", "a" or "d").
+_MARK_RUNNING = """
+local state = redis.call('GET', KEYS[1])
+if not state or state == 'q' then redis.call('SET', KEYS[1], 'r', 'EX', ARGV[1]) end
+return state
+"""
+
+# KEYS: lock, queue; ARGV: token. Release the thread only if nothing is queued (atomic, so a
+# turn queued meanwhile is never stranded: its doorbell finds the lock free).
+_RELEASE_IF_EMPTY = """
+if redis.call('LLEN', KEYS[2]) > 0 then return 0 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+
+
+def _parse_outbox(raw: str | None) -> list[dict[str, Any]] | None:
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, list) else None
 
 
 class IntakeResult(StrEnum):
@@ -117,6 +143,8 @@ class Store:
         self._intake = client.register_script(_INTAKE)
         self._release = client.register_script(_RELEASE)
         self._extend = client.register_script(_EXTEND)
+        self._mark_running = client.register_script(_MARK_RUNNING)
+        self._release_if_empty = client.register_script(_RELEASE_IF_EMPTY)
 
     # ---- intake -------------------------------------------------------------------------
 
@@ -225,6 +253,35 @@ class Store:
     async def release_lock(self, key: str, token: str) -> None:
         await self._release(keys=[self.keys.lock(key)], args=[token])
 
+    async def mark_running(self, key: str, ts: str) -> str | None:
+        return await self._mark_running(keys=[self.keys.message(key, ts)],
+                                        args=[self.dedupe_ttl])
+
+    async def release_if_empty(self, key: str, token: str) -> bool:
+        """True (and the lock released) when the thread's queue is empty."""
+        return bool(await self._release_if_empty(keys=[self.keys.lock(key), self.keys.queue(key)],
+                                                 args=[token]))
+
+    async def finish_and_next(self, key: str, ts: str) -> str | None:
+        """The head turn is delivered: mark it, drop its outbox, pop it; the next head."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.keys.message(key, ts), "d", ex=self.dedupe_ttl)
+        pipe.delete(self.keys.outbox(key, ts))
+        pipe.lpop(self.keys.queue(key))
+        pipe.lindex(self.keys.queue(key), 0)
+        results = await pipe.execute()
+        return results[-1]
+
+    async def turn_context(self, key: str, ts: str
+                           ) -> tuple[ThreadRecord | None, list[dict[str, Any]] | None]:
+        """The thread's mapping and the turn's outbox, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.thread(key))
+        pipe.get(self.keys.outbox(key, ts))
+        data, raw = await pipe.execute()
+        record = ThreadRecord.from_hash(key, data) if data else None
+        return record, _parse_outbox(raw)
+
     async def head(self, key: str) -> str | None:
         return await self.redis.lindex(self.keys.queue(key), 0)
 
@@ -243,30 +300,20 @@ class Store:
     # ---- the outbox: a turn's replies between the ADK run and Slack ---------------------
 
     async def save_outbox(self, key: str, ts: str, replies: list[dict[str, Any]]) -> None:
-        pipe = self.redis.pipeline(transaction=True)
+        """The turn's replies, before any is posted; also counts the turn on its thread."""
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
         pipe.set(self.keys.outbox(key, ts), json.dumps(replies, ensure_ascii=False),
                  ex=self.dedupe_ttl)
         pipe.set(self.keys.message(key, ts), "a", ex=self.dedupe_ttl)
+        pipe.hincrby(self.keys.thread(key), "turns", 1)
+        pipe.hset(self.keys.thread(key), "last_activity", f"{now:.6f}")
+        pipe.expire(self.keys.thread(key), self.thread_ttl)
+        pipe.zadd(self.keys.threads_index, {key: now})
         await pipe.execute()
 
     async def load_outbox(self, key: str, ts: str) -> list[dict[str, Any]] | None:
-        raw = await self.redis.get(self.keys.outbox(key, ts))
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            return None
-        return data if isinstance(data, list) else None
-
-    async def finish(self, key: str, ts: str) -> None:
-        """The turn's replies are in Slack: mark it delivered and drop its outbox."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.keys.message(key, ts), "d", ex=self.dedupe_ttl)
-        pipe.delete(self.keys.outbox(key, ts))
-        await pipe.execute()
-
-    # ---- thread mappings ----------------------------------------------------------------
+        return _parse_outbox(await self.redis.get(self.keys.outbox(key, ts)))
 
     async def get_thread(self, key: str) -> ThreadRecord | None:
         data = await self.redis.hgetall(self.keys.thread(key))

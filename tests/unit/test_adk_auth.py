@@ -60,8 +60,8 @@ def test_settings_choose_the_auth() -> None:
     s = Settings(_env_file=None, adk_auth="google_id_token",  # type: ignore[call-arg]
                  adk_base_url="https://adk.example.run.app")
     adk = build_adk(s)
-    assert isinstance(adk._http.auth, GoogleIdTokenAuth)
-    assert adk._http.auth.audience == "https://adk.example.run.app"
+    assert isinstance(adk.auth, GoogleIdTokenAuth)
+    assert adk.auth.audience == "https://adk.example.run.app"
     missing = Settings(_env_file=None, adk_auth="bearer", slack_bot_token="xoxb-a",  # type: ignore[call-arg]
                        slack_signing_secret="s")
     assert any("ADK_BEARER_TOKEN" in p for p in missing.problems_for_serve())
