@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, ge=0, le=65535)
 
     # Behaviour
+    role: Literal["all", "intake", "worker"] = "all"
     worker_concurrency: int = Field(default=500, ge=1)
     lock_ttl_seconds: float = Field(default=30.0, ge=1)
     reclaim_idle_seconds: float = Field(default=60.0, ge=1)

@@ -140,8 +140,10 @@ async def serve(bot: Bot) -> None:
     """Run until SIGTERM/SIGINT: HTTP events or Socket Mode, plus the workers."""
     settings = bot.settings
     socket_handler = None
-    await bot.start_workers()
-    app = build_http_app(bot, events=not settings.socket_mode)
+    takes_events = settings.role in ("all", "intake")
+    if settings.role in ("all", "worker"):
+        await bot.start_workers()
+    app = build_http_app(bot, events=takes_events and not settings.socket_mode)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
         lifespan="off", timeout_graceful_shutdown=5,
@@ -154,7 +156,9 @@ async def serve(bot: Bot) -> None:
         loop.add_signal_handler(sig, stop.set)
     server_task = asyncio.create_task(server.serve())
     try:
-        if settings.socket_mode:
+        if not takes_events:
+            log.info("worker role: running turns only; events are taken by intake processes")
+        elif settings.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
             assert bot.bolt is not None and settings.slack_app_token is not None

@@ -259,3 +259,25 @@ async def test_turn_ceiling_and_status_kept_alive(
         assert "took too long" in answers[1] and "ref `" in answers[1]
     finally:
         await bot.close()
+
+
+async def test_intake_and_worker_roles_split_the_work(
+    slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object
+) -> None:
+    intake = BotProcess(slack, adk.base_url, prefix=prefix, role="intake")
+    worker = BotProcess(slack, adk.base_url, prefix=prefix, role="worker")
+    await intake.start()
+    await worker.start()
+    try:
+        roots = [await say(slack, intake, user="U1", text=f"split {i}", mention=True)
+                 for i in range(3)]
+        for i, root in enumerate(roots):
+            [answer] = await wait_replies(slack, "C1", root, 1)
+            assert f"said=Alice: split {i}" in answer
+        turns = [sum(1 for r in p.log_records() if r.get("message", "").startswith("turn "))
+                 for p in (intake, worker)]
+        assert turns == [0, 3]
+        assert (await worker.http.post(f"{worker.url}/slack/events")).status_code in (404, 405)
+    finally:
+        await intake.close()
+        await worker.close()
