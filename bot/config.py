@@ -6,10 +6,14 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+TOKEN_PREFIXES = {
+    "slack_bot_token": ("xoxb-", "a bot token"),
+    "slack_app_token": ("xapp-", "an app-level token"),
+}
 
 
 class Settings(BaseSettings):
@@ -285,22 +289,14 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return upper
 
-    @field_validator("slack_bot_token")
+    @field_validator("slack_bot_token", "slack_app_token")
     @classmethod
-    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+    def _token_kind(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        prefix, kind = TOKEN_PREFIXES[info.field_name or ""]
         if value is not None and value.get_secret_value() and not (
-            value.get_secret_value().startswith("xoxb-")
+            value.get_secret_value().startswith(prefix)
         ):
-            raise ValueError("must be a bot token (starts with xoxb-)")
-        return value
-
-    @field_validator("slack_app_token")
-    @classmethod
-    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and value.get_secret_value() and not (
-            value.get_secret_value().startswith("xapp-")
-        ):
-            raise ValueError("must be an app-level token (starts with xapp-)")
+            raise ValueError(f"must be {kind} (starts with {prefix})")
         return value
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,72 +189,69 @@ class SlackThreadIO:
             await self.client.chat_update(channel=turn.channel, ts=reply.update_ts,
                                           text=text[:3900], blocks=[], metadata=metadata)
 
+    async def _conversation_pages(
+        self, turn: Turn, *, max_pages: int = 20, **kwargs: Any
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of the turn's conversation: the thread's replies, or, for the top-level
+        DM conversation, the DM's history (top-level messages only)."""
+        cursor: str | None = None
+        for _page in range(max_pages):
+            if turn.thread_ts is None:
+                response = await self.client.conversations_history(
+                    channel=turn.channel, cursor=cursor, **kwargs)
+                messages = [m for m in response.get("messages") or []
+                            if m.get("thread_ts") in (None, m.get("ts"))]
+            else:
+                response = await self.client.conversations_replies(
+                    channel=turn.channel, ts=turn.thread_ts, cursor=cursor, **kwargs)
+                messages = list(response.get("messages") or [])
+            yield messages
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return
+
     async def sent_parts(self, turn: Turn) -> set[int]:
         """Reply parts of this turn already in Slack, found by their message metadata."""
         parts: set[int] = set()
-        cursor: str | None = None
-        for _page in range(20):
-            if turn.thread_ts is None:
-                response = await self.client.conversations_history(
-                    channel=turn.channel, oldest=turn.ts, limit=200, cursor=cursor,
-                    include_all_metadata=True,
-                )
-            else:
-                response = await self.client.conversations_replies(
-                    channel=turn.channel, ts=turn.thread_ts, oldest=turn.ts, limit=200,
-                    cursor=cursor, include_all_metadata=True,
-                )
-            for message in response.get("messages") or []:
+        async for messages in self._conversation_pages(
+            turn, oldest=turn.ts, limit=200, include_all_metadata=True
+        ):
+            for message in messages:
                 meta = message.get("metadata") or {}
                 payload = meta.get("event_payload") or {}
                 if meta.get("event_type") == REPLY_EVENT_TYPE and payload.get("turn") == turn.ts:
                     part = payload.get("part")
                     if isinstance(part, int):
                         parts.add(part)
-            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor:
-                break
         return parts
 
     async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]:
         """Earlier messages of the turn's thread (oldest first), at most `limit`. For the
         top-level DM conversation: its recent top-level messages."""
         collected: list[HistoryMessage] = []
-        cursor: str | None = None
-        for _page in range(20):
-            if turn.thread_ts is None:
-                response = await self.client.conversations_history(
-                    channel=turn.channel, latest=before_ts, limit=min(max(limit, 1), 200),
-                    cursor=cursor,
-                )
-            else:
-                response = await self.client.conversations_replies(
-                    channel=turn.channel, ts=turn.thread_ts, limit=200, cursor=cursor
-                )
-            for message in response.get("messages") or []:
-                if turn.thread_ts is None and message.get("thread_ts") not in (
-                    None, message.get("ts")
-                ):
-                    continue
+        window = {"latest": before_ts, "limit": min(max(limit, 1), 200)} \
+            if turn.thread_ts is None else {"limit": 200}
+        async for messages in self._conversation_pages(turn, **window):
+            for message in messages:
                 ts = str(message.get("ts") or "")
                 if not ts or float(ts) >= float(before_ts):
                     continue
-                subtype = message.get("subtype")
-                from_self = (
-                    message.get("user") == self.bot.user_id
-                    or (bool(self.bot.bot_id) and message.get("bot_id") == self.bot.bot_id)
-                )
-                if subtype not in (None, "file_share", "thread_broadcast", "bot_message"):
+                if message.get("subtype") not in (
+                    None, "file_share", "thread_broadcast", "bot_message"
+                ):
                     continue
                 text = str(message.get("text") or "")
                 if not text.strip():
                     continue
+                from_self = (
+                    message.get("user") == self.bot.user_id
+                    or (bool(self.bot.bot_id) and message.get("bot_id") == self.bot.bot_id)
+                )
                 collected.append(HistoryMessage(
                     ts=ts, user=str(message.get("user") or message.get("bot_id") or ""),
                     text=text, from_self=from_self,
                 ))
-            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor or (turn.thread_ts is None and len(collected) >= limit):
+            if turn.thread_ts is None and len(collected) >= limit:
                 break
         collected.sort(key=lambda m: float(m.ts))
         return collected[-limit:] if limit else []
