@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ADK_PORT ?= 8000
 
-.PHONY: venv test test-unit test-integration lint demo run adk clean
+.PHONY: venv test test-unit test-integration lint demo run adk bench clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,11 @@ adk: venv
 ## make run: the bot, with the settings in .env (Socket Mode if SLACK_APP_TOKEN is set)
 run: venv
 	$(BIN)/python -m bot serve
+
+## make bench: every performance figure against the floor, one table (docs/benchmarks.md);
+## needs the Redis at 127.0.0.1:6379 (BENCH_REDIS_URL); BENCH_ARGS=--quick for a smoke run
+bench: venv
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,240 @@
+"""`make bench` / `python -m bench [--quick] [--out PATH]`: every figure, one table, JSON.
+
+The bot runs as real processes in HTTP mode against the running Redis (a key prefix of its
+own, deleted afterwards), a real `adk api_server` with the deterministic test agent
+(in-memory sessions) and the fake Slack in a process of its own. See docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import secrets
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import infra, scenarios
+from bench.load import client_session
+from tests.fakes.adk_server import AdkServer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Plan:
+    intake_rates: tuple[int, ...]
+    intake_seconds: float
+    overhead_turns: int
+    overhead_rate: float
+    agent_sleep: float
+    threads: int
+    threads_sleep: float
+    scale_turns: int
+    redis_turns: int
+
+
+FULL = Plan((100, 500), 8.0, 200, 20.0, 0.1, 1000, 5.0, 600, 100)
+QUICK = Plan((100, 500), 0.4, 10, 20.0, 0.1, 40, 1.0, 10, 5)
+
+
+@dataclass
+class Row:
+    figure: str
+    name: str
+    value: float
+    unit: str
+    goal: str = ""
+    status: str = ""  # PASS, MISS or "" (no goal)
+
+
+def check(value: float, limit: float, *, at_least: bool = False) -> str:
+    if math.isnan(value):
+        return "MISS"
+    return "PASS" if (value >= limit if at_least else value <= limit) else "MISS"
+
+
+def rows_for(results: dict[str, Any], plan: Plan) -> list[Row]:
+    rows: list[Row] = []
+    for rate in plan.intake_rates:
+        r = results[f"intake_{rate}"]
+        fig = f"1 intake {rate} ev/s"
+        rows += [
+            Row(fig, "ack p50 (client, open loop)", r["p50_ms"], "ms"),
+            Row(fig, "ack p99 (client, open loop)", r["p99_ms"], "ms", "<= 10",
+                check(r["p99_ms"], 10)),
+            Row(fig, "ack max (client)", r["max_ms"], "ms"),
+            Row(fig, "ack p50 (server histogram, bucket <=)", r["server_p50_le_ms"], "ms"),
+            Row(fig, "ack p99 (server histogram, bucket <=)", r["server_p99_le_ms"], "ms"),
+            Row(fig, "events sent / non-200", r["events"], f"/ {r['errors']}", "0 errors",
+                "PASS" if r["errors"] == 0 else "MISS"),
+            Row(fig, "turns answered once / expected", r["answered"] - r["duplicated"],
+                f"/ {r['expected']}", "all, once",
+                "PASS" if r["lost"] == 0 and r["duplicated"] == 0 else "MISS"),
+            Row(fig, "bot CPU while sending", r["bot_cpu_share"], "cores"),
+        ]
+    o = results["overhead"]
+    fig2 = f"2 overhead/turn ({o['turns']} turns @ {o['rate']:g}/s)"
+    rows += [
+        Row(fig2, "agent run (ADK /run_sse direct) p50", o["agent_run_p50_ms"], "ms"),
+        Row(fig2, "bot total (sent -> visible) p50", o["bot_total_p50_ms"], "ms"),
+        Row(fig2, "bot total (sent -> visible) p99", o["bot_total_p99_ms"], "ms"),
+        Row(fig2, "overhead p50", o["overhead_p50_ms"], "ms", "<= 5",
+            check(o["overhead_p50_ms"], 5)),
+        Row(fig2, "overhead p99", o["overhead_p99_ms"], "ms", "<= 25",
+            check(o["overhead_p99_ms"], 25)),
+        Row(fig2, "turns answered once / expected", o["answered"] - o["duplicated"],
+            f"/ {o['expected']}", "all, once",
+            "PASS" if o["lost"] == 0 and o["duplicated"] == 0 else "MISS"),
+    ]
+    fig3 = f"3 floor ({o['agent_sleep_ms']:g} ms agent)"
+    rows += [
+        Row(fig3, "floor total p50", o["floor_total_p50_ms"], "ms"),
+        Row(fig3, "floor total p99", o["floor_total_p99_ms"], "ms"),
+        Row(fig3, "bot total p50", o["bot_total_p50_ms"], "ms"),
+        Row(fig3, "ratio bot/floor (p50)", o["ratio_p50"], "x", "<= 1.10",
+            check(o["ratio_p50"], 1.10)),
+    ]
+    c = results["concurrent"]
+    fig4 = f"4 {c['threads']} threads, {c['agent_sleep_s']:g} s agent"
+    rows += [
+        Row(fig4, "answered once", c["answered"] - c["duplicated"], f"/ {c['threads']}",
+            "all, once", "PASS" if c["lost"] == 0 and c["duplicated"] == 0 else "MISS"),
+        Row(fig4, "wall: first sent -> last visible", c["wall_s"], "s",
+            f"<= {c['agent_sleep_s'] + 2:g}", check(c["wall_s"], c["agent_sleep_s"] + 2)),
+        Row(fig4, "intake of all events took", c["intake_s"], "s"),
+        Row(fig4, "bot peak RSS (VmHWM)", c["peak_rss_mb"], "MB", "<= 300",
+            check(c["peak_rss_mb"], 300)),
+        Row(fig4, "CPU used: bot / ADK", c["cpu_s_bot"], f"/ {c['cpu_s_adk']} s"),
+    ]
+    for k in (1, 2, 3):
+        s = results[f"scale_{k}"]
+        rows.append(Row(f"5 throughput ({s['turns']} turns)", f"{k} bot process(es)",
+                        s["turns_per_s"], "turns/s", "all, once",
+                        "PASS" if s["lost"] == 0 and s["duplicated"] == 0 else "MISS"))
+    f = results["floor_throughput"]
+    rows.append(Row(f"5 throughput ({f['turns']} turns)", "floor (ADK direct, no bot)",
+                    f["turns_per_s"], "turns/s"))
+    red = results["redis"]
+    fig6 = f"6 Redis ({red['turns']} of each)"
+    rows += [
+        Row(fig6, "commands per new-thread turn (2 events)", red["per_new_thread_turn"],
+            "cmds"),
+        Row(fig6, "round trips per new-thread turn", red["round_trips_per_new_thread_turn"],
+            "trips"),
+        Row(fig6, "commands per follow-up turn (1 event)", red["per_followup_turn"], "cmds"),
+        Row(fig6, "round trips per follow-up turn", red["round_trips_per_followup_turn"],
+            "trips"),
+        Row(fig6, "commands per ignored event", red["per_ignored_event"], "cmds"),
+        Row(fig6, "round trips per ignored event", red["round_trips_per_ignored_event"],
+            "trips"),
+        Row(fig6, "bot idle background (subtracted)", red["idle_commands_per_s"], "cmds/s"),
+    ]
+    return rows
+
+
+def fmt(value: float) -> str:
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()
+                                  and abs(value) >= 100):
+        return str(int(value))
+    return f"{value:.2f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def table(rows: list[Row]) -> str:
+    head = ("figure", "metric", "value", "unit", "goal", "")
+    cells = [head] + [(r.figure, r.name, fmt(r.value), r.unit, r.goal, r.status) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
+    lines = []
+    for n, c in enumerate(cells):
+        lines.append("  ".join([c[0].ljust(widths[0]), c[1].ljust(widths[1]),
+                                c[2].rjust(widths[2]), c[3].ljust(widths[3]),
+                                c[4].ljust(widths[4]), c[5]]).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths).rstrip())
+    return "\n".join(lines)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def run(plan: Plan, quick: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    adk = AdkServer(memory=True, log_level="warning")
+    adk.start()
+    client = infra.redis_client()
+    http = client_session()
+    assert adk.pid is not None
+    ctx = scenarios.Ctx(adk.base_url, adk.pid, f"bench-{secrets.token_hex(4)}", quick, http,
+                        client)
+    steps: list[tuple[str, Any, float]] = [
+        ("redis", lambda: scenarios.redis_commands(ctx, plan.redis_turns), 120),
+        ("overhead", lambda: scenarios.overhead(ctx, plan.overhead_turns, plan.overhead_rate,
+                                                plan.agent_sleep), 180),
+    ]
+    for rate in plan.intake_rates:
+        steps.append((f"intake_{rate}", lambda rate=rate: scenarios.intake(
+            ctx, rate, plan.intake_seconds), 150))
+    for k in (1, 2, 3):
+        steps.append((f"scale_{k}", lambda k=k: scenarios.scale(ctx, k, plan.scale_turns), 150))
+    steps.append(("floor_throughput", lambda: scenarios.floor_throughput(
+        ctx, plan.scale_turns), 120))
+    steps.append(("concurrent", lambda: scenarios.concurrent_threads(
+        ctx, plan.threads, plan.threads_sleep), 240))
+    try:
+        for name, step, limit in steps:
+            log(f"{name} ...")
+            started = time.monotonic()
+            results[name] = await asyncio.wait_for(step(), limit)
+            log(f"{name} done in {time.monotonic() - started:.1f}s: {results[name]}")
+    finally:
+        await http.close()
+        adk.cleanup()
+        for prefix in ctx.prefixes:
+            infra.delete_prefix(client, prefix)
+        client.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run (<60 s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON results (default bench/results/latest.json, or "
+                             "bench/results/quick.json with --quick)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
+    machine = infra.machine_info()
+    log(f"machine: {machine}")
+    started = time.monotonic()
+    results = asyncio.run(run(plan, args.quick))
+    wall = time.monotonic() - started
+    rows = rows_for(results, plan)
+    print()
+    print("adk-slack-bot benchmark" + (" (--quick: smoke counts, figures not meaningful)"
+                                       if args.quick else ""))
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
+    print(f"event mix (figure 1): {scenarios.MIX_TEXT}")
+    print()
+    print(table(rows))
+    print()
+    print(f"wall time: {wall:.0f} s")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "quick": args.quick,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_seconds": round(wall, 1),
+        "machine": machine,
+        "event_mix": scenarios.MIX_TEXT,
+        "plan": asdict(plan),
+        "rows": [asdict(r) for r in rows],
+        "results": results,
+    }, indent=2, default=str) + "\n")
+    print(f"results: {out}")
+    misses = sum(1 for r in rows if r.status == "MISS")
+    print(f"{sum(1 for r in rows if r.status == 'PASS')} PASS, {misses} MISS")
+    return 0
