@@ -37,6 +37,12 @@ def valid_signature(verifier: SignatureVerifier, body: bytes, headers: Mapping[s
         return False
 
 
+def _message_event(payload: Mapping[str, object]) -> bool:
+    event = payload.get("event")
+    return (payload.get("type") == "event_callback" and isinstance(event, Mapping)
+            and event.get("type") in ("message", "app_mention"))
+
+
 def _readable_event(payload: Mapping[str, object]) -> bool:
     event = payload.get("event")
     return isinstance(event, Mapping) and isinstance(event.get("type"), str)
@@ -79,6 +85,12 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
                 return JSONResponse({"error": "malformed JSON"}, status_code=400)
             if not isinstance(parsed, dict) or "type" not in parsed:
                 return JSONResponse({"error": "not a Slack event payload"}, status_code=400)
+            if _message_event(parsed):
+                # The hot path: messages and mentions go straight to the intake (the same
+                # call Bolt's listener makes), without Bolt's middleware chain. A Redis
+                # failure raises: Starlette answers 500 and Slack delivers the event again.
+                await bot.intake.handle(parsed, request.headers)
+                return Response(status_code=200)
         try:
             # Bolt parses the body itself (JSON, or a form with an optional JSON `payload`)
             # and reads ids out of it; odd shapes make it raise here, before any listener.

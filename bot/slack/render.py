@@ -22,6 +22,7 @@ import base64
 import bisect
 import copy
 import csv
+import functools
 import io
 import re
 import unicodedata
@@ -884,7 +885,9 @@ _LIST_INDENT = "    "
 _HR = "──────────"
 
 
+@functools.cache
 def _markdown_parser() -> MarkdownIt:
+    """One parser for the process: building one costs more than parsing an answer."""
     return MarkdownIt("commonmark").enable(["strikethrough", "table"])
 
 
