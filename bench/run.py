@@ -59,9 +59,12 @@ def check(value: float, limit: float, *, at_least: bool = False) -> str:
 
 def rows_for(results: dict[str, Any], plan: Plan) -> list[Row]:
     rows: list[Row] = []
-    for rate in plan.intake_rates:
-        r = results[f"intake_{rate}"]
-        fig = f"1 intake {rate} ev/s"
+    for name, rate in [(f"intake_{rate}{split}", rate) for split in ("", "_split")
+                       for rate in plan.intake_rates]:
+        if name not in results:
+            continue
+        r = results[name]
+        fig = f"1 intake {rate} ev/s" + (" (ROLE split)" if name.endswith("split") else "")
         rows += [
             Row(fig, "ack p50 (client, open loop)", r["p50_ms"], "ms"),
             Row(fig, "ack p99 (client, open loop)", r["p99_ms"], "ms", "<= 10",
@@ -161,7 +164,7 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-async def run(plan: Plan, quick: bool) -> dict[str, Any]:
+async def run(plan: Plan, quick: bool, only: frozenset[str] = frozenset()) -> dict[str, Any]:
     results: dict[str, Any] = {}
     adk = AdkServer(memory=True, log_level="warning")
     adk.start()
@@ -178,12 +181,17 @@ async def run(plan: Plan, quick: bool) -> dict[str, Any]:
     for rate in plan.intake_rates:
         steps.append((f"intake_{rate}", lambda rate=rate: scenarios.intake(
             ctx, rate, plan.intake_seconds), 150))
+    for rate in plan.intake_rates:
+        steps.append((f"intake_{rate}_split", lambda rate=rate: scenarios.intake(
+            ctx, rate, plan.intake_seconds, split=True), 150))
     for k in (1, 2, 3):
         steps.append((f"scale_{k}", lambda k=k: scenarios.scale(ctx, k, plan.scale_turns), 150))
     steps.append(("floor_throughput", lambda: scenarios.floor_throughput(
         ctx, plan.scale_turns), 120))
     steps.append(("concurrent", lambda: scenarios.concurrent_threads(
         ctx, plan.threads, plan.threads_sleep), 240))
+    if only:
+        steps = [step for step in steps if step[0] in only or step[0].split("_")[0] in only]
     try:
         for name, step, limit in steps:
             log(f"{name} ...")
@@ -202,6 +210,9 @@ async def run(plan: Plan, quick: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run (<60 s)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated figures to run (redis, overhead, intake, scale, "
+                             "floor_throughput, concurrent); the table shows only those")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON results (default bench/results/latest.json, or "
                              "bench/results/quick.json with --quick)")
@@ -211,8 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     machine = infra.machine_info()
     log(f"machine: {machine}")
     started = time.monotonic()
-    results = asyncio.run(run(plan, args.quick))
+    only = frozenset(filter(None, (name.strip() for name in args.only.split(","))))
+    results = asyncio.run(run(plan, args.quick, only))
     wall = time.monotonic() - started
+    if only:  # a partial run: its raw figures, and the full table stays as it was
+        print(json.dumps(results, indent=2, default=str))
+        print(f"wall time: {wall:.0f} s")
+        return 0
     rows = rows_for(results, plan)
     print()
     print("adk-slack-bot benchmark" + (" (--quick: smoke counts, figures not meaningful)"

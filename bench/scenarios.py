@@ -45,14 +45,17 @@ class Ctx:
 
 @asynccontextmanager
 async def stack(ctx: Ctx, name: str, bots: int = 1, redis_url: str = infra.REDIS_URL,
+                roles: tuple[str, ...] = (),
                 **settings: str) -> AsyncIterator[tuple[SlackProcess, list[BotProcess], str]]:
-    """A fake Slack process and `bots` bot processes sharing one fresh key prefix."""
+    """A fake Slack process and `bots` bot processes sharing one fresh key prefix (with
+    `roles`, one process per role, e.g. ("intake", "worker"))."""
     slack = await SlackProcess.start()
     prefix = ctx.prefix(name)
     started: list[BotProcess] = []
     try:
-        for _ in range(bots):
-            bot = infra.make_bot(slack, ctx.adk_url, prefix, redis_url, **settings)
+        for i in range(len(roles) or bots):
+            role = {"role": roles[i]} if roles else {}
+            bot = infra.make_bot(slack, ctx.adk_url, prefix, redis_url, **settings, **role)
             started.append(bot)
             await bot.start()
         ctx.bot_pids = [infra.bot_pid(b) for b in started]
@@ -122,8 +125,14 @@ MIX_TEXT = ("per event: 20% @mention twins (app_mention + message, 10% new threa
             "30% replies in threads the bot never joined; instant agent")
 
 
-async def intake(ctx: Ctx, rate: int, seconds: float) -> dict[str, Any]:
-    async with stack(ctx, f"intake{rate}") as (slack, bots, _):
+async def intake(ctx: Ctx, rate: int, seconds: float, split: bool = False) -> dict[str, Any]:
+    """With `split`, events go to an intake-only process and a worker-only process runs the
+    turns (ROLE=intake / ROLE=worker), so acks never wait behind agent work."""
+    roles = ("intake", "worker") if split else ()
+    async with stack(ctx, f"intake{rate}{'s' if split else ''}", roles=roles) as (
+        slack, all_bots, _
+    ):
+        bots = all_bots[:1]
         traffic = Traffic("I", channels=100, seed=rate)
         threads = await warm(ctx, slack, bots, traffic, 8 if ctx.quick else 40)
         total = int(rate * seconds)
