@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 import httpx
 
+KEEPALIVE_EXPIRY_SECONDS = 2.0
+
 
 class AdkError(Exception):
     """Base class: anything that went wrong talking to ADK."""
@@ -92,7 +94,10 @@ class AdkClient:
             httpx.AsyncClient(
                 base_url=self.base_url,
                 timeout=httpx.Timeout(30.0, connect=connect_timeout),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+                # uvicorn (adk api_server) closes idle connections after 5 s; expiring ours
+                # sooner means a run is never sent on a connection the server is closing.
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
+                                    keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS),
                 transport=transport,
                 headers=dict(headers or {}),
                 trust_env=False,
