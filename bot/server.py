@@ -11,6 +11,7 @@ import signal
 from collections.abc import Mapping
 
 import uvicorn
+from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import (
     to_async_bolt_request,
     to_starlette_response,
@@ -87,9 +88,14 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
                 return JSONResponse({"error": "not a Slack event payload"}, status_code=400)
             if _message_event(parsed):
                 # The hot path: messages and mentions go straight to the intake (the same
-                # call Bolt's listener makes), without Bolt's middleware chain. A Redis
-                # failure raises: Starlette answers 500 and Slack delivers the event again.
-                await bot.intake.handle(parsed, request.headers)
+                # call Bolt's listener makes), without Bolt's middleware chain.
+                try:
+                    await bot.intake.handle(parsed, request.headers)
+                except (RedisError, OSError) as exc:
+                    # Not persisted, so not acked: Slack delivers the event again.
+                    log.warning("cannot persist an event (%s); Slack will retry", exc)
+                    return JSONResponse({"error": "temporarily unable to accept events"},
+                                        status_code=503)
                 return Response(status_code=200)
         try:
             # Bolt parses the body itself (JSON, or a form with an optional JSON `payload`)
