@@ -10,6 +10,17 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+def json_list_or_split(value: str, separator: str) -> Any:
+    """A setting given as a JSON list, or as items separated by `separator`."""
+    text = value.strip()
+    if not text.startswith("["):
+        return text.split(separator)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not a valid JSON list ({exc})") from None
+
+
 TOKEN_PREFIXES = {
     "slack_bot_token": ("xoxb-", "a bot token"),
     "slack_app_token": ("xapp-", "an app-level token"),
@@ -103,14 +114,7 @@ class Settings(BaseSettings):
         if value is None:
             return []
         if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    value = json.loads(text)
-                except ValueError as exc:
-                    raise ValueError(f"not a valid JSON list ({exc})") from None
-            else:
-                value = text.split(",")
+            value = json_list_or_split(value, ",")
         if not isinstance(value, list | tuple | set | frozenset):
             raise ValueError(f"must be a comma-separated list of {what} ids or a JSON list")
         ids: list[str] = []
@@ -222,14 +226,8 @@ class Settings(BaseSettings):
         if value is None:
             return []
         if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    value = json.loads(text)
-                except ValueError as exc:
-                    raise ValueError(f"not a valid JSON list ({exc})") from None
-            else:
-                value = [item for item in text.split(";") if item.strip()]
+            value = [item for item in json_list_or_split(value, ";")
+                     if not isinstance(item, str) or item.strip()]
         if not isinstance(value, list | tuple):
             raise ValueError("must be a JSON list of [title, message] pairs or "
                              "title=message;title=message")
