@@ -44,6 +44,19 @@ def _message_event(payload: Mapping[str, object]) -> bool:
             and event.get("type") in ("message", "app_mention"))
 
 
+# Event types handled by Bolt listeners (messages and mentions take the direct path).
+BOLT_EVENT_TYPES = frozenset({
+    "assistant_thread_started", "assistant_thread_context_changed", "agent_session_stopped",
+    "app_home_opened",
+})
+
+
+def _bolt_event(payload: Mapping[str, object]) -> bool:
+    event = payload.get("event")
+    kind = event.get("type") if isinstance(event, Mapping) else None
+    return isinstance(kind, str) and kind in BOLT_EVENT_TYPES
+
+
 def _readable_event(payload: Mapping[str, object]) -> bool:
     event = payload.get("event")
     return isinstance(event, Mapping) and isinstance(event.get("type"), str)
@@ -97,6 +110,8 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
                     return JSONResponse({"error": "temporarily unable to accept events"},
                                         status_code=503)
                 return Response(status_code=200)
+            if parsed.get("type") == "event_callback" and not _bolt_event(parsed):
+                return ignored("an event type the bot does not use")
         try:
             # Bolt parses the body itself (JSON, or a form with an optional JSON `payload`)
             # and reads ids out of it; odd shapes make it raise here, before any listener.
