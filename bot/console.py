@@ -87,6 +87,9 @@ class ConsoleIO:
     async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]:
         return [m for m in self.transcript if float(m.ts) < float(before_ts)][-limit:]
 
+    async def retract(self, turn: Turn, ts: str) -> None:
+        return None  # the terminal cannot take back what it printed
+
     async def user_groups(self, user_id: str) -> frozenset[str]:
         return frozenset()
 

@@ -116,6 +116,9 @@ class ThreadIO(Protocol):
     async def file_parts(self, turn: Turn) -> tuple[list[dict[str, Any]], list[str]]:
         """The turn's attached files as ADK message parts, and notes on what was skipped."""
 
+    async def retract(self, turn: Turn, ts: str) -> None:
+        """Remove a message this bot posted for the turn (a half-written live answer)."""
+
     async def user_groups(self, user_id: str) -> frozenset[str]:
         """The user's groups among those the access policy names."""
 
@@ -211,13 +214,22 @@ class Conversation:
     async def handle(self, turn: Turn) -> str:
         """Answer one turn, exactly once. Never raises for ADK trouble: the user is told
         instead. Returns the outcome (answered, error, config_error, recovered, ...)."""
-        record, pending = await self.store.turn_context(turn.key, turn.ts)
+        record, pending, orphan = await self.store.turn_context(turn.key, turn.ts)
         if pending is not None:
             # An earlier attempt ran the agent and died while posting: finish its delivery.
             await self._deliver(turn, [Reply.from_dict(r) for r in pending], resume=True)
             log.info("turn recovered from the outbox",
                      extra={"thread_key": turn.key, "ts": turn.ts, "outcome": "recovered"})
             return "recovered"
+        if orphan:
+            # An earlier attempt died mid-answer: its half-written live message goes, so the
+            # thread ends with one answer.
+            try:
+                await self.io.retract(turn, orphan)
+            except Exception as exc:
+                log.warning("could not remove a half-written answer: %s", exc,
+                            extra={"thread_key": turn.key, "ts": turn.ts})
+            await self.store.forget_live(turn.key, turn.ts)
         refusal = await self._check_access(turn, record)
         if refusal is not None:
             return refusal

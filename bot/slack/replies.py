@@ -262,6 +262,13 @@ class SlackThreadIO:
             max_files=self.file_limits.max_files, allowed_mimetypes=self.file_limits.mimetypes,
         )
 
+    async def retract(self, turn: Turn, ts: str) -> None:
+        try:
+            await self.client.chat_delete(channel=turn.channel, ts=ts)
+        except SlackApiError as exc:
+            if exc.response.get("error") != "message_not_found":
+                raise
+
     async def user_groups(self, user_id: str) -> frozenset[str]:
         if self.groups is None:
             return frozenset()

@@ -166,6 +166,7 @@ class SlackLiveAnswer:
                 )
                 self.ts = str(response["ts"])
                 self.native = True
+                await self._remember()
                 return
             except SlackApiError as exc:
                 self._fall_back(exc)
@@ -177,9 +178,19 @@ class SlackLiveAnswer:
             )
             self.ts = str(response["ts"])
             self._shown = first
+            await self._remember()
         except SlackApiError as exc:
             log.warning("could not open a live answer: %s", exc.response.get("error"))
             self._closed = True  # the final answer is posted as usual
+
+    async def _remember(self) -> None:
+        """Note the live message in Redis: a re-run after a crash removes it."""
+        if self.ts is None:
+            return
+        try:
+            await self.budget.store.remember_live(self.turn.key, self.turn.ts, self.ts)
+        except (RedisError, OSError) as exc:
+            log.debug("could not note the live message: %s", exc)
 
     def _fall_back(self, exc: SlackApiError) -> None:
         error = exc.response.get("error") if exc.response else "error"

@@ -8,6 +8,8 @@ so multi-key scripts on a thread run on one Redis Cluster slot.
                                      outbox / "d" delivered (also the pair dedupe), TTL
     <p>:{<key>}:out:<ts>      string the turn's replies (JSON) between the ADK run and their
                                      delivery to Slack, so a crash in between loses nothing
+    <p>:{<key>}:live:<ts>     string the ts of the turn's live (streamed/placeholder) message, so a
+                                     re-run after a crash removes the half-written one, TTL
     <p>:{<key>}:q             list   the thread's FIFO of turns (JSON), oldest first
     <p>:{<key>}:lock          string the token of the worker running this thread, PX TTL
     <p>:{<key>}:fb:<turn_ts>  hash   feedback on a turn's answer: user id -> JSON {rating,
@@ -41,6 +43,9 @@ class Keys:
 
     def outbox(self, key: str, ts: str) -> str:
         return f"{self._tag(key)}:out:{ts}"
+
+    def live(self, key: str, ts: str) -> str:
+        return f"{self._tag(key)}:live:{ts}"
 
     def queue(self, key: str) -> str:
         return f"{self._tag(key)}:q"

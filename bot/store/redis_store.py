@@ -266,21 +266,29 @@ class Store:
         """The head turn is delivered: mark it, drop its outbox, pop it; the next head."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self.keys.message(key, ts), "d", ex=self.dedupe_ttl)
-        pipe.delete(self.keys.outbox(key, ts))
+        pipe.delete(self.keys.outbox(key, ts), self.keys.live(key, ts))
         pipe.lpop(self.keys.queue(key))
         pipe.lindex(self.keys.queue(key), 0)
         results = await pipe.execute()
         return results[-1]
 
     async def turn_context(self, key: str, ts: str
-                           ) -> tuple[ThreadRecord | None, list[dict[str, Any]] | None]:
-        """The thread's mapping and the turn's outbox, in one round trip."""
+                           ) -> tuple[ThreadRecord | None, list[dict[str, Any]] | None, str | None]:
+        """The thread's mapping, the turn's outbox and the live message an earlier attempt
+        left, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.thread(key))
         pipe.get(self.keys.outbox(key, ts))
-        data, raw = await pipe.execute()
+        pipe.get(self.keys.live(key, ts))
+        data, raw, live = await pipe.execute()
         record = ThreadRecord.from_hash(key, data) if data else None
-        return record, _parse_outbox(raw)
+        return record, _parse_outbox(raw), live
+
+    async def remember_live(self, key: str, ts: str, live_ts: str) -> None:
+        await self.redis.set(self.keys.live(key, ts), live_ts, ex=self.dedupe_ttl)
+
+    async def forget_live(self, key: str, ts: str) -> None:
+        await self.redis.delete(self.keys.live(key, ts))
 
     async def head(self, key: str) -> str | None:
         return await self.redis.lindex(self.keys.queue(key), 0)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer
-from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.fake_slack import FakeSlack, message_text
 from tests.integration.harness import BotProcess
 from tests.integration.redis_server import RedisServer
 from tests.integration.slack_user import replies, say, wait_replies
@@ -281,3 +281,31 @@ async def test_intake_and_worker_roles_split_the_work(
     finally:
         await intake.close()
         await worker.close()
+
+
+async def test_kill_9_mid_stream_leaves_one_answer(
+    slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object
+) -> None:
+    first = BotProcess(slack, adk.base_url, prefix=prefix, **FAST_RECLAIM)
+    await first.start()
+    second = BotProcess(slack, adk.base_url, prefix=prefix, **FAST_RECLAIM)
+    try:
+        root = await say(slack, first, user="U1", text="stream chunks=20 gap=0.3", mention=True)
+        await slack.wait_for(lambda s: any(c.ok for c in s.calls_to("chat.startStream")),
+                             timeout=20)
+        await asyncio.sleep(0.5)  # some of the answer is in Slack
+        await first.stop(kill=True)
+        [partial] = slack.bot_replies("C1", root)
+        await second.start()
+        await slack.wait_for(
+            lambda s: any(c.ok and c.params.get("metadata") for c in s.calls_to("chat.update")),
+            timeout=40)
+        await asyncio.sleep(1.0)
+        [answer] = slack.bot_replies("C1", root)  # the half-written one was removed
+        assert answer["ts"] != partial["ts"]
+        assert "said=Alice: stream chunks=20 gap=0.3" in message_text(answer)
+        assert any(c.ok and c.params.get("ts") == partial["ts"]
+                   for c in slack.calls_to("chat.delete"))
+    finally:
+        await first.close()
+        await second.close()

@@ -465,6 +465,7 @@ def test_dockerfile_copies_only_files_that_exist():
 METHOD_SCOPES: dict[str, set[str]] = {
     "chat_postMessage": {"chat:write"},
     "chat_update": {"chat:write"},
+    "chat_delete": {"chat:write"},  # removing a half-written live answer after a crash
     "chat_postEphemeral": {"chat:write"},
     "chat_startStream": {"chat:write"},
     "chat_appendStream": {"chat:write"},
