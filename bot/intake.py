@@ -16,6 +16,8 @@ from bot.store.redis_store import IntakeResult, Store
 
 log = logging.getLogger("bot.intake")
 
+CONTROL_TEXT_MAX = 80  # a command word plus the bot's mention token, with room to spare
+
 
 class Intake:
     def __init__(
@@ -40,8 +42,10 @@ class Intake:
             log.debug("ignored event: %s", decision.reason)
             return "ignored"
         turn = decision.turn
-        said = readable_input(turn.text, bot_user_id=self.bot.user_id, user_names={})
-        if control_command(said) == "stop":
+        # Only a short message can be a whole-message "stop"; skip the parse for the rest.
+        if len(turn.text) <= CONTROL_TEXT_MAX and control_command(
+            readable_input(turn.text, bot_user_id=self.bot.user_id, user_names={})
+        ) == "stop":
             # Not queued: it would wait behind the very turn it means to stop.
             await self.stops.request_stop(turn.key)
             self.metrics.events_in.labels(etype, "stop").inc()

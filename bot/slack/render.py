@@ -450,13 +450,7 @@ def table_to_code_block(lines: Sequence[str]) -> str:
     table = _parse_table(lines)
     if table is None:
         return "\n".join(lines)
-    parser = _markdown_parser()
-    plain = _Table(
-        header=[_plain_cell(cell, parser) for cell in table.header],
-        rows=[[_plain_cell(cell, parser) for cell in row] for row in table.rows],
-        aligns=table.aligns,
-    )
-    body = _format_table(plain)
+    body = _format_table(_plain_table(table))
     longest_run = max((len(run) for run in re.findall(r"`+", "\n".join(body))), default=0)
     fence = "`" * max(3, longest_run + 1)
     return "\n".join([fence, *body, fence])
@@ -519,12 +513,7 @@ def _render_table(lines: Sequence[str], number: int) -> _RenderedTable:
     parsed = _parse_table(lines)
     if parsed is None:  # pragma: no cover - callers only pass parsed tables
         parsed = _Table(header=[" ".join(lines)], rows=[], aligns=["auto"])
-    parser = _markdown_parser()
-    table = _Table(
-        header=[_plain_cell(cell, parser) for cell in parsed.header],
-        rows=[[_plain_cell(cell, parser) for cell in row] for row in parsed.rows],
-        aligns=parsed.aligns,
-    )
+    table = _plain_table(parsed)
     aligns = _resolved_aligns(table)
     total_cols = len(table.header)
     cols = min(total_cols, MAX_TABLE_CELLS_PER_ROW)
@@ -883,6 +872,16 @@ _BARE_URL_RE = re.compile(
 _BULLETS = ("•", "◦", "▪")
 _LIST_INDENT = "    "
 _HR = "──────────"
+
+
+def _plain_table(table: _Table) -> _Table:
+    """The table with its cells' inline Markdown flattened to plain text."""
+    parser = _markdown_parser()
+    return _Table(
+        header=[_plain_cell(cell, parser) for cell in table.header],
+        rows=[[_plain_cell(cell, parser) for cell in row] for row in table.rows],
+        aligns=table.aligns,
+    )
 
 
 @functools.cache

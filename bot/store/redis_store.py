@@ -314,11 +314,15 @@ class Store:
         pipe.set(self.keys.outbox(key, ts), json.dumps(replies, ensure_ascii=False),
                  ex=self.dedupe_ttl)
         pipe.set(self.keys.message(key, ts), "a", ex=self.dedupe_ttl)
+        self._count_turn(pipe, key, now)
+        await pipe.execute()
+
+    def _count_turn(self, pipe: Any, key: str, now: float) -> None:
+        """Queue on `pipe`: one more turn on the thread, its activity, its expiry, the index."""
         pipe.hincrby(self.keys.thread(key), "turns", 1)
         pipe.hset(self.keys.thread(key), "last_activity", f"{now:.6f}")
         pipe.expire(self.keys.thread(key), self.thread_ttl)
         pipe.zadd(self.keys.threads_index, {key: now})
-        await pipe.execute()
 
     async def load_outbox(self, key: str, ts: str) -> list[dict[str, Any]] | None:
         return _parse_outbox(await self.redis.get(self.keys.outbox(key, ts)))
@@ -364,10 +368,7 @@ class Store:
 
     async def record_turn(self, key: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(self.keys.thread(key), "turns", 1)
-        pipe.hset(self.keys.thread(key), "last_activity", f"{time.time():.6f}")
-        pipe.expire(self.keys.thread(key), self.thread_ttl)
-        pipe.zadd(self.keys.threads_index, {key: time.time()})
+        self._count_turn(pipe, key, time.time())
         await pipe.execute()
 
     async def ping(self) -> bool:

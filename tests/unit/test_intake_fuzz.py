@@ -20,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
-from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.adk.client import AdkClient
 from bot.app import build_web_client
@@ -270,14 +269,6 @@ async def _queued(e: Endpoint) -> list[tuple[str, Turn]]:
     for key in sorted(await e.redis.keys("fuzz:*:q")):
         out += [(key, Turn.from_json(raw)) for raw in await e.redis.lrange(key, 0, -1)]
     return out
-
-
-def bolt_can_read(body: bytes, content_type: str) -> bool:
-    try:
-        AsyncBoltRequest(body=body.decode(), headers={"content-type": content_type})
-    except Exception:
-        return False
-    return True
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
