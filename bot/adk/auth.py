@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import httpx
+from typing import Protocol
 
 REFRESH_MARGIN_SECONDS = 300.0
 DEFAULT_ID_TOKEN_SECONDS = 3600.0
@@ -17,13 +16,24 @@ DEFAULT_ID_TOKEN_SECONDS = 3600.0
 TokenFetcher = Callable[[str], tuple[str, float | None]]  # audience -> (token, expiry epoch)
 
 
-class BearerAuth(httpx.Auth):
+class AdkAuth(Protocol):
+    """What the ADK client asks of an authentication scheme."""
+
+    refreshable: bool  # a 401 is worth one retry with a fresh credential
+
+    async def authorization(self, *, refresh: bool = False) -> str:
+        """The `Authorization` header value (a fresh one when `refresh`)."""
+        ...
+
+
+class BearerAuth:
+    refreshable = False
+
     def __init__(self, token: str) -> None:
         self._header = f"Bearer {token}"
 
-    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
-        request.headers["Authorization"] = self._header
-        yield request
+    async def authorization(self, *, refresh: bool = False) -> str:
+        return self._header
 
 
 def fetch_google_id_token(audience: str) -> tuple[str, float | None]:
@@ -47,9 +57,11 @@ class _Cached:
     expires_at: float = 0.0
 
 
-class GoogleIdTokenAuth(httpx.Auth):
+class GoogleIdTokenAuth:
     """Adds `Authorization: Bearer <ID token>`; the token is fetched off the event loop
     and refreshed REFRESH_MARGIN_SECONDS before it expires (or after a 401)."""
+
+    refreshable = True
 
     def __init__(self, audience: str, fetch: TokenFetcher = fetch_google_id_token,
                  clock: Callable[[], float] = time.time) -> None:
@@ -68,17 +80,11 @@ class GoogleIdTokenAuth(httpx.Auth):
                 self._cached = _Cached(token, now + max(lifetime - REFRESH_MARGIN_SECONDS, 30.0))
             return self._cached.token
 
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        request.headers["Authorization"] = f"Bearer {await self.token()}"
-        response = yield request
-        if response.status_code == 401:
-            request.headers["Authorization"] = f"Bearer {await self.token(force=True)}"
-            yield request
+    async def authorization(self, *, refresh: bool = False) -> str:
+        return f"Bearer {await self.token(force=refresh)}"
 
 
-def build_auth(mode: str, *, bearer_token: str = "", audience: str = "") -> httpx.Auth | None:
+def build_auth(mode: str, *, bearer_token: str = "", audience: str = "") -> AdkAuth | None:
     if mode == "bearer":
         return BearerAuth(bearer_token)
     if mode == "google_id_token":

@@ -3,35 +3,56 @@ replaced by a function returning fixed tokens; everything around it is real."""
 
 from __future__ import annotations
 
-import httpx
+from collections.abc import AsyncIterator
+
 import pytest
+from aiohttp import web
 
 from bot.adk.auth import REFRESH_MARGIN_SECONDS, BearerAuth, GoogleIdTokenAuth, build_auth
-from bot.adk.client import AdkClient
+from bot.adk.client import AdkClient, AdkServerError
 from bot.config import Settings
 from bot.runtime import build_adk
+from tests.fakes.http_stub import serving
 
 
-def recording() -> tuple[list[str], httpx.MockTransport]:
+@pytest.fixture
+async def recording() -> AsyncIterator[tuple[list[str], str]]:
+    """A server that records the Authorization header of each request and refuses
+    `Bearer expired` and `Bearer wrong` with 401."""
     seen: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: web.Request) -> web.StreamResponse:
         seen.append(request.headers.get("authorization", ""))
-        if request.headers.get("authorization") == "Bearer expired":
-            return httpx.Response(401, json={"detail": "bad token"})
-        return httpx.Response(200, json=["finops_cost_data_analyst"])
+        if request.headers.get("authorization") in ("Bearer expired", "Bearer wrong"):
+            return web.json_response({"detail": "bad token"}, status=401)
+        if request.path == "/run_sse":
+            return web.Response(text='data: {"author": "x"}\n\n',
+                                content_type="text/event-stream")
+        return web.json_response(["finops_cost_data_analyst"])
 
-    return seen, httpx.MockTransport(handler)
-
-
-async def test_static_bearer_token_is_sent() -> None:
-    seen, transport = recording()
-    adk = AdkClient("http://adk.test", "x", transport=transport, auth=BearerAuth("s3cret"))
-    assert await adk.list_apps() == ["finops_cost_data_analyst"]
-    assert seen == ["Bearer s3cret"]
+    async with serving(handler) as url:
+        yield seen, url
 
 
-async def test_id_tokens_are_cached_refreshed_before_expiry_and_after_401() -> None:
+async def test_static_bearer_token_is_sent(recording: tuple[list[str], str]) -> None:
+    seen, url = recording
+    adk = AdkClient(url, "x", auth=BearerAuth("s3cret"))
+    try:
+        assert await adk.list_apps() == ["finops_cost_data_analyst"]
+        assert seen == ["Bearer s3cret"]
+        # A static token cannot get better by asking again: a 401 is reported at once.
+        wrong = AdkClient(url, "x", auth=BearerAuth("wrong"))
+        with pytest.raises(AdkServerError, match="401"):
+            await wrong.list_apps()
+        await wrong.aclose()
+        assert seen[1:] == ["Bearer wrong"]
+    finally:
+        await adk.aclose()
+
+
+async def test_id_tokens_are_cached_refreshed_before_expiry_and_after_401(
+    recording: tuple[list[str], str],
+) -> None:
     now = [1000.0]
     fetched: list[str] = []
 
@@ -40,8 +61,8 @@ async def test_id_tokens_are_cached_refreshed_before_expiry_and_after_401() -> N
         return (f"tok{len(fetched)}", now[0] + 3600)
 
     auth = GoogleIdTokenAuth("https://adk.example.run.app", fetch=fetch, clock=lambda: now[0])
-    seen, transport = recording()
-    adk = AdkClient("https://adk.example.run.app", "x", transport=transport, auth=auth)
+    seen, url = recording
+    adk = AdkClient(url, "x", auth=auth)
     await adk.list_apps()
     await adk.list_apps()
     assert seen == ["Bearer tok1", "Bearer tok1"] and fetched == ["https://adk.example.run.app"]
@@ -52,6 +73,11 @@ async def test_id_tokens_are_cached_refreshed_before_expiry_and_after_401() -> N
     auth._cached.token = "expired"
     await adk.list_apps()
     assert seen[-2:] == ["Bearer expired", "Bearer tok3"]
+    # A run refused with 401 was never started in ADK: it is sent once more, freshly signed.
+    auth._cached.token = "expired"
+    events = [e async for e in adk.run_sse("u", "s", "hi")]
+    assert events == [{"author": "x"}] and seen[-2:] == ["Bearer expired", "Bearer tok4"]
+    await adk.aclose()
 
 
 def test_settings_choose_the_auth() -> None:

@@ -1,12 +1,14 @@
-"""Error mapping of the ADK client. The bodies are the ones the real api_server sends
-(shared/reference/adk-api-server.md §7); integration tests cover the live paths."""
+"""Error mapping of the ADK client, against a real HTTP server on loopback that answers the
+way the real api_server does (shared/reference/adk-api-server.md §7); integration tests cover
+the live paths against `adk api_server` itself."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
-import httpx
 import pytest
+from aiohttp import web
 
 from bot.adk.client import (
     AdkClient,
@@ -16,15 +18,19 @@ from bot.adk.client import (
     AdkTimeout,
     AdkUnavailable,
 )
+from tests.fakes.adk_server import free_port
+from tests.fakes.http_stub import drop, serving
 
 
-def client_with(handler) -> AdkClient:
-    return AdkClient("http://adk.test", "finops_cost_data_analyst",
-                     transport=httpx.MockTransport(handler))
+def client_for(base_url: str, **kwargs: float) -> AdkClient:
+    return AdkClient(base_url, "finops_cost_data_analyst", **kwargs)
 
 
 async def collect(client: AdkClient) -> list[dict]:
-    return [e async for e in client.run_sse("slack-T1", "s1", "hi")]
+    try:
+        return [e async for e in client.run_sse("slack-T1", "s1", "hi")]
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.parametrize(("status", "body", "content_type", "error"), [
@@ -38,84 +44,135 @@ async def collect(client: AdkClient) -> list[dict]:
     (500, {"detail": "Failed to load agent"}, "json", AdkConfigError),
 ])
 async def test_run_errors_are_mapped(status, body, content_type, error) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/run_sse"
-        sent = json.loads(request.content)
+    async def handler(request: web.Request) -> web.Response:
+        assert request.path == "/run_sse"
+        assert request.content_type == "application/json"
+        sent = json.loads(await request.read())
         assert sent["appName"] == "finops_cost_data_analyst" and sent["userId"] == "slack-T1"
         if content_type == "json":
-            return httpx.Response(status, json=body)
-        return httpx.Response(status, text=body)
+            return web.json_response(body, status=status)
+        return web.Response(status=status, text=body)
 
-    with pytest.raises(error) as info:
-        await collect(client_with(handler))
+    async with serving(handler) as url:
+        with pytest.raises(error) as info:
+            await collect(client_for(url))
     assert "/srv" not in str(info.value)  # the server path ADK leaks is not passed on
 
 
-async def test_sse_lines_are_parsed_including_error_lines() -> None:
+async def test_sse_lines_are_parsed_including_error_lines_and_huge_ones() -> None:
+    huge = "x" * 300_000  # one event far beyond aiohttp's 64 KiB line limit
     stream = (
         'data: {"content":{"parts":[{"text":"a"}]},"partial":true,"author":"x"}\n\n'
         "data: not json\n\n"
         ": a comment\n\n"
-        'data: {"error": "RuntimeError: boom", "error_details": {}}\n\n'
+        f'data: {{"content":{{"parts":[{{"text":"{huge}"}}]}},"author":"x"}}\r\n\r\n'
+        'data: {"error": "RuntimeError: boom", "error_details": {}}'  # no final newline
     )
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, text=stream, headers={"content-type": "text/event-stream"})
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        data = stream.encode()
+        for i in range(0, len(data), 7000):  # in pieces, as a stream arrives
+            await response.write(data[i:i + 7000])
+        await response.write_eof()
+        return response
 
-    events = await collect(client_with(handler))
-    assert events[0]["partial"] is True and events[1]["error"].startswith("RuntimeError")
+    async with serving(handler) as url:
+        events = await collect(client_for(url))
+    assert [bool(e.get("partial")) for e in events] == [True, False, False]
+    assert events[1]["content"]["parts"][0]["text"] == huge
+    assert events[2]["error"].startswith("RuntimeError")
 
 
-async def test_connection_failures_and_timeouts() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
-
+async def test_connection_refused_is_unavailable() -> None:
     with pytest.raises(AdkUnavailable):
-        await collect(client_with(refuse))
+        await collect(client_for(f"http://127.0.0.1:{free_port()}"))
 
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
 
-    with pytest.raises(AdkTimeout):
-        await collect(client_with(slow))
+async def test_a_silent_run_times_out() -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.json_response([])
 
-    def dropped(request: httpx.Request) -> httpx.Response:
-        raise httpx.RemoteProtocolError("dropped", request=request)
+    async with serving(slow) as url:
+        with pytest.raises(AdkTimeout):
+            await collect(client_for(url, run_timeout=0.2))
 
-    with pytest.raises(AdkUnavailable):
-        await collect(client_with(dropped))
+
+async def test_a_connection_dropped_mid_turn_is_unavailable() -> None:
+    async def half(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"partial": true, "content": {"parts": [{"text": "a"}]}}\n\n')
+        await asyncio.sleep(0.05)
+        return drop(request)
+
+    async with serving(half) as url:
+        with pytest.raises(AdkUnavailable):
+            await collect(client_for(url))
 
 
 async def test_run_is_never_retried_but_safe_calls_are_once() -> None:
     attempts = {"run": 0, "list": 0}
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/run_sse":
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path == "/run_sse":
             attempts["run"] += 1
-            raise httpx.ReadError("connection reset", request=request)
+            return drop(request)
         attempts["list"] += 1
         if attempts["list"] == 1:
-            raise httpx.ReadError("stale keep-alive", request=request)
-        return httpx.Response(200, json=["finops_cost_data_analyst"])
+            return drop(request)  # e.g. a kept-alive connection the server just closed
+        return web.json_response(["finops_cost_data_analyst"])
 
-    client = client_with(handler)
-    with pytest.raises(AdkUnavailable):
-        await collect(client)
-    assert attempts["run"] == 1
-    assert await client.list_apps() == ["finops_cost_data_analyst"] and attempts["list"] == 2
+    async with serving(handler) as url:
+        client = client_for(url)
+        with pytest.raises(AdkUnavailable):
+            await collect(client)
+        assert attempts["run"] == 1
+        client = client_for(url)
+        try:
+            assert await client.list_apps() == ["finops_cost_data_analyst"]
+        finally:
+            await client.aclose()
+        assert attempts["list"] == 2
 
 
-async def test_create_session_treats_409_as_existing() -> None:
+async def test_create_session_treats_409_as_existing_and_quotes_ids() -> None:
     bodies: list[dict] = []
+    paths: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        bodies.append(json.loads(request.content))
+    async def handler(request: web.Request) -> web.Response:
+        bodies.append(json.loads(await request.read()))
+        paths.append(request.raw_path)
         if len(bodies) == 1:
-            return httpx.Response(200, json={"id": "s1"})
-        return httpx.Response(409, json={"detail": "Session already exists: s1"})
+            return web.json_response({"id": "s1"})
+        return web.json_response({"detail": "Session already exists: s1"}, status=409)
 
-    client = client_with(handler)
     events = [{"author": "user", "content": {"role": "user", "parts": [{"text": "x"}]}}]
-    assert await client.create_session("u", "s1", events=events) is True
-    assert await client.create_session("u", "s1") is False
+    async with serving(handler) as url:
+        client = client_for(url)
+        try:
+            assert await client.create_session("T01:U02 x", "s1", events=events) is True
+            assert await client.create_session("u", "s1") is False
+        finally:
+            await client.aclose()
     assert bodies[0] == {"sessionId": "s1", "events": events}
+    assert paths[0] == "/apps/finops_cost_data_analyst/users/T01%3AU02%20x/sessions"
+
+
+async def test_idle_connections_are_kept_and_reused() -> None:
+    peers: list[object] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.append(request.transport)
+        return web.json_response(["finops_cost_data_analyst"])
+
+    async with serving(handler) as url:
+        client = client_for(url)
+        try:
+            for _ in range(3):
+                await client.list_apps()
+        finally:
+            await client.aclose()
+    assert len(peers) == 3 and len(set(map(id, peers))) == 1  # one kept-alive connection

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adk.client import AdkClient
@@ -37,6 +39,7 @@ from tests.adk_agents.test_agent.agent import (
 )
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.http_stub import serving
 
 TOKEN = "xoxb-test-token"
 ALLOWED = frozenset(DEFAULT_ATTACHMENT_MIMETYPES)
@@ -85,17 +88,24 @@ async def run_turn(adk: AdkClient, session: str, text: str) -> TurnResult:
     return result
 
 
-def mock_adk(parts: dict[str, Any]) -> AdkClient:
-    """A real AdkClient whose artifact GETs answer from ``parts`` (name -> JSON or status)."""
+@asynccontextmanager
+async def stub_adk(parts: dict[str, Any]) -> AsyncIterator[AdkClient]:
+    """A real AdkClient against a loopback server whose artifact GETs answer from ``parts``
+    (name -> JSON or HTTP status)."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        name = request.url.path.split("/artifacts/")[1].split("/versions/")[0]
+    async def handler(request: web.Request) -> web.Response:
+        name = request.path.split("/artifacts/")[1].split("/versions/")[0]
         answer = parts.get(name, 404)
         if isinstance(answer, int):
-            return httpx.Response(answer, json={"detail": "Artifact not found"})
-        return httpx.Response(200, json=answer)
+            return web.json_response({"detail": "Artifact not found"}, status=answer)
+        return web.json_response(answer)
 
-    return AdkClient("http://adk.invalid", "test_agent", transport=httpx.MockTransport(handler))
+    async with serving(handler) as url:
+        client = AdkClient(url, "test_agent")
+        try:
+            yield client
+        finally:
+            await client.aclose()
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -205,7 +215,7 @@ async def test_fetch_artifacts_caps_size_and_survives_missing_ones(adk: AdkClien
 
 async def test_fetch_artifacts_odd_parts() -> None:
     png = base64.urlsafe_b64encode(CHART_PNG).decode().rstrip("=")
-    adk = mock_adk({
+    parts = {
         "user:charts/q3.png": {"inlineData": {"data": png, "mimeType": "image/png"}},
         "link.csv": {"fileData": {"fileUri": "gs://bucket/x.csv", "mimeType": "text/csv"}},
         "broken.csv": {"inlineData": {"data": "!!not base64!!", "mimeType": "text/csv"}},
@@ -215,16 +225,14 @@ async def test_fetch_artifacts_odd_parts() -> None:
         "big.png": {"inlineData": {"data": base64.b64encode(b"x" * int(12.3 * MB)).decode(),
                                    "mimeType": "image/png"}},
         "server-error.png": 500,
-    })
-    try:
+    }
+    async with stub_adk(parts) as adk:
         attachments, notes = await fetch_artifacts(
             adk, "u1", "s1",
             {"user:charts/q3.png": 0, "link.csv": 0, "broken.csv": 0, "empty.csv": 0,
              "nothing": 1, "untyped.csv": 0, "big.png": 0, "server-error.png": 0},
             max_bytes=10 * MB,
         )
-    finally:
-        await adk.aclose()
     assert attachments == [
         Attachment("q3.png", CHART_PNG, "q3.png", "image/png"),
         Attachment("untyped.csv", b"a,b\n", "untyped.csv", "text/csv"),
