@@ -214,7 +214,9 @@ class Conversation:
     async def handle(self, turn: Turn) -> str:
         """Answer one turn, exactly once. Never raises for ADK trouble: the user is told
         instead. Returns the outcome (answered, error, config_error, recovered, ...)."""
+        from bot._trace import tr
         record, pending, orphan = await self.store.turn_context(turn.key, turn.ts)
+        tr(turn.ts, "context")
         if pending is not None:
             # An earlier attempt ran the agent and died while posting: finish its delivery.
             await self._deliver(turn, [Reply.from_dict(r) for r in pending], resume=True)
@@ -244,11 +246,14 @@ class Conversation:
         finally:
             working.cancel()
             live_ts = await live.finish()
+        tr(turn.ts, "finished_live")
         if live_ts and replies:
             replies[0] = replace(replies[0], update_ts=live_ts)
         await self.store.save_outbox(turn.key, turn.ts, [r.to_dict() for r in replies])
+        tr(turn.ts, "outbox")
         try:
             await self._deliver(turn, replies, resume=False)
+            tr(turn.ts, "posted")
         finally:
             if live_ts:
                 # The answer replaced the live message instead of being a new post, and only
@@ -304,9 +309,12 @@ class Conversation:
             return replies, "reset"
         result = TurnResult()
         try:
+            from bot._trace import tr
             session = await self._ensure_session(turn, record)
+            tr(turn.ts, "session")
             ctx["session"] = session.session_id
             question, speaker = await self._question(turn)
+            tr(turn.ts, "question")
             parts: list[dict[str, Any]] = []
             if turn.files:
                 parts, notes = await self.io.file_parts(turn)
@@ -337,7 +345,9 @@ class Conversation:
         ctx["invocation"] = result.invocation_id
         if self.config.log_text:
             ctx["text"] = result.answer
+        tr(turn.ts, "ran")
         more, outcome = self._replies_for(turn, result, ref)
+        tr(turn.ts, "rendered")
         if result.artifacts:
             files, notes = await fetch_artifacts(
                 self.adk, session.adk_user_id, session.session_id, result.artifacts,
@@ -416,20 +426,27 @@ class Conversation:
     async def _create_session(self, turn: Turn, session: Session, *, seed: bool,
                               since: str = "") -> None:
         events = await self._seed_events(turn, since) if seed else []
+        from bot._trace import tr
+        tr(turn.ts, f"seeded{seed}")
         state = {
             "slack_team": turn.team,
             "slack_channel": turn.channel,
             "slack_thread_ts": turn.thread_ts or "",
         }
-        created = await self.adk.create_session(
-            session.adk_user_id, session.session_id, state=state, events=events
-        )
-        await self.store.save_session(
-            turn.key,
-            adk_user_id=session.adk_user_id,
-            session_id=session.session_id,
-            generation=session.generation,
-            created_by=turn.user,
+        # The mapping is written while ADK creates the session (one wait instead of two).
+        # Should the creation fail, the mapping names a session ADK lacks: the next turn's
+        # run gets "Session not found" and recreates it, as after an ADK restart.
+        created, _ = await asyncio.gather(
+            self.adk.create_session(
+                session.adk_user_id, session.session_id, state=state, events=events
+            ),
+            self.store.save_session(
+                turn.key,
+                adk_user_id=session.adk_user_id,
+                session_id=session.session_id,
+                generation=session.generation,
+                created_by=turn.user,
+            ),
         )
         log.info(
             "session %s", "created" if created else "reused",
@@ -513,6 +530,8 @@ class Conversation:
                 streaming=self.config.streaming, parts=parts,
             ):
                 if first:
+                    from bot._trace import tr
+                    tr(turn.ts, "first_event")
                     self.metrics.adk_first_event_seconds.observe(time.perf_counter() - started)
                     first = False
                 await self._on_event(turn, event, result, progress, live)

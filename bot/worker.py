@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from bot.store.redis_store import Doorbell, Store
+from bot.store.redis_store import Doorbell, Store, Taken
 from bot.turns import Turn
 
 log = logging.getLogger("bot.worker")
@@ -146,7 +146,7 @@ class Worker:
             if not bell.key:
                 await self.store.ack(bell.entry_id)
                 return
-            token = await self.store.try_lock(bell.key, self.config.lock_ttl_ms)
+            token, head = await self.store.claim(bell.key, self.config.lock_ttl_ms)
             if token is None:
                 # Another worker holds the thread; it drains the queue, this bell is redundant.
                 await self.store.ack(bell.entry_id)
@@ -154,7 +154,7 @@ class Worker:
             held = HeldLock(bell.key, token)
             keeper = asyncio.create_task(self._keep_lock(bell, held))
             try:
-                await self._drain(held)
+                await self._drain(held, head)
             except asyncio.CancelledError:
                 await self._hand_back(bell, held)
                 raise
@@ -182,33 +182,33 @@ class Worker:
             log.warning("could not hand a thread back (it will be reclaimed): %s", exc,
                         extra={"thread_key": held.key})
 
-    async def _drain(self, held: HeldLock) -> None:
+    async def _drain(self, held: HeldLock, head: Taken | None) -> None:
+        """Run the thread's queued turns in order; each comes already marked running."""
         key = held.key
-        raw = await self.store.head(key)
         while True:
-            if raw is None:
+            if head is None:
                 held.released = True
                 if await self.store.release_if_empty(key, held.token):
                     return
                 held.released = False  # a turn arrived: keep the lock and go on
-                raw = await self.store.head(key)
+                head = await self.store.take_head(key)
                 continue
-            ts = await self._run_one(key, raw)
-            raw = (await self.store.finish_and_next(key, ts) if ts is not None
-                   else await self._drop_head(key))
+            ts = await self._run_one(key, head)
+            head = (await self.store.finish_and_next(key, ts) if ts is not None
+                    else await self._drop_head(key))
 
-    async def _drop_head(self, key: str) -> str | None:
+    async def _drop_head(self, key: str) -> Taken | None:
         await self.store.pop_head(key)
-        return await self.store.head(key)
+        return await self.store.take_head(key)
 
-    async def _run_one(self, key: str, raw: str) -> str | None:
+    async def _run_one(self, key: str, head: Taken) -> str | None:
         """Run the head turn; its ts, or None if the entry is unreadable."""
         try:
-            turn = Turn.from_json(raw)
+            turn = Turn.from_json(head.raw)
         except (ValueError, TypeError) as exc:
             log.error("dropping an unreadable queued turn: %s", exc, extra={"thread_key": key})
             return None
-        if await self.store.mark_running(key, turn.ts) == "d":
+        if head.state == "d":
             return turn.ts  # delivered already (e.g. by a worker that died before popping it)
         try:
             await self.handler(turn)

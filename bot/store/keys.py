@@ -1,5 +1,7 @@
 """The Redis key layout. Every key of one thread shares a hash tag `{team:channel:thread}`,
-so multi-key scripts on a thread run on one Redis Cluster slot.
+so the scripts that work on a thread touch one slot. The intake script also appends the
+thread's doorbell to the work stream in the same call (one round trip per event), so the
+bot needs one Redis primary, not a Redis Cluster.
 
     <p>:{<key>}:thread        hash   engaged, adk_user_id, session_id, generation,
                                      created_by, created_at, last_activity, turns, reset_at

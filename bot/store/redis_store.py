@@ -18,17 +18,21 @@ from redis.exceptions import ResponseError
 from bot.store.keys import Keys
 from bot.turns import Turn
 
-# KEYS (one thread, one hash tag): thread hash, event key, message key, queue
-# ARGV: turn json, engages, dedupe ttl, thread ttl, now
-# The same event arriving again while its turn still waits (a Slack redelivery, or this
-# command retried after a dropped connection) rings the doorbell again: harmless if the
-# first ring went out, and the fix if it did not.
+# KEYS: thread hash, event key, message key, queue (one thread, one hash tag), work stream
+# ARGV: turn json, engages, dedupe ttl, thread ttl, now, thread key
+# A queued turn rings its thread's doorbell (XADD) in the same call: one round trip per
+# event. The same event arriving again while its turn still waits (a Slack redelivery, or
+# this command retried after a dropped connection) rings the doorbell again: harmless if
+# the first ring went out, and the fix if it did not.
 _INTAKE = """
 local seen_event = redis.call('EXISTS', KEYS[2]) == 1
 local state = redis.call('GET', KEYS[3])
 if seen_event or state then
   if not seen_event then redis.call('SET', KEYS[2], '1', 'EX', ARGV[3]) end
-  if seen_event and state == 'q' then return 'requeue' end
+  if seen_event and state == 'q' then
+    redis.call('XADD', KEYS[5], '*', 'k', ARGV[6])
+    return 'requeue'
+  end
   return 'duplicate'
 end
 if ARGV[2] ~= '1' and redis.call('HEXISTS', KEYS[1], 'engaged') == 0 then
@@ -40,6 +44,7 @@ if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'engaged', '1') end
 redis.call('HSET', KEYS[1], 'last_activity', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('RPUSH', KEYS[4], ARGV[1])
+redis.call('XADD', KEYS[5], '*', 'k', ARGV[6])
 return 'queued'
 """
 
@@ -48,12 +53,48 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: message key; ARGV: ttl. Mark a turn running unless it is further along; return
-# the state it had (nil, "q", "r", "a" or "d").
-_MARK_RUNNING = """
-local state = redis.call('GET', KEYS[1])
-if not state or state == 'q' then redis.call('SET', KEYS[1], 'r', 'EX', ARGV[1]) end
-return state
+# Lua shared by the scripts that hand a worker its next turn: `take(queue, msg_prefix, ttl)`
+# reads the head of the thread's queue and marks that turn running unless it is further
+# along. Returns {head, state it had (nil, "q", "r", "a" or "d")}, or {} when the queue is
+# empty. The message key is built from the turn's ts under the thread's own hash tag (the
+# prefix is passed in), so it lives on the thread's slot like every declared key.
+_TAKE = """
+local function take(queue, msg_prefix, ttl)
+  local head = redis.call('LINDEX', queue, 0)
+  if not head then return {} end
+  local ok, turn = pcall(cjson.decode, head)
+  if not ok or type(turn) ~= 'table' or type(turn['ts']) ~= 'string' then
+    return {head}
+  end
+  local msg = msg_prefix .. turn['ts']
+  local state = redis.call('GET', msg)
+  if not state or state == 'q' then redis.call('SET', msg, 'r', 'EX', ttl) end
+  return {head, state}
+end
+"""
+
+# KEYS: lock, queue; ARGV: token, lock ttl ms, message key prefix, dedupe ttl.
+# Take the thread (SET NX) and its first turn in one round trip: {0} if another worker
+# holds it, else {1, take(...)...}.
+_CLAIM = _TAKE + """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+local taken = take(KEYS[2], ARGV[3], ARGV[4])
+return {1, taken[1], taken[2]}
+"""
+
+# KEYS: message key of the finished turn, its outbox, its live key, queue; ARGV: dedupe
+# ttl, message key prefix. The head turn is delivered: mark it, drop its outbox and live
+# key, pop it, and take the next one.
+_FINISH_AND_TAKE = _TAKE + """
+redis.call('SET', KEYS[1], 'd', 'EX', ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('LPOP', KEYS[4])
+return take(KEYS[4], ARGV[2], ARGV[1])
+"""
+
+# KEYS: queue; ARGV: message key prefix, dedupe ttl.
+_TAKE_HEAD = _TAKE + """
+return take(KEYS[1], ARGV[1], ARGV[2])
 """
 
 # KEYS: lock, queue; ARGV: token. Release the thread only if nothing is queued (atomic, so a
@@ -117,6 +158,21 @@ class ThreadRecord:
 
 
 @dataclass(frozen=True)
+class Taken:
+    """The head turn of a thread's queue, as handed to a worker: its JSON, and the state it
+    had before it was marked running ("d": delivered already; None: unreadable or new)."""
+
+    raw: str
+    state: str | None = None
+
+
+def _taken(reply: list[Any] | None) -> Taken | None:
+    if not reply or reply[0] is None:
+        return None
+    return Taken(str(reply[0]), reply[1] if len(reply) > 1 and reply[1] else None)
+
+
+@dataclass(frozen=True)
 class Doorbell:
     entry_id: str
     key: str
@@ -143,24 +199,26 @@ class Store:
         self._intake = client.register_script(_INTAKE)
         self._release = client.register_script(_RELEASE)
         self._extend = client.register_script(_EXTEND)
-        self._mark_running = client.register_script(_MARK_RUNNING)
+        self._claim = client.register_script(_CLAIM)
+        self._finish_and_take = client.register_script(_FINISH_AND_TAKE)
+        self._take_head = client.register_script(_TAKE_HEAD)
         self._release_if_empty = client.register_script(_RELEASE_IF_EMPTY)
 
     # ---- intake -------------------------------------------------------------------------
 
     async def enqueue(self, turn: Turn, *, engages: bool) -> IntakeResult:
-        """Atomically dedupe and queue a turn, then ring the thread's doorbell."""
+        """Atomically dedupe and queue a turn and ring the thread's doorbell (one script)."""
         key = turn.key
         k = self.keys
         result = await self._intake(
             keys=[k.thread(key), k.event(key, turn.event_id or f"ts-{turn.ts}"),
-                  k.message(key, turn.ts), k.queue(key)],
+                  k.message(key, turn.ts), k.queue(key), k.work_stream],
             args=[turn.to_json(), "1" if engages else "0", self.dedupe_ttl, self.thread_ttl,
-                  f"{time.time():.6f}"],
+                  f"{time.time():.6f}", key],
         )
         outcome = IntakeResult(result)
-        if outcome in (IntakeResult.QUEUED, IntakeResult.REQUEUE):
-            await self.ring(key)
+        if outcome in (IntakeResult.QUEUED, IntakeResult.REQUEUE) and self.wakeup is not None:
+            self.wakeup.set()
         return outcome
 
     async def ring(self, key: str) -> None:
@@ -247,30 +305,42 @@ class Store:
         ok = await self.redis.set(self.keys.lock(key), token, nx=True, px=ttl_ms)
         return token if ok else None
 
+    async def claim(self, key: str, ttl_ms: int) -> tuple[str | None, Taken | None]:
+        """Lock the thread and take its head turn (marked running) in one round trip:
+        (lock token or None if another worker holds the thread, the head or None)."""
+        token = uuid.uuid4().hex
+        reply = await self._claim(
+            keys=[self.keys.lock(key), self.keys.queue(key)],
+            args=[token, ttl_ms, self.keys.message(key, ""), self.dedupe_ttl],
+        )
+        if not reply or not int(reply[0]):
+            return None, None
+        return token, _taken(list(reply[1:]))
+
+    async def take_head(self, key: str) -> Taken | None:
+        """The head turn of the thread's queue, marked running (the lock must be held)."""
+        return _taken(await self._take_head(
+            keys=[self.keys.queue(key)], args=[self.keys.message(key, ""), self.dedupe_ttl]))
+
     async def extend_lock(self, key: str, token: str, ttl_ms: int) -> bool:
         return bool(await self._extend(keys=[self.keys.lock(key)], args=[token, ttl_ms]))
 
     async def release_lock(self, key: str, token: str) -> None:
         await self._release(keys=[self.keys.lock(key)], args=[token])
 
-    async def mark_running(self, key: str, ts: str) -> str | None:
-        return await self._mark_running(keys=[self.keys.message(key, ts)],
-                                        args=[self.dedupe_ttl])
-
     async def release_if_empty(self, key: str, token: str) -> bool:
         """True (and the lock released) when the thread's queue is empty."""
         return bool(await self._release_if_empty(keys=[self.keys.lock(key), self.keys.queue(key)],
                                                  args=[token]))
 
-    async def finish_and_next(self, key: str, ts: str) -> str | None:
-        """The head turn is delivered: mark it, drop its outbox, pop it; the next head."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.keys.message(key, ts), "d", ex=self.dedupe_ttl)
-        pipe.delete(self.keys.outbox(key, ts), self.keys.live(key, ts))
-        pipe.lpop(self.keys.queue(key))
-        pipe.lindex(self.keys.queue(key), 0)
-        results = await pipe.execute()
-        return results[-1]
+    async def finish_and_next(self, key: str, ts: str) -> Taken | None:
+        """The head turn is delivered: mark it, drop its outbox, pop it; take the next head
+        (marked running), all in one script."""
+        k = self.keys
+        return _taken(await self._finish_and_take(
+            keys=[k.message(key, ts), k.outbox(key, ts), k.live(key, ts), k.queue(key)],
+            args=[self.dedupe_ttl, k.message(key, "")],
+        ))
 
     async def turn_context(self, key: str, ts: str
                            ) -> tuple[ThreadRecord | None, list[dict[str, Any]] | None, str | None]:

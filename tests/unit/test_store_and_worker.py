@@ -70,6 +70,50 @@ async def test_lock_is_exclusive_and_released_only_by_its_owner(any_redis, prefi
     assert await store.try_lock("k", 5000) is not None
 
 
+async def test_claim_locks_the_thread_and_hands_out_its_head_marked_running(
+    any_redis, prefix
+) -> None:
+    store = make_store(any_redis, prefix)
+    await store.ensure_group()
+    first, second = turn("101.0", kind="mention"), turn("102.0")
+    assert await store.enqueue(first, engages=True) == IntakeResult.QUEUED
+    assert await store.enqueue(second, engages=False) == IntakeResult.QUEUED
+    # The intake rang the doorbell itself: one entry per queued turn.
+    bells = await store.read_doorbells("c1", 10, 100)
+    assert [b.key for b in bells] == [first.key, first.key]
+    token, head = await store.claim(first.key, 5000)
+    assert token is not None and head is not None
+    assert Turn.from_json(head.raw).ts == "101.0" and head.state == "q"
+    assert await store.message_state(first.key, "101.0") == "r"
+    # Another worker cannot claim a held thread, and learns nothing of its queue.
+    assert await store.claim(first.key, 5000) == (None, None)
+    # Finishing marks the turn delivered and hands out the next, marked running.
+    nxt = await store.finish_and_next(first.key, "101.0")
+    assert nxt is not None and Turn.from_json(nxt.raw).ts == "102.0" and nxt.state == "q"
+    assert await store.message_state(first.key, "101.0") == "d"
+    assert await store.message_state(first.key, "102.0") == "r"
+    assert await store.finish_and_next(first.key, "102.0") is None
+    assert await store.release_if_empty(first.key, token)
+
+
+async def test_claim_reports_delivered_and_unreadable_heads(any_redis, prefix) -> None:
+    store = make_store(any_redis, prefix)
+    t = turn("101.0", kind="mention")
+    await store.enqueue(t, engages=True)
+    await store.set_message_state(t.key, t.ts, "d")
+    token, head = await store.claim(t.key, 5000)
+    assert token is not None and head is not None and head.state == "d"
+    assert await store.message_state(t.key, t.ts) == "d"  # not set back to running
+    # A corrupt entry (not JSON, or JSON without a ts) comes back as it is, with no state.
+    await any_redis.rpush(store.keys.queue(t.key), "{not json", '{"ts": 5}')
+    await store.pop_head(t.key)
+    head = await store.take_head(t.key)
+    assert head is not None and head.raw == "{not json" and head.state is None
+    await store.pop_head(t.key)
+    head = await store.take_head(t.key)
+    assert head is not None and head.raw == '{"ts": 5}' and head.state is None
+
+
 async def _run_worker(store: Store, handler, **cfg) -> Worker:
     config = WorkerConfig(block_ms=200, blocking_reads=store.wakeup is None, **cfg)
     worker = Worker(store, handler, config)
