@@ -5,6 +5,7 @@ The conversation does not know Slack: it talks to a `ThreadIO` (Slack, or the te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -34,7 +35,7 @@ from bot.slack.render import (
     render_answer,
 )
 from bot.stops import Stops
-from bot.store.redis_store import Store, ThreadRecord
+from bot.store.redis_store import Store, ThreadRecord, TurnContext
 from bot.turns import Turn, adk_user_id_for, session_id_for
 
 log = logging.getLogger("bot.conversation")
@@ -42,6 +43,11 @@ log = logging.getLogger("bot.conversation")
 SEED_TEXT_LIMIT = 4000
 DELIVERY_ATTEMPTS = 4
 DELIVERY_BACKOFF = 1.0
+PREPARED_SESSION_SECONDS = 60.0  # a session prepared at intake waits this long for its turn
+PREPARED_SESSIONS_MAX = 10_000
+# The working status is set once the ADK run has been sent (its Slack call does not delay
+# the run), or after this long if the turn is still preparing (e.g. seeding a session).
+STATUS_DELAY_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ class Progress:
     """The status line of a running turn."""
 
     status: str = WORKING
+    running: asyncio.Event = field(default_factory=asyncio.Event)  # the ADK run was sent
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,14 @@ class Session:
     adk_user_id: str
     session_id: str
     generation: int
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    """A background call whose outcome nobody awaits (a prepared session whose turn was
+    refused or went to another process; a mapping write of a failed turn) must not log
+    'exception never retrieved'."""
+    if not task.cancelled():
+        task.exception()
 
 
 def new_ref() -> str:
@@ -210,13 +225,61 @@ class Conversation:
         self.stops = stops or Stops(store)
         self.access = access or AccessPolicy()
         self.metrics = metrics or Metrics()
+        # ADK sessions being created for new threads whose first turn is still queued:
+        # (thread key, session id) -> (deadline, the creation).
+        self._prepared: dict[tuple[str, str], tuple[float, asyncio.Task[bool]]] = {}
 
-    async def handle(self, turn: Turn) -> str:
+    # ---- a new thread's session, prepared while its first turn is queued ---------------
+
+    def prepare_session(self, turn: Turn) -> None:
+        """Start creating the ADK session of a new thread (a top-level mention, nothing to
+        seed from) as soon as its turn is queued, so the turn does not wait for it. Only
+        when the access policy can already tell that the turn will run."""
+        if self._has_history(turn) or needs_user_groups(self.access):
+            return
+        decision = decide(self.access, channel=turn.channel, user=turn.user,
+                          user_groups=frozenset(), kind=turn.kind, mentioned=True,
+                          thread_starter=None)
+        if not isinstance(decision, Allow):
+            return
+        session = self._new_session(turn, 0)
+        slot = (turn.key, session.session_id)
+        now = time.monotonic()
+        self._forget_prepared(now)
+        if slot in self._prepared or len(self._prepared) >= PREPARED_SESSIONS_MAX:
+            return
+        task = asyncio.create_task(self.adk.create_session(
+            session.adk_user_id, session.session_id, state=self._session_state(turn)))
+        task.add_done_callback(_quiet)
+        self._prepared[slot] = (now + PREPARED_SESSION_SECONDS, task)
+
+    def _forget_prepared(self, now: float) -> None:
+        """Drop the preparations nobody took in time (oldest first: all share one TTL)."""
+        while self._prepared:
+            slot, (deadline, _) = next(iter(self._prepared.items()))
+            if deadline >= now:
+                return
+            del self._prepared[slot]
+
+    async def _prepared_creation(self, turn: Turn, session: Session) -> bool | None:
+        """The outcome of this session's creation at intake; None if there was none (or it
+        failed, and the caller creates the session itself)."""
+        item = self._prepared.pop((turn.key, session.session_id), None)
+        if item is None:
+            return None
+        try:
+            return await item[1]
+        except AdkError:
+            return None
+
+    async def handle(self, turn: Turn, context: TurnContext | None = None) -> str:
         """Answer one turn, exactly once. Never raises for ADK trouble: the user is told
-        instead. Returns the outcome (answered, error, config_error, recovered, ...)."""
-        from bot._trace import tr
-        record, pending, orphan = await self.store.turn_context(turn.key, turn.ts)
-        tr(turn.ts, "context")
+        instead. Returns the outcome (answered, error, config_error, recovered, ...).
+        `context` is the turn's context as the worker read it with the turn (else read
+        here)."""
+        if context is None:
+            context = await self.store.turn_context(turn.key, turn.ts)
+        record, pending, orphan = context.record, context.outbox, context.live
         if pending is not None:
             # An earlier attempt ran the agent and died while posting: finish its delivery.
             await self._deliver(turn, [Reply.from_dict(r) for r in pending], resume=True)
@@ -246,14 +309,11 @@ class Conversation:
         finally:
             working.cancel()
             live_ts = await live.finish()
-        tr(turn.ts, "finished_live")
         if live_ts and replies:
             replies[0] = replace(replies[0], update_ts=live_ts)
         await self.store.save_outbox(turn.key, turn.ts, [r.to_dict() for r in replies])
-        tr(turn.ts, "outbox")
         try:
             await self._deliver(turn, replies, resume=False)
-            tr(turn.ts, "posted")
         finally:
             if live_ts:
                 # The answer replaced the live message instead of being a new post, and only
@@ -308,13 +368,11 @@ class Conversation:
             ))
             return replies, "reset"
         result = TurnResult()
+        saving: asyncio.Task[None] | None = None  # the thread's mapping, written meanwhile
         try:
-            from bot._trace import tr
-            session = await self._ensure_session(turn, record)
-            tr(turn.ts, "session")
+            session, saving = await self._ensure_session(turn, record)
             ctx["session"] = session.session_id
             question, speaker = await self._question(turn)
-            tr(turn.ts, "question")
             parts: list[dict[str, Any]] = []
             if turn.files:
                 parts, notes = await self.io.file_parts(turn)
@@ -342,12 +400,12 @@ class Conversation:
             log.warning("turn failed: %s", exc, extra=ctx | {"outcome": outcome})
             replies.append(Reply(error_text(exc, ref, self.config.app_name)))
             return replies, outcome
+        if saving is not None:
+            await saving  # a Redis error leaves the turn queued, like any other
         ctx["invocation"] = result.invocation_id
         if self.config.log_text:
             ctx["text"] = result.answer
-        tr(turn.ts, "ran")
         more, outcome = self._replies_for(turn, result, ref)
-        tr(turn.ts, "rendered")
         if result.artifacts:
             files, notes = await fetch_artifacts(
                 self.adk, session.adk_user_id, session.session_id, result.artifacts,
@@ -391,6 +449,9 @@ class Conversation:
 
     async def _keep_working(self, turn: Turn, progress: Progress) -> None:
         """Show that the agent is working, and keep showing it through long turns."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STATUS_DELAY_SECONDS):
+                await progress.running.wait()
         while True:
             await self._show(turn, progress.status)
             await asyncio.sleep(self.config.status_refresh_seconds)
@@ -403,20 +464,34 @@ class Conversation:
 
     # ---- the session --------------------------------------------------------------------
 
-    async def _ensure_session(self, turn: Turn, record: ThreadRecord | None) -> Session:
+    async def _ensure_session(self, turn: Turn, record: ThreadRecord | None
+                              ) -> tuple[Session, asyncio.Task[None] | None]:
+        """The thread's session, created in ADK if it has none yet; with the write of the
+        thread's mapping, which goes on while the turn runs (None when nothing is written)."""
         if record is not None and record.session_id and record.adk_user_id:
-            return Session(record.adk_user_id, record.session_id, record.generation)
-        generation = record.generation if record is not None else 0
-        session = Session(
+            return Session(record.adk_user_id, record.session_id, record.generation), None
+        session = self._new_session(turn, record.generation if record is not None else 0)
+        saving = await self._create_session(
+            turn, session, seed=self._has_history(turn),
+            since=record.reset_at if record is not None else "", prepared=True)
+        return session, saving
+
+    def _new_session(self, turn: Turn, generation: int) -> Session:
+        return Session(
             adk_user_id=adk_user_id_for(
                 self.config.user_scope, turn.team, turn.channel, turn.key
             ),
             session_id=session_id_for(turn.key, generation),
             generation=generation,
         )
-        await self._create_session(turn, session, seed=self._has_history(turn),
-                                   since=record.reset_at if record is not None else "")
-        return session
+
+    @staticmethod
+    def _session_state(turn: Turn) -> dict[str, str]:
+        return {
+            "slack_team": turn.team,
+            "slack_channel": turn.channel,
+            "slack_thread_ts": turn.thread_ts or "",
+        }
 
     @staticmethod
     def _has_history(turn: Turn) -> bool:
@@ -424,34 +499,32 @@ class Conversation:
         return turn.in_existing_thread or turn.thread_ts is None
 
     async def _create_session(self, turn: Turn, session: Session, *, seed: bool,
-                              since: str = "") -> None:
+                              since: str = "", prepared: bool = False) -> asyncio.Task[None]:
+        """Create the session in ADK (or take the creation started at intake). The thread's
+        mapping is written meanwhile, by the task returned: await it before the turn's
+        answer is saved. Should the creation fail, the mapping names a session ADK lacks:
+        the next turn's run gets "Session not found" and recreates it, as after an ADK
+        restart."""
         events = await self._seed_events(turn, since) if seed else []
-        from bot._trace import tr
-        tr(turn.ts, f"seeded{seed}")
-        state = {
-            "slack_team": turn.team,
-            "slack_channel": turn.channel,
-            "slack_thread_ts": turn.thread_ts or "",
-        }
-        # The mapping is written while ADK creates the session (one wait instead of two).
-        # Should the creation fail, the mapping names a session ADK lacks: the next turn's
-        # run gets "Session not found" and recreates it, as after an ADK restart.
-        created, _ = await asyncio.gather(
-            self.adk.create_session(
-                session.adk_user_id, session.session_id, state=state, events=events
-            ),
-            self.store.save_session(
-                turn.key,
-                adk_user_id=session.adk_user_id,
-                session_id=session.session_id,
-                generation=session.generation,
-                created_by=turn.user,
-            ),
-        )
+        saving = asyncio.create_task(self.store.save_session(
+            turn.key,
+            adk_user_id=session.adk_user_id,
+            session_id=session.session_id,
+            generation=session.generation,
+            created_by=turn.user,
+        ))
+        saving.add_done_callback(_quiet)
+        created = await self._prepared_creation(turn, session) if prepared else None
+        if created is None:
+            created = await self.adk.create_session(
+                session.adk_user_id, session.session_id, state=self._session_state(turn),
+                events=events,
+            )
         log.info(
             "session %s", "created" if created else "reused",
             extra={"thread_key": turn.key, "session": session.session_id, "seeded": len(events)},
         )
+        return saving
 
     async def _seed_events(self, turn: Turn, since: str = "") -> list[dict[str, Any]]:
         """The thread's earlier messages (after a reset, only the later ones) as ADK events."""
@@ -523,6 +596,7 @@ class Conversation:
         started = time.perf_counter()
         first = True
         outcome = "error"
+        progress.running.set()
         try:
             async for event in self.adk.run_sse(
                 session.adk_user_id, session.session_id, question,
@@ -530,8 +604,6 @@ class Conversation:
                 streaming=self.config.streaming, parts=parts,
             ):
                 if first:
-                    from bot._trace import tr
-                    tr(turn.ts, "first_event")
                     self.metrics.adk_first_event_seconds.observe(time.perf_counter() - started)
                     first = False
                 await self._on_event(turn, event, result, progress, live)
@@ -581,7 +653,8 @@ class Conversation:
                         "ADK lost the session; recreating it from the Slack thread",
                         extra={"thread_key": turn.key, "session": session.session_id},
                     )
-                    await self._create_session(turn, session, seed=self._has_history(turn))
+                    await (await self._create_session(
+                        turn, session, seed=self._has_history(turn)))
                     await self._run(turn, session, question, speaker, result, progress, live,
                                     parts)
         except TimeoutError as exc:

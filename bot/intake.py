@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.conversation import control_command
@@ -13,22 +14,60 @@ from bot.slack.render import readable_input
 from bot.slack.routing import BotIdentity, Ignore, retry_number, route_event
 from bot.stops import Stops
 from bot.store.redis_store import IntakeResult, Store
+from bot.turns import Turn
 
 log = logging.getLogger("bot.intake")
 
 CONTROL_TEXT_MAX = 80  # a command word plus the bot's mention token, with room to spare
+RECENT_TURNS = 4096
+RECENT_TURN_SECONDS = 120.0
+
+
+class RecentTurns:
+    """Turns this process queued lately: (thread key, ts) -> the event id that queued it.
+
+    A mention arrives twice (`app_mention` and its `message` twin: same ts, other event
+    ids), usually at the same process within a millisecond. Once one of them is queued, the
+    other is a duplicate whatever Redis would say (the turn's message key exists there), so
+    it is answered without a round trip. Anything not found here goes to Redis, which
+    decides for all processes."""
+
+    def __init__(self, size: int = RECENT_TURNS, ttl: float = RECENT_TURN_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._items: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
+        self._size = size
+        self._ttl = ttl
+        self._clock = clock
+
+    def is_twin(self, turn: Turn) -> bool:
+        """Another event (not a redelivery of the same one) of a turn queued here."""
+        item = self._items.get((turn.key, turn.ts))
+        if item is None or item[0] < self._clock():
+            return False
+        return item[1] != turn.event_id
+
+    def add(self, turn: Turn) -> None:
+        self._items[(turn.key, turn.ts)] = (self._clock() + self._ttl, turn.event_id)
+        self._items.move_to_end((turn.key, turn.ts))
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
 
 
 class Intake:
     def __init__(
         self, store: Store, bot: BotIdentity, metrics: Metrics, stops: Stops, *,
         max_input_chars: int = 20000,
+        on_new_thread: Callable[[Turn], None] | None = None,
     ) -> None:
         self.store = store
         self.stops = stops
         self.bot = bot
         self.metrics = metrics
         self.max_input_chars = max_input_chars
+        self.recent = RecentTurns()
+        # Called (it must not block) for each queued mention: lets this process's
+        # conversation create a new thread's ADK session while the turn waits for a worker.
+        self.on_new_thread = on_new_thread
 
     async def handle(self, body: Mapping[str, Any], headers: Mapping[str, Any]) -> str:
         """Route, dedupe and queue one event. Raises if Redis cannot take it, so that the
@@ -51,7 +90,15 @@ class Intake:
             self.metrics.events_in.labels(etype, "stop").inc()
             return "stop"
         retry = retry_number(headers)
-        result = await self.store.enqueue(decision.turn, engages=decision.engages)
+        if self.recent.is_twin(turn):
+            result = IntakeResult.DUPLICATE
+        else:
+            result = await self.store.enqueue(turn, engages=decision.engages)
+            if result is IntakeResult.QUEUED:
+                self.recent.add(turn)
+                if self.on_new_thread is not None and decision.engages \
+                        and turn.kind == "mention":
+                    self.on_new_thread(turn)
         if result in (IntakeResult.DUPLICATE, IntakeResult.REQUEUE):
             self.metrics.duplicates.inc()
         self.metrics.events_in.labels(etype, result.value).inc()

@@ -38,7 +38,7 @@ from bot.slack.usergroups import UserGroupResolver
 from bot.stops import Stops
 from bot.store.feedback import FeedbackStore
 from bot.store.keys import Keys
-from bot.store.redis_store import Store
+from bot.store.redis_store import Store, TurnContext
 from bot.turns import Turn
 from bot.worker import TurnHandler, Worker, WorkerConfig
 
@@ -168,13 +168,13 @@ class Bot:
 
 
 def make_handler(conversation: Conversation, metrics: Metrics) -> TurnHandler:
-    async def handle(turn: Turn) -> str:
+    async def handle(turn: Turn, context: TurnContext | None = None) -> str:
         if turn.received_at:
             metrics.turn_wait_seconds.observe(max(0.0, time.time() - turn.received_at))
         metrics.turns_running.inc()
         with metrics.turn_seconds.time():
             try:
-                outcome = await conversation.handle(turn)
+                outcome = await conversation.handle(turn, context)
             finally:
                 metrics.turns_running.dec()
         metrics.turns.labels(outcome).inc()
@@ -210,7 +210,6 @@ def assemble(
     store = build_store(settings, redis_client, embedded)
     metrics = metrics or Metrics()
     stops = Stops(store)
-    intake = Intake(store, identity, metrics, stops, max_input_chars=settings.max_input_chars)
     conversation = Conversation(
         store, adk, make_io(store, metrics),
         ConversationConfig(
@@ -224,6 +223,11 @@ def assemble(
         ),
         stops, access, metrics,
     )
+    # A process that also runs the turns creates a new thread's ADK session while its first
+    # turn is queued (an intake-only process leaves that to the worker that takes the turn).
+    intake = Intake(store, identity, metrics, stops, max_input_chars=settings.max_input_chars,
+                    on_new_thread=conversation.prepare_session if settings.role == "all"
+                    else None)
     worker = Worker(
         store, make_handler(conversation, metrics),
         WorkerConfig(

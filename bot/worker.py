@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from bot.store.redis_store import Doorbell, Store, Taken
+from bot.store.redis_store import Doorbell, Store, Taken, TurnContext
 from bot.turns import Turn
 
 log = logging.getLogger("bot.worker")
 
-TurnHandler = Callable[[Turn], Awaitable[str]]
+# A turn and its context, as read from Redis with it (the handler need not read it again).
+TurnHandler = Callable[[Turn, TurnContext | None], Awaitable[str]]
 
 
 @dataclass
@@ -211,7 +212,7 @@ class Worker:
         if head.state == "d":
             return turn.ts  # delivered already (e.g. by a worker that died before popping it)
         try:
-            await self.handler(turn)
+            await self.handler(turn, head.context)
         except (asyncio.CancelledError, RedisError, OSError):
             raise  # the turn stays queued: retried when Redis is back, or by another worker
         except Exception:

@@ -53,48 +53,51 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# Lua shared by the scripts that hand a worker its next turn: `take(queue, msg_prefix, ttl)`
-# reads the head of the thread's queue and marks that turn running unless it is further
-# along. Returns {head, state it had (nil, "q", "r", "a" or "d")}, or {} when the queue is
-# empty. The message key is built from the turn's ts under the thread's own hash tag (the
-# prefix is passed in), so it lives on the thread's slot like every declared key.
+# Lua shared by the scripts that hand a worker its next turn. `take(queue, thread, msg,
+# out, live, ttl)` reads the head of the thread's queue and marks that turn running unless
+# it is further along, and reads what the turn needs to start: the thread's mapping, and the
+# outbox and live message an earlier attempt at the turn may have left. Returns {head,
+# state it had (false, "q", "r", "a" or "d"), mapping (flat), outbox, live}, {head} for an
+# entry that is not a turn, or {} when the queue is empty. `msg`, `out` and `live` are key
+# prefixes under the thread's own hash tag (bot/store/keys.py), completed with the ts.
 _TAKE = """
-local function take(queue, msg_prefix, ttl)
+local function take(queue, thread, msg, out, live, ttl)
   local head = redis.call('LINDEX', queue, 0)
   if not head then return {} end
   local ok, turn = pcall(cjson.decode, head)
   if not ok or type(turn) ~= 'table' or type(turn['ts']) ~= 'string' then
     return {head}
   end
-  local msg = msg_prefix .. turn['ts']
-  local state = redis.call('GET', msg)
-  if not state or state == 'q' then redis.call('SET', msg, 'r', 'EX', ttl) end
-  return {head, state}
+  local ts = turn['ts']
+  local state = redis.call('GET', msg .. ts)
+  if not state or state == 'q' then redis.call('SET', msg .. ts, 'r', 'EX', ttl) end
+  return {head, state, redis.call('HGETALL', thread), redis.call('GET', out .. ts),
+          redis.call('GET', live .. ts)}
 end
 """
 
-# KEYS: lock, queue; ARGV: token, lock ttl ms, message key prefix, dedupe ttl.
-# Take the thread (SET NX) and its first turn in one round trip: {0} if another worker
-# holds it, else {1, take(...)...}.
+# KEYS: lock, queue, thread; ARGV: token, lock ttl ms, msg, out and live prefixes, dedupe
+# ttl. Take the thread (SET NX) and its first turn in one round trip: {0} if another
+# worker holds it, else {1, take(...)...}.
 _CLAIM = _TAKE + """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
-local taken = take(KEYS[2], ARGV[3], ARGV[4])
-return {1, taken[1], taken[2]}
+local taken = take(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+return {1, taken}
 """
 
-# KEYS: message key of the finished turn, its outbox, its live key, queue; ARGV: dedupe
-# ttl, message key prefix. The head turn is delivered: mark it, drop its outbox and live
-# key, pop it, and take the next one.
+# KEYS: message key of the finished turn, its outbox, its live key, queue, thread; ARGV:
+# dedupe ttl, msg, out and live prefixes. The head turn is delivered: mark it, drop its
+# outbox and live key, pop it, and take the next one.
 _FINISH_AND_TAKE = _TAKE + """
 redis.call('SET', KEYS[1], 'd', 'EX', ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('LPOP', KEYS[4])
-return take(KEYS[4], ARGV[2], ARGV[1])
+return take(KEYS[4], KEYS[5], ARGV[2], ARGV[3], ARGV[4], ARGV[1])
 """
 
-# KEYS: queue; ARGV: message key prefix, dedupe ttl.
+# KEYS: queue, thread; ARGV: msg, out and live prefixes, dedupe ttl.
 _TAKE_HEAD = _TAKE + """
-return take(KEYS[1], ARGV[1], ARGV[2])
+return take(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 
 # KEYS: lock, queue; ARGV: token. Release the thread only if nothing is queued (atomic, so a
@@ -158,18 +161,36 @@ class ThreadRecord:
 
 
 @dataclass(frozen=True)
+class TurnContext:
+    """What a turn needs to start, read with it: the thread's mapping, and the outbox and
+    live message an earlier attempt at the turn left (None when there are none)."""
+
+    record: ThreadRecord | None
+    outbox: list[dict[str, Any]] | None
+    live: str | None
+
+
+@dataclass(frozen=True)
 class Taken:
-    """The head turn of a thread's queue, as handed to a worker: its JSON, and the state it
-    had before it was marked running ("d": delivered already; None: unreadable or new)."""
+    """The head turn of a thread's queue, as handed to a worker: its JSON, the state it had
+    before it was marked running ("d": delivered already; None: new, or not a turn), and
+    its context (None when the entry is not a turn)."""
 
     raw: str
     state: str | None = None
+    context: TurnContext | None = None
 
 
-def _taken(reply: list[Any] | None) -> Taken | None:
+def _taken(key: str, reply: list[Any] | None) -> Taken | None:
     if not reply or reply[0] is None:
         return None
-    return Taken(str(reply[0]), reply[1] if len(reply) > 1 and reply[1] else None)
+    if len(reply) < 5:
+        return Taken(str(reply[0]))
+    head, state, flat, outbox, live = reply[:5]
+    mapping = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
+    record = ThreadRecord.from_hash(key, mapping) if mapping else None
+    return Taken(str(head), state or None,
+                 TurnContext(record, _parse_outbox(outbox), live or None))
 
 
 @dataclass(frozen=True)
@@ -305,22 +326,30 @@ class Store:
         ok = await self.redis.set(self.keys.lock(key), token, nx=True, px=ttl_ms)
         return token if ok else None
 
+    def _take_prefixes(self, key: str) -> list[str]:
+        k = self.keys
+        return [k.message(key, ""), k.outbox(key, ""), k.live(key, "")]
+
     async def claim(self, key: str, ttl_ms: int) -> tuple[str | None, Taken | None]:
-        """Lock the thread and take its head turn (marked running) in one round trip:
-        (lock token or None if another worker holds the thread, the head or None)."""
+        """Lock the thread and take its head turn (marked running, with its context) in one
+        round trip: (lock token or None if another worker holds the thread, the head or
+        None)."""
         token = uuid.uuid4().hex
+        k = self.keys
         reply = await self._claim(
-            keys=[self.keys.lock(key), self.keys.queue(key)],
-            args=[token, ttl_ms, self.keys.message(key, ""), self.dedupe_ttl],
+            keys=[k.lock(key), k.queue(key), k.thread(key)],
+            args=[token, ttl_ms, *self._take_prefixes(key), self.dedupe_ttl],
         )
         if not reply or not int(reply[0]):
             return None, None
-        return token, _taken(list(reply[1:]))
+        return token, _taken(key, reply[1] if len(reply) > 1 else None)
 
     async def take_head(self, key: str) -> Taken | None:
         """The head turn of the thread's queue, marked running (the lock must be held)."""
-        return _taken(await self._take_head(
-            keys=[self.keys.queue(key)], args=[self.keys.message(key, ""), self.dedupe_ttl]))
+        k = self.keys
+        return _taken(key, await self._take_head(
+            keys=[k.queue(key), k.thread(key)],
+            args=[*self._take_prefixes(key), self.dedupe_ttl]))
 
     async def extend_lock(self, key: str, token: str, ttl_ms: int) -> bool:
         return bool(await self._extend(keys=[self.keys.lock(key)], args=[token, ttl_ms]))
@@ -335,24 +364,24 @@ class Store:
 
     async def finish_and_next(self, key: str, ts: str) -> Taken | None:
         """The head turn is delivered: mark it, drop its outbox, pop it; take the next head
-        (marked running), all in one script."""
+        (marked running, with its context), all in one script."""
         k = self.keys
-        return _taken(await self._finish_and_take(
-            keys=[k.message(key, ts), k.outbox(key, ts), k.live(key, ts), k.queue(key)],
-            args=[self.dedupe_ttl, k.message(key, "")],
+        return _taken(key, await self._finish_and_take(
+            keys=[k.message(key, ts), k.outbox(key, ts), k.live(key, ts), k.queue(key),
+                  k.thread(key)],
+            args=[self.dedupe_ttl, *self._take_prefixes(key)],
         ))
 
-    async def turn_context(self, key: str, ts: str
-                           ) -> tuple[ThreadRecord | None, list[dict[str, Any]] | None, str | None]:
+    async def turn_context(self, key: str, ts: str) -> TurnContext:
         """The thread's mapping, the turn's outbox and the live message an earlier attempt
-        left, in one round trip."""
+        left, in one round trip (workers get it with the turn: `Taken.context`)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.thread(key))
         pipe.get(self.keys.outbox(key, ts))
         pipe.get(self.keys.live(key, ts))
         data, raw, live = await pipe.execute()
         record = ThreadRecord.from_hash(key, data) if data else None
-        return record, _parse_outbox(raw), live
+        return TurnContext(record, _parse_outbox(raw), live)
 
     async def remember_live(self, key: str, ts: str, live_ts: str) -> None:
         await self.redis.set(self.keys.live(key, ts), live_ts, ex=self.dedupe_ttl)

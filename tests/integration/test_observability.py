@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from tests.fakes import slack_events as ev
@@ -35,7 +36,13 @@ async def test_metrics_count_what_happened(slack: FakeSlack, bot: BotProcess) ->
     slack.fail_next("reactions.add", status=200, error="invalid_name")
     await say(slack, bot, user="U1", text="a dm", channel="D1", dm=True)
     await slack.wait_for(lambda s: any(m.get("bot_id") for m in s.messages.get("D1", [])))
-    text = (await bot.http.get(f"{bot.url}/metrics")).text
+    # A turn is counted when its handler returns, a moment after its answer is visible.
+    text = ""
+    for _ in range(100):
+        text = (await bot.http.get(f"{bot.url}/metrics")).text
+        if re.search(r'^slackbot_turns_total\{outcome="answered"\} 2\.0$', text, re.MULTILINE):
+            break
+        await asyncio.sleep(0.05)
     for name in METRICS:
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
     assert sample(text, "slackbot_events_total", type="app_mention", outcome="queued") + sample(

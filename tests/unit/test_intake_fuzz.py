@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from bot.adk.client import AdkClient
 from bot.app import build_web_client
 from bot.config import Settings
+from bot.intake import RecentTurns
 from bot.runtime import Bot, build_bot
 from bot.server import MAX_BODY_BYTES, build_http_app
 from bot.slack.routing import BotIdentity, Ignore, Route, route_event
@@ -281,6 +282,7 @@ def test_signed_events_are_acked_and_valid_ones_queued_exactly_once(
 
     async def scenario() -> None:
         await endpoint.redis.flushall()
+        endpoint.bot.intake.recent = RecentTurns()  # each example starts from nothing
         first = await _post(endpoint, raw, signed(raw, content_type))
         again = await _post(endpoint, raw, signed(raw, content_type, retry_num=1))
         statuses = {first.status_code, again.status_code}

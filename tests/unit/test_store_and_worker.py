@@ -81,15 +81,25 @@ async def test_claim_locks_the_thread_and_hands_out_its_head_marked_running(
     # The intake rang the doorbell itself: one entry per queued turn.
     bells = await store.read_doorbells("c1", 10, 100)
     assert [b.key for b in bells] == [first.key, first.key]
+    await store.save_session(first.key, adk_user_id="slack-T1", session_id="s-1",
+                             generation=0, created_by="U1")
+    await store.save_outbox(first.key, "101.0", [{"text": "saved answer"}])
+    await store.remember_live(first.key, "101.0", "555.0")
     token, head = await store.claim(first.key, 5000)
     assert token is not None and head is not None
-    assert Turn.from_json(head.raw).ts == "101.0" and head.state == "q"
-    assert await store.message_state(first.key, "101.0") == "r"
+    assert Turn.from_json(head.raw).ts == "101.0" and head.state == "a"
+    # The turn's context comes with it, the same as a separate read would give.
+    assert head.context == await store.turn_context(first.key, "101.0")
+    assert head.context is not None and head.context.record is not None
+    assert head.context.record.session_id == "s-1" and head.context.record.turns == 1
+    assert head.context.outbox == [{"text": "saved answer"}] and head.context.live == "555.0"
+    assert await store.message_state(first.key, "101.0") == "a"  # further along: kept
     # Another worker cannot claim a held thread, and learns nothing of its queue.
     assert await store.claim(first.key, 5000) == (None, None)
     # Finishing marks the turn delivered and hands out the next, marked running.
     nxt = await store.finish_and_next(first.key, "101.0")
     assert nxt is not None and Turn.from_json(nxt.raw).ts == "102.0" and nxt.state == "q"
+    assert nxt.context is not None and nxt.context.outbox is None and nxt.context.live is None
     assert await store.message_state(first.key, "101.0") == "d"
     assert await store.message_state(first.key, "102.0") == "r"
     assert await store.finish_and_next(first.key, "102.0") is None
@@ -109,6 +119,7 @@ async def test_claim_reports_delivered_and_unreadable_heads(any_redis, prefix) -
     await store.pop_head(t.key)
     head = await store.take_head(t.key)
     assert head is not None and head.raw == "{not json" and head.state is None
+    assert head.context is None
     await store.pop_head(t.key)
     head = await store.take_head(t.key)
     assert head is not None and head.raw == '{"ts": 5}' and head.state is None
@@ -135,7 +146,7 @@ async def test_one_thread_runs_in_order_and_never_overlaps(any_redis, prefix) ->
     running = 0
     overlap = False
 
-    async def handler(t: Turn) -> str:
+    async def handler(t: Turn, _context: object = None) -> str:
         nonlocal running, overlap
         running += 1
         overlap = overlap or running > 1
@@ -161,7 +172,7 @@ async def test_threads_run_concurrently(any_redis, prefix) -> None:
     store = make_store(any_redis, prefix)
     done: list[str] = []
 
-    async def handler(t: Turn) -> str:
+    async def handler(t: Turn, _context: object = None) -> str:
         await asyncio.sleep(0.5)
         done.append(t.key)
         return "answered"
@@ -189,7 +200,7 @@ async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, 
     assert await store.try_lock(t.key, 300) is not None
     answered: list[str] = []
 
-    async def handler(x: Turn) -> str:
+    async def handler(x: Turn, _context: object = None) -> str:
         answered.append(x.ts)
         return "answered"
 
@@ -206,7 +217,7 @@ async def test_already_answered_turn_is_not_answered_again(any_redis, prefix) ->
     await store.set_message_state(t.key, t.ts, "d")  # answered, then the worker died
     calls: list[str] = []
 
-    async def handler(x: Turn) -> str:
+    async def handler(x: Turn, _context: object = None) -> str:
         calls.append(x.ts)
         return "answered"
 
@@ -222,7 +233,7 @@ async def test_a_failing_handler_does_not_block_the_thread(any_redis, prefix) ->
     store = make_store(any_redis, prefix)
     calls: list[str] = []
 
-    async def handler(x: Turn) -> str:
+    async def handler(x: Turn, _context: object = None) -> str:
         calls.append(x.ts)
         if x.ts == "101.0":
             raise RuntimeError("boom")
@@ -242,7 +253,7 @@ async def test_unreadable_queue_entries_are_dropped(any_redis, prefix, garbage) 
     await any_redis.rpush(store.keys.queue(key), garbage)
     calls: list[str] = []
 
-    async def handler(x: Turn) -> str:
+    async def handler(x: Turn, _context: object = None) -> str:
         calls.append(x.ts)
         return "answered"
 

@@ -1,0 +1,136 @@
+"""A new thread's ADK session is created while its first turn is still queued (ROLE=all),
+and the second event of a mention (its `message` twin) is a duplicate without asking Redis.
+Against a real `adk api_server` (test agent), the real intake, conversation and worker, on
+fakeredis, with the console's terminal in Slack's place."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+
+from bot.access import AccessPolicy
+from bot.adk.client import AdkClient
+from bot.config import Settings
+from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
+from bot.intake import RecentTurns
+from bot.runtime import Parts, assemble
+from bot.slack.routing import BotIdentity
+from bot.turns import Turn, adk_user_id_for, session_id_for
+from tests.fakes.adk_server import AdkServer
+
+
+class CountingAdk(AdkClient):
+    """The real client, counting the sessions it is asked to create."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.creates: list[str] = []
+
+    async def create_session(self, user_id: str, session_id: str, **kwargs: Any) -> bool:
+        self.creates.append(session_id)
+        return await super().create_session(user_id, session_id, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def adk_server() -> Iterator[AdkServer]:
+    server = AdkServer(memory=True)
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def build(adk: AdkClient, role: str = "all", access: AccessPolicy | None = None
+          ) -> tuple[Parts, io.StringIO]:
+    settings = Settings(_env_file=None, adk_app_name="test_agent",  # type: ignore[call-arg]
+                        role=role)
+    out = io.StringIO()
+    console = ConsoleIO(out, io.StringIO(), user_name="alice", interactive=False)
+    parts = assemble(settings, redis_client=fakeredis.FakeAsyncRedis(decode_responses=True),
+                     embedded=True, adk=adk, make_io=lambda _s, _m: console,
+                     identity=BotIdentity(user_id=BOT_USER, team_id=TEAM), access=access,
+                     feedback=False)
+    return parts, out
+
+
+def twin_of(mention: dict[str, Any]) -> dict[str, Any]:
+    event = dict(mention["event"], type="message", channel_type="channel")
+    return dict(mention, event_id=mention["event_id"] + "-twin", event=event)
+
+
+async def created_in_adk(adk: AdkClient, ts: str) -> bool:
+    key = f"{TEAM}:CCONSOLE:{ts}"
+    session = await adk.get_session(adk_user_id_for("workspace", TEAM, "CCONSOLE", key),
+                                    session_id_for(key, 0))
+    return session is not None
+
+
+async def test_the_session_is_ready_before_a_worker_takes_the_turn(adk_server) -> None:
+    adk = CountingAdk(adk_server.base_url, "test_agent")
+    parts, out = build(adk)
+    ts = "1700000100.000100"
+    mention = console_event(f"<@{BOT_USER}> hello", ts, ts, mention=True)
+    try:
+        assert await parts.intake.handle(mention, {}) == "queued"
+        assert await parts.intake.handle(twin_of(mention), {}) == "duplicate"
+        assert await parts.store.queue_length(f"{TEAM}:CCONSOLE:{ts}") == 1
+        for _ in range(100):  # no worker runs yet: only the intake's preparation
+            if await created_in_adk(adk, ts):
+                break
+            await asyncio.sleep(0.02)
+        assert await created_in_adk(adk, ts)
+        await parts.worker.start()
+        assert await wait_answered(parts.store, f"{TEAM}:CCONSOLE:{ts}", ts, 20)
+        # The worker took the prepared session instead of creating it again.
+        assert adk.creates == [session_id_for(f"{TEAM}:CCONSOLE:{ts}", 0)]
+        assert "said=alice: hello" in out.getvalue()
+        record = await parts.store.get_thread(f"{TEAM}:CCONSOLE:{ts}")
+        assert record is not None and record.session_id == adk.creates[0]
+    finally:
+        await parts.worker.stop(1)
+        await adk.aclose()
+
+
+@pytest.mark.parametrize("case", ["denied user", "intake-only process"])
+async def test_no_session_is_prepared_for_a_turn_that_may_not_run_here(
+    adk_server, case: str
+) -> None:
+    adk = CountingAdk(adk_server.base_url, "test_agent")
+    if case == "denied user":
+        parts, _ = build(adk, access=AccessPolicy(denied_users=frozenset({"UCONSOLE"})))
+    else:
+        parts, _ = build(adk, role="intake")
+    ts = "1700000200.000100" if case == "denied user" else "1700000300.000100"
+    try:
+        mention = console_event(f"<@{BOT_USER}> hi", ts, ts, mention=True)
+        assert await parts.intake.handle(mention, {}) == "queued"
+        await asyncio.sleep(0.3)
+        assert adk.creates == [] and not await created_in_adk(adk, ts)
+    finally:
+        await adk.aclose()
+
+
+def turn(ts: str, event_id: str) -> Turn:
+    return Turn(team="T1", channel="C1", thread_ts=ts, ts=ts, user="U1", text="q",
+                kind="mention", event_id=event_id)
+
+
+def test_recent_turns_know_twins_not_redeliveries_and_forget() -> None:
+    now = [0.0]
+    recent = RecentTurns(size=2, ttl=10.0, clock=lambda: now[0])
+    recent.add(turn("1.0", "EvA"))
+    assert recent.is_twin(turn("1.0", "EvB"))  # the message twin of the mention
+    assert not recent.is_twin(turn("1.0", "EvA"))  # a redelivery: Redis decides
+    assert not recent.is_twin(turn("2.0", "EvC"))
+    recent.add(turn("2.0", "EvC"))
+    recent.add(turn("3.0", "EvD"))  # over the size: the oldest is forgotten
+    assert not recent.is_twin(turn("1.0", "EvB"))
+    assert recent.is_twin(turn("3.0", "EvE"))
+    now[0] = 11.0
+    assert not recent.is_twin(turn("3.0", "EvE"))  # expired
