@@ -4,10 +4,13 @@ burst (closed loop, a bounded number of requests in flight)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
 import json
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -112,6 +115,30 @@ class SendResult:
     behind_max: float = 0.0  # open loop: how late the sender itself started a request
 
 
+@contextlib.asynccontextmanager
+async def steady_gc(period: float = 0.5) -> AsyncIterator[None]:
+    """Keep this process's garbage collector from pausing a measurement: what is alive now,
+    and every `period` seconds after, is frozen (left out of full collections). Without it,
+    a full collection over the benchmark's own records stopped the sender for 50-100 ms,
+    and that showed up as ack latency. For the benchmark's processes only: the frozen
+    objects are never collected as cyclic garbage."""
+    gc.collect()
+    gc.freeze()
+
+    async def freeze() -> None:
+        while True:
+            await asyncio.sleep(period)
+            gc.freeze()
+
+    task = asyncio.create_task(freeze())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _post(http: aiohttp.ClientSession, url: str, req: Request, scheduled_mono: float,
                 wall_offset: float, result: SendResult) -> None:
     try:
@@ -134,20 +161,21 @@ async def open_loop(http: aiohttp.ClientSession, urls: list[str], requests: list
     """Send each request at `start + offset`, whatever happened to the earlier ones; its
     latency runs from that due time, so queueing anywhere (the sender included) counts."""
     result = SendResult()
-    wall_offset = time.time() - time.monotonic()
-    start = time.monotonic() + 0.05
-    result.first_sent = start + wall_offset
-    tasks: list[asyncio.Task[None]] = []
-    for req in sorted(requests, key=lambda r: r.offset):
-        due = start + req.offset
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            result.behind_max = max(result.behind_max, -delay)
-        tasks.append(asyncio.create_task(
-            _post(http, urls[req.target], req, due, wall_offset, result)))
-    await asyncio.wait_for(asyncio.gather(*tasks), limit_s)
+    async with steady_gc():
+        wall_offset = time.time() - time.monotonic()
+        start = time.monotonic() + 0.05
+        result.first_sent = start + wall_offset
+        tasks: list[asyncio.Task[None]] = []
+        for req in sorted(requests, key=lambda r: r.offset):
+            due = start + req.offset
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                result.behind_max = max(result.behind_max, -delay)
+            tasks.append(asyncio.create_task(
+                _post(http, urls[req.target], req, due, wall_offset, result)))
+        await asyncio.wait_for(asyncio.gather(*tasks), limit_s)
     return result
 
 
@@ -167,7 +195,8 @@ async def burst(http: aiohttp.ClientSession, urls: list[str], groups: list[list[
     async def group(reqs: list[Request]) -> None:
         await asyncio.gather(*(one(r) for r in reqs))
 
-    await asyncio.wait_for(asyncio.gather(*(group(g) for g in groups)), limit_s)
+    async with steady_gc():
+        await asyncio.wait_for(asyncio.gather(*(group(g) for g in groups)), limit_s)
     return result
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 
 from pydantic import ValidationError
@@ -28,6 +29,12 @@ async def _serve(settings: Settings) -> int:
     from bot.server import serve
 
     bot = await build_slack_bot(settings)
+    # What is built by now (modules, clients, the app) lives as long as the process. Frozen,
+    # it is left out of the cyclic garbage collector's full collections, which otherwise
+    # walk ~100,000 objects and stop the event loop for 50-100 ms (measured: the intake's
+    # p99 at 500 events/s went from 146 ms to 22 ms; docs/benchmarks.md).
+    gc.collect()
+    gc.freeze()
     await serve(bot)
     return 0
 
