@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import statistics
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ import redis
 
 from bench import infra
 from bench.infra import SlackProcess, percentile
-from bench.load import Request, SendResult, Traffic, burst, open_loop
+from bench.load import Request, SendResult, Traffic, burst, open_loop, steady_gc
 from bench.redis_proxy import RedisProxy
 from tests.integration.harness import BotProcess
 
@@ -227,7 +228,9 @@ async def floor_run(ctx: Ctx, slack: SlackProcess, traffic: Traffic, n: int, rat
     tasks = []
 
     async def one(token: str, channel: str, ts: str, speaker: str) -> None:
-        runs.append(await floor_turn(ctx.http, ctx.adk_url, slack, f"floor-{token}", channel,
+        # A session id of its own per run: repeated runs reuse the same tokens.
+        runs.append(await floor_turn(ctx.http, ctx.adk_url, slack,
+                                     f"floor-{token}-{secrets.token_hex(4)}", channel,
                                      ts, f"{speaker}: {token}{suffix}"))
 
     for i in range(n):
@@ -336,6 +339,38 @@ async def concurrent_threads(ctx: Ctx, threads: int, agent_sleep: float) -> dict
         }
 
 
+async def floor_concurrent(ctx: Ctx, threads: int, agent_sleep: float) -> dict[str, Any]:
+    """Figure 4's floor: the same 1,000 slow turns done directly (create, /run_sse, post),
+    all at once, with no bot: what ADK, the fake Slack and this machine need by themselves."""
+    slack = await SlackProcess.start()
+    connector = aiohttp.TCPConnector(limit=0)
+    http = aiohttp.ClientSession(connector=connector, trust_env=False,
+                                 timeout=aiohttp.ClientTimeout(total=agent_sleep + 120))
+    try:
+        traffic = Traffic("Y", channels=100, seed=8)
+        tokens = [traffic.token() for _ in range(threads)]
+        slack.known |= set(tokens)
+        cpu0 = infra.cpu_seconds(ctx.adk_pid)
+        async with steady_gc():
+            started = time.time()
+            await asyncio.wait_for(asyncio.gather(*(
+                floor_turn(http, ctx.adk_url, slack, f"floorc-{t}-{secrets.token_hex(4)}",
+                           traffic.channel(),
+                           f"{time.time():.6f}", f"Alice: {t} sleep={agent_sleep:g}")
+                for t in tokens)), timeout=agent_sleep + 120)
+        await slack.wait_answers(ctx.http, set(tokens), limit_s=30)
+        answered = [slack.answers[t].at for t in tokens if t in slack.answers]
+        return {
+            "threads": threads,
+            "answered": len(answered),
+            "wall_s": round(max(answered) - started, 2) if answered else float("nan"),
+            "cpu_s_adk": round(infra.cpu_seconds(ctx.adk_pid) - cpu0, 2),
+        }
+    finally:
+        await http.close()
+        slack.stop()
+
+
 # ---- 5. throughput with 1..3 bot processes ------------------------------------------------------
 
 
@@ -379,7 +414,8 @@ async def floor_throughput(ctx: Ctx, turns: int) -> dict[str, Any]:
 
         async def one(token: str) -> None:
             async with slots:
-                await floor_turn(ctx.http, ctx.adk_url, slack, f"floor-{token}",
+                await floor_turn(ctx.http, ctx.adk_url, slack,
+                                 f"floor-{token}-{secrets.token_hex(4)}",
                                  traffic.channel(), f"{time.time():.6f}", f"Alice: {token}")
 
         tokens = [traffic.token() for _ in range(turns)]

@@ -62,6 +62,8 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     for name in ("intake_100", "intake_500"):
         assert results[name]["acked_200"] == results[name]["events"], results[name]
     assert results["overhead"]["floor_answered"] == results["overhead"]["turns"]
+    floor = results["floor_concurrent"]  # figure 4 done directly, without the bot
+    assert floor["answered"] == floor["threads"] == results["concurrent"]["threads"], floor
     for key in ("per_new_thread_turn", "per_followup_turn", "per_ignored_event",
                 "round_trips_per_new_thread_turn"):
         assert isinstance(results["redis"][key], int | float), results["redis"]
