@@ -262,13 +262,18 @@ class Conversation:
             del self._prepared[slot]
 
     async def _prepared_creation(self, turn: Turn, session: Session) -> bool | None:
-        """The outcome of this session's creation at intake; None if there was none (or it
-        failed, and the caller creates the session itself)."""
+        """The outcome of this session's creation at intake; None if there was none, or if
+        it failed in a way another attempt may not (ADK unreachable then, or a 5xx): the
+        caller creates the session itself. A timeout or a configuration error is the
+        turn's answer, as if the caller had got it (another attempt would only wait
+        again)."""
         item = self._prepared.pop((turn.key, session.session_id), None)
         if item is None:
             return None
         try:
             return await item[1]
+        except (AdkTimeout, AdkConfigError):
+            raise
         except AdkError:
             return None
 

@@ -14,7 +14,7 @@ import fakeredis
 import pytest
 
 from bot.access import AccessPolicy
-from bot.adk.client import AdkClient
+from bot.adk.client import AdkClient, AdkError, AdkTimeout, AdkUnavailable
 from bot.config import Settings
 from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
 from bot.intake import RecentTurns
@@ -33,6 +33,20 @@ class CountingAdk(AdkClient):
 
     async def create_session(self, user_id: str, session_id: str, **kwargs: Any) -> bool:
         self.creates.append(session_id)
+        return await super().create_session(user_id, session_id, **kwargs)
+
+
+class FlakyAdk(CountingAdk):
+    """The real client, whose first session creation (the one started at intake) fails."""
+
+    def __init__(self, *args: Any, first_error: type[AdkError], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_error = first_error
+
+    async def create_session(self, user_id: str, session_id: str, **kwargs: Any) -> bool:
+        if not self.creates:
+            self.creates.append(session_id)
+            raise self.first_error("injected")
         return await super().create_session(user_id, session_id, **kwargs)
 
 
@@ -113,6 +127,28 @@ async def test_no_session_is_prepared_for_a_turn_that_may_not_run_here(
         await asyncio.sleep(0.3)
         assert adk.creates == [] and not await created_in_adk(adk, ts)
     finally:
+        await adk.aclose()
+
+
+@pytest.mark.parametrize(("error", "answered"), [(AdkUnavailable, True), (AdkTimeout, False)])
+async def test_a_failed_preparation_is_retried_only_when_retrying_can_help(
+    adk_server, error: type[AdkError], answered: bool
+) -> None:
+    adk = FlakyAdk(adk_server.base_url, "test_agent", first_error=error)
+    parts, out = build(adk)
+    ts = "1700000400.000100" if answered else "1700000500.000100"
+    key = f"{TEAM}:CCONSOLE:{ts}"
+    try:
+        await parts.worker.start()
+        mention = console_event(f"<@{BOT_USER}> hello", ts, ts, mention=True)
+        assert await parts.intake.handle(mention, {}) == "queued"
+        assert await wait_answered(parts.store, key, ts, 20)
+        if answered:  # unreachable at intake: the worker creates the session again
+            assert len(adk.creates) == 2 and "said=alice: hello" in out.getvalue()
+        else:  # a timeout is not waited out twice: the user hears of it at once
+            assert len(adk.creates) == 1 and "took too long" in out.getvalue()
+    finally:
+        await parts.worker.stop(1)
         await adk.aclose()
 
 
