@@ -102,6 +102,7 @@ def rows_for(results: dict[str, Any], plan: Plan) -> list[Row]:
                 f"/ {r['expected']}", "all, once",
                 "PASS" if r["lost"] == 0 and r["duplicated"] == 0 else "MISS"),
             Row(fig, "bot CPU while sending", r["bot_cpu_share"], "cores"),
+            Row(fig, "sender behind its schedule, max", r["sender_behind_max_ms"], "ms"),
             *spread_row(fig, r, "p99_ms", "ms"),
         ]
     o = results["overhead"]
