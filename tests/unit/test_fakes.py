@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -386,16 +386,6 @@ async def test_send_event_is_signed() -> None:
 # ---------------------------------------------------------------- ADK api_server
 
 
-@pytest.fixture(scope="module")
-def adk() -> Iterator[AdkServer]:
-    server = AdkServer(memory=True)
-    server.start(timeout=60)
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
 def _run_body(session: str, text: str, **extra: Any) -> dict[str, Any]:
     return {
         "appName": "test_agent",
@@ -413,8 +403,8 @@ def _final_text(events: list[dict[str, Any]]) -> str:
 
 
 @pytest.mark.integration
-async def test_adk_run_keeps_history(adk: AdkServer) -> None:
-    async with httpx.AsyncClient(base_url=adk.base_url, trust_env=False, timeout=30) as http:
+async def test_adk_run_keeps_history(adk_server: AdkServer) -> None:
+    async with httpx.AsyncClient(base_url=adk_server.base_url, trust_env=False, timeout=30) as http:
         r = await http.post("/apps/test_agent/users/u1/sessions", json={"sessionId": "s1"})
         assert r.status_code == 200, r.text
         r = await http.post("/run", json=_run_body("s1", "first question"))
@@ -433,8 +423,8 @@ async def test_adk_run_keeps_history(adk: AdkServer) -> None:
 
 
 @pytest.mark.integration
-async def test_adk_run_sse_streams(adk: AdkServer) -> None:
-    async with httpx.AsyncClient(base_url=adk.base_url, trust_env=False, timeout=30) as http:
+async def test_adk_run_sse_streams(adk_server: AdkServer) -> None:
+    async with httpx.AsyncClient(base_url=adk_server.base_url, trust_env=False, timeout=30) as http:
         r = await http.post("/apps/test_agent/users/u1/sessions", json={"sessionId": "s2"})
         assert r.status_code == 200, r.text
         events: list[dict[str, Any]] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -61,16 +61,6 @@ async def slack() -> AsyncIterator[FakeSlack]:
 
 def web_client(slack: FakeSlack, token: str = TOKEN) -> AsyncWebClient:
     return AsyncWebClient(token=token, base_url=slack.base_url)
-
-
-@pytest.fixture(scope="module")
-def adk_server() -> Iterator[AdkServer]:
-    server = AdkServer(memory=True)
-    server.start(timeout=60)
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture

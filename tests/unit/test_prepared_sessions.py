@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
@@ -21,7 +20,6 @@ from bot.intake import RecentTurns
 from bot.runtime import Parts, assemble
 from bot.slack.routing import BotIdentity
 from bot.turns import Turn, adk_user_id_for, session_id_for
-from tests.fakes.adk_server import AdkServer
 
 
 class CountingAdk(AdkClient):
@@ -48,16 +46,6 @@ class FlakyAdk(CountingAdk):
             self.creates.append(session_id)
             raise self.first_error("injected")
         return await super().create_session(user_id, session_id, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def adk_server() -> Iterator[AdkServer]:
-    server = AdkServer(memory=True)
-    server.start(timeout=60)
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def build(adk: AdkClient, role: str = "all", access: AccessPolicy | None = None
