@@ -93,13 +93,14 @@ class Intake:
         if self.recent.is_twin(turn):
             result = IntakeResult.DUPLICATE
         else:
-            if self.on_new_thread is not None and decision.engages and turn.kind == "mention":
-                # Started before the turn is queued, so that ADK works on it meanwhile; for
-                # a mention Redis then calls a duplicate, creating it again is harmless.
-                self.on_new_thread(turn)
             result = await self.store.enqueue(turn, engages=decision.engages)
             if result is IntakeResult.QUEUED:
                 self.recent.add(turn)
+                # Only once the turn is safely queued: an event Redis refused, a
+                # redelivery or a twin causes no ADK call.
+                if self.on_new_thread is not None and decision.engages \
+                        and turn.kind == "mention":
+                    self.on_new_thread(turn)
         if result in (IntakeResult.DUPLICATE, IntakeResult.REQUEUE):
             self.metrics.duplicates.inc()
         self.metrics.events_in.labels(etype, result.value).inc()

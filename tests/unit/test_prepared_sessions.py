@@ -11,6 +11,7 @@ from typing import Any
 
 import fakeredis
 import pytest
+from redis.exceptions import RedisError
 
 from bot.access import AccessPolicy
 from bot.adk.client import AdkClient, AdkError, AdkTimeout, AdkUnavailable
@@ -48,13 +49,14 @@ class FlakyAdk(CountingAdk):
         return await super().create_session(user_id, session_id, **kwargs)
 
 
-def build(adk: AdkClient, role: str = "all", access: AccessPolicy | None = None
-          ) -> tuple[Parts, io.StringIO]:
+def build(adk: AdkClient, role: str = "all", access: AccessPolicy | None = None,
+          server: fakeredis.FakeServer | None = None) -> tuple[Parts, io.StringIO]:
     settings = Settings(_env_file=None, adk_app_name="test_agent",  # type: ignore[call-arg]
                         role=role)
     out = io.StringIO()
     console = ConsoleIO(out, io.StringIO(), user_name="alice", interactive=False)
-    parts = assemble(settings, redis_client=fakeredis.FakeAsyncRedis(decode_responses=True),
+    redis = fakeredis.FakeAsyncRedis(decode_responses=True, server=server)
+    parts = assemble(settings, redis_client=redis,
                      embedded=True, adk=adk, make_io=lambda _s, _m: console,
                      identity=BotIdentity(user_id=BOT_USER, team_id=TEAM), access=access,
                      feedback=False)
@@ -137,6 +139,21 @@ async def test_a_failed_preparation_is_retried_only_when_retrying_can_help(
             assert len(adk.creates) == 1 and "took too long" in out.getvalue()
     finally:
         await parts.worker.stop(1)
+        await adk.aclose()
+
+
+async def test_an_event_redis_refused_causes_no_adk_call(adk_server) -> None:
+    adk = CountingAdk(adk_server.base_url, "test_agent")
+    server = fakeredis.FakeServer()
+    parts, _ = build(adk, server=server)
+    ts = "1700000600.000100"
+    server.connected = False  # Redis is down: the event is not acked, Slack sends it again
+    try:
+        with pytest.raises(RedisError):
+            await parts.intake.handle(console_event(f"<@{BOT_USER}> hi", ts, ts, True), {})
+        await asyncio.sleep(0.2)
+        assert adk.creates == [] and not await created_in_adk(adk, ts)
+    finally:
         await adk.aclose()
 
 
