@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import secrets
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -196,19 +198,31 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.asynccontextmanager
+async def fresh_adk(ctx: scenarios.Ctx) -> AsyncIterator[None]:
+    """A new `adk api_server` for one run of one figure. With in-memory sessions, ADK keeps
+    every session it ever served; one server for the whole benchmark made each figure pay
+    for the ones before it (its heap, and its garbage collector's pauses, grew with the
+    sessions), so a figure's result depended on its place in the run."""
+    adk = AdkServer(memory=True, log_level="warning")
+    await asyncio.to_thread(adk.start)
+    assert adk.pid is not None
+    ctx.adk_url, ctx.adk_pid = adk.base_url, adk.pid
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(adk.cleanup)
+
+
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 async def run(plan: Plan, quick: bool, only: frozenset[str] = frozenset()) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    adk = AdkServer(memory=True, log_level="warning")
-    adk.start()
     client = infra.redis_client()
     http = client_session()
-    assert adk.pid is not None
-    ctx = scenarios.Ctx(adk.base_url, adk.pid, f"bench-{secrets.token_hex(4)}", quick, http,
-                        client)
+    ctx = scenarios.Ctx("", 0, f"bench-{secrets.token_hex(4)}", quick, http, client)
     steps: list[tuple[str, Any, float]] = [
         ("redis", lambda: scenarios.redis_commands(ctx, plan.redis_turns), 120),
         ("overhead", lambda: scenarios.overhead(ctx, plan.overhead_turns, plan.overhead_rate,
@@ -237,12 +251,12 @@ async def run(plan: Plan, quick: bool, only: frozenset[str] = frozenset()) -> di
             for n in range(plan.repeats if key else 1):
                 log(f"{name} (run {n + 1}) ..." if key and plan.repeats > 1 else f"{name} ...")
                 started = time.monotonic()
-                runs.append(await asyncio.wait_for(step(), limit))
+                async with fresh_adk(ctx):
+                    runs.append(await asyncio.wait_for(step(), limit))
                 log(f"{name} done in {time.monotonic() - started:.1f}s: {runs[-1]}")
             results[name] = median_run(runs, key) if key else runs[0]
     finally:
         await http.close()
-        adk.cleanup()
         for prefix in ctx.prefixes:
             infra.delete_prefix(client, prefix)
         client.close()
