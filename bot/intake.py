@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,6 +13,7 @@ from bot.slack.render import readable_input
 from bot.slack.routing import BotIdentity, Ignore, retry_number, route_event
 from bot.stops import Stops
 from bot.store.redis_store import IntakeResult, Store
+from bot.ttl_cache import TtlCache
 from bot.turns import Turn
 
 log = logging.getLogger("bot.intake")
@@ -34,23 +34,15 @@ class RecentTurns:
 
     def __init__(self, size: int = RECENT_TURNS, ttl: float = RECENT_TURN_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._items: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
-        self._size = size
-        self._ttl = ttl
-        self._clock = clock
+        self._queued: TtlCache[tuple[str, str], str] = TtlCache(size, ttl, clock)
 
     def is_twin(self, turn: Turn) -> bool:
         """Another event (not a redelivery of the same one) of a turn queued here."""
-        item = self._items.get((turn.key, turn.ts))
-        if item is None or item[0] < self._clock():
-            return False
-        return item[1] != turn.event_id
+        event_id = self._queued.get((turn.key, turn.ts))
+        return event_id is not None and event_id != turn.event_id
 
     def add(self, turn: Turn) -> None:
-        self._items[(turn.key, turn.ts)] = (self._clock() + self._ttl, turn.event_id)
-        self._items.move_to_end((turn.key, turn.ts))
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
+        self._queued.put((turn.key, turn.ts), turn.event_id)
 
 
 class Intake:

@@ -4,8 +4,6 @@ and user names, all through slack_sdk's AsyncWebClient."""
 from __future__ import annotations
 
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +20,7 @@ from bot.slack.routing import BotIdentity
 from bot.slack.stream import SlackLiveAnswer, StreamBudget, StreamingMode
 from bot.slack.usergroups import UserGroupResolver
 from bot.store.redis_store import Store
+from bot.ttl_cache import TtlCache
 from bot.turns import Turn
 
 log = logging.getLogger("bot.slack")
@@ -34,28 +33,6 @@ BLOCK_ERRORS = frozenset({
 })
 NAME_CACHE_SIZE = 5000
 NAME_CACHE_SECONDS = 3600.0
-
-
-class NameCache:
-    """A small LRU of user id -> display name, with expiry."""
-
-    def __init__(self, size: int = NAME_CACHE_SIZE, ttl: float = NAME_CACHE_SECONDS) -> None:
-        self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._size = size
-        self._ttl = ttl
-
-    def get(self, key: str) -> str | None:
-        item = self._items.get(key)
-        if item is None or item[0] < time.monotonic():
-            return None
-        self._items.move_to_end(key)
-        return item[1]
-
-    def put(self, key: str, value: str) -> None:
-        self._items[key] = (time.monotonic() + self._ttl, value)
-        self._items.move_to_end(key)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
 
 
 def display_name_of(user: dict) -> str:
@@ -94,7 +71,7 @@ class SlackThreadIO:
         self.working_status = working_status
         self.streaming_mode = streaming_mode
         self.budget = StreamBudget(store, stream_starts_per_minute)
-        self.names = NameCache()
+        self.names: TtlCache[str, str] = TtlCache(NAME_CACHE_SIZE, NAME_CACHE_SECONDS)
         self._reacted: set[tuple[str, str]] = set()  # messages carrying our working reaction
 
     def live(self, turn: Turn) -> SlackLiveAnswer:

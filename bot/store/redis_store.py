@@ -389,9 +389,6 @@ class Store:
     async def forget_live(self, key: str, ts: str) -> None:
         await self.redis.delete(self.keys.live(key, ts))
 
-    async def head(self, key: str) -> str | None:
-        return await self.redis.lindex(self.keys.queue(key), 0)
-
     async def pop_head(self, key: str) -> None:
         await self.redis.lpop(self.keys.queue(key))
 
