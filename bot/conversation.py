@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from bot.access import AccessPolicy, Allow, Deny, decide, needs_user_groups
 from bot.adk.client import (
+    AdkAuthError,
     AdkClient,
     AdkConfigError,
     AdkError,
@@ -195,6 +196,12 @@ def error_text(exc: BaseException, ref: str, app_name: str) -> str:
             f":no_entry: I'm misconfigured: the agent app `{app_name}` is not available on "
             f"the ADK server, so I can't answer. An admin needs to check ADK_APP_NAME. "
             f"(ref `{ref}`)"
+        )
+    if isinstance(exc, AdkAuthError):
+        return (
+            ":no_entry: I couldn't sign in to the agent service, so this message wasn't "
+            "answered. If it keeps happening, an admin needs to check the bot's ADK "
+            f"credentials (ADK_AUTH). (ref `{ref}`)"
         )
     if isinstance(exc, AdkUnavailable):
         return (
@@ -384,7 +391,7 @@ class Conversation:
                 if notes:
                     replies.append(Reply(":paperclip: " + " ".join(notes)))
             run = asyncio.create_task(self._run_with_recovery(
-                turn, session, question, speaker, result, progress, live, parts))
+                turn, record, session, question, speaker, result, progress, live, parts))
             self.stops.register(turn.key, run)
             try:
                 await run
@@ -401,7 +408,8 @@ class Conversation:
             parts = Reply.answer_parts(render_answer(partial)) if partial else []
             return [*replies, *parts, stopped], "stopped"
         except AdkError as exc:
-            outcome = "config_error" if isinstance(exc, AdkConfigError) else "error"
+            outcome = ("config_error" if isinstance(exc, AdkConfigError | AdkAuthError)
+                       else "error")
             log.warning("turn failed: %s", exc, extra=ctx | {"outcome": outcome})
             replies.append(Reply(error_text(exc, ref, self.config.app_name)))
             return replies, outcome
@@ -478,7 +486,8 @@ class Conversation:
         session = self._new_session(turn, record.generation if record is not None else 0)
         saving = await self._create_session(
             turn, session, seed=self._has_history(turn),
-            since=record.reset_at if record is not None else "", prepared=True)
+            since=record.reset_at if record is not None else "", prepared=True,
+            created_by=record.created_by if record is not None else "")
         return session, saving
 
     def _new_session(self, turn: Turn, generation: int) -> Session:
@@ -504,7 +513,8 @@ class Conversation:
         return turn.in_existing_thread or turn.thread_ts is None
 
     async def _create_session(self, turn: Turn, session: Session, *, seed: bool,
-                              since: str = "", prepared: bool = False) -> asyncio.Task[None]:
+                              since: str = "", prepared: bool = False,
+                              created_by: str = "") -> asyncio.Task[None]:
         """Create the session in ADK (or take the creation started at intake). The thread's
         mapping is written meanwhile, by the task returned: await it before the turn's
         answer is saved. Should the creation fail, the mapping names a session ADK lacks:
@@ -516,7 +526,7 @@ class Conversation:
             adk_user_id=session.adk_user_id,
             session_id=session.session_id,
             generation=session.generation,
-            created_by=turn.user,
+            created_by=created_by or turn.user,
         ))
         saving.add_done_callback(_quiet)
         created = await self._prepared_creation(turn, session) if prepared else None
@@ -645,8 +655,9 @@ class Conversation:
         return None
 
     async def _run_with_recovery(
-        self, turn: Turn, session: Session, question: str, speaker: str, result: TurnResult,
-        progress: Progress, live: LiveAnswer, parts: Sequence[Mapping[str, Any]] = (),
+        self, turn: Turn, record: ThreadRecord | None, session: Session, question: str,
+        speaker: str, result: TurnResult, progress: Progress, live: LiveAnswer,
+        parts: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         try:
             async with asyncio.timeout(self.config.turn_timeout_seconds):
@@ -658,8 +669,12 @@ class Conversation:
                         "ADK lost the session; recreating it from the Slack thread",
                         extra={"thread_key": turn.key, "session": session.session_id},
                     )
+                    # Seeded from the thread as the mapping knows it: after a reset, only
+                    # the later messages; the thread's starter stays who it was.
                     await (await self._create_session(
-                        turn, session, seed=self._has_history(turn)))
+                        turn, session, seed=self._has_history(turn),
+                        since=record.reset_at if record is not None else "",
+                        created_by=record.created_by if record is not None else ""))
                     await self._run(turn, session, question, speaker, result, progress, live,
                                     parts)
         except TimeoutError as exc:
@@ -668,20 +683,25 @@ class Conversation:
     # ---- the answer ---------------------------------------------------------------------
 
     def _replies_for(self, turn: Turn, result: TurnResult, ref: str) -> tuple[list[Reply], str]:
-        if result.stream_error:
-            log.warning("agent error: %s", result.stream_error[:300],
-                        extra={"ref": ref, "thread_key": turn.key})
-            return [Reply(
-                ":warning: The agent ran into an error while answering this message. "
-                f"Please try again. (ref `{ref}`)"
-            )], "agent_error"
         answer = result.answer
         replies = Reply.answer_parts(render_answer(answer)) if answer else []
+        if result.stream_error:
+            # What the agent had answered before it failed (a later sub-agent or callback
+            # raised) is kept: the user watched it stream, and it may be all they need.
+            log.warning("agent error: %s", result.stream_error[:300],
+                        extra={"ref": ref, "thread_key": turn.key})
+            replies.append(Reply(
+                ":warning: The agent ran into an error while answering this message"
+                f"{', so this answer may be incomplete' if answer else ''}. "
+                f"Please try again. (ref `{ref}`)"
+            ))
+            return replies, "agent_error"
         if result.error_code:
             log.warning("agent error code %s", result.error_code,
                         extra={"ref": ref, "thread_key": turn.key})
+            said = describe_error_code(result.error_code, result.error_message)
             replies.append(Reply(
-                f":warning: {describe_error_code(result.error_code).capitalize()}"
+                f":warning: {said[:1].upper()}{said[1:]}"
                 f"{'' if answer else ', so there is no answer'}. (ref `{ref}`)"
             ))
             return replies, "answered" if answer else "agent_error"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from bot.store.redis_store import Doorbell, Store, Taken, TurnContext
+from bot.store.redis_store import Doorbell, LockLost, Store, Taken, TurnContext
 from bot.turns import Turn
 
 log = logging.getLogger("bot.worker")
@@ -28,6 +28,7 @@ class HeldLock:
     key: str
     token: str
     released: bool = False
+    lost: bool = False  # it expired and is not ours any more (another worker may hold it)
 
 
 @dataclass(frozen=True)
@@ -153,14 +154,23 @@ class Worker:
                 await self.store.ack(bell.entry_id)
                 return
             held = HeldLock(bell.key, token)
-            keeper = asyncio.create_task(self._keep_lock(bell, held))
+            drain = asyncio.create_task(self._drain(held, head))
+            keeper = asyncio.create_task(self._keep_lock(bell, held, drain))
             try:
-                await self._drain(held, head)
+                await drain
             except asyncio.CancelledError:
-                await self._hand_back(bell, held)
-                raise
+                current = asyncio.current_task()
+                if not held.lost or (current is not None and current.cancelling()):
+                    drain.cancel()
+                    await self._hand_back(bell, held)
+                    raise
+            except LockLost:
+                held.lost = True
             finally:
                 keeper.cancel()
+            if held.lost:
+                await self._after_lost_lock(bell)
+                return
             await self.store.ack(bell.entry_id)
         except asyncio.CancelledError:
             raise
@@ -170,6 +180,15 @@ class Worker:
                         extra={"thread_key": bell.key})
         except Exception:
             log.exception("unexpected error in worker", extra={"thread_key": bell.key})
+
+    async def _after_lost_lock(self, bell: Doorbell) -> None:
+        """This worker's lock on the thread expired mid-turn (Redis unreachable for longer
+        than LOCK_TTL_MS, say) and its turn was abandoned, unposted: whoever holds the lock
+        now runs the thread; should nobody, the doorbell rung here makes someone."""
+        log.warning("lost a thread lock mid-turn; the turn is left to the lock's holder",
+                    extra={"thread_key": bell.key})
+        await self.store.ring(bell.key)
+        await self.store.ack(bell.entry_id)
 
     async def _hand_back(self, bell: Doorbell, held: HeldLock) -> None:
         """Shutting down mid-thread: free the thread and ring its doorbell again so another
@@ -195,7 +214,7 @@ class Worker:
                 head = await self.store.take_head(key)
                 continue
             ts = await self._run_one(key, head)
-            head = (await self.store.finish_and_next(key, ts) if ts is not None
+            head = (await self.store.finish_and_next(key, ts, held.token) if ts is not None
                     else await self._drop_head(key))
 
     async def _drop_head(self, key: str) -> Taken | None:
@@ -220,8 +239,12 @@ class Worker:
             log.exception("turn handler failed", extra={"thread_key": key, "ts": turn.ts})
         return turn.ts
 
-    async def _keep_lock(self, bell: Doorbell, held: HeldLock) -> None:
-        """Extend the lock and keep our doorbell fresh while the thread is worked on."""
+    async def _keep_lock(self, bell: Doorbell, held: HeldLock, drain: asyncio.Task[None]
+                         ) -> None:
+        """Extend the lock and keep our doorbell fresh while the thread is worked on. A lock
+        that is no longer ours (it expired) stops the work at once: another worker may be
+        running the same turn, and two answers, or a popped turn of theirs, must not
+        follow."""
         period = self.config.lock_ttl_ms / 3000
         while True:
             await asyncio.sleep(period)
@@ -237,4 +260,6 @@ class Worker:
                             extra={"thread_key": bell.key})
                 continue
             if not still_ours and not held.released:
-                log.warning("lost a thread lock", extra={"thread_key": bell.key})
+                held.lost = True
+                drain.cancel()
+                return

@@ -41,6 +41,11 @@ class AdkConfigError(AdkError):
     """The app is unknown or invalid: a configuration error, never retried."""
 
 
+class AdkAuthError(AdkError):
+    """The bot could not authenticate to ADK: no credential could be had, or ADK (or the
+    proxy in front of it, e.g. Cloud Run's IAM) refused the one sent with 401/403."""
+
+
 class AdkServerError(AdkError):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"ADK answered HTTP {status}: {detail[:200]}")
@@ -85,6 +90,8 @@ def _raise_for(response: Reply) -> None:
             raise AdkConfigError(detail.split(" No matching directory")[0])
     if response.status in (400, 403) and "app_name" in detail:
         raise AdkConfigError(detail)
+    if response.status in (401, 403):
+        raise AdkAuthError(f"ADK refused the bot's credential (HTTP {response.status})")
     if response.status == 500 and "Failed to load agent" in detail:
         raise AdkConfigError(detail)
     raise AdkServerError(response.status, detail)
@@ -188,7 +195,12 @@ class AdkClient:
     async def _request_headers(self, *, refresh: bool = False) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self._auth is not None:
-            headers["Authorization"] = await self._auth.authorization(refresh=refresh)
+            try:
+                headers["Authorization"] = await self._auth.authorization(refresh=refresh)
+            except Exception as exc:  # google-auth's RefreshError, TransportError, ...
+                raise AdkAuthError(
+                    f"could not get a credential for ADK ({type(exc).__name__})"
+                ) from exc
         return headers
 
     async def _send(self, method: str, path: str, body: bytes | None,

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 USER_AUTHOR = "user"
+# Finish reasons of a complete, ordinary answer; any other on a final event means the
+# model was cut off or blocked, even when no errorCode came with it (ADK sets errorCode
+# only when streaming; a non-streamed reply cut at MAX_TOKENS carries finishReason alone).
+ERROR_MESSAGE_LIMIT = 200  # characters of an unknown error's message shown to the user
+NORMAL_FINISH = frozenset({"", "STOP", "FINISH_REASON_UNSPECIFIED"})
 
 
 def text_of(event: Mapping[str, Any]) -> str:
@@ -54,6 +59,9 @@ class TurnResult:
     """Accumulates the events of one invocation into what the user should see."""
 
     final_texts: list[str] = field(default_factory=list)
+    # The last final text of each agent that wrote one, in the order of those texts: with
+    # sub-agents (sequential, parallel) there is one final response per agent.
+    by_author: dict[str, str] = field(default_factory=dict)
     partial_text: str = ""
     tools: list[str] = field(default_factory=list)
     error_code: str = ""
@@ -95,15 +103,27 @@ class TurnResult:
         if event.get("partial"):
             self.partial_text += text
             return
+        finish = str(event.get("finishReason") or "")
+        if finish not in NORMAL_FINISH and not self.error_code:
+            self.error_code = finish
+            self.error_message = str(event.get("errorMessage") or "")
+        if text or has_function_parts(event):
+            # The complete copy of what the deltas streamed (with a tool call, when the model
+            # spoke before calling one): the next deltas start a new text.
+            self.partial_text = ""
         if text and not has_function_parts(event):
             self.final_texts.append(text)
-            self.partial_text = ""
+            name = author if isinstance(author, str) else ""
+            self.by_author.pop(name, None)
+            self.by_author[name] = text
 
     @property
     def answer(self) -> str:
-        """The final answer: the last complete text; partial deltas only when no final came."""
-        if self.final_texts:
-            return self.final_texts[-1].strip()
+        """The final answer: the last complete text of each agent that wrote one (one agent:
+        its last text), joined; partial deltas only when no final came."""
+        if self.by_author:
+            texts = [t.strip() for t in self.by_author.values()]
+            return "\n\n".join(t for t in texts if t)
         return self.partial_text.strip()
 
     @property
@@ -111,13 +131,23 @@ class TurnResult:
         return bool(self.stream_error or (self.error_code and not self.answer))
 
 
-def describe_error_code(code: str) -> str:
-    """A short, human explanation of an ADK/Gemini error code."""
+def describe_error_code(code: str, message: str = "") -> str:
+    """A short, human explanation of an ADK/Gemini error code. An unknown code (a custom
+    agent's, a new one) comes with its errorMessage, cut short, since the code alone would
+    tell the user nothing."""
     known = {
         "SAFETY": "the agent's answer was blocked by a safety filter",
         "MAX_TOKENS": "the agent's answer hit its length limit",
         "RECITATION": "the agent's answer was blocked (recitation)",
         "INVOCATION_ABORTED": "the agent's run was aborted",
         "MALFORMED_FUNCTION_CALL": "the agent made a malformed tool call",
+        "BLOCKLIST": "the agent's answer was blocked (blocklist)",
+        "PROHIBITED_CONTENT": "the agent's answer was blocked (prohibited content)",
+        "SPII": "the agent's answer was blocked (personal information)",
     }
-    return known.get(code, f"the agent stopped with error {code}")
+    if code in known:
+        return known[code]
+    detail = " ".join(message.split())
+    if len(detail) > ERROR_MESSAGE_LIMIT:
+        detail = detail[: ERROR_MESSAGE_LIMIT - 1] + "…"
+    return f"the agent stopped with error {code}" + (f" ({detail})" if detail else "")

@@ -85,13 +85,20 @@ local taken = take(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 return {1, taken}
 """
 
-# KEYS: message key of the finished turn, its outbox, its live key, queue, thread; ARGV:
-# dedupe ttl, msg, out and live prefixes. The head turn is delivered: mark it, drop its
-# outbox and live key, pop it, and take the next one.
+# KEYS: message key of the finished turn, its outbox, its live key, queue, thread, lock;
+# ARGV: dedupe ttl, msg, out and live prefixes, lock token, the finished turn's ts. The turn
+# is delivered: mark it, drop its outbox and live key, and pop it if it is still the head.
+# Then take the next one, if the lock is still ours; 0 if it is not (it expired, e.g. while
+# Redis was unreachable, and another worker may have the thread now: the caller stops).
 _FINISH_AND_TAKE = _TAKE + """
 redis.call('SET', KEYS[1], 'd', 'EX', ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('LPOP', KEYS[4])
+local head = redis.call('LINDEX', KEYS[4], 0)
+if head then
+  local ok, turn = pcall(cjson.decode, head)
+  if ok and type(turn) == 'table' and turn['ts'] == ARGV[6] then redis.call('LPOP', KEYS[4]) end
+end
+if redis.call('GET', KEYS[6]) ~= ARGV[5] then return 0 end
 return take(KEYS[4], KEYS[5], ARGV[2], ARGV[3], ARGV[4], ARGV[1])
 """
 
@@ -122,6 +129,10 @@ def _parse_outbox(raw: str | None) -> list[dict[str, Any]] | None:
     except ValueError:
         return None
     return data if isinstance(data, list) else None
+
+
+class LockLost(Exception):
+    """The thread's lock is no longer this worker's: another worker may be running it."""
 
 
 class IntakeResult(StrEnum):
@@ -362,15 +373,19 @@ class Store:
         return bool(await self._release_if_empty(keys=[self.keys.lock(key), self.keys.queue(key)],
                                                  args=[token]))
 
-    async def finish_and_next(self, key: str, ts: str) -> Taken | None:
+    async def finish_and_next(self, key: str, ts: str, token: str) -> Taken | None:
         """The head turn is delivered: mark it, drop its outbox, pop it; take the next head
-        (marked running, with its context), all in one script."""
+        (marked running, with its context), all in one script. Raises LockLost, after the
+        delivery is recorded, when the lock `token` is no longer the thread's."""
         k = self.keys
-        return _taken(key, await self._finish_and_take(
+        reply = await self._finish_and_take(
             keys=[k.message(key, ts), k.outbox(key, ts), k.live(key, ts), k.queue(key),
-                  k.thread(key)],
-            args=[self.dedupe_ttl, *self._take_prefixes(key)],
-        ))
+                  k.thread(key), k.lock(key)],
+            args=[self.dedupe_ttl, *self._take_prefixes(key), token, ts],
+        )
+        if reply == 0:
+            raise LockLost(key)
+        return _taken(key, reply)
 
     async def turn_context(self, key: str, ts: str) -> TurnContext:
         """The thread's mapping, the turn's outbox and the live message an earlier attempt

@@ -70,6 +70,28 @@ async def test_lost_session_is_recreated_from_the_slack_thread(
     assert not any("ref `" in a for a in answers)
 
 
+async def test_a_session_lost_after_a_reset_is_reseeded_from_after_the_reset(
+    slack: FakeSlack, own_adk: AdkServer, own_bot: BotProcess, real_redis, prefix: str
+) -> None:
+    root = await say(slack, own_bot, user="U1", text="forget this 41", mention=True)
+    await wait_replies(slack, "C1", root, 1)
+    await say(slack, own_bot, user="U1", text="reset", thread_ts=root)
+    await wait_replies(slack, "C1", root, 2)
+    await say(slack, own_bot, user="U2", text="keep this 42", thread_ts=root)
+    answers = await wait_replies(slack, "C1", root, 3)
+    assert "turn=1" in answers[2] and "-g1" in answers[2]
+    own_adk.restart()  # in-memory sessions: ADK forgets the post-reset session too
+    await say(slack, own_bot, user="U2", text="which number?", thread_ts=root)
+    answers = await wait_replies(slack, "C1", root, 4, timeout=20)
+    assert "-g1" in answers[3] and "turn=2" in answers[3]
+    assert "history[1]: Bob: keep this 42" in answers[3]
+    assert "41" not in answers[3]  # what came before the reset stays forgotten
+    # The thread's starter is still the one who started it, not who was talking when the
+    # session was recreated (the `starter` follow-up policy depends on it).
+    record = await real_redis.hgetall(f"{prefix}:{{T0001:C1:{root}}}:thread")
+    assert record["created_by"] == "U1", record
+
+
 async def test_unknown_agent_is_a_configuration_error(
     slack: FakeSlack, own_adk: AdkServer, own_bot: BotProcess
 ) -> None:

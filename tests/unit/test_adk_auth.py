@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from bot.adk.auth import REFRESH_MARGIN_SECONDS, BearerAuth, GoogleIdTokenAuth, build_auth
-from bot.adk.client import AdkClient, AdkServerError
+from bot.adk.client import AdkAuthError, AdkClient
 from bot.config import Settings
 from bot.runtime import build_adk
 from tests.fakes.http_stub import serving
@@ -42,7 +42,7 @@ async def test_static_bearer_token_is_sent(recording: tuple[list[str], str]) -> 
         assert seen == ["Bearer s3cret"]
         # A static token cannot get better by asking again: a 401 is reported at once.
         wrong = AdkClient(url, "x", auth=BearerAuth("wrong"))
-        with pytest.raises(AdkServerError, match="401"):
+        with pytest.raises(AdkAuthError, match="401"):
             await wrong.list_apps()
         await wrong.aclose()
         assert seen[1:] == ["Bearer wrong"]
@@ -78,6 +78,31 @@ async def test_id_tokens_are_cached_refreshed_before_expiry_and_after_401(
     events = [e async for e in adk.run_sse("u", "s", "hi")]
     assert events == [{"author": "x"}] and seen[-2:] == ["Bearer expired", "Bearer tok4"]
     await adk.aclose()
+
+
+async def test_a_credential_that_cannot_be_had_is_an_auth_error(
+    recording: tuple[list[str], str],
+) -> None:
+    """google-auth raising (no metadata server, revoked key) is an ADK error the turn can
+    report, not an unexpected exception that would end the turn without a word."""
+
+    class RefreshError(Exception):
+        pass
+
+    def fetch(audience: str) -> tuple[str, float | None]:
+        raise RefreshError("metadata server unreachable")
+
+    seen, url = recording
+    adk = AdkClient(url, "x", auth=GoogleIdTokenAuth("https://adk.example", fetch=fetch))
+    try:
+        with pytest.raises(AdkAuthError, match="RefreshError"):
+            await adk.list_apps()
+        with pytest.raises(AdkAuthError):
+            _ = [e async for e in adk.run_sse("u", "s", "hi")]
+        assert seen == []  # nothing was sent without a credential
+        assert await adk.health() is False
+    finally:
+        await adk.aclose()
 
 
 def test_settings_choose_the_auth() -> None:

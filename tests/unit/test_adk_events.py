@@ -63,3 +63,49 @@ def test_user_events_and_garbage_are_ignored() -> None:
     r.feed({"author": "agent", "content": "not a dict"})
     r.feed({"author": "agent", "content": {"parts": "nope"}})
     assert r.answer == ""
+
+
+def test_each_sub_agent_s_final_answer_is_kept() -> None:
+    """A sequential or parallel agent: one final response per agent, all of them shown."""
+    r = TurnResult()
+    r.feed({"author": "researcher", "id": "1", "content": {"role": "model", "parts": [
+        {"text": "draft"}]}})
+    r.feed({"author": "researcher", "id": "2", "content": {"role": "model", "parts": [
+        {"text": "BigQuery costs the most."}]}})
+    r.feed({"author": "writer", "id": "3", "content": {"role": "model", "parts": [
+        {"text": "Summary: cut BigQuery slots."}]}})
+    assert r.answer == "BigQuery costs the most.\n\nSummary: cut BigQuery slots."
+    r.feed({"author": "researcher", "id": "4", "content": {"role": "model", "parts": [
+        {"text": "Revised: BigQuery and GCS."}]}})  # a loop: the agent's latest text, last
+    assert r.answer == "Summary: cut BigQuery slots.\n\nRevised: BigQuery and GCS."
+
+
+def test_text_spoken_before_a_tool_call_does_not_join_the_answer() -> None:
+    r = TurnResult()
+    r.feed(ev("Let me ", partial=True))
+    r.feed(ev("check.", partial=True))
+    r.feed({"author": "agent", "id": "c", "content": {"role": "model", "parts": [
+        {"text": "Let me check."}, {"functionCall": {"id": "x", "name": "q", "args": {}}}]}})
+    r.feed(ev("Answer is ", partial=True))
+    r.feed(ev("42", partial=True))
+    assert r.answer == "Answer is 42"  # what a stop at this point keeps
+    r.feed(ev("Answer is 42", id="d"))
+    assert r.answer == "Answer is 42"
+
+
+def test_a_cut_off_answer_is_flagged_even_without_an_error_code() -> None:
+    """Without streaming, ADK keeps a MAX_TOKENS reply's text and sets only finishReason."""
+    r = TurnResult()
+    r.feed(ev("The top three services are", id="1", finishReason="MAX_TOKENS"))
+    assert r.error_code == "MAX_TOKENS" and r.answer and not r.failed
+    ok = TurnResult()
+    ok.feed(ev("fine", id="1", finishReason="STOP"))
+    assert ok.error_code == "" and ok.answer == "fine"
+
+
+def test_an_unknown_error_code_says_what_the_agent_reported() -> None:
+    assert describe_error_code("QUOTA_EXHAUSTED", "  Quota for\n BigQuery  exceeded ") == (
+        "the agent stopped with error QUOTA_EXHAUSTED (Quota for BigQuery exceeded)")
+    assert len(describe_error_code("X", "y" * 1000)) < 260
+    assert describe_error_code("SAFETY", "details nobody needs") == (
+        "the agent's answer was blocked by a safety filter")

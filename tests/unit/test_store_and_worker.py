@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.store.keys import Keys
-from bot.store.redis_store import IntakeResult, Store
+from bot.store.redis_store import IntakeResult, LockLost, Store
 from bot.turns import Turn
 from bot.worker import Worker, WorkerConfig
 
@@ -97,13 +97,34 @@ async def test_claim_locks_the_thread_and_hands_out_its_head_marked_running(
     # Another worker cannot claim a held thread, and learns nothing of its queue.
     assert await store.claim(first.key, 5000) == (None, None)
     # Finishing marks the turn delivered and hands out the next, marked running.
-    nxt = await store.finish_and_next(first.key, "101.0")
+    nxt = await store.finish_and_next(first.key, "101.0", token)
     assert nxt is not None and Turn.from_json(nxt.raw).ts == "102.0" and nxt.state == "q"
     assert nxt.context is not None and nxt.context.outbox is None and nxt.context.live is None
     assert await store.message_state(first.key, "101.0") == "d"
     assert await store.message_state(first.key, "102.0") == "r"
-    assert await store.finish_and_next(first.key, "102.0") is None
+    assert await store.finish_and_next(first.key, "102.0", token) is None
     assert await store.release_if_empty(first.key, token)
+
+
+async def test_finishing_without_the_lock_records_the_delivery_and_takes_nothing(
+    any_redis, prefix
+) -> None:
+    """A worker whose lock expired (and was taken by another) finishes its turn: the turn
+    is recorded as delivered, but it pops only its own turn and takes nothing more."""
+    store = make_store(any_redis, prefix)
+    first, second = turn("101.0", kind="mention"), turn("102.0")
+    await store.enqueue(first, engages=True)
+    await store.enqueue(second, engages=False)
+    token, head = await store.claim(first.key, 5000)
+    assert token is not None and head is not None
+    await any_redis.set(store.keys.lock(first.key), "another-worker")
+    # The other worker already finished 101.0 and popped it: 102.0 is the head now.
+    await any_redis.lpop(store.keys.queue(first.key))
+    with pytest.raises(LockLost):
+        await store.finish_and_next(first.key, "101.0", token)
+    assert await store.message_state(first.key, "101.0") == "d"
+    assert await store.queue_length(first.key) == 1  # 102.0 was not popped
+    assert await store.message_state(first.key, "102.0") == "q"  # nor taken
 
 
 async def test_claim_reports_delivered_and_unreadable_heads(any_redis, prefix) -> None:
@@ -208,6 +229,36 @@ async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, 
     await _wait(lambda: answered == ["101.0"], within=10)
     await worker.stop(1)
     assert await store.pending_count() == 0
+
+
+async def test_a_turn_whose_lock_was_lost_is_abandoned_not_answered_twice(
+    any_redis, prefix
+) -> None:
+    """The lock expired mid-turn and another worker took the thread: this worker stops the
+    turn (it posts nothing), leaves the queue to the other and rings the doorbell."""
+    store = make_store(any_redis, prefix)
+    t = turn("101.0", kind="mention")
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def handler(x: Turn, _context: object = None) -> str:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "answered"
+
+    worker = await _run_worker(store, handler, lock_ttl_ms=300)
+    await store.enqueue(t, engages=True)
+    await asyncio.wait_for(started.wait(), 5)
+    await any_redis.set(store.keys.lock(t.key), "another-worker")  # expired, then claimed
+    await asyncio.wait_for(cancelled.wait(), 5)
+    await _wait(lambda: not worker._tasks, within=5)
+    assert await store.queue_length(t.key) == 1  # the turn is the new holder's to run
+    assert await store.message_state(t.key, t.ts) == "r"  # not marked delivered
+    assert await any_redis.get(store.keys.lock(t.key)) == "another-worker"
+    await worker.stop(1)
 
 
 async def test_already_answered_turn_is_not_answered_again(any_redis, prefix) -> None:
