@@ -11,7 +11,8 @@ The reply lists, one per line::
 
 Directives in the user text change the behaviour (they may be combined):
 ``sleep=<s>``, ``fail``, ``errorcode``, ``tool``, ``stream``, ``long=<n>``,
-``markdown``, ``artifact``, ``chart``, ``textartifact``, ``thought``.
+``markdown``, ``artifact``, ``chart``, ``textartifact``, ``thought``, ``failafter`` (answer,
+then raise: the SSE stream ends with an error line after the answer).
 
 ``artifact`` saves ``cost_report.csv`` (text/csv), ``chart`` saves ``cost_chart.png`` (a small
 valid PNG), ``textartifact`` saves ``notes.txt`` as a text part. Non-text parts of the user
@@ -73,6 +74,7 @@ _GAP_RE = re.compile(r"\bgap=(\d+(?:\.\d+)?)")
 class Directives:
     sleep: float = 0.0
     fail: bool = False
+    failafter: bool = False
     errorcode: bool = False
     tool: bool = False
     stream: bool = False
@@ -99,6 +101,7 @@ class Directives:
         return cls(
             sleep=float(sleep.group(1)) if sleep else 0.0,
             fail=flag("fail"),
+            failafter=flag("failafter"),
             errorcode=flag("errorcode"),
             tool=flag("tool"),
             stream=flag("stream"),
@@ -274,6 +277,8 @@ class DeterministicAgent(BaseAgent):
                     ctx, parts=[types.Part(text=text[start : start + step])], partial=True
                 )
         yield self._event(ctx, parts=[*thought, types.Part(text=text)], actions=actions)
+        if d.failafter:
+            raise RuntimeError("test agent: requested failure after the answer")
 
     def _event(
         self,
