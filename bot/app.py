@@ -137,9 +137,9 @@ def build_bolt_app(
     async def on_stop_button(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         actions = body.get("actions") or [{}]
-        key, _, _ts = str(actions[0].get("value") or "").rpartition("|")
-        if key:
-            await stops.request_stop(key)
+        key, _, turn_ts = str(actions[0].get("value") or "").rpartition("|")
+        if key:  # only the turn the button is under: a late click stops nothing else
+            await stops.request_stop(key, turn_ts=turn_ts)
 
     app.action(STOP_ACTION_ID)(on_stop_button)
     for register in extras:

@@ -392,7 +392,7 @@ class Conversation:
                     replies.append(Reply(":paperclip: " + " ".join(notes)))
             run = asyncio.create_task(self._run_with_recovery(
                 turn, record, session, question, speaker, result, progress, live, parts))
-            self.stops.register(turn.key, run)
+            self.stops.register(turn.key, run, turn.ts)
             try:
                 await run
             finally:

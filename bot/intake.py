@@ -77,8 +77,9 @@ class Intake:
         if len(turn.text) <= CONTROL_TEXT_MAX and control_command(
             readable_input(turn.text, bot_user_id=self.bot.user_id, user_names={})
         ) == "stop":
-            # Not queued: it would wait behind the very turn it means to stop.
-            await self.stops.request_stop(turn.key)
+            # Not queued: it would wait behind the very turn it means to stop. Only a turn
+            # asked before it: a redelivery must not stop a later one.
+            await self.stops.request_stop(turn.key, before_ts=turn.ts)
             self.metrics.events_in.labels(etype, "stop").inc()
             return "stop"
         retry = retry_number(headers)

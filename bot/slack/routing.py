@@ -13,6 +13,12 @@ from bot.turns import Turn, TurnKind
 # Message subtypes that are a person saying something; every other subtype is ignored.
 USER_MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 # JSON may carry lone UTF-16 surrogates ("\ud83d"); they cannot be encoded to UTF-8 (Redis).
+# Slack sends `app_mention` again, with an `edited` field, when a message that mentions the
+# bot is edited. An edit soon after posting (a mention added to a question that forgot it,
+# a typo fixed) is answered if the message was not answered yet: the (thread, ts) dedupe
+# keeps one answer per message, for DEDUPE_TTL_SECONDS. A later edit of an old message is
+# not a new question, and by then the dedupe may have forgotten it.
+EDIT_ANSWER_WINDOW_SECONDS = 3600.0
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -45,6 +51,16 @@ def cap_text(text: str, limit: int) -> tuple[str, int]:
     return text[:limit], len(text)
 
 
+def _edited_long_after(event: Mapping[str, Any], ts: str) -> bool:
+    edited = event.get("edited")
+    if not isinstance(edited, Mapping):
+        return False
+    try:
+        return float(str(edited.get("ts"))) - float(ts) > EDIT_ANSWER_WINDOW_SECONDS
+    except ValueError:
+        return True  # an edit we cannot date: not a new question
+
+
 def route_event(
     body: Mapping[str, Any],
     bot: BotIdentity,
@@ -71,6 +87,8 @@ def route_event(
     ts = event.get("ts")
     if not isinstance(channel, str) or not channel or not isinstance(ts, str) or not ts:
         return Ignore("no channel or ts")
+    if _edited_long_after(event, ts):
+        return Ignore("an edit of an old message")
     raw_text = event.get("text")
     if raw_text is not None and not isinstance(raw_text, str):
         return Ignore("text is not a string")

@@ -138,3 +138,16 @@ def test_turn_json_round_trip_ignores_unknown_fields() -> None:
     again = Turn.from_json(turn.to_json())
     assert again == turn
     assert Turn.from_json(turn.to_json()[:-1] + ',"future":1}') == turn
+
+
+@pytest.mark.parametrize(("edited_at", "answered"), [
+    ("100.1", True), ("160.0", True),  # an edit soon after posting (a mention added)
+    ("100000.0", False),  # an edit of an old message: not a new question
+    ("garbage", False),
+])
+def test_an_edited_mention_is_answered_only_soon_after_posting(edited_at: str,
+                                                               answered: bool) -> None:
+    event = {"type": "app_mention", "user": "U1", "text": "<@UBOT> hi", "ts": "100.1",
+             "channel": "C1", "edited": {"user": "U1", "ts": edited_at}}
+    r = route_event(body(event), BOT)
+    assert isinstance(r, Route) == answered, r
