@@ -24,6 +24,9 @@ log = logging.getLogger("bot.slack.stream")
 
 StreamingMode = Literal["auto", "native", "placeholder", "off"]
 PREVIEW_CHARS = 11_000
+STREAM_CHUNK_CHARS = 11_000  # per startStream/appendStream call (markdown_text: <= 12,000)
+_FENCES = ("```", "~~~")
+_FENCE_ROOM = 64  # room kept in a stream chunk to close (or reopen) a code block
 STOP_ACTION_ID = "stop_turn"
 
 
@@ -46,14 +49,13 @@ def stable_prefix(text: str) -> int:
     return cut
 
 
-def displayable(segment: str) -> str:
+def displayable(segment: str, *, in_fence: bool = False) -> str:
     """A stable segment with its complete pipe tables turned into aligned code blocks, and
-    code fences left alone."""
+    code fences left alone. `in_fence`: the segment starts inside a code block."""
     out: list[str] = []
     table: list[str] = []
-    in_fence = False
     for line in segment.split("\n"):
-        if line.lstrip().startswith(("```", "~~~")):
+        if line.lstrip().startswith(_FENCES):
             in_fence = not in_fence
         if not in_fence and _is_table_line(line):
             table.append(line)
@@ -65,6 +67,66 @@ def displayable(segment: str) -> str:
     if table:
         out.append(table_to_code_block(table))
     return "\n".join(out)
+
+
+def _is_fence(line: str) -> bool:
+    return line.lstrip().startswith(_FENCES)
+
+
+def fence_after(text: str, fence: str = "") -> str:
+    """The opening line of the code block open at the end of `text` ("" if none), given
+    the one open at its start; fences toggle as in `displayable`."""
+    for line in text.split("\n"):
+        if _is_fence(line):
+            fence = "" if fence else line.strip()
+    return fence
+
+
+def _pieces(text: str, size: int) -> list[tuple[str, bool]]:
+    """Lines with their newline, longer ones cut up; with whether a piece starts a line."""
+    pieces: list[tuple[str, bool]] = []
+    for line in text.splitlines(keepends=True):
+        for start in range(0, len(line), size):
+            pieces.append((line[start:start + size], start == 0))
+    return pieces
+
+
+def _closer(opener: str) -> str:
+    return opener[:len(opener) - len(opener.lstrip(opener[0]))]
+
+
+def stream_chunks(text: str, limit: int = STREAM_CHUNK_CHARS, *, fence: str = "") -> list[str]:
+    """`text` cut into pieces of at most about `limit` characters for chat.appendStream,
+    which shown one after the other read as `text`: cut after whole lines outside code
+    blocks where possible; a code block longer than `limit` is closed at the end of one
+    piece and reopened at the start of the next. `fence`: the opening line of the code
+    block open where `text` starts ("" if none)."""
+    if len(text) <= limit:
+        return [text] if text else []
+    room = limit - _FENCE_ROOM  # what a piece holds besides a closing fence
+    chunks: list[str] = []
+    buf = ""
+    safe = 0  # where buf may be cut: after its last whole line outside a code block
+    for piece, line_start in _pieces(text, max(1, room // 2 - _FENCE_ROOM)):
+        while buf and len(buf) + len(piece) > room:
+            if safe:
+                chunks.append(buf[:safe])
+                buf, safe = buf[safe:], 0
+            elif fence:
+                chunks.append(buf + ("" if buf.endswith("\n") else "\n") + _closer(fence) + "\n")
+                buf = (fence if len(fence) < _FENCE_ROOM else _closer(fence)) + "\n"
+                break
+            else:
+                chunks.append(buf)
+                buf = ""
+        buf += piece
+        if line_start and _is_fence(piece):
+            fence = "" if fence else piece.strip()
+        if not fence and piece.endswith("\n"):
+            safe = len(buf)
+    if buf:
+        chunks.append(buf)
+    return chunks
 
 
 def stop_button(turn: Turn) -> dict[str, Any]:
@@ -112,13 +174,15 @@ class SlackLiveAnswer:
     update_interval: float = 1.0
     append_interval: float = 0.3
     ts: str | None = None
-    native: bool = False
+    native: bool = False  # the live message is a native stream still being appended to
     text: str = ""
     _emitted: int = 0  # raw characters of `text` already shown
     _shown: str = ""  # what the placeholder shows
     _flusher: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _closed: bool = False
+    _streaming: bool = False  # a native stream was opened and is not stopped yet
+    _fence: str = ""  # the code block open at the end of what was streamed
 
     async def delta(self, text: str) -> None:
         if self._closed or not text or self.mode == "off":
@@ -142,34 +206,48 @@ class SlackLiveAnswer:
             await self._open(displayable(self.text[:stable]))
             self._emitted = stable
             return
-        segment = displayable(self.text[self._emitted:stable])
         if self.native:
-            try:
-                await self.client.chat_appendStream(
-                    channel=self.turn.channel, ts=self.ts, markdown_text=segment
-                )
+            segment = displayable(self.text[self._emitted:stable], in_fence=bool(self._fence))
+            if await self._append(stream_chunks(segment, fence=self._fence)):
                 self._emitted = stable
                 return
-            except SlackApiError as exc:
-                self._fall_back(exc)
         self._emitted = stable
         await self._update_placeholder(displayable(self.text[:stable]))
+
+    async def _append(self, pieces: list[str]) -> bool:
+        """Append pieces (from `stream_chunks`) to the native stream; False if it fell back."""
+        for piece in pieces:
+            try:
+                await self.client.chat_appendStream(
+                    channel=self.turn.channel, ts=self.ts, markdown_text=piece
+                )
+            except SlackApiError as exc:
+                await self._fall_back(exc)
+                return False
+            self._fence = fence_after(piece, self._fence)
+        return True
 
     async def _open(self, first: str) -> None:
         turn = self.turn
         if self.mode in ("auto", "native") and turn.thread_ts is not None \
                 and await self.budget.take(turn.team):
+            pieces = stream_chunks(first) or [first]
             try:
                 response = await self.client.chat_startStream(
-                    channel=turn.channel, thread_ts=turn.thread_ts, markdown_text=first,
+                    channel=turn.channel, thread_ts=turn.thread_ts, markdown_text=pieces[0],
                     recipient_team_id=turn.team, recipient_user_id=turn.user,
                 )
                 self.ts = str(response["ts"])
-                self.native = True
+                self.native = self._streaming = True
+                self._fence = fence_after(pieces[0])
                 await self._remember()
-                return
             except SlackApiError as exc:
-                self._fall_back(exc)
+                await self._fall_back(exc)
+            if self.native:
+                if await self._append(pieces[1:]):
+                    return
+                await self._update_placeholder(first)
+                return
         try:
             response = await self.client.chat_postMessage(
                 channel=turn.channel, thread_ts=turn.reply_thread_ts,
@@ -192,12 +270,27 @@ class SlackLiveAnswer:
         except (RedisError, OSError) as exc:
             log.debug("could not note the live message: %s", exc)
 
-    def _fall_back(self, exc: SlackApiError) -> None:
+    async def _fall_back(self, exc: SlackApiError) -> None:
         error = exc.response.get("error") if exc.response else "error"
         log.info("native streaming refused (%s); using a placeholder", error,
                  extra={"thread_key": self.turn.key})
         self.metrics.stream_fallbacks.labels(str(error)).inc()
         self.native = False
+        await self._stop_stream()  # an open stream takes no chat.update
+
+    async def _stop_stream(self) -> None:
+        """Stop the native stream if one is open (it is, even after a refused append)."""
+        if not self._streaming or self.ts is None:
+            return
+        try:
+            await self.client.chat_stopStream(channel=self.turn.channel, ts=self.ts)
+            self._streaming = False
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response else "error"
+            if error == "message_not_in_streaming_state":
+                self._streaming = False  # Slack had ended it already
+            else:
+                log.debug("stopStream: %s", error)
 
     def _placeholder_blocks(self, shown: str) -> list[dict[str, Any]]:
         preview = shown if len(shown) <= PREVIEW_CHARS else shown[:PREVIEW_CHARS] + "\n\n…"
@@ -228,9 +321,5 @@ class SlackLiveAnswer:
                 await self._flusher
         async with self._lock:
             self._closed = True
-            if self.ts is not None and self.native:
-                try:
-                    await self.client.chat_stopStream(channel=self.turn.channel, ts=self.ts)
-                except SlackApiError as exc:
-                    log.debug("stopStream: %s", exc.response.get("error"))
+            await self._stop_stream()
         return self.ts

@@ -211,6 +211,7 @@ class FakeSlack:
         app_id: str = "A0001",
         scopes: tuple[str, ...] | list[str] = DEFAULT_SCOPES,
         strict_messages: bool = False,
+        update_metadata: bool = False,
     ) -> None:
         self.bot_token = bot_token
         self.app_token = app_token
@@ -223,6 +224,9 @@ class FakeSlack:
         self.scopes = tuple(scopes)
         #: when True, reactions on unknown messages fail with ``message_not_found``
         self.strict_messages = strict_messages
+        #: when True, ``chat.update`` stores the ``metadata`` it is given, as Slack does (a
+        #: call without it keeps the old one); by default updates leave metadata untouched
+        self.update_metadata = update_metadata
 
         self.calls: list[Call] = []
         self.messages: dict[str, list[dict[str, Any]]] = {}
@@ -1115,6 +1119,8 @@ class FakeSlack:
         if msg.get("bot_id") != self.bot_id:
             raise SlackApiFail("cant_update_message")
         self._apply_content(msg, params)
+        if self.update_metadata and params.get("metadata") is not None:
+            msg["metadata"] = params["metadata"]
         msg["edited"] = {"user": self.bot_user_id, "ts": next_ts()}
         body = {
             "channel": channel,
