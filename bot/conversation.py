@@ -23,7 +23,17 @@ from bot.adk.client import (
     AdkTimeout,
     AdkUnavailable,
 )
-from bot.adk.events import TurnResult, describe_error_code, function_calls
+from bot.adk.events import (
+    CONFIRMATION,
+    CREDENTIAL,
+    INPUT,
+    HumanRequest,
+    TurnResult,
+    decode_requests,
+    describe_error_code,
+    encode_requests,
+    function_calls,
+)
 from bot.files import fetch_artifacts
 from bot.metrics import Metrics
 from bot.progress import WORKING, handoff_status, tool_status
@@ -185,6 +195,20 @@ def _quiet(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+def ask_text(request: HumanRequest) -> str:
+    """What the thread is asked when the agent pauses for a human."""
+    if request.name == CONFIRMATION:
+        what = request.prompt or (f"May it run `{request.tool}`?" if request.tool
+                                  else "May it go on?")
+        return (f":raised_hand: The agent needs your approval before it goes on: {what}\n"
+                "Reply `yes` in this thread to approve; any other reply declines.")
+    if request.name == INPUT:
+        what = request.prompt or "It is waiting for your input."
+        return f":raised_hand: The agent needs more from you: {what}\nReply in this thread."
+    return (":lock: The agent asked for a sign-in to another service, which I can't do from "
+            "Slack, so it could not finish this request.")
+
+
 def new_ref() -> str:
     return secrets.token_hex(4)
 
@@ -232,6 +256,10 @@ class Conversation:
         self.stops = stops or Stops(store)
         self.access = access or AccessPolicy()
         self.metrics = metrics or Metrics()
+        # The author ADK gives the agent's events (its root agent's name), looked up when a
+        # session is first seeded: the bot's earlier replies are seeded as that author's, or
+        # ADK would show them to the model as another agent's transcript.
+        self._agent_author: str | None = None
         # ADK sessions being created for new threads whose first turn is still queued:
         # (thread key, session id) -> (deadline, the creation).
         self._prepared: dict[tuple[str, str], tuple[float, asyncio.Task[bool]]] = {}
@@ -385,13 +413,16 @@ class Conversation:
             session, saving = await self._ensure_session(turn, record)
             ctx["session"] = session.session_id
             question, speaker = await self._question(turn)
+            awaiting = decode_requests(record.awaiting) if record is not None else []
+            answers = self._answers_to(awaiting, turn)
             parts: list[dict[str, Any]] = []
-            if turn.files:
+            if turn.files and not answers:
                 parts, notes = await self.io.file_parts(turn)
                 if notes:
                     replies.append(Reply(":paperclip: " + " ".join(notes)))
             run = asyncio.create_task(self._run_with_recovery(
-                turn, record, session, question, speaker, result, progress, live, parts))
+                turn, record, session, question, speaker, result, progress, live, parts,
+                answers))
             self.stops.register(turn.key, run, turn.ts)
             try:
                 await run
@@ -415,6 +446,11 @@ class Conversation:
             return replies, outcome
         if saving is not None:
             await saving  # a Redis error leaves the turn queued, like any other
+        if awaiting or result.requests:
+            # This turn answered the agent's requests (or it did not: they were replied to
+            # anyway); what the run asks now is what the next message answers.
+            await self.store.set_awaiting(turn.key, encode_requests(
+                [r for r in result.requests if r.name != CREDENTIAL]))
         ctx["invocation"] = result.invocation_id
         if self.config.log_text:
             ctx["text"] = result.answer
@@ -551,6 +587,8 @@ class Conversation:
             log.warning("could not read thread history: %s", exc, extra={"thread_key": turn.key})
             return []
         events: list[dict[str, Any]] = []
+        if self._agent_author is None and any(m.from_self for m in history):
+            self._agent_author = await self.adk.root_agent_name() or self.config.app_name
         for message in history:
             if since and float(message.ts) <= float(since):
                 continue
@@ -558,7 +596,7 @@ class Conversation:
                 text = message.text[:SEED_TEXT_LIMIT]
                 if text:
                     events.append({
-                        "author": self.config.app_name,
+                        "author": self._agent_author or self.config.app_name,
                         "content": {"role": "model", "parts": [{"text": text}]},
                     })
                 continue
@@ -601,7 +639,8 @@ class Conversation:
 
     async def _run(self, turn: Turn, session: Session, question: str, speaker: str,
                    result: TurnResult, progress: Progress, live: LiveAnswer,
-                   parts: Sequence[Mapping[str, Any]] = ()) -> None:
+                   parts: Sequence[Mapping[str, Any]] = (),
+                   answers: Sequence[Mapping[str, Any]] = ()) -> None:
         state_delta = {
             "slack_user_id": turn.user,
             "slack_user_name": speaker,
@@ -616,7 +655,7 @@ class Conversation:
             async for event in self.adk.run_sse(
                 session.adk_user_id, session.session_id, question,
                 state_delta=state_delta, custom_metadata=metadata,
-                streaming=self.config.streaming, parts=parts,
+                streaming=self.config.streaming, parts=parts, replies=answers,
             ):
                 if first:
                     self.metrics.adk_first_event_seconds.observe(time.perf_counter() - started)
@@ -657,13 +696,13 @@ class Conversation:
     async def _run_with_recovery(
         self, turn: Turn, record: ThreadRecord | None, session: Session, question: str,
         speaker: str, result: TurnResult, progress: Progress, live: LiveAnswer,
-        parts: Sequence[Mapping[str, Any]] = (),
+        parts: Sequence[Mapping[str, Any]] = (), answers: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         try:
             async with asyncio.timeout(self.config.turn_timeout_seconds):
                 try:
                     await self._run(turn, session, question, speaker, result, progress, live,
-                                    parts)
+                                    parts, answers)
                 except AdkSessionNotFound:
                     log.warning(
                         "ADK lost the session; recreating it from the Slack thread",
@@ -705,6 +744,18 @@ class Conversation:
                 f"{'' if answer else ', so there is no answer'}. (ref `{ref}`)"
             ))
             return replies, "answered" if answer else "agent_error"
+        if result.requests:
+            # The run paused for a human: the thread's next message is the reply.
+            return replies + [Reply(ask_text(r)) for r in result.requests], "asked"
         if not answer:
             return [Reply(f"The agent finished without writing an answer. (ref `{ref}`)")], "empty"
         return replies, "answered"
+
+    def _answers_to(self, awaiting: Sequence[HumanRequest], turn: Turn
+                    ) -> list[dict[str, Any]]:
+        """This message as the reply to the agent's open requests (none: a new question)."""
+        open_requests = [r for r in awaiting if r.name in (CONFIRMATION, INPUT)]
+        if not open_requests:
+            return []
+        said = readable_input(turn.text, bot_user_id=self.config.bot_user_id, user_names={})
+        return [r.reply_part(said) for r in open_requests]

@@ -257,6 +257,20 @@ class AdkClient:
         data = response.json()
         return [str(name) for name in data] if isinstance(data, list) else []
 
+    async def root_agent_name(self) -> str:
+        """The name of the app's root agent (`/list-apps?detailed=true`), which is the author
+        of its events; "" if ADK does not say. It may differ from the app (folder) name."""
+        try:
+            response = await self._safe("GET", "/list-apps?detailed=true")
+            data = response.json() if response.status == 200 else {}
+        except (AdkError, ValueError):
+            return ""
+        apps = data.get("apps") if isinstance(data, dict) else None
+        for app in apps if isinstance(apps, list) else []:
+            if isinstance(app, dict) and app.get("name") == self.app_name:
+                return str(app.get("rootAgentName") or "")
+        return ""
+
     async def create_session(
         self,
         user_id: str,
@@ -310,13 +324,16 @@ class AdkClient:
         custom_metadata: Mapping[str, Any] | None = None,
         streaming: bool = False,
         parts: Sequence[Mapping[str, Any]] = (),
+        replies: Sequence[Mapping[str, Any]] = (),
     ) -> AsyncIterator[dict[str, Any]]:
-        """Run one turn and yield its events as they arrive. Never retried."""
+        """Run one turn and yield its events as they arrive. Never retried. `replies`
+        (function responses to a paused run's requests) are sent instead of the text."""
+        message = list(replies) if replies else [{"text": text}, *parts]
         body: dict[str, Any] = {
             "appName": self.app_name,
             "userId": user_id,
             "sessionId": session_id,
-            "newMessage": {"role": "user", "parts": [{"text": text}, *parts]},
+            "newMessage": {"role": "user", "parts": message},
             "streaming": streaming,
         }
         if state_delta:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,79 @@ def function_calls(event: Mapping[str, Any]) -> list[str]:
     return names
 
 
+# ADK's calls that pause a run until a human answers (ADK marks them long-running).
+CONFIRMATION = "adk_request_confirmation"
+INPUT = "adk_request_input"
+CREDENTIAL = "adk_request_credential"
+YES_WORDS = frozenset({"y", "yes", "yep", "ok", "okay", "approve", "approved", "confirm",
+                       "confirmed", "go", "go ahead", "do it", "sure", "true", "👍"})
+
+
+@dataclass(frozen=True)
+class HumanRequest:
+    """A paused run's question for a human: confirm a tool call, or give input."""
+
+    call_id: str
+    name: str  # CONFIRMATION, INPUT or CREDENTIAL
+    prompt: str = ""
+    tool: str = ""  # the tool waiting for a confirmation
+
+    def reply_part(self, answer: str) -> dict[str, Any]:
+        """The function response that answers this request with a user's message."""
+        response: dict[str, Any]
+        if self.name == CONFIRMATION:
+            words = " ".join(answer.lower().strip(" .!").split())
+            response = {"confirmed": words in YES_WORDS}
+        else:
+            response = {"result": answer}
+        return {"functionResponse": {"id": self.call_id, "name": self.name,
+                                     "response": response}}
+
+
+def human_requests(event: Mapping[str, Any]) -> list[HumanRequest]:
+    """The requests for a human an event makes (calls listed in `longRunningToolIds`)."""
+    ids = event.get("longRunningToolIds")
+    content = event.get("content")
+    parts = content.get("parts") if isinstance(content, Mapping) else None
+    if not isinstance(ids, list) or not ids or not isinstance(parts, list):
+        return []
+    found: list[HumanRequest] = []
+    for part in parts:
+        call = part.get("functionCall") if isinstance(part, Mapping) else None
+        if not isinstance(call, Mapping) or call.get("id") not in ids:
+            continue
+        name, args = call.get("name"), call.get("args")
+        args = args if isinstance(args, Mapping) else {}
+        if name == CONFIRMATION:
+            original = args.get("originalFunctionCall")
+            tool = str(original.get("name") or "") if isinstance(original, Mapping) else ""
+            confirmation = args.get("toolConfirmation")
+            hint = confirmation.get("hint") if isinstance(confirmation, Mapping) else ""
+            found.append(HumanRequest(str(call["id"]), name, str(hint or ""), tool))
+        elif name == INPUT:
+            found.append(HumanRequest(str(call["id"]), name, str(args.get("message") or "")))
+        elif name == CREDENTIAL:
+            found.append(HumanRequest(str(call["id"]), name))
+    return found
+
+
+def encode_requests(requests: Sequence[HumanRequest]) -> str:
+    return json.dumps([{"id": r.call_id, "name": r.name, "prompt": r.prompt, "tool": r.tool}
+                       for r in requests]) if requests else ""
+
+
+def decode_requests(raw: str) -> list[HumanRequest]:
+    try:
+        data = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    if not isinstance(data, list):
+        return []
+    return [HumanRequest(str(d["id"]), str(d["name"]), str(d.get("prompt") or ""),
+                         str(d.get("tool") or ""))
+            for d in data if isinstance(d, dict) and d.get("id") and d.get("name")]
+
+
 def has_function_parts(event: Mapping[str, Any]) -> bool:
     content = event.get("content")
     parts = content.get("parts") if isinstance(content, Mapping) else None
@@ -70,6 +144,7 @@ class TurnResult:
     artifacts: dict[str, int] = field(default_factory=dict)
     invocation_id: str = ""
     agents: list[str] = field(default_factory=list)
+    requests: list[HumanRequest] = field(default_factory=list)  # the run paused for these
     _seen_ids: set[str] = field(default_factory=set)
 
     def feed(self, event: Mapping[str, Any]) -> None:
@@ -99,6 +174,8 @@ class TurnResult:
         self.tools.extend(function_calls(event))
         if duplicate or author == USER_AUTHOR:
             return
+        if not event.get("partial"):
+            self.requests.extend(human_requests(event))
         text = text_of(event)
         if event.get("partial"):
             self.partial_text += text

@@ -154,6 +154,9 @@ class ThreadRecord:
     last_activity: float = 0.0
     turns: int = 0
     reset_at: str = ""  # ts of the last "reset": earlier messages do not seed a new session
+    # The agent's open requests for a human (confirm a tool call, give input), as JSON:
+    # the thread's next message answers them (bot/adk/events.py HumanRequest).
+    awaiting: str = ""
 
     @classmethod
     def from_hash(cls, key: str, data: Mapping[str, str]) -> ThreadRecord:
@@ -168,6 +171,7 @@ class ThreadRecord:
             last_activity=float(data.get("last_activity", "0") or 0),
             turns=int(data.get("turns", "0") or 0),
             reset_at=data.get("reset_at", ""),
+            awaiting=data.get("awaiting", ""),
         )
 
 
@@ -473,9 +477,16 @@ class Store:
         """Forget the thread's session: the next turn starts a new one (next generation)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hincrby(self.keys.thread(key), "generation", 1)
-        pipe.hdel(self.keys.thread(key), "session_id")
+        pipe.hdel(self.keys.thread(key), "session_id", "awaiting")
         pipe.hset(self.keys.thread(key), "reset_at", at_ts)
         await pipe.execute()
+
+    async def set_awaiting(self, key: str, requests: str) -> None:
+        """The agent's open requests for a human in this thread ("" when there are none)."""
+        if requests:
+            await self.redis.hset(self.keys.thread(key), "awaiting", requests)
+        else:
+            await self.redis.hdel(self.keys.thread(key), "awaiting")
 
     async def record_turn(self, key: str) -> None:
         pipe = self.redis.pipeline(transaction=False)

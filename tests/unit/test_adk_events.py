@@ -1,6 +1,13 @@
 from __future__ import annotations
 
-from bot.adk.events import TurnResult, describe_error_code, text_of
+from bot.adk.events import (
+    TurnResult,
+    decode_requests,
+    describe_error_code,
+    encode_requests,
+    human_requests,
+    text_of,
+)
 
 
 def ev(text: str | None = None, **kw: object) -> dict[str, object]:
@@ -109,3 +116,32 @@ def test_an_unknown_error_code_says_what_the_agent_reported() -> None:
     assert len(describe_error_code("X", "y" * 1000)) < 260
     assert describe_error_code("SAFETY", "details nobody needs") == (
         "the agent's answer was blocked by a safety filter")
+
+
+def test_a_paused_run_s_requests_for_a_human_are_found_and_answered() -> None:
+    confirm = {"author": "agent", "id": "p", "longRunningToolIds": ["c1"], "content": {
+        "role": "model", "parts": [{"functionCall": {
+            "id": "c1", "name": "adk_request_confirmation",
+            "args": {"originalFunctionCall": {"id": "o", "name": "delete_budget", "args": {}},
+                     "toolConfirmation": {"hint": "Delete the Q3 budget?"}}}}]}}
+    r = TurnResult()
+    r.feed(confirm)
+    r.feed(confirm)  # the same event again (SSE duplicate): asked once
+    [request] = r.requests
+    assert (request.call_id, request.tool, request.prompt) == ("c1", "delete_budget",
+                                                               "Delete the Q3 budget?")
+    assert request.reply_part("Yes!")["functionResponse"] == {
+        "id": "c1", "name": "adk_request_confirmation", "response": {"confirmed": True}}
+    assert request.reply_part("no, wait")["functionResponse"]["response"] == {
+        "confirmed": False}
+    [back] = decode_requests(encode_requests(r.requests))
+    assert back == request
+    ask = {"author": "agent", "id": "q", "longRunningToolIds": ["i1"], "content": {
+        "parts": [{"functionCall": {"id": "i1", "name": "adk_request_input",
+                                    "args": {"message": "Which project?"}}}]}}
+    assert human_requests(ask)[0].reply_part("billing-prod")["functionResponse"][
+        "response"] == {"result": "billing-prod"}
+    # An ordinary tool call, or a long-running tool of the agent's own, is no request.
+    plain = {"author": "agent", "content": {"parts": [{"functionCall": {
+        "id": "t", "name": "query_cost_data", "args": {}}}]}, "longRunningToolIds": ["t"]}
+    assert human_requests(plain) == [] and decode_requests("not json") == []

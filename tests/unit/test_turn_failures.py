@@ -4,9 +4,14 @@ in Slack's place."""
 
 from __future__ import annotations
 
+import fakeredis
+
 from bot.adk.auth import GoogleIdTokenAuth
 from bot.adk.client import AdkClient
 from bot.console import BOT_USER, TEAM, console_event, wait_answered
+from bot.conversation import Conversation, ConversationConfig, HistoryMessage
+from bot.store.redis_store import Store
+from bot.turns import Turn
 from tests.unit.test_prepared_sessions import build
 
 
@@ -39,3 +44,68 @@ async def test_a_credential_that_cannot_be_had_is_reported_in_the_thread(adk_ser
                     auth=GoogleIdTokenAuth(adk_server.base_url, fetch=no_credentials))
     said = await ask(adk, "hello", "1700000800.000100")
     assert "couldn't sign in to the agent service" in said and "ref `" in said
+
+
+async def test_the_agent_pausing_for_approval_is_answered_by_the_next_reply(adk_server) -> None:
+    """ADK's tool confirmation (and request for input): the thread is asked, and the next
+    message in it goes back to ADK as the function response, not as a new question."""
+    adk = AdkClient(adk_server.base_url, "test_agent")
+    parts, out = build(adk)
+    root = "1700000900.000100"
+    key = f"{TEAM}:CCONSOLE:{root}"
+
+    async def say(text: str, ts: str) -> str:
+        before = len(out.getvalue())
+        event = console_event(text, ts, root, mention=ts == root)
+        assert await parts.intake.handle(event, {}) == "queued"
+        assert await wait_answered(parts.store, key, ts, 20)
+        return out.getvalue()[before:]
+
+    try:
+        await parts.worker.start()
+        asked = await say(f"<@{BOT_USER}> drop the Q3 budget confirm", root)
+        assert "Delete the Q3 budget?" in asked and "Reply `yes`" in asked
+        assert "finished without writing an answer" not in asked
+        assert "confirmed=True" in await say("Yes", "1700000901.000100")
+        # Answered: the next message is an ordinary question again (this one makes the
+        # agent ask for input).
+        asked = await say("and now? ask", "1700000902.000100")
+        assert "Which billing project?" in asked and "Reply in this thread" in asked
+        assert "input=billing-prod" in await say("billing-prod", "1700000903.000100")
+        assert "said=alice: thanks" in await say("thanks", "1700000904.000100")
+    finally:
+        await parts.worker.stop(1)
+        await adk.aclose()
+
+
+async def test_the_bot_s_earlier_replies_are_seeded_as_the_root_agent_s(adk_server) -> None:
+    """An app whose root agent is not named like its folder: the bot's replies read back
+    from Slack go into the new session as that agent's events (ADK shows the model any
+    other author's events as another agent's transcript)."""
+
+    class RenamedRoot(AdkClient):
+        async def root_agent_name(self) -> str:
+            return "finops_analyst"
+
+    class History:
+        async def history(self, turn: Turn, before_ts: str, limit: int
+                          ) -> list[HistoryMessage]:
+            return [HistoryMessage("1.0", "U1", "what did we spend?", False),
+                    HistoryMessage("2.0", "UBOT", "USD 4,321.50", True)]
+
+        async def display_name(self, user: str) -> str:
+            return "Alice"
+
+    adk = RenamedRoot(adk_server.base_url, "test_agent")
+    store = Store(fakeredis.FakeAsyncRedis(decode_responses=True))
+    conversation = Conversation(store, adk, History(),  # type: ignore[arg-type]
+                                ConversationConfig(app_name="test_agent", bot_user_id="UBOT"))
+    turn = Turn(team="T1", channel="C1", thread_ts="1.0", ts="3.0", user="U2", text="and?",
+                kind="mention", event_id="Ev3")
+    try:
+        events = await conversation._seed_events(turn)
+        assert [(e["author"], e["content"]["role"]) for e in events] == [
+            ("user", "user"), ("finops_analyst", "model")]
+        assert events[0]["content"]["parts"][0]["text"] == "Alice: what did we spend?"
+    finally:
+        await adk.aclose()

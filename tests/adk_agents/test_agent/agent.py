@@ -12,7 +12,9 @@ The reply lists, one per line::
 Directives in the user text change the behaviour (they may be combined):
 ``sleep=<s>``, ``fail``, ``errorcode``, ``tool``, ``stream``, ``long=<n>``,
 ``markdown``, ``artifact``, ``chart``, ``textartifact``, ``thought``, ``failafter`` (answer,
-then raise: the SSE stream ends with an error line after the answer).
+then raise: the SSE stream ends with an error line after the answer), ``confirm`` and ``ask``
+(pause for a human: ADK's ``adk_request_confirmation`` / ``adk_request_input`` call; the
+reply to it, a function response, is answered with ``confirmed=<bool>`` / ``input=<text>``).
 
 ``artifact`` saves ``cost_report.csv`` (text/csv), ``chart`` saves ``cost_chart.png`` (a small
 valid PNG), ``textartifact`` saves ``notes.txt`` as a text part. Non-text parts of the user
@@ -44,6 +46,8 @@ TEXT_ARTIFACT_NAME = "notes.txt"
 TEXT_ARTIFACT = "BigQuery is the largest line item.\n"
 THOUGHT_TEXT = "SECRET-THOUGHT: the user must never see this"
 STATE_USER_KEY = "slack_user_name"
+REQUEST_CONFIRMATION = "adk_request_confirmation"
+REQUEST_INPUT = "adk_request_input"
 
 MARKDOWN_SAMPLE = """## Cost summary
 
@@ -75,6 +79,8 @@ class Directives:
     sleep: float = 0.0
     fail: bool = False
     failafter: bool = False
+    confirm: bool = False
+    ask: bool = False
     errorcode: bool = False
     tool: bool = False
     stream: bool = False
@@ -102,6 +108,8 @@ class Directives:
             sleep=float(sleep.group(1)) if sleep else 0.0,
             fail=flag("fail"),
             failafter=flag("failafter"),
+            confirm=flag("confirm"),
+            ask=flag("ask"),
             errorcode=flag("errorcode"),
             tool=flag("tool"),
             stream=flag("stream"),
@@ -182,8 +190,30 @@ class DeterministicAgent(BaseAgent):
     """Echo-style agent whose answer exposes what the session looks like."""
 
     async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        for part in (ctx.user_content.parts or []) if ctx.user_content else []:
+            reply = part.function_response
+            if reply is not None and reply.name in (REQUEST_CONFIRMATION, REQUEST_INPUT):
+                got = reply.response or {}
+                text = (f"confirmed={got.get('confirmed')}" if reply.name == REQUEST_CONFIRMATION
+                        else f"input={got.get('result')}")
+                yield self._event(ctx, parts=[types.Part(text=text)])
+                return
         said = content_text(ctx.user_content)
         d = Directives.parse(said)
+        if d.confirm or d.ask:
+            call = types.FunctionCall(
+                id=f"adk-{uuid.uuid4()}",
+                name=REQUEST_CONFIRMATION if d.confirm else REQUEST_INPUT,
+                args=({"originalFunctionCall": {"id": "orig-1", "name": "delete_budget",
+                                                "args": {"budget": "Q3"}},
+                       "toolConfirmation": {"hint": "Delete the Q3 budget?",
+                                            "confirmed": False}}
+                      if d.confirm else {"message": "Which billing project?"}),
+            )
+            event = self._event(ctx, parts=[types.Part(function_call=call)])
+            event.long_running_tool_ids = {str(call.id)}
+            yield event
+            return
         if d.sleep:
             await asyncio.sleep(d.sleep)
         if d.fail:
