@@ -129,6 +129,18 @@ def stream_chunks(text: str, limit: int = STREAM_CHUNK_CHARS, *, fence: str = ""
     return chunks
 
 
+def retry_after(exc: SlackApiError, default: float = 1.0, most: float = 60.0) -> float:
+    """Seconds Slack asks to wait after a 429 (its Retry-After header), within reason."""
+    headers = getattr(exc.response, "headers", None) or {}
+    value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        return min(max(float(value), 0.0), most) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
 def stop_button(turn: Turn) -> dict[str, Any]:
     return {
         "type": "actions",
@@ -183,6 +195,7 @@ class SlackLiveAnswer:
     _closed: bool = False
     _streaming: bool = False  # a native stream was opened and is not stopped yet
     _fence: str = ""  # the code block open at the end of what was streamed
+    _quiet_until: float = 0.0  # monotonic time before which Slack asked for no updates
 
     async def delta(self, text: str) -> None:
         if self._closed or not text or self.mode == "off":
@@ -193,6 +206,10 @@ class SlackLiveAnswer:
 
     async def _flush_soon(self) -> None:
         interval = self.append_interval if self.native or self.ts is None else self.update_interval
+        if self.ts is not None:
+            # After a 429 on an update, the preview waits out Slack's Retry-After: chat.update
+            # is limited per workspace, and the final answer needs the same budget.
+            interval = max(interval, self._quiet_until - time.monotonic())
         await asyncio.sleep(interval if self.ts is not None else 0)
         async with self._lock:
             if not self._closed:
@@ -311,7 +328,10 @@ class SlackLiveAnswer:
             )
             self._shown = shown
         except SlackApiError as exc:
-            log.debug("placeholder update failed: %s", exc.response.get("error"))
+            error = exc.response.get("error") if exc.response else "error"
+            if error == "ratelimited":
+                self._quiet_until = time.monotonic() + retry_after(exc)
+            log.debug("placeholder update failed: %s", error)
 
     async def finish(self) -> str | None:
         """End the live display; the ts of the message the final answer should replace."""

@@ -5,6 +5,8 @@ real slack_sdk clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -358,3 +360,33 @@ def test_a_line_longer_than_a_chunk_is_cut() -> None:
     text = "y" * 25_000 + "\nend\n"
     chunks = stream_chunks(text)
     assert "".join(chunks) == text and all(len(c) <= STREAM_CHUNK_CHARS for c in chunks)
+
+
+async def test_a_rate_limited_placeholder_waits_out_retry_after(
+    slack: FakeSlack, client: AsyncWebClient, store: Store, turn: Turn
+) -> None:
+    """chat.update is limited per workspace: after a 429 the preview is not updated again
+    before Slack's Retry-After, instead of trying every interval."""
+    live = SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(store),
+                           metrics=Metrics(), mode="placeholder", update_interval=0.05)
+    await live.delta("First line\n")
+    await settle(live)
+    slack.fail_next("chat.update", retry_after=30)
+    await live.delta("Second line\n")
+    await settle(live)
+    assert len(slack.calls_to("chat.update")) == 1  # refused with 429, Retry-After: 30
+    assert live._quiet_until - time.monotonic() > 25
+    await live.delta("Third line\n")
+    await asyncio.sleep(0.4)
+    assert len(slack.calls_to("chat.update")) == 1  # waiting, not trying every 50 ms
+    # The test does not wait the 30 s: the waiting flush goes, the next one may update.
+    assert live._flusher is not None
+    live._flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await live._flusher
+    live._quiet_until = 0
+    await live.delta("Fourth line\n")
+    await settle(live)
+    updates = ok(slack, "chat.update")
+    assert len(updates) == 1 and "Fourth line" in updates[0].params["blocks"][0]["text"]
+    await live.finish()
