@@ -714,6 +714,8 @@ class Conversation:
                         turn, session, seed=self._has_history(turn),
                         since=record.reset_at if record is not None else "",
                         created_by=record.created_by if record is not None else ""))
+                    # The new session has no paused run to answer: the message is asked as
+                    # a question.
                     await self._run(turn, session, question, speaker, result, progress, live,
                                     parts)
         except TimeoutError as exc:
