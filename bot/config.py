@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=500, ge=1)
     lock_ttl_seconds: float = Field(default=30.0, ge=1)
     reclaim_idle_seconds: float = Field(default=60.0, ge=1)
+
+    @field_validator("reclaim_idle_seconds")
+    @classmethod
+    def _reclaim_after_lock_expiry(cls, value: float, info: ValidationInfo) -> float:
+        # A dead worker's doorbell is taken over after RECLAIM_IDLE_SECONDS; its lock must
+        # have expired by then, or the taker finds the thread held, and drops the doorbell.
+        lock = info.data.get("lock_ttl_seconds")
+        if isinstance(lock, int | float) and value <= lock:
+            raise ValueError(f"must be longer than LOCK_TTL_SECONDS ({lock:g})")
+        return value
     dedupe_ttl_seconds: int = Field(default=86400, ge=60)
     thread_ttl_days: int = Field(default=90, ge=1)
     max_input_chars: int = Field(default=20000, ge=100)

@@ -11,7 +11,10 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
 
 from bot.access import AccessPolicy, Allow, Deny, decide, needs_user_groups
 from bot.adk.client import (
@@ -47,13 +50,20 @@ from bot.slack.render import (
 )
 from bot.stops import Stops
 from bot.store.redis_store import Store, ThreadRecord, TurnContext
-from bot.turns import Turn, adk_user_id_for, session_id_for
+from bot.turns import RetryLater, Turn, adk_user_id_for, session_id_for
 
 log = logging.getLogger("bot.conversation")
 
 SEED_TEXT_LIMIT = 4000
 DELIVERY_ATTEMPTS = 4
 DELIVERY_BACKOFF = 1.0
+# Slack failing for longer than a turn's attempts (an outage, 5xx): the turn is put off and
+# taken up again by a worker (its outbox is kept) up to this many times before it is given
+# up; with RECLAIM_IDLE_SECONDS = 60, about ten minutes.
+MAX_DELIVERY_DEFERRALS = 10
+TRANSIENT_SLACK_ERRORS = frozenset({
+    "ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
+})
 PREPARED_SESSION_SECONDS = 60.0  # a session prepared at intake waits this long for its turn
 PREPARED_SESSIONS_MAX = 10_000
 # The working status is set once the ADK run has been sent (its Slack call does not delay
@@ -193,6 +203,19 @@ def _quiet(task: asyncio.Task[Any]) -> None:
     'exception never retrieved'."""
     if not task.cancelled():
         task.exception()
+
+
+class DeliveryFailed(Exception):
+    """A turn's answer could not be posted and will not be tried again."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure to post that may pass: Slack overloaded or down, the network."""
+    if isinstance(exc, SlackApiError):
+        status = getattr(exc.response, "status_code", 0) or 0
+        error = exc.response.get("error") if exc.response is not None else ""
+        return status >= 500 or error in TRANSIENT_SLACK_ERRORS
+    return isinstance(exc, OSError | aiohttp.ClientError)
 
 
 def ask_text(request: HumanRequest) -> str:
@@ -491,10 +514,23 @@ class Conversation:
                     break
                 except Exception as exc:
                     if attempt == DELIVERY_ATTEMPTS - 1:
-                        raise
+                        await self._give_up_or_defer(turn, exc)
                     log.warning("posting a reply failed (%s); retrying", exc,
                                 extra={"thread_key": turn.key, "ts": turn.ts})
                     await asyncio.sleep(DELIVERY_BACKOFF * 2**attempt)
+
+    async def _give_up_or_defer(self, turn: Turn, exc: Exception) -> NoReturn:
+        """The last attempt failed. A failure that passes (Slack down or overloaded) puts
+        the turn off, with its outbox kept, a bounded number of times; then, or for a
+        refusal that will not pass, the turn is given up (and logged)."""
+        if is_transient(exc):
+            tries = await self.store.count_deferral(turn.key, turn.ts)
+            if tries <= MAX_DELIVERY_DEFERRALS:
+                raise RetryLater(f"Slack did not take a reply ({exc}); "
+                                 f"put off {tries} of {MAX_DELIVERY_DEFERRALS} times") from exc
+            raise DeliveryFailed(f"Slack did not take a reply after {tries - 1} retries: "
+                                 f"{exc}") from exc
+        raise exc
 
     async def _keep_working(self, turn: Turn, progress: Progress) -> None:
         """Show that the agent is working, and keep showing it through long turns."""

@@ -13,6 +13,11 @@ DM_THREAD = "dm"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
+class RetryLater(Exception):
+    """The turn cannot finish now for a reason that passes (Slack failing): it stays
+    queued, and a worker takes it up again after RECLAIM_IDLE_SECONDS."""
+
+
 def thread_key(team: str, channel: str, thread_ts: str | None) -> str:
     """`team:channel:thread_ts`; a top-level DM conversation uses `dm` for the thread."""
     return f"{team}:{channel}:{thread_ts or DM_THREAD}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from bot.store.redis_store import Doorbell, LockLost, Store, Taken, TurnContext
-from bot.turns import Turn
+from bot.turns import RetryLater, Turn
 
 log = logging.getLogger("bot.worker")
 
@@ -166,6 +166,9 @@ class Worker:
                     raise
             except LockLost:
                 held.lost = True
+            except RetryLater as exc:
+                await self._put_off(bell, held, exc)
+                return
             finally:
                 keeper.cancel()
             if held.lost:
@@ -180,6 +183,15 @@ class Worker:
                         extra={"thread_key": bell.key})
         except Exception:
             log.exception("unexpected error in worker", extra={"thread_key": bell.key})
+
+    async def _put_off(self, bell: Doorbell, held: HeldLock, exc: RetryLater) -> None:
+        """A turn that cannot finish now (Slack failing): free the thread but leave the
+        doorbell pending, so a worker takes the turn up again after RECLAIM_IDLE_SECONDS
+        (or at once, for the thread's next message)."""
+        log.warning("a turn is put off and will be retried: %s", exc,
+                    extra={"thread_key": bell.key})
+        held.released = True
+        await self.store.release_lock(held.key, held.token)
 
     async def _after_lost_lock(self, bell: Doorbell) -> None:
         """This worker's lock on the thread expired mid-turn (Redis unreachable for longer
@@ -232,7 +244,7 @@ class Worker:
             return turn.ts  # delivered already (e.g. by a worker that died before popping it)
         try:
             await self.handler(turn, head.context)
-        except (asyncio.CancelledError, RedisError, OSError):
+        except (asyncio.CancelledError, RedisError, OSError, RetryLater):
             raise  # the turn stays queued: retried when Redis is back, or by another worker
         except Exception:
             # A bug or a permanent Slack refusal: give up on this turn, not the thread.

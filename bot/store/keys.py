@@ -55,6 +55,9 @@ class Keys:
     def lock(self, key: str) -> str:
         return f"{self._tag(key)}:lock"
 
+    def deferrals(self, key: str, ts: str) -> str:
+        return f"{self._tag(key)}:defer:{ts}"
+
     def feedback(self, key: str, turn_ts: str) -> str:
         return f"{self._tag(key)}:fb:{turn_ts}"
 

@@ -481,6 +481,15 @@ class Store:
         pipe.hset(self.keys.thread(key), "reset_at", at_ts)
         await pipe.execute()
 
+    async def count_deferral(self, key: str, ts: str) -> int:
+        """One more time the turn's delivery was put off (Slack failing); how many so far."""
+        name = self.keys.deferrals(key, ts)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(name)
+        pipe.expire(name, self.dedupe_ttl)
+        count, _ = await pipe.execute()
+        return int(count)
+
     async def set_awaiting(self, key: str, requests: str) -> None:
         """The agent's open requests for a human in this thread ("" when there are none)."""
         if requests:

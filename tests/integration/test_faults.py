@@ -17,7 +17,7 @@ from tests.integration.harness import BotProcess
 from tests.integration.redis_server import RedisServer
 from tests.integration.slack_user import replies, say, wait_replies
 
-FAST_RECLAIM = {"reclaim_idle_seconds": "2", "lock_ttl_seconds": "2"}
+FAST_RECLAIM = {"reclaim_idle_seconds": "2", "lock_ttl_seconds": "1"}
 
 
 def parts_of(slack: FakeSlack, channel: str, root: str, turn_ts: str) -> list[int]:

@@ -4,12 +4,23 @@ in Slack's place."""
 
 from __future__ import annotations
 
-import fakeredis
+import asyncio
+import io
+from typing import Any
 
+import fakeredis
+import pytest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.slack_response import SlackResponse
+
+import bot.conversation as conversation_module
 from bot.adk.auth import GoogleIdTokenAuth
 from bot.adk.client import AdkClient
-from bot.console import BOT_USER, TEAM, console_event, wait_answered
-from bot.conversation import Conversation, ConversationConfig, HistoryMessage
+from bot.config import Settings
+from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
+from bot.conversation import Conversation, ConversationConfig, HistoryMessage, Reply
+from bot.runtime import assemble
+from bot.slack.routing import BotIdentity
 from bot.store.redis_store import Store
 from bot.turns import Turn
 from tests.unit.test_prepared_sessions import build
@@ -108,4 +119,69 @@ async def test_the_bot_s_earlier_replies_are_seeded_as_the_root_agent_s(adk_serv
             ("user", "user"), ("finops_analyst", "model")]
         assert events[0]["content"]["parts"][0]["text"] == "Alice: what did we spend?"
     finally:
+        await adk.aclose()
+
+
+class FlakySlack(ConsoleIO):
+    """The console in Slack's place, failing the first `failures` posts as Slack does when
+    it is down (HTTP 500, after the Web API client's own retries)."""
+
+    def __init__(self, *args: Any, failures: int, error: str = "internal_error",
+                 status: int = 500, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures, self.error, self.status = failures, error, status
+        self.tries = 0
+
+    async def send(self, turn: Turn, part: int, reply: Reply) -> None:
+        self.tries += 1
+        if self.tries <= self.failures:
+            raise SlackApiError("Slack failed", SlackResponse(
+                client=None, http_verb="POST", api_url="chat.postMessage", req_args={},
+                data={"ok": False, "error": self.error}, headers={},
+                status_code=self.status))
+        await super().send(turn, part, reply)
+
+
+@pytest.mark.parametrize(("failures", "error", "status", "answered"), [
+    (6, "internal_error", 500, True),  # an outage longer than one turn's 4 attempts
+    (4 * 12, "internal_error", 500, False),  # Slack never comes back: given up, bounded
+    (4, "channel_not_found", 200, False),  # a refusal that will not pass: not retried
+])
+async def test_an_answer_slack_failed_to_take_is_posted_once_slack_is_back(
+    adk_server, monkeypatch: pytest.MonkeyPatch, failures: int, error: str, status: int,
+    answered: bool,
+) -> None:
+    monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
+    monkeypatch.setattr(conversation_module, "MAX_DELIVERY_DEFERRALS", 2)
+    settings = Settings(_env_file=None, adk_app_name="test_agent",  # type: ignore[call-arg]
+                        reclaim_idle_seconds=1.5, lock_ttl_seconds=1)
+    out = io.StringIO()
+    slack = FlakySlack(out, io.StringIO(), user_name="alice", interactive=False,
+                       failures=failures, error=error, status=status)
+    adk = AdkClient(adk_server.base_url, "test_agent")
+    parts = assemble(settings, redis_client=fakeredis.FakeAsyncRedis(decode_responses=True),
+                     embedded=True, adk=adk, make_io=lambda _s, _m: slack,
+                     identity=BotIdentity(user_id=BOT_USER, team_id=TEAM), feedback=False)
+    ts = f"1700001{failures:03d}.000100"
+    key = f"{TEAM}:CCONSOLE:{ts}"
+    try:
+        await parts.worker.start()
+        mention = console_event(f"<@{BOT_USER}> costs?", ts, ts, mention=True)
+        assert await parts.intake.handle(mention, {}) == "queued"
+        done = await wait_answered(parts.store, key, ts, 20)
+        said = out.getvalue()
+        if answered:
+            assert done and said.count("said=alice: costs?") == 1
+            assert slack.tries == failures + 1  # the agent ran once; only posting was retried
+        else:
+            assert "said=alice: costs?" not in said
+            # Given up after 4 attempts per deferral, 2 deferrals: nothing loops forever.
+            assert slack.tries == (4 * 3 if status >= 500 else 4)
+            for _ in range(100):
+                if await parts.store.queue_length(key) == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert await parts.store.queue_length(key) == 0
+    finally:
+        await parts.worker.stop(1)
         await adk.aclose()
