@@ -51,7 +51,11 @@ class BotProcess:
         self.env.update({k.upper(): v for k, v in settings.items()})
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
-        self.http = httpx.AsyncClient(timeout=15, trust_env=False)
+        # uvicorn closes a keep-alive connection idle for 5 s; a request sent on it as it
+        # closes fails ("Server disconnected without sending a response"). Slack opens its
+        # own connections; this client expires idle ones first, like the bot's ADK client.
+        self.http = httpx.AsyncClient(timeout=15, trust_env=False,
+                                      limits=httpx.Limits(keepalive_expiry=2.0))
 
     @property
     def url(self) -> str:
