@@ -280,6 +280,55 @@ async def test_stop_button_on_placeholder(slack: FakeSlack, custom_bot: Any) -> 
         timeout=10)
 
 
+async def test_a_stop_button_of_an_earlier_answer_does_not_stop_the_next(
+    slack: FakeSlack, custom_bot: Any
+) -> None:
+    bot = await custom_bot(streaming="placeholder")
+    root = await say(slack, bot, user="U1", text="stream chunks=2 gap=0.1", mention=True)
+    [placeholder] = await slack.wait_for_calls("chat.postMessage", 1, timeout=20, thread_ts=root)
+    button = next(b for b in placeholder.params["blocks"] if b["type"] == "actions")
+    await wait_replies(slack, "C1", root, 1)  # that answer is done
+    await say(slack, bot, user="U2", text="next stream chunks=20 gap=0.2", thread_ts=root)
+    await slack.wait_for_calls("chat.postMessage", 2, timeout=20, thread_ts=root)
+    action = {**button["elements"][0], "type": "button", "action_ts": ev.next_ts()}
+    payload = {"type": "block_actions", "user": {"id": "U1"}, "team": {"id": "T0001"},
+               "channel": {"id": "C1"}, "container": {"type": "message", "channel_id": "C1",
+                                                       "message_ts": placeholder.response["ts"]},
+               "actions": [action], "trigger_id": "1.2.4", "api_app_id": "A0001"}
+    assert (await post_form(bot, {"payload": json.dumps(payload)})).status_code == 200
+
+    def finished(s: FakeSlack) -> bool:
+        return any("said=Bob" in message_text(m) or "Stopped" in message_text(m)
+                   for m in s.bot_replies("C1", root)[1:])
+
+    await slack.wait_for(finished, timeout=20)
+    answers = [message_text(m) for m in slack.bot_replies("C1", root)]
+    assert len(answers) == 2 and "said=Bob: next stream" in answers[1]
+    assert not any("Stopped" in a for a in answers)
+
+
+async def test_the_agent_asks_for_approval_and_the_thread_answers(
+    slack: FakeSlack, bot: BotProcess
+) -> None:
+    """ADK's tool confirmation through Slack: the question is posted; a teammate's reply in
+    the thread (no mention) is the answer, and the paused run goes on."""
+    root = await say(slack, bot, user="U1", text="drop the Q3 budget confirm", mention=True)
+    [asked] = await wait_replies(slack, "C1", root, 1)
+    assert "Delete the Q3 budget?" in asked and "Reply `yes`" in asked
+    await say(slack, bot, user="U2", text="yes", thread_ts=root)
+    answers = await wait_replies(slack, "C1", root, 2)
+    assert "confirmed=True" in answers[1]
+    await say(slack, bot, user="U1", text="ask", thread_ts=root)
+    answers = await wait_replies(slack, "C1", root, 3)
+    assert "Which billing project?" in answers[2]
+    await say(slack, bot, user="U1", text="billing-prod", thread_ts=root)
+    answers = await wait_replies(slack, "C1", root, 4)
+    assert "input=billing-prod" in answers[3]
+    await say(slack, bot, user="U1", text="thanks", thread_ts=root)
+    answers = await wait_replies(slack, "C1", root, 5)
+    assert "said=Alice: thanks" in answers[4]
+
+
 async def test_slash_reset_in_a_dm(slack: FakeSlack, bot: BotProcess) -> None:
     await say(slack, bot, user="U1", text="hello", channel="D1", dm=True)
     await slack.wait_for(lambda s: s.messages.get("D1") and any(
