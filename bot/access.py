@@ -140,6 +140,16 @@ def decide(
     return Allow()
 
 
+def may_stop(policy: AccessPolicy, *, channel: str, user: str) -> bool:
+    """Whether `user` may stop a running answer (a "stop" message or a Stop button): not if
+    the channel or user lists refuse them. User groups are not looked up for a stop; a
+    policy by group lets anyone the lists do not refuse stop an answer."""
+    if _channel_refusal(policy, channel) or user in policy.denied_users:
+        return False
+    return not (policy.allowed_users and not policy.allowed_usergroups
+                and user not in policy.allowed_users)
+
+
 def _channel_refusal(policy: AccessPolicy, channel: str) -> str | None:
     if channel in policy.denied_channels:
         return f"channel {channel} is in ACCESS_DENIED_CHANNELS"

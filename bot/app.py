@@ -19,6 +19,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.access import may_stop
 from bot.intake import Intake
 from bot.metrics import Metrics
 from bot.slack.stream import STOP_ACTION_ID
@@ -138,7 +139,11 @@ def build_bolt_app(
         await ack()
         actions = body.get("actions") or [{}]
         key, _, turn_ts = str(actions[0].get("value") or "").rpartition("|")
-        if key:  # only the turn the button is under: a late click stops nothing else
+        user = str((body.get("user") or {}).get("id") or "")
+        channel = str((body.get("channel") or {}).get("id") or
+                      (body.get("container") or {}).get("channel_id") or "")
+        if key and may_stop(intake.access, channel=channel, user=user):
+            # Only the turn the button is under: a late click stops nothing else.
             await stops.request_stop(key, turn_ts=turn_ts)
 
     app.action(STOP_ACTION_ID)(on_stop_button)

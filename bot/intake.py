@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bot.access import AccessPolicy, may_stop
 from bot.conversation import control_command
 from bot.metrics import Metrics
 from bot.slack.render import readable_input
@@ -50,8 +51,10 @@ class Intake:
         self, store: Store, bot: BotIdentity, metrics: Metrics, stops: Stops, *,
         max_input_chars: int = 20000,
         on_new_thread: Callable[[Turn], None] | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         self.store = store
+        self.access = access or AccessPolicy()
         self.stops = stops
         self.bot = bot
         self.metrics = metrics
@@ -77,6 +80,11 @@ class Intake:
         if len(turn.text) <= CONTROL_TEXT_MAX and control_command(
             readable_input(turn.text, bot_user_id=self.bot.user_id, user_names={})
         ) == "stop":
+            if not may_stop(self.access, channel=turn.channel, user=turn.user):
+                self.metrics.events_in.labels(etype, "ignored").inc()
+                log.info("a stop from a user the access policy refuses was ignored",
+                         extra={"thread_key": turn.key, "ts": turn.ts})
+                return "ignored"
             # Not queued: it would wait behind the very turn it means to stop. Only a turn
             # asked before it: a redelivery must not stop a later one.
             await self.stops.request_stop(turn.key, before_ts=turn.ts)

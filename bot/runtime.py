@@ -227,7 +227,7 @@ def assemble(
     # turn is queued (an intake-only process leaves that to the worker that takes the turn).
     intake = Intake(store, identity, metrics, stops, max_input_chars=settings.max_input_chars,
                     on_new_thread=conversation.prepare_session if settings.role == "all"
-                    else None)
+                    else None, access=conversation.access)
     worker = Worker(
         store, make_handler(conversation, metrics),
         WorkerConfig(

@@ -253,6 +253,20 @@ async def test_stop_message_stops_a_running_turn(slack: FakeSlack, bot: BotProce
     assert len(texts) == 2 and "turn=1" in texts[0]  # the partial answer, then the notice
 
 
+async def test_a_stop_from_a_refused_user_stops_nothing(slack: FakeSlack, custom_bot: Any
+                                                       ) -> None:
+    bot = await custom_bot(access_denied_users="U2")
+    root = await say(slack, bot, user="U1", text="stream chunks=10 gap=0.2", mention=True)
+    await slack.wait_for(lambda s: ok_calls(s, "chat.startStream"), timeout=20)
+    await say(slack, bot, user="U2", text="stop", thread_ts=root)
+    await slack.wait_for(
+        lambda s: any("said=Alice" in message_text(m) or "Stopped" in message_text(m)
+                      for m in s.bot_replies("C1", root)), timeout=20)
+    answers = [message_text(m) for m in slack.bot_replies("C1", root)]
+    assert any("said=Alice: stream" in a for a in answers)
+    assert not any("Stopped" in a for a in answers)
+
+
 async def test_slack_stop_button_event_stops_the_turn(slack: FakeSlack, bot: BotProcess) -> None:
     root = await say(slack, bot, user="U1", text="stream chunks=30 gap=0.3", mention=True)
     [start] = await slack.wait_for_calls("chat.startStream", 1, timeout=20)

@@ -20,6 +20,7 @@ from bot.access import (
     Skip,
     decide,
     followup_policy,
+    may_stop,
     needs_user_groups,
 )
 from bot.config import Settings, describe_validation_error
@@ -395,3 +396,16 @@ async def test_denied_groups_fail_closed(slack: FakeSlack, client: AsyncWebClien
     decision = decide(p, channel="C1", user="U1", user_groups=groups, kind="mention",
                       mentioned=True, thread_starter=None)
     assert isinstance(decision, Deny)
+
+
+def test_who_may_stop_an_answer() -> None:
+    open_policy = AccessPolicy()
+    assert may_stop(open_policy, channel="C1", user="U1")
+    listed = AccessPolicy(allowed_users=frozenset({"U1"}), denied_channels=frozenset({"C9"}))
+    assert may_stop(listed, channel="C1", user="U1")
+    assert not may_stop(listed, channel="C1", user="U2")  # not on the allow-list
+    assert not may_stop(listed, channel="C9", user="U1")  # a denied channel
+    assert not may_stop(AccessPolicy(denied_users=frozenset({"U3"})), channel="C1", user="U3")
+    # Groups are not looked up for a stop: a group policy refuses only what the lists do.
+    groups = AccessPolicy(allowed_usergroups=frozenset({"S1"}))
+    assert may_stop(groups, channel="C1", user="U2")
