@@ -504,20 +504,32 @@ class Conversation:
         replies[answers[-1]] = replace(last, blocks=[*last.blocks, block])
 
     async def _deliver(self, turn: Turn, replies: Sequence[Reply], *, resume: bool) -> None:
+        """Post the replies, each message and each part's files as steps of their own, so
+        that a failed upload is retried without posting its message again. On a resume,
+        what Slack shows (message metadata) and what Redis noted (uploads) is skipped."""
         done = await self.io.sent_parts(turn) if resume else set()
+        with_files = [part for part, reply in enumerate(replies) if reply.files]
+        uploaded = (await self.store.uploaded_parts(turn.key, turn.ts)
+                    if resume and with_files else set())
         for part, reply in enumerate(replies):
-            if part in done:
-                continue
-            for attempt in range(DELIVERY_ATTEMPTS):
-                try:
-                    await self.io.send(turn, part, reply)
-                    break
-                except Exception as exc:
-                    if attempt == DELIVERY_ATTEMPTS - 1:
-                        await self._give_up_or_defer(turn, exc)
-                    log.warning("posting a reply failed (%s); retrying", exc,
-                                extra={"thread_key": turn.key, "ts": turn.ts})
-                    await asyncio.sleep(DELIVERY_BACKOFF * 2**attempt)
+            has_message = bool(reply.text or reply.blocks or reply.update_ts)
+            if part not in done and (has_message or not reply.files):
+                await self._attempt(turn, part, replace(reply, files=[]))
+            if reply.files and part not in uploaded:
+                await self._attempt(turn, part, Reply(text="", files=reply.files))
+                await self.store.mark_uploaded(turn.key, turn.ts, part)
+
+    async def _attempt(self, turn: Turn, part: int, reply: Reply) -> None:
+        for attempt in range(DELIVERY_ATTEMPTS):
+            try:
+                await self.io.send(turn, part, reply)
+                return
+            except Exception as exc:
+                if attempt == DELIVERY_ATTEMPTS - 1:
+                    await self._give_up_or_defer(turn, exc)
+                log.warning("posting a reply failed (%s); retrying", exc,
+                            extra={"thread_key": turn.key, "ts": turn.ts})
+                await asyncio.sleep(DELIVERY_BACKOFF * 2**attempt)
 
     async def _give_up_or_defer(self, turn: Turn, exc: Exception) -> NoReturn:
         """The last attempt failed. A failure that passes (Slack down or overloaded) puts

@@ -55,6 +55,9 @@ class Keys:
     def lock(self, key: str) -> str:
         return f"{self._tag(key)}:lock"
 
+    def uploaded_parts(self, key: str, ts: str) -> str:
+        return f"{self._tag(key)}:files:{ts}"
+
     def deferrals(self, key: str, ts: str) -> str:
         return f"{self._tag(key)}:defer:{ts}"
 

@@ -481,6 +481,19 @@ class Store:
         pipe.hset(self.keys.thread(key), "reset_at", at_ts)
         await pipe.execute()
 
+    async def mark_uploaded(self, key: str, ts: str, part: int) -> None:
+        """The files of reply part `part` are in Slack (uploads carry no metadata to find
+        them by, so a resumed delivery asks here)."""
+        name = self.keys.uploaded_parts(key, ts)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(name, str(part))
+        pipe.expire(name, self.dedupe_ttl)
+        await pipe.execute()
+
+    async def uploaded_parts(self, key: str, ts: str) -> set[int]:
+        members = await self.redis.smembers(self.keys.uploaded_parts(key, ts))
+        return {int(m) for m in members if str(m).isdigit()}
+
     async def count_deferral(self, key: str, ts: str) -> int:
         """One more time the turn's delivery was put off (Slack failing); how many so far."""
         name = self.keys.deferrals(key, ts)

@@ -321,7 +321,9 @@ def test_every_key_of_a_thread_is_on_one_cluster_slot() -> None:
     keys = Keys("asb")
     thread = "T0001:C0123:1700000000.000100"
     names = [keys.thread(thread), keys.event(thread, "Ev1"), keys.message(thread, "1.0"),
-             keys.queue(thread), keys.lock(thread), keys.outbox(thread, "1.0")]
+             keys.queue(thread), keys.lock(thread), keys.outbox(thread, "1.0"),
+             keys.live(thread, "1.0"), keys.uploaded_parts(thread, "1.0"),
+             keys.deferrals(thread, "1.0"), keys.feedback(thread, "1.0")]
     assert len({key_slot(name.encode()) for name in names}) == 1
     # The tag is the whole thread key, so threads spread over the cluster.
     slots = {key_slot(keys.queue(f"T1:C1:{i}.0").encode()) for i in range(50)}

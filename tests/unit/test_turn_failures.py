@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import replace
 from typing import Any
 
 import fakeredis
@@ -182,6 +183,53 @@ async def test_an_answer_slack_failed_to_take_is_posted_once_slack_is_back(
                     break
                 await asyncio.sleep(0.05)
             assert await parts.store.queue_length(key) == 0
+    finally:
+        await parts.worker.stop(1)
+        await adk.aclose()
+
+
+class FlakyUploads(ConsoleIO):
+    """The console in Slack's place, whose first file upload fails (a 5xx from
+    files.completeUploadExternal, say) after the message itself was posted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.upload_tries = 0
+
+    async def send(self, turn: Turn, part: int, reply: Reply) -> None:
+        # Like SlackThreadIO.send: the message is posted first, then its files uploaded.
+        if reply.text or reply.blocks:
+            await super().send(turn, part, replace(reply, files=[]))
+        if reply.files:
+            self.upload_tries += 1
+            if self.upload_tries == 1:
+                raise OSError("upload failed")
+            await super().send(turn, part, Reply(text="", files=reply.files))
+
+
+async def test_a_failed_upload_is_retried_without_posting_its_message_again(
+    adk_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
+    settings = Settings(_env_file=None, adk_app_name="test_agent")  # type: ignore[call-arg]
+    out = io.StringIO()
+    slack = FlakyUploads(out, io.StringIO(), user_name="alice", interactive=False)
+    adk = AdkClient(adk_server.base_url, "test_agent")
+    parts = assemble(settings, redis_client=fakeredis.FakeAsyncRedis(decode_responses=True),
+                     embedded=True, adk=adk, make_io=lambda _s, _m: slack,
+                     identity=BotIdentity(user_id=BOT_USER, team_id=TEAM), feedback=False)
+    ts = "1700002000.000100"
+    key = f"{TEAM}:CCONSOLE:{ts}"
+    try:
+        await parts.worker.start()
+        # A table too big for a block: its CSV is attached to the answer's own message.
+        mention = console_event(f"<@{BOT_USER}> report bigtable=150", ts, ts, mention=True)
+        assert await parts.intake.handle(mention, {}) == "queued"
+        assert await wait_answered(parts.store, key, ts, 20)
+        said = out.getvalue()
+        assert said.count("said=alice: report bigtable=150") == 1  # the message, once
+        assert said.count("[file: table-1.csv") == 1 and slack.upload_tries == 2
+        assert await parts.store.uploaded_parts(key, ts)  # a resume would not upload again
     finally:
         await parts.worker.stop(1)
         await adk.aclose()
