@@ -9,9 +9,10 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NoReturn, Protocol
+from functools import partial
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -55,14 +56,17 @@ from bot.turns import RetryLater, Turn, adk_user_id_for, session_id_for
 log = logging.getLogger("bot.conversation")
 
 SEED_TEXT_LIMIT = 4000
+T = TypeVar("T")
+
 DELIVERY_ATTEMPTS = 4
 DELIVERY_BACKOFF = 1.0
 # Slack failing for longer than a turn's attempts (an outage, 5xx): the turn is put off and
 # taken up again by a worker (its outbox is kept) up to this many times before it is given
 # up; with RECLAIM_IDLE_SECONDS = 60, about ten minutes.
 MAX_DELIVERY_DEFERRALS = 10
+# (Not `fatal_error`: Slack may have done part of the call, and says the same again.)
 TRANSIENT_SLACK_ERRORS = frozenset({
-    "ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
+    "ratelimited", "internal_error", "service_unavailable", "request_timeout",
 })
 PREPARED_SESSION_SECONDS = 60.0  # a session prepared at intake waits this long for its turn
 PREPARED_SESSIONS_MAX = 10_000
@@ -382,7 +386,10 @@ class Conversation:
                 # The answer replaced the live message instead of being a new post, and only
                 # a new post makes Slack clear the status: clear it here.
                 await self._show(turn, "")
-            await self.io.done_working(turn)
+            try:
+                await self.io.done_working(turn)
+            except Exception as exc:  # a nicety: never turn a delivery's outcome into this
+                log.debug("could not clear the working indicator: %s", exc)
         log.info("turn %s", outcome, extra=ctx | {"outcome": outcome})
         return outcome
 
@@ -432,6 +439,7 @@ class Conversation:
             return replies, "reset"
         result = TurnResult()
         saving: asyncio.Task[None] | None = None  # the thread's mapping, written meanwhile
+        answers: list[dict[str, Any]] = []  # this message as replies to the agent's requests
         try:
             session, saving = await self._ensure_session(turn, record)
             ctx["session"] = session.session_id
@@ -439,7 +447,11 @@ class Conversation:
             awaiting = decode_requests(record.awaiting) if record is not None else []
             answers = self._answers_to(awaiting, turn)
             parts: list[dict[str, Any]] = []
-            if turn.files and not answers:
+            if turn.files and answers:
+                replies.append(Reply(":paperclip: Your message answered the agent's question, "
+                                     "so its files were not passed on. Send them again in a "
+                                     "new message."))
+            elif turn.files:
                 parts, notes = await self.io.file_parts(turn)
                 if notes:
                     replies.append(Reply(":paperclip: " + " ".join(notes)))
@@ -457,6 +469,8 @@ class Conversation:
                 raise  # shutting down: the worker hands the turn back
             ctx["invocation"] = result.invocation_id
             log.info("turn stopped on request", extra=ctx | {"outcome": "stopped"})
+            if answers:  # ADK has the replies to its requests: they are answered
+                await self.store.set_awaiting(turn.key, "")
             partial = result.answer
             stopped = Reply(":stop_button: Stopped.")
             parts = Reply.answer_parts(render_answer(partial)) if partial else []
@@ -465,6 +479,10 @@ class Conversation:
             outcome = ("config_error" if isinstance(exc, AdkConfigError | AdkAuthError)
                        else "error")
             log.warning("turn failed: %s", exc, extra=ctx | {"outcome": outcome})
+            if answers and not isinstance(exc, AdkUnavailable):
+                # ADK had the replies to its requests (only an unreachable ADK did not get
+                # them: then the next message answers them again).
+                await self.store.set_awaiting(turn.key, "")
             replies.append(Reply(error_text(exc, ref, self.config.app_name)))
             return replies, outcome
         if saving is not None:
@@ -507,29 +525,33 @@ class Conversation:
         """Post the replies, each message and each part's files as steps of their own, so
         that a failed upload is retried without posting its message again. On a resume,
         what Slack shows (message metadata) and what Redis noted (uploads) is skipped."""
-        done = await self.io.sent_parts(turn) if resume else set()
+        done = await self._attempt(turn, lambda: self.io.sent_parts(turn)) if resume else set()
         with_files = [part for part, reply in enumerate(replies) if reply.files]
         uploaded = (await self.store.uploaded_parts(turn.key, turn.ts)
                     if resume and with_files else set())
         for part, reply in enumerate(replies):
             has_message = bool(reply.text or reply.blocks or reply.update_ts)
             if part not in done and (has_message or not reply.files):
-                await self._attempt(turn, part, replace(reply, files=[]))
+                message = replace(reply, files=[])
+                await self._attempt(turn, partial(self.io.send, turn, part, message))
             if reply.files and part not in uploaded:
-                await self._attempt(turn, part, Reply(text="", files=reply.files))
+                files = Reply(text="", files=reply.files)
+                await self._attempt(turn, partial(self.io.send, turn, part, files))
                 await self.store.mark_uploaded(turn.key, turn.ts, part)
 
-    async def _attempt(self, turn: Turn, part: int, reply: Reply) -> None:
+    async def _attempt(self, turn: Turn, call: Callable[[], Awaitable[T]]) -> T:
+        """One Slack call of a delivery, tried DELIVERY_ATTEMPTS times, then put off or
+        given up (`_give_up_or_defer`)."""
         for attempt in range(DELIVERY_ATTEMPTS):
             try:
-                await self.io.send(turn, part, reply)
-                return
+                return await call()
             except Exception as exc:
                 if attempt == DELIVERY_ATTEMPTS - 1:
                     await self._give_up_or_defer(turn, exc)
                 log.warning("posting a reply failed (%s); retrying", exc,
                             extra={"thread_key": turn.key, "ts": turn.ts})
                 await asyncio.sleep(DELIVERY_BACKOFF * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def _give_up_or_defer(self, turn: Turn, exc: Exception) -> NoReturn:
         """The last attempt failed. A failure that passes (Slack down or overloaded) puts
@@ -636,7 +658,9 @@ class Conversation:
             return []
         events: list[dict[str, Any]] = []
         if self._agent_author is None and any(m.from_self for m in history):
-            self._agent_author = await self.adk.root_agent_name() or self.config.app_name
+            # Only a name ADK gave is kept: a failed lookup (ADK just restarted, say) is
+            # tried again at the next seeding.
+            self._agent_author = await self.adk.root_agent_name() or None
         for message in history:
             if since and float(message.ts) <= float(since):
                 continue
@@ -774,6 +798,9 @@ class Conversation:
     def _replies_for(self, turn: Turn, result: TurnResult, ref: str) -> tuple[list[Reply], str]:
         answer = result.answer
         replies = Reply.answer_parts(render_answer(answer)) if answer else []
+        # The run paused for a human: the thread's next message is the reply. The question
+        # is asked whatever else went wrong, since that next message will answer it.
+        asks = [Reply(ask_text(r)) for r in result.requests]
         if result.stream_error:
             # What the agent had answered before it failed (a later sub-agent or callback
             # raised) is kept: the user watched it stream, and it may be all they need.
@@ -784,19 +811,18 @@ class Conversation:
                 f"{', so this answer may be incomplete' if answer else ''}. "
                 f"Please try again. (ref `{ref}`)"
             ))
-            return replies, "agent_error"
+            return replies + asks, "agent_error"
         if result.error_code:
             log.warning("agent error code %s", result.error_code,
                         extra={"ref": ref, "thread_key": turn.key})
             said = describe_error_code(result.error_code, result.error_message)
             replies.append(Reply(
                 f":warning: {said[:1].upper()}{said[1:]}"
-                f"{'' if answer else ', so there is no answer'}. (ref `{ref}`)"
+                f"{'' if answer or asks else ', so there is no answer'}. (ref `{ref}`)"
             ))
-            return replies, "answered" if answer else "agent_error"
-        if result.requests:
-            # The run paused for a human: the thread's next message is the reply.
-            return replies + [Reply(ask_text(r)) for r in result.requests], "asked"
+            return replies + asks, "answered" if answer or asks else "agent_error"
+        if asks:
+            return replies + asks, "asked"
         if not answer:
             return [Reply(f"The agent finished without writing an answer. (ref `{ref}`)")], "empty"
         return replies, "answered"

@@ -11,7 +11,13 @@ from bot.access import AccessPolicy, may_stop
 from bot.conversation import control_command
 from bot.metrics import Metrics
 from bot.slack.render import readable_input
-from bot.slack.routing import BotIdentity, Ignore, retry_number, route_event
+from bot.slack.routing import (
+    EDIT_ANSWER_WINDOW_SECONDS,
+    BotIdentity,
+    Ignore,
+    retry_number,
+    route_event,
+)
 from bot.stops import Stops
 from bot.store.redis_store import IntakeResult, Store
 from bot.ttl_cache import TtlCache
@@ -55,6 +61,8 @@ class Intake:
     ) -> None:
         self.store = store
         self.access = access or AccessPolicy()
+        # An edited mention is a question only while the dedupe still knows its message.
+        self.edit_window = min(EDIT_ANSWER_WINDOW_SECONDS, float(store.dedupe_ttl))
         self.stops = stops
         self.bot = bot
         self.metrics = metrics
@@ -70,7 +78,8 @@ class Intake:
         started = time.perf_counter()
         event = body.get("event") if isinstance(body.get("event"), Mapping) else {}
         etype = str(event.get("type") or body.get("type") or "unknown")
-        decision = route_event(body, self.bot, max_input_chars=self.max_input_chars)
+        decision = route_event(body, self.bot, max_input_chars=self.max_input_chars,
+                               edit_window=self.edit_window)
         if isinstance(decision, Ignore):
             self.metrics.events_in.labels(etype, "ignored").inc()
             log.debug("ignored event: %s", decision.reason)

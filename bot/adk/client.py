@@ -90,6 +90,10 @@ def _raise_for(response: Reply) -> None:
             raise AdkConfigError(detail.split(" No matching directory")[0])
     if response.status in (400, 403) and "app_name" in detail:
         raise AdkConfigError(detail)
+    if response.status == 403 and detail.startswith(("Forbidden:", "Access to internal")):
+        # ADK's own guards (a non-loopback Host on a loopback bind, an Origin, an internal
+        # app), not a credential: the deployment is wrong.
+        raise AdkConfigError(f"ADK refused the request: {detail[:200]}")
     if response.status in (401, 403):
         raise AdkAuthError(f"ADK refused the bot's credential (HTTP {response.status})")
     if response.status == 500 and "Failed to load agent" in detail:

@@ -49,8 +49,11 @@ def function_calls(event: Mapping[str, Any]) -> list[str]:
 CONFIRMATION = "adk_request_confirmation"
 INPUT = "adk_request_input"
 CREDENTIAL = "adk_request_credential"
-YES_WORDS = frozenset({"y", "yes", "yep", "ok", "okay", "approve", "approved", "confirm",
-                       "confirmed", "go", "go ahead", "do it", "sure", "true", "👍"})
+# Replies that approve a tool call: deliberate ones only ("ok" or "sure" said to a teammate
+# must not approve it). Slack sends emoji as :codes:.
+YES_WORDS = frozenset({"y", "yes", "yep", "yes please", "approve", "approved", "confirm",
+                       "confirmed", "go ahead", "do it", ":+1:", ":thumbsup:",
+                       ":white_check_mark:", ":heavy_check_mark:", "👍", "✅"})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ USER_MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 # bot is edited. An edit soon after posting (a mention added to a question that forgot it,
 # a typo fixed) is answered if the message was not answered yet: the (thread, ts) dedupe
 # keeps one answer per message, for DEDUPE_TTL_SECONDS. A later edit of an old message is
-# not a new question, and by then the dedupe may have forgotten it.
+# not a new question, and by then the dedupe may have forgotten it (the window is never
+# longer than DEDUPE_TTL_SECONDS: the intake passes the smaller of the two).
 EDIT_ANSWER_WINDOW_SECONDS = 3600.0
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -51,12 +52,12 @@ def cap_text(text: str, limit: int) -> tuple[str, int]:
     return text[:limit], len(text)
 
 
-def _edited_long_after(event: Mapping[str, Any], ts: str) -> bool:
+def _edited_long_after(event: Mapping[str, Any], ts: str, window: float) -> bool:
     edited = event.get("edited")
     if not isinstance(edited, Mapping):
         return False
     try:
-        return float(str(edited.get("ts"))) - float(ts) > EDIT_ANSWER_WINDOW_SECONDS
+        return float(str(edited.get("ts"))) - float(ts) > window
     except ValueError:
         return True  # an edit we cannot date: not a new question
 
@@ -67,6 +68,7 @@ def route_event(
     *,
     max_input_chars: int = 20000,
     now: float | None = None,
+    edit_window: float = EDIT_ANSWER_WINDOW_SECONDS,
 ) -> Route | Ignore:
     """Decide what one Events API callback means. Never raises on odd input."""
     event = body.get("event")
@@ -87,7 +89,7 @@ def route_event(
     ts = event.get("ts")
     if not isinstance(channel, str) or not channel or not isinstance(ts, str) or not ts:
         return Ignore("no channel or ts")
-    if _edited_long_after(event, ts):
+    if _edited_long_after(event, ts, edit_window):
         return Ignore("an edit of an old message")
     raw_text = event.get("text")
     if raw_text is not None and not isinstance(raw_text, str):

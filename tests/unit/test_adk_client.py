@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from bot.adk.client import (
+    AdkAuthError,
     AdkClient,
     AdkConfigError,
     AdkServerError,
@@ -42,6 +43,10 @@ async def collect(client: AdkClient) -> list[dict]:
     (500, "Internal Server Error", "text", AdkServerError),
     (503, "Service Unavailable", "text", AdkServerError),
     (500, {"detail": "Failed to load agent"}, "json", AdkConfigError),
+    # ADK's own guards are deployment errors, not credential ones.
+    (403, "Forbidden: host not allowed", "text", AdkConfigError),
+    (401, {"detail": "bad token"}, "json", AdkAuthError),
+    (403, "<html>Your client does not have permission</html>", "text", AdkAuthError),
 ])
 async def test_run_errors_are_mapped(status, body, content_type, error) -> None:
     async def handler(request: web.Request) -> web.Response:

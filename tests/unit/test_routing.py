@@ -151,3 +151,10 @@ def test_an_edited_mention_is_answered_only_soon_after_posting(edited_at: str,
              "channel": "C1", "edited": {"user": "U1", "ts": edited_at}}
     r = route_event(body(event), BOT)
     assert isinstance(r, Route) == answered, r
+
+
+def test_the_edit_window_never_outlasts_the_dedupe() -> None:
+    event = {"type": "app_mention", "user": "U1", "text": "<@UBOT> hi", "ts": "100.0",
+             "channel": "C1", "edited": {"user": "U1", "ts": "400.0"}}
+    assert isinstance(route_event(body(event), BOT), Route)
+    assert isinstance(route_event(body(event), BOT, edit_window=120), Ignore)

@@ -16,7 +16,7 @@ from slack_sdk.web.slack_response import SlackResponse
 
 import bot.conversation as conversation_module
 from bot.adk.auth import GoogleIdTokenAuth
-from bot.adk.client import AdkClient
+from bot.adk.client import AdkClient, AdkServerError
 from bot.config import Settings
 from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
 from bot.conversation import Conversation, ConversationConfig, HistoryMessage, Reply
@@ -230,6 +230,87 @@ async def test_a_failed_upload_is_retried_without_posting_its_message_again(
         assert said.count("said=alice: report bigtable=150") == 1  # the message, once
         assert said.count("[file: table-1.csv") == 1 and slack.upload_tries == 2
         assert await parts.store.uploaded_parts(key, ts)  # a resume would not upload again
+    finally:
+        await parts.worker.stop(1)
+        await adk.aclose()
+
+
+class FlakyResume(FlakySlack):
+    """Slack down for the posts of one attempt, and then for the first reads of the thread
+    the resumed delivery makes (conversations.replies, to find what is posted already)."""
+
+    def __init__(self, *args: Any, read_failures: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_failures, self.reads = read_failures, 0
+
+    async def sent_parts(self, turn: Turn) -> set[int]:
+        self.reads += 1
+        if self.reads <= self.read_failures:
+            raise SlackApiError("Slack failed", SlackResponse(
+                client=None, http_verb="POST", api_url="conversations.replies", req_args={},
+                data={"ok": False, "error": "internal_error"}, headers={}, status_code=503))
+        return await super().sent_parts(turn)
+
+
+async def test_a_put_off_delivery_survives_slack_failing_again_on_resume(
+    adk_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
+    monkeypatch.setattr(conversation_module, "MAX_DELIVERY_DEFERRALS", 3)
+    settings = Settings(_env_file=None, adk_app_name="test_agent",  # type: ignore[call-arg]
+                        reclaim_idle_seconds=1.5, lock_ttl_seconds=1)
+    out = io.StringIO()
+    slack = FlakyResume(out, io.StringIO(), user_name="alice", interactive=False,
+                        failures=4, read_failures=4)
+    adk = AdkClient(adk_server.base_url, "test_agent")
+    parts = assemble(settings, redis_client=fakeredis.FakeAsyncRedis(decode_responses=True),
+                     embedded=True, adk=adk, make_io=lambda _s, _m: slack,
+                     identity=BotIdentity(user_id=BOT_USER, team_id=TEAM), feedback=False)
+    ts = "1700003000.000100"
+    try:
+        await parts.worker.start()
+        mention = console_event(f"<@{BOT_USER}> costs?", ts, ts, mention=True)
+        assert await parts.intake.handle(mention, {}) == "queued"
+        assert await wait_answered(parts.store, f"{TEAM}:CCONSOLE:{ts}", ts, 30)
+        assert out.getvalue().count("said=alice: costs?") == 1
+        assert slack.reads == 5 and slack.tries == 5  # read again until Slack answered
+    finally:
+        await parts.worker.stop(1)
+        await adk.aclose()
+
+
+class RunFailsOnReplies(AdkClient):
+    """ADK failing the run that carries the replies to its requests (a 500, say)."""
+
+    async def run_sse(self, *args: Any, replies: Any = (), **kwargs: Any):  # type: ignore[override]
+        if replies:
+            raise AdkServerError(500, "Internal Server Error")
+        async for event in super().run_sse(*args, replies=replies, **kwargs):
+            yield event
+
+
+async def test_a_failed_reply_to_the_agent_does_not_swallow_the_next_question(
+    adk_server
+) -> None:
+    adk = RunFailsOnReplies(adk_server.base_url, "test_agent")
+    parts, out = build(adk)
+    root = "1700004000.000100"
+    key = f"{TEAM}:CCONSOLE:{root}"
+
+    async def say(text: str, ts: str) -> str:
+        before = len(out.getvalue())
+        event = console_event(text, ts, root, mention=ts == root)
+        assert await parts.intake.handle(event, {}) == "queued"
+        assert await wait_answered(parts.store, key, ts, 20)
+        return out.getvalue()[before:]
+
+    try:
+        await parts.worker.start()
+        assert "Reply `yes`" in await say(f"<@{BOT_USER}> drop it confirm", root)
+        assert "ran into an error" in await say("yes", "1700004001.000100")
+        record = await parts.store.get_thread(key)
+        assert record is not None and record.awaiting == ""
+        assert "said=alice: what now?" in await say("what now?", "1700004002.000100")
     finally:
         await parts.worker.stop(1)
         await adk.aclose()
