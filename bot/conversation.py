@@ -378,7 +378,10 @@ class Conversation:
             live_ts = await live.finish()
         if live_ts and replies:
             replies[0] = replace(replies[0], update_ts=live_ts)
-        await self.store.save_outbox(turn.key, turn.ts, [r.to_dict() for r in replies])
+        # Saved only while this worker still holds the thread (LockLost if not): past this
+        # point the answer is posted, and only one worker may post it.
+        await self.store.save_outbox(turn.key, turn.ts, [r.to_dict() for r in replies],
+                                     lock_token=context.lock_token if context else "")
         try:
             await self._deliver(turn, replies, resume=False)
         finally:

@@ -10,7 +10,7 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis.exceptions import RedisError
 
@@ -225,7 +225,7 @@ class Worker:
                 held.released = False  # a turn arrived: keep the lock and go on
                 head = await self.store.take_head(key)
                 continue
-            ts = await self._run_one(key, head)
+            ts = await self._run_one(key, head, held.token)
             head = (await self.store.finish_and_next(key, ts, held.token) if ts is not None
                     else await self._drop_head(key))
 
@@ -233,7 +233,7 @@ class Worker:
         await self.store.pop_head(key)
         return await self.store.take_head(key)
 
-    async def _run_one(self, key: str, head: Taken) -> str | None:
+    async def _run_one(self, key: str, head: Taken, token: str) -> str | None:
         """Run the head turn; its ts, or None if the entry is unreadable."""
         try:
             turn = Turn.from_json(head.raw)
@@ -242,9 +242,10 @@ class Worker:
             return None
         if head.state == "d":
             return turn.ts  # delivered already (e.g. by a worker that died before popping it)
+        context = replace(head.context, lock_token=token) if head.context else None
         try:
-            await self.handler(turn, head.context)
-        except (asyncio.CancelledError, RedisError, OSError, RetryLater):
+            await self.handler(turn, context)
+        except (asyncio.CancelledError, RedisError, OSError, RetryLater, LockLost):
             raise  # the turn stays queued: retried when Redis is back, or by another worker
         except Exception:
             # A bug or a permanent Slack refusal: give up on this turn, not the thread.

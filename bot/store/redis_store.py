@@ -115,6 +115,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
+# KEYS: outbox, message key, thread, lock, threads index; ARGV: replies (JSON), dedupe ttl,
+# thread ttl, now, thread key, lock token ("" for no check). The turn's replies are saved
+# (state "a") and the turn counted on its thread, only while the lock is still the caller's:
+# 0 if it is not (another worker may be running the turn: nothing may be posted).
+_SAVE_OUTBOX = """
+if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[2], 'a', 'EX', ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'turns', 1)
+redis.call('HSET', KEYS[3], 'last_activity', ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[5])
+return 1
+"""
+
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -178,11 +193,13 @@ class ThreadRecord:
 @dataclass(frozen=True)
 class TurnContext:
     """What a turn needs to start, read with it: the thread's mapping, and the outbox and
-    live message an earlier attempt at the turn left (None when there are none)."""
+    live message an earlier attempt at the turn left (None when there are none); and the
+    token of the thread's lock the worker holds ("" when run outside a worker)."""
 
     record: ThreadRecord | None
     outbox: list[dict[str, Any]] | None
     live: str | None
+    lock_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -239,6 +256,7 @@ class Store:
         self._finish_and_take = client.register_script(_FINISH_AND_TAKE)
         self._take_head = client.register_script(_TAKE_HEAD)
         self._release_if_empty = client.register_script(_RELEASE_IF_EMPTY)
+        self._save_outbox = client.register_script(_SAVE_OUTBOX)
 
     # ---- intake -------------------------------------------------------------------------
 
@@ -422,15 +440,20 @@ class Store:
 
     # ---- the outbox: a turn's replies between the ADK run and Slack ---------------------
 
-    async def save_outbox(self, key: str, ts: str, replies: list[dict[str, Any]]) -> None:
-        """The turn's replies, before any is posted; also counts the turn on its thread."""
-        now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(self.keys.outbox(key, ts), json.dumps(replies, ensure_ascii=False),
-                 ex=self.dedupe_ttl)
-        pipe.set(self.keys.message(key, ts), "a", ex=self.dedupe_ttl)
-        self._count_turn(pipe, key, now)
-        await pipe.execute()
+    async def save_outbox(self, key: str, ts: str, replies: list[dict[str, Any]],
+                          lock_token: str = "") -> None:
+        """The turn's replies, before any is posted; also counts the turn on its thread. With
+        `lock_token`, only while that is still the thread's lock: LockLost if not."""
+        k = self.keys
+        now = f"{time.time():.6f}"
+        saved = await self._save_outbox(
+            keys=[k.outbox(key, ts), k.message(key, ts), k.thread(key), k.lock(key),
+                  k.threads_index],
+            args=[json.dumps(replies, ensure_ascii=False), self.dedupe_ttl, self.thread_ttl,
+                  now, key, lock_token],
+        )
+        if not int(saved):
+            raise LockLost(key)
 
     def _count_turn(self, pipe: Any, key: str, now: float) -> None:
         """Queue on `pipe`: one more turn on the thread, its activity, its expiry, the index."""

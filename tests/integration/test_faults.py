@@ -274,9 +274,17 @@ async def test_intake_and_worker_roles_split_the_work(
         for i, root in enumerate(roots):
             [answer] = await wait_replies(slack, "C1", root, 1)
             assert f"said=Alice: split {i}" in answer
-        turns = [sum(1 for r in p.log_records() if r.get("message", "").startswith("turn "))
-                 for p in (intake, worker)]
-        assert turns == [0, 3]
+
+        def turns() -> list[int]:
+            return [sum(1 for r in p.log_records() if r.get("message", "").startswith("turn "))
+                    for p in (intake, worker)]
+
+        # A turn's log line comes just after its answer reached Slack: wait for it.
+        for _ in range(50):
+            if turns() == [0, 3]:
+                break
+            await asyncio.sleep(0.1)
+        assert turns() == [0, 3]
         assert (await worker.http.post(f"{worker.url}/slack/events")).status_code in (404, 405)
     finally:
         await intake.close()

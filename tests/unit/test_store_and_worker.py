@@ -328,3 +328,20 @@ def test_every_key_of_a_thread_is_on_one_cluster_slot() -> None:
     # The tag is the whole thread key, so threads spread over the cluster.
     slots = {key_slot(keys.queue(f"T1:C1:{i}.0").encode()) for i in range(50)}
     assert len(slots) > 40
+
+
+async def test_replies_are_saved_only_while_the_lock_is_the_savers(any_redis, prefix) -> None:
+    store = make_store(any_redis, prefix)
+    t = turn("101.0", kind="mention")
+    await store.enqueue(t, engages=True)
+    token, _head = await store.claim(t.key, 5000)
+    assert token is not None
+    await store.save_outbox(t.key, t.ts, [{"text": "one"}], lock_token=token)
+    assert (await store.turn_context(t.key, t.ts)).outbox == [{"text": "one"}]
+    assert await store.message_state(t.key, t.ts) == "a"
+    record = await store.get_thread(t.key)
+    assert record is not None and record.turns == 1
+    await any_redis.set(store.keys.lock(t.key), "another-worker")
+    with pytest.raises(LockLost):
+        await store.save_outbox(t.key, t.ts, [{"text": "two"}], lock_token=token)
+    assert (await store.turn_context(t.key, t.ts)).outbox == [{"text": "one"}]  # untouched

@@ -314,3 +314,29 @@ async def test_a_failed_reply_to_the_agent_does_not_swallow_the_next_question(
     finally:
         await parts.worker.stop(1)
         await adk.aclose()
+
+
+async def test_a_worker_that_lost_the_thread_during_the_run_posts_nothing(adk_server) -> None:
+    """The lock expired while the agent ran (Redis was away) and another worker took the
+    thread; the keeper has not noticed yet (it looks every LOCK_TTL/3). Saving the answer
+    checks the lock, so this worker posts nothing: the thread's holder answers."""
+    adk = AdkClient(adk_server.base_url, "test_agent")
+    parts, out = build(adk)
+    ts = "1700005000.000100"
+    key = f"{TEAM}:CCONSOLE:{ts}"
+    try:
+        await parts.worker.start()
+        mention = console_event(f"<@{BOT_USER}> slow sleep=1", ts, ts, mention=True)
+        assert await parts.intake.handle(mention, {}) == "queued"
+        for _ in range(100):
+            if await parts.store.message_state(key, ts) == "r":
+                break
+            await asyncio.sleep(0.02)
+        await parts.store.redis.set(parts.store.keys.lock(key), "another-worker")
+        await asyncio.sleep(1.5)
+        assert "said=alice" not in out.getvalue()
+        assert await parts.store.message_state(key, ts) == "r"  # the holder's to answer
+        assert await parts.store.queue_length(key) == 1
+    finally:
+        await parts.worker.stop(1)
+        await adk.aclose()
