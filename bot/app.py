@@ -129,9 +129,12 @@ def build_bolt_app(
         # Slack's own stop button on a streamed answer (agent_session_stopped).
         event = body.get("event") or {}
         team, channel = str(body.get("team_id") or ""), str(event.get("channel") or "")
-        thread_ts = event.get("thread_ts")
-        if team and channel and isinstance(thread_ts, str):
-            await stops.request_stop(thread_key(team, channel, thread_ts))
+        thread_ts, user = event.get("thread_ts"), str(event.get("user") or "")
+        if team and channel and isinstance(thread_ts, str) \
+                and may_stop(intake.access, channel=channel, user=user):
+            # Only a turn asked before the press: a late or repeated event stops no later one.
+            await stops.request_stop(thread_key(team, channel, thread_ts),
+                                     before_ts=str(event.get("event_ts") or ""))
 
     app.event("agent_session_stopped")(on_agent_stop)
 

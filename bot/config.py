@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     lock_ttl_seconds: float = Field(default=30.0, ge=1)
     reclaim_idle_seconds: float = Field(default=60.0, ge=1)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix:// "
+                             "(e.g. redis://localhost:6379/0)")
+        return value
+
     @field_validator("reclaim_idle_seconds")
     @classmethod
     def _reclaim_after_lock_expiry(cls, value: float, info: ValidationInfo) -> float:

@@ -23,6 +23,7 @@ from bot.adk.client import (
     AdkClient,
     AdkConfigError,
     AdkError,
+    AdkRefused,
     AdkSessionNotFound,
     AdkTimeout,
     AdkUnavailable,
@@ -242,6 +243,12 @@ def new_ref() -> str:
 
 def error_text(exc: BaseException, ref: str, app_name: str) -> str:
     """The short message a user sees when a turn fails."""
+    if isinstance(exc, AdkRefused):
+        return (
+            ":no_entry: The agent service refused my requests (its host or origin check), so "
+            "I can't answer. An admin needs to check how ADK is started and reached (its "
+            f"`--host` and `--allow_origins`). (ref `{ref}`)"
+        )
     if isinstance(exc, AdkConfigError):
         return (
             f":no_entry: I'm misconfigured: the agent app `{app_name}` is not available on "

@@ -41,5 +41,7 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "slack_bolt", "slack_sdk", "uvicorn.access"):
+    # `bot.bolt` is the logger Bolt and its Socket Mode client are given: at DEBUG they log
+    # whole envelopes (message text), so it stays at WARNING like the libraries themselves.
+    for noisy in ("httpx", "httpcore", "slack_bolt", "slack_sdk", "uvicorn.access", "bot.bolt"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -113,6 +113,23 @@ async def check_adk_app(adk: AdkClient, app_name: str, wait_seconds: float = 20.
         ])
 
 
+async def check_app_token(settings: Settings, client: AsyncWebClient) -> None:
+    """Socket Mode's app-level token must open a connection: Slack's Socket Mode client
+    would otherwise retry a refused token every few seconds, for ever, while the process
+    looks healthy."""
+    token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else ""
+    try:
+        await client.apps_connections_open(app_token=token)
+    except SlackApiError as exc:
+        raise StartupError([
+            f"SLACK_APP_TOKEN: Slack refused apps.connections.open "
+            f"({exc.response.get('error')}); it needs an app-level token (xapp-) with the "
+            "connections:write scope, and Socket Mode turned on for the app"
+        ]) from exc
+    except Exception as exc:
+        raise StartupError([f"SLACK_API_URL: cannot reach Slack's Web API ({exc})"]) from exc
+
+
 async def slack_identity(client: AsyncWebClient) -> BotIdentity:
     try:
         response = await client.auth_test()
@@ -164,6 +181,10 @@ class Bot:
             redis_ok = await self.store.ping()
         except (RedisError, OSError):
             redis_ok = False
+        if self.settings.role == "intake":
+            # An intake never calls ADK: an ADK outage must not take it out of the load
+            # balancer, since acked events wait in Redis for the workers.
+            return {"redis": redis_ok}
         return {"redis": redis_ok, "adk": await self.adk.health()}
 
 
@@ -248,6 +269,8 @@ async def build_slack_bot(settings: Settings) -> Bot:
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
     client = build_web_client(token, settings.slack_api_url)
     identity = await slack_identity(client)
+    if settings.socket_mode and settings.role in ("all", "intake"):
+        await check_app_token(settings, client)
     redis_client, embedded = connect_redis(settings)
     try:
         await redis_client.ping()

@@ -198,8 +198,18 @@ async def serve(bot: Bot) -> None:
             socket_handler = AsyncSocketModeHandler(
                 bot.bolt, settings.slack_app_token.get_secret_value()
             )
-            await socket_handler.connect_async()
-            log.info("connected to Slack in Socket Mode")
+            # Connecting retries until Slack answers; a SIGTERM meanwhile still stops us.
+            connect = asyncio.create_task(socket_handler.connect_async())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({connect, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not connect.done():
+                connect.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connect
+            else:
+                connect.result()
+                log.info("connected to Slack in Socket Mode")
+            stopping.cancel()
         else:
             log.info("serving the Events API on http://%s:%s/slack/events",
                      settings.host, settings.port)

@@ -41,6 +41,11 @@ class AdkConfigError(AdkError):
     """The app is unknown or invalid: a configuration error, never retried."""
 
 
+class AdkRefused(AdkConfigError):
+    """ADK's own guards refused the request (403 `Forbidden: host not allowed` / `origin not
+    allowed`, an internal app): how ADK is started or reached is wrong, not the app name."""
+
+
 class AdkAuthError(AdkError):
     """The bot could not authenticate to ADK: no credential could be had, or ADK (or the
     proxy in front of it, e.g. Cloud Run's IAM) refused the one sent with 401/403."""
@@ -93,7 +98,7 @@ def _raise_for(response: Reply) -> None:
     if response.status == 403 and detail.startswith(("Forbidden:", "Access to internal")):
         # ADK's own guards (a non-loopback Host on a loopback bind, an Origin, an internal
         # app), not a credential: the deployment is wrong.
-        raise AdkConfigError(f"ADK refused the request: {detail[:200]}")
+        raise AdkRefused(f"ADK refused the request: {detail[:200]}")
     if response.status in (401, 403):
         raise AdkAuthError(f"ADK refused the bot's credential (HTTP {response.status})")
     if response.status == 500 and "Failed to load agent" in detail:

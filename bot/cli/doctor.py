@@ -18,7 +18,7 @@ from redis.exceptions import RedisError, ResponseError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adk.client import AdkClient, AdkError, AdkServerError
+from bot.adk.client import AdkAuthError, AdkClient, AdkError, AdkRefused, AdkServerError
 from bot.config import Settings, describe_validation_error
 from bot.slack.scopes import (
     FIX_SCOPES,
@@ -347,12 +347,20 @@ async def check_adk(loaded: LoadedSettings) -> CheckResult:
     try:
         try:
             apps = await adk.list_apps()
-        except AdkServerError as exc:
-            fix = ("check ADK_AUTH and ADK_BEARER_TOKEN (or the Google credentials)"
-                   if exc.status in (401, 403) else "check the ADK api_server's log")
+        except AdkAuthError as exc:
             return CheckResult(name, Status.PROBLEM,
                                f"the ADK api_server at {base_url} refused /list-apps ({exc})",
-                               fix=fix)
+                               fix="check ADK_AUTH and ADK_BEARER_TOKEN (or the Google "
+                                   "credentials)")
+        except AdkRefused as exc:
+            return CheckResult(name, Status.PROBLEM,
+                               f"the ADK api_server at {base_url} refused /list-apps ({exc})",
+                               fix="start ADK with --host 0.0.0.0 (it refuses other hosts "
+                                   "when bound to loopback) or reach it by 127.0.0.1")
+        except AdkServerError as exc:
+            return CheckResult(name, Status.PROBLEM,
+                               f"the ADK api_server at {base_url} refused /list-apps ({exc})",
+                               fix="check the ADK api_server's log")
         except AdkError as exc:
             return CheckResult(
                 name, Status.PROBLEM, f"unreachable: {exc}",

@@ -164,6 +164,28 @@ async def test_doctor_bad_token_and_unreachable_adk(full_slack: FakeSlack, prefi
     assert "xoxb-wrong" not in out + err
 
 
+async def test_serve_refuses_a_wrong_app_token_at_start_up(full_slack: FakeSlack, adk: AdkServer,
+                                                          prefix: str, real_redis: object
+                                                          ) -> None:
+    """Slack's Socket Mode client would retry a refused app token for ever while the
+    process looked healthy; the start-up check says what is wrong, and exits."""
+    env = cli_env(full_slack, adk, prefix, slack_app_token="xapp-wrong", port=str(free_port()))
+    code, out, err = await run_cli("serve", env=env, timeout=60)
+    assert code == 1, out + err  # a start-up check against the peers, like auth.test
+    assert "SLACK_APP_TOKEN: Slack refused apps.connections.open (invalid_auth)" in out + err
+    assert "xapp-wrong" not in out + err and "Traceback" not in out + err
+
+
+async def test_a_redis_url_without_a_scheme_is_a_config_error(full_slack: FakeSlack,
+                                                              adk: AdkServer, prefix: str
+                                                              ) -> None:
+    env = {**cli_env(full_slack, adk, prefix), "REDIS_URL": "localhost:6379"}
+    code, out, err = await run_cli("serve", env=env, timeout=60)
+    assert code == 2, out + err
+    assert "REDIS_URL" in out + err and "redis://" in out + err
+    assert "Traceback" not in out + err
+
+
 # ---- sessions -------------------------------------------------------------------------
 
 ROOT_OLD = "1700000000.000100"
