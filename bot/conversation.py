@@ -39,7 +39,7 @@ from bot.adk.events import (
     encode_requests,
     function_calls,
 )
-from bot.files import fetch_artifacts
+from bot.files import fetch_artifacts, notes_text
 from bot.metrics import Metrics
 from bot.progress import WORKING, handoff_status, tool_status
 from bot.slack.feedback import feedback_block
@@ -464,7 +464,7 @@ class Conversation:
             elif turn.files:
                 parts, notes = await self.io.file_parts(turn)
                 if notes:
-                    replies.append(Reply(":paperclip: " + " ".join(notes)))
+                    replies.append(Reply(notes_text(notes)))
             run = asyncio.create_task(self._run_with_recovery(
                 turn, record, session, question, speaker, result, progress, live, parts,
                 answers))
@@ -514,7 +514,7 @@ class Conversation:
             if files:
                 more.append(Reply(text="", files=files))
             if notes:
-                more.append(Reply(":paperclip: " + " ".join(notes)))
+                more.append(Reply(notes_text(notes)))
         if self.config.feedback and outcome == "answered":
             self._add_feedback(more, turn, session, result.invocation_id)
         return replies + more, outcome
@@ -545,9 +545,27 @@ class Conversation:
                 message = replace(reply, files=[])
                 await self._attempt(turn, partial(self.io.send, turn, part, message))
             if reply.files and part not in uploaded:
-                files = Reply(text="", files=reply.files)
-                await self._attempt(turn, partial(self.io.send, turn, part, files))
+                await self._upload(turn, part, reply.files)
                 await self.store.mark_uploaded(turn.key, turn.ts, part)
+
+    async def _upload(self, turn: Turn, part: int, files: list[Attachment]) -> None:
+        """A part's files. An upload Slack refuses for good costs only those files (with a
+        note in the thread), not the rest of the answer."""
+        try:
+            await self._attempt(turn, partial(self.io.send, turn, part,
+                                              Reply(text="", files=files)))
+        except RetryLater:
+            raise
+        except Exception as exc:
+            log.warning("could not upload a reply's files; going on without them: %s", exc,
+                        extra={"thread_key": turn.key, "ts": turn.ts})
+            names = ", ".join(f"`{f.filename}`" for f in files)
+            try:
+                await self.io.send(turn, part, Reply(
+                    f":paperclip: I couldn't attach {names}: Slack refused the upload."))
+            except Exception as note_exc:
+                log.warning("could not say so either: %s", note_exc,
+                            extra={"thread_key": turn.key, "ts": turn.ts})
 
     async def _attempt(self, turn: Turn, call: Callable[[], Awaitable[T]]) -> T:
         """One Slack call of a delivery, tried DELIVERY_ATTEMPTS times, then put off or
@@ -710,9 +728,6 @@ class Conversation:
         said = readable_input(turn.text, bot_user_id=self.config.bot_user_id, user_names=names)
         if not said:
             said = "(mentioned you without a message)" if not turn.files else "(sent files)"
-        attached = [str(f.get("name") or "file") for f in turn.files]
-        if attached:
-            said += f" (attached: {', '.join(attached)})"
         if self.config.log_text:
             log.info("question", extra={"thread_key": turn.key, "ts": turn.ts, "text": said})
         return f"{speaker}: {said}", speaker

@@ -367,7 +367,8 @@ async def message_parts_for_files(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Download the files a user attached (Slack file objects, e.g. ``Turn.files``) with the
     client's bot token and return them as ADK Content parts
-    (``{"inlineData": {"mimeType", "data": <base64>}}``, in message order), plus notes for the
+    (``{"inlineData": {"mimeType", "data": <base64>}}``, in message order, each after a text
+    part naming the file), plus notes for the
     files left out: unsupported type, over ``max_bytes`` (checked on the reported size before
     downloading, and again while streaming), beyond ``max_files``, or failed downloads."""
     notes: list[str] = []
@@ -403,6 +404,11 @@ async def message_parts_for_files(
     finally:
         if own_session:
             await session.close()
-    parts = [part for part, _ in results if part is not None]
+    parts: list[dict[str, Any]] = []
+    for (file, mimetype), (part, _) in zip(wanted, results, strict=True):
+        if part is not None:
+            # Each file is named just before its data: a part has no name of its own, and
+            # the agent must tell two CSVs apart (and know which files it did not get).
+            parts += [{"text": f"\n(attached file: {_file_name(file)}, {mimetype})"}, part]
     notes.extend(note for part, note in results if part is None and note)
     return parts, notes

@@ -148,7 +148,7 @@ def render_answer(markdown: str, *, max_markdown_chars: int = 11_000) -> list[Sl
         raise ValueError("max_markdown_chars must be >= 1")
     if not markdown or not markdown.strip():
         return []
-    text = markdown.replace("\r\n", "\n").replace("\r", "\n")
+    text = defuse_broadcasts(markdown.replace("\r\n", "\n").replace("\r", "\n"))
     segments = _table_segments(text)
     table_count = sum(1 for segment in segments if not isinstance(segment, str))
     drafts: list[_Draft] = []
@@ -590,12 +590,35 @@ def _render_table(lines: Sequence[str], number: int) -> _RenderedTable:
 
 
 def _table_csv(table: _Table) -> bytes:
-    """RFC 4180 CSV (UTF-8, CRLF line ends) of the whole table, header first."""
+    """RFC 4180 CSV (UTF-8 with a byte-order mark, so that Excel reads €, — and the like;
+    CRLF line ends) of the whole table, header first. A cell that a spreadsheet would take
+    for a formula (=, +, -, @ followed by a non-number) is prefixed with an apostrophe."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(table.header)
-    writer.writerows(table.rows)
-    return out.getvalue().encode("utf-8")
+    writer.writerow([_csv_safe(cell) for cell in table.header])
+    writer.writerows([_csv_safe(cell) for cell in row] for row in table.rows)
+    return out.getvalue().encode("utf-8-sig")
+
+
+_NUMBER = re.compile(r"^[+-]?[\d.,]+%?$")
+
+
+def _csv_safe(cell: str) -> str:
+    if cell[:1] in ("=", "+", "-", "@", "\t", "\r") and not _NUMBER.match(cell):
+        return "'" + cell
+    return cell
+
+
+# Broadcast mentions in the agent's answer (from cost data, or a prompt injection) would
+# notify a whole channel: they are shown as plain text instead.
+_BROADCAST = re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>")
+_SUBTEAM = re.compile(r"<!subteam\^[A-Z0-9]+(?:\|([^>]*))?>")
+
+
+def defuse_broadcasts(text: str) -> str:
+    """``<!here>``, ``<!channel>``, ``<!everyone>`` and user-group mentions as plain text."""
+    text = _BROADCAST.sub(lambda m: f"@\u2060{m.group(1)}", text)
+    return _SUBTEAM.sub(lambda m: f"@\u2060{(m.group(1) or 'group').lstrip('@')}", text)
 
 
 # --------------------------------------------------------------------------------------------

@@ -164,7 +164,7 @@ async def test_big_table_is_cut_in_the_block_and_attached_as_csv(
     assert len(tables) == 1 and len(tables[0]["rows"]) <= 100
     [upload] = [f for f in slack.uploaded_files if f.completed]
     assert upload.filename == "table-1.csv" and upload.thread_ts == root
-    rows = list(csv.reader(io.StringIO(upload.content.decode())))
+    rows = list(csv.reader(io.StringIO(upload.content.decode("utf-8-sig"))))
     assert rows[0] == ["Service", "Team", "Cost (USD)"] and len(rows) == 251
     assert rows[-1][0] == "svc-0249"
 
@@ -195,7 +195,9 @@ async def test_files_users_attach_reach_the_agent(slack: FakeSlack, bot: BotProc
     answers = await wait_replies(slack, "C1", ts, 2)
     joined = "\n".join(answers)
     assert f"part: text/csv {len(data)} bytes" in joined
-    assert "attached: costs.csv, model.xlsx" in joined
+    # The agent is told which file each part is, and only of the files it got.
+    said = next(line for line in joined.splitlines() if line.startswith("said="))
+    assert "(attached file: costs.csv, text/csv)" in joined and "model.xlsx" not in said
     assert "model.xlsx" in answers[0] and "isn't supported" in answers[0]
 
 

@@ -296,7 +296,11 @@ async def test_message_parts_for_files(slack: FakeSlack) -> None:
         web_client(slack), [csv, png, pdf, xlsx, big],
         max_bytes=4096, max_files=5, allowed_mimetypes=ALLOWED,
     )
-    assert [inline(p) for p in parts] == [
+    # Each file's data comes right after a text part naming it.
+    assert parts[0] == {"text": "\n(attached file: costs.csv, text/csv)"}
+    labels = [p["text"] for p in parts if "text" in p]
+    assert labels[1] == "\n(attached file: chart.png, image/png)"
+    assert [inline(p) for p in parts if "inlineData" in p] == [
         ("text/csv", ARTIFACT_CSV), ("image/png", CHART_PNG), ("application/pdf", PDF),
     ]
     assert notes == [
@@ -326,7 +330,8 @@ async def test_max_files_and_url_private_fallback(slack: FakeSlack) -> None:
     parts, notes = await message_parts_for_files(
         web_client(slack), files, max_bytes=MB, max_files=2, allowed_mimetypes=ALLOWED
     )
-    assert [inline(p) for p in parts] == [("text/plain", b"note 0"), ("text/plain", b"note 1")]
+    assert [inline(p) for p in parts if "inlineData" in p] == [
+        ("text/plain", b"note 0"), ("text/plain", b"note 1")]
     assert notes == [
         "n2.txt was not passed on (at most 2 files per message)",
         "n3.txt was not passed on (at most 2 files per message)",
@@ -368,7 +373,7 @@ async def test_failures_and_foreign_hosts_become_notes(slack: FakeSlack) -> None
         web_client(slack), [ok, foreign, no_url, empty],
         max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
     )
-    assert [inline(p) for p in parts] == [("text/csv", b"a\n1\n")]
+    assert [inline(p) for p in parts if "inlineData" in p] == [("text/csv", b"a\n1\n")]
     assert notes == [
         "c.csv couldn't be read from Slack",
         "d.pdf couldn't be read from Slack",

@@ -419,7 +419,7 @@ def test_render_answer_250_row_table_is_truncated_and_attached_as_csv() -> None:
     assert attachment.filename == "table-1.csv"
     assert attachment.mimetype == "text/csv"
     assert attachment.title == "Table 1 (250 rows × 3 columns)"
-    text = attachment.content.decode("utf-8")
+    text = attachment.content.decode("utf-8-sig")
     assert len(text.splitlines()) == 251
     parsed = list(csv.reader(io.StringIO(text, newline="")))
     assert parsed == [["Name", "Cost", "Note"], *[list(row) for row in rows]]
@@ -442,7 +442,7 @@ def test_render_answer_25_columns_keeps_20_and_attaches_csv() -> None:
         "_Showing 20 of 25 columns — full table attached as table-1.csv._"
     )
     [attachment] = message.files
-    parsed = list(csv.reader(io.StringIO(attachment.content.decode("utf-8"), newline="")))
+    parsed = list(csv.reader(io.StringIO(attachment.content.decode("utf-8-sig"), newline="")))
     assert parsed == [header, *body]
     _assert_valid_table_block(table)
 
@@ -698,7 +698,7 @@ def test_render_answer_30k_answer() -> None:
     [table] = [block for m in messages for block in m.blocks if block["type"] == "table"]
     assert _table_texts(table)[1] == ["key0", "0"] and _table_texts(table)[-1] == ["key98", "98"]
     [attachment] = [f for m in messages for f in m.files]
-    assert attachment.content.decode().splitlines()[-1] == "key99,99"
+    assert attachment.content.decode("utf-8-sig").splitlines()[-1] == "key99,99"
     assert "| key1  |  1 |" in "\n".join(m.text for m in messages)
     for word_run in answer.split("\n\n")[:3]:
         assert word_run in joined
@@ -901,7 +901,7 @@ def test_render_answer_tables_respect_limits(parts: list[str], limit: int) -> No
         _assert_message_limits(messages, limit)
     for message in messages:
         for attachment in message.files:
-            rows = list(csv.reader(io.StringIO(attachment.content.decode(), newline="")))
+            rows = list(csv.reader(io.StringIO(attachment.content.decode("utf-8-sig"), newline="")))
             assert rows and rows[0][0] == "h"
 
 
@@ -934,3 +934,20 @@ def test_fake_slack_accepts_valid_table_blocks() -> None:
         [["a", " "], ["1", "2"]], column_settings=[{"align": "left", "is_wrapped": True}]
     )
     FakeSlack()._validate_blocks([block], too_many_error="msg_blocks_too_many")
+
+
+def test_table_csv_opens_cleanly_in_a_spreadsheet() -> None:
+    rows = "".join(f"| =HYPERLINK(\"x\") | -12.50 | €{i} |\n" for i in range(120))
+    [message] = render_answer("| Tag | Delta | Cost |\n|---|---:|---:|\n" + rows)
+    [attachment] = message.files
+    assert attachment.content.startswith(b"\xef\xbb\xbf")  # a BOM: Excel reads UTF-8
+    parsed = list(csv.reader(io.StringIO(attachment.content.decode("utf-8-sig"), newline="")))
+    assert parsed[1] == ["'=HYPERLINK(\"x\")", "-12.50", "€0"]  # no formula; numbers kept
+
+
+def test_broadcast_mentions_in_an_answer_notify_nobody() -> None:
+    [message] = render_answer("Owner tag: <!here> and <!subteam^S0614TZR7|@finops>, "
+                              "<!channel>")
+    payload = message.text + json.dumps(message.blocks, ensure_ascii=False)
+    assert "<!" not in payload
+    assert "here" in message.text and "finops" in message.text

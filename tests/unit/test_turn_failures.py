@@ -340,3 +340,42 @@ async def test_a_worker_that_lost_the_thread_during_the_run_posts_nothing(adk_se
     finally:
         await parts.worker.stop(1)
         await adk.aclose()
+
+
+class RefusesTableCsv(ConsoleIO):
+    """The console in Slack's place, refusing for good the upload of a table's CSV."""
+
+    async def send(self, turn: Turn, part: int, reply: Reply) -> None:
+        if any(f.filename == "table-1.csv" for f in reply.files):
+            raise SlackApiError("refused", SlackResponse(
+                client=None, http_verb="POST", api_url="files.completeUploadExternal",
+                req_args={}, data={"ok": False, "error": "invalid_channel"}, headers={},
+                status_code=200))
+        await super().send(turn, part, reply)
+
+
+async def test_a_refused_upload_costs_only_its_files(
+    adk_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
+    settings = Settings(_env_file=None, adk_app_name="test_agent")  # type: ignore[call-arg]
+    out = io.StringIO()
+    slack = RefusesTableCsv(out, io.StringIO(), user_name="alice", interactive=False)
+    adk = AdkClient(adk_server.base_url, "test_agent")
+    parts = assemble(settings, redis_client=fakeredis.FakeAsyncRedis(decode_responses=True),
+                     embedded=True, adk=adk, make_io=lambda _s, _m: slack,
+                     identity=BotIdentity(user_id=BOT_USER, team_id=TEAM), feedback=False)
+    ts = "1700006000.000100"
+    try:
+        await parts.worker.start()
+        mention = console_event(f"<@{BOT_USER}> report bigtable=150 artifact", ts, ts,
+                                mention=True)
+        assert await parts.intake.handle(mention, {}) == "queued"
+        assert await wait_answered(parts.store, f"{TEAM}:CCONSOLE:{ts}", ts, 20)
+        said = out.getvalue()
+        assert "said=alice: report bigtable=150 artifact" in said
+        assert "I couldn't attach `table-1.csv`" in said
+        assert "[file: cost_report.csv" in said  # the part after it still came
+    finally:
+        await parts.worker.stop(1)
+        await adk.aclose()
