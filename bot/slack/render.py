@@ -686,6 +686,15 @@ def _scan_fences(lines: Sequence[str]) -> _FenceScan:
     return _FenceScan(kinds, open_before)
 
 
+def _indented(text: str, pos: int) -> bool:
+    """Whether the line at ``pos`` starts with 4 or more columns of indentation."""
+    width, index = 0, pos
+    while index < len(text) and text[index] in " \t" and width < 4:
+        width += 4 if text[index] == "\t" else 1
+        index += 1
+    return width >= 4 and index < len(text) and text[index] not in "\n"
+
+
 class _Splitter:
     """Greedy chunker; see :func:`split_markdown`."""
 
@@ -765,6 +774,10 @@ class _Splitter:
                 continue
             fence = scan.open_before[index]
             if fence is None:
+                if _indented(self.text, pos):
+                    # A chunk starting with 4 columns of indentation would open with an
+                    # indented code block (a sub-bullet cut from its item, say).
+                    continue
                 if kind != "blank" and (prev in ("blank", "close") or kind == "open"):
                     paragraph.append(pos)
                 line.append(pos)

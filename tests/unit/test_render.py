@@ -951,3 +951,15 @@ def test_broadcast_mentions_in_an_answer_notify_nobody() -> None:
     payload = message.text + json.dumps(message.blocks, ensure_ascii=False)
     assert "<!" not in payload
     assert "here" in message.text and "finops" in message.text
+
+
+def test_a_long_list_is_never_split_before_an_indented_sub_bullet() -> None:
+    """A chunk opening with 4 spaces of indentation would render as a code block."""
+    items = "".join(f"{i}. **Account {i}** spent $1,000.00 this month\n"
+                    f"    - EC2: $500.00 in us-east-1\n    - S3: $300.00 for storage\n"
+                    for i in range(1, 250))
+    messages = render_answer("Accounts:\n" + items)
+    texts = [b["text"] for m in messages for b in m.blocks if b["type"] == "markdown"]
+    assert len(texts) >= 2
+    assert all(not t.startswith("    ") for t in texts)
+    assert "\n".join(texts).count("- EC2") == 249  # nothing lost
