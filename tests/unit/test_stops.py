@@ -28,13 +28,17 @@ async def test_a_stop_reaches_the_replica_running_the_turn(any_redis, prefix) ->
     run = asyncio.create_task(asyncio.sleep(30))
     there.register("T1:C1:1.0", run, "105.0")  # type: ignore[arg-type]
     try:
-        await asyncio.sleep(0.2)  # the listener has subscribed
+        for _ in range(200):  # until the listener has subscribed
+            [(_, subscribers)] = await any_redis.pubsub_numsub(there.channel)
+            if subscribers:
+                break
+            await asyncio.sleep(0.02)
         await here.request_stop("T1:C1:1.0", before_ts="104.0")  # asked before the turn
         await here.request_stop("T1:C1:1.0", turn_ts="103.0")  # a button of an older turn
         await asyncio.sleep(0.3)
         assert not run.done()
         await here.request_stop("T1:C1:1.0", before_ts="106.0")
-        for _ in range(100):
+        for _ in range(500):
             if run.done():
                 break
             await asyncio.sleep(0.02)
