@@ -42,6 +42,7 @@ from bot.adk.events import (
 from bot.files import fetch_artifacts, notes_text
 from bot.metrics import Metrics
 from bot.progress import WORKING, handoff_status, tool_status
+from bot.slack.errors import slack_error
 from bot.slack.feedback import feedback_block
 from bot.slack.render import (
     Attachment,
@@ -218,8 +219,7 @@ def is_transient(exc: BaseException) -> bool:
     """A failure to post that may pass: Slack overloaded or down, the network."""
     if isinstance(exc, SlackApiError):
         status = getattr(exc.response, "status_code", 0) or 0
-        error = exc.response.get("error") if exc.response is not None else ""
-        return status >= 500 or error in TRANSIENT_SLACK_ERRORS
+        return status >= 500 or slack_error(exc) in TRANSIENT_SLACK_ERRORS
     return isinstance(exc, OSError | aiohttp.ClientError)
 
 
@@ -536,9 +536,8 @@ class Conversation:
         that a failed upload is retried without posting its message again. On a resume,
         what Slack shows (message metadata) and what Redis noted (uploads) is skipped."""
         done = await self._attempt(turn, lambda: self.io.sent_parts(turn)) if resume else set()
-        with_files = [part for part, reply in enumerate(replies) if reply.files]
         uploaded = (await self.store.uploaded_parts(turn.key, turn.ts)
-                    if resume and with_files else set())
+                    if resume and any(reply.files for reply in replies) else set())
         for part, reply in enumerate(replies):
             has_message = bool(reply.text or reply.blocks or reply.update_ts)
             if part not in done and (has_message or not reply.files):
@@ -618,10 +617,7 @@ class Conversation:
         if record is not None and record.session_id and record.adk_user_id:
             return Session(record.adk_user_id, record.session_id, record.generation), None
         session = self._new_session(turn, record.generation if record is not None else 0)
-        saving = await self._create_session(
-            turn, session, seed=self._has_history(turn),
-            since=record.reset_at if record is not None else "", prepared=True,
-            created_by=record.created_by if record is not None else "")
+        saving = await self._create_session(turn, session, record, prepared=True)
         return session, saving
 
     def _new_session(self, turn: Turn, generation: int) -> Session:
@@ -646,21 +642,23 @@ class Conversation:
         """Whether Slack may hold earlier messages of this conversation to seed from."""
         return turn.in_existing_thread or turn.thread_ts is None
 
-    async def _create_session(self, turn: Turn, session: Session, *, seed: bool,
-                              since: str = "", prepared: bool = False,
-                              created_by: str = "") -> asyncio.Task[None]:
+    async def _create_session(self, turn: Turn, session: Session, record: ThreadRecord | None,
+                              *, prepared: bool = False) -> asyncio.Task[None]:
         """Create the session in ADK (or take the creation started at intake). The thread's
         mapping is written meanwhile, by the task returned: await it before the turn's
         answer is saved. Should the creation fail, the mapping names a session ADK lacks:
         the next turn's run gets "Session not found" and recreates it, as after an ADK
         restart."""
-        events = await self._seed_events(turn, since) if seed else []
+        # Seeded from the thread as the mapping knows it (after a reset, only the later
+        # messages); the thread's starter stays who it was.
+        since = record.reset_at if record is not None else ""
+        events = await self._seed_events(turn, since) if self._has_history(turn) else []
         saving = asyncio.create_task(self.store.save_session(
             turn.key,
             adk_user_id=session.adk_user_id,
             session_id=session.session_id,
             generation=session.generation,
-            created_by=created_by or turn.user,
+            created_by=(record.created_by if record is not None else "") or turn.user,
         ))
         saving.add_done_callback(_quiet)
         created = await self._prepared_creation(turn, session) if prepared else None
@@ -805,12 +803,7 @@ class Conversation:
                         "ADK lost the session; recreating it from the Slack thread",
                         extra={"thread_key": turn.key, "session": session.session_id},
                     )
-                    # Seeded from the thread as the mapping knows it: after a reset, only
-                    # the later messages; the thread's starter stays who it was.
-                    await (await self._create_session(
-                        turn, session, seed=self._has_history(turn),
-                        since=record.reset_at if record is not None else "",
-                        created_by=record.created_by if record is not None else ""))
+                    await (await self._create_session(turn, session, record))
                     # The new session has no paused run to answer: the message is asked as
                     # a question.
                     await self._run(turn, session, question, speaker, result, progress, live,

@@ -347,20 +347,17 @@ async def check_adk(loaded: LoadedSettings) -> CheckResult:
     try:
         try:
             apps = await adk.list_apps()
-        except AdkAuthError as exc:
+        except (AdkAuthError, AdkRefused, AdkServerError) as exc:
+            if isinstance(exc, AdkAuthError):
+                fix = "check ADK_AUTH and ADK_BEARER_TOKEN (or the Google credentials)"
+            elif isinstance(exc, AdkRefused):
+                fix = ("start ADK with --host 0.0.0.0 (it refuses other hosts when bound to "
+                       "loopback) or reach it by 127.0.0.1")
+            else:
+                fix = "check the ADK api_server's log"
             return CheckResult(name, Status.PROBLEM,
                                f"the ADK api_server at {base_url} refused /list-apps ({exc})",
-                               fix="check ADK_AUTH and ADK_BEARER_TOKEN (or the Google "
-                                   "credentials)")
-        except AdkRefused as exc:
-            return CheckResult(name, Status.PROBLEM,
-                               f"the ADK api_server at {base_url} refused /list-apps ({exc})",
-                               fix="start ADK with --host 0.0.0.0 (it refuses other hosts "
-                                   "when bound to loopback) or reach it by 127.0.0.1")
-        except AdkServerError as exc:
-            return CheckResult(name, Status.PROBLEM,
-                               f"the ADK api_server at {base_url} refused /list-apps ({exc})",
-                               fix="check the ADK api_server's log")
+                               fix=fix)
         except AdkError as exc:
             return CheckResult(
                 name, Status.PROBLEM, f"unreachable: {exc}",

@@ -15,6 +15,7 @@ from bot.conversation import HistoryMessage, Reply
 from bot.files import DEFAULT_ATTACHMENT_MIMETYPES, message_parts_for_files, upload_attachments
 from bot.metrics import Metrics
 from bot.progress import WORKING
+from bot.slack.errors import slack_error
 from bot.slack.render import markdown_to_mrkdwn, split_markdown
 from bot.slack.routing import BotIdentity
 from bot.slack.stream import SlackLiveAnswer, StreamBudget, StreamingMode
@@ -51,10 +52,6 @@ def display_name_of(user: dict) -> str:
         if isinstance(candidate, str) and candidate.strip():
             return candidate.strip()
     return str(user.get("id") or "someone")
-
-
-def _error(exc: SlackApiError) -> str:
-    return str((exc.response or {}).get("error") or "error")
 
 
 def _text_chunks(text: str) -> list[str]:
@@ -194,9 +191,9 @@ class SlackThreadIO:
                 )
                 return
             except SlackApiError as exc:
-                if _error(exc) not in BLOCK_ERRORS:
+                if slack_error(exc) not in BLOCK_ERRORS:
                     raise
-                log.warning("Slack refused the blocks (%s)", _error(exc))
+                log.warning("Slack refused the blocks (%s)", slack_error(exc))
         await self._post_chunks(turn, part, _text_chunks(reply.text), seen=seen)
 
     async def _post_chunks(self, turn: Turn, part: int, chunks: list[str], *, start: int = 0,
@@ -251,7 +248,7 @@ class SlackThreadIO:
                                        metadata=metadata)
                     return
                 except SlackApiError as exc:
-                    error = _error(exc)
+                    error = slack_error(exc)
                     if error == "msg_too_long" and len(fallback) > TEXT_CHUNK_CHARS:
                         fallback = _text_chunks(text)[0]  # chat.update caps text at 4,000
                         continue
@@ -272,7 +269,7 @@ class SlackThreadIO:
             await self.client.chat_update(channel=turn.channel, ts=ts, **content)
             return
         except SlackApiError as exc:
-            error = _error(exc)
+            error = slack_error(exc)
             if error not in UNUPDATABLE_ERRORS:
                 raise
             if error != "streaming_state_conflict":
@@ -280,12 +277,13 @@ class SlackThreadIO:
         try:
             await self.client.chat_stopStream(channel=turn.channel, ts=ts)
         except SlackApiError as exc:
-            log.debug("stopStream before the final update: %s", _error(exc))
+            log.debug("stopStream before the final update: %s", slack_error(exc))
         try:
             await self.client.chat_update(channel=turn.channel, ts=ts, **content)
         except SlackApiError as exc:
-            if _error(exc) in UNUPDATABLE_ERRORS:
-                raise _CannotUpdate(_error(exc)) from exc
+            error = slack_error(exc)
+            if error in UNUPDATABLE_ERRORS:
+                raise _CannotUpdate(error) from exc
             raise
 
     async def _drop_live(self, turn: Turn, ts: str) -> None:
@@ -293,7 +291,7 @@ class SlackThreadIO:
         try:
             await self.client.chat_delete(channel=turn.channel, ts=ts)
         except SlackApiError as exc:
-            log.info("could not remove the stale live message: %s", _error(exc),
+            log.info("could not remove the stale live message: %s", slack_error(exc),
                      extra={"thread_key": turn.key, "ts": turn.ts})
 
     async def _conversation_pages(

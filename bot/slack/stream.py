@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.metrics import Metrics
+from bot.slack.errors import retry_after, slack_error
 from bot.slack.render import markdown_to_mrkdwn, table_to_code_block
 from bot.store.redis_store import Store
 from bot.turns import Turn
@@ -127,18 +128,6 @@ def stream_chunks(text: str, limit: int = STREAM_CHUNK_CHARS, *, fence: str = ""
     if buf:
         chunks.append(buf)
     return chunks
-
-
-def retry_after(exc: SlackApiError, default: float = 1.0, most: float = 60.0) -> float:
-    """Seconds Slack asks to wait after a 429 (its Retry-After header), within reason."""
-    headers = getattr(exc.response, "headers", None) or {}
-    value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
-    if isinstance(value, list):
-        value = value[0] if value else None
-    try:
-        return min(max(float(value), 0.0), most) if value is not None else default
-    except (TypeError, ValueError):
-        return default
 
 
 def stop_button(turn: Turn) -> dict[str, Any]:
@@ -288,7 +277,7 @@ class SlackLiveAnswer:
             log.debug("could not note the live message: %s", exc)
 
     async def _fall_back(self, exc: SlackApiError) -> None:
-        error = exc.response.get("error") if exc.response else "error"
+        error = slack_error(exc)
         log.info("native streaming refused (%s); using a placeholder", error,
                  extra={"thread_key": self.turn.key})
         self.metrics.stream_fallbacks.labels(str(error)).inc()
@@ -303,7 +292,7 @@ class SlackLiveAnswer:
             await self.client.chat_stopStream(channel=self.turn.channel, ts=self.ts)
             self._streaming = False
         except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response else "error"
+            error = slack_error(exc)
             if error == "message_not_in_streaming_state":
                 self._streaming = False  # Slack had ended it already
             else:
@@ -328,7 +317,7 @@ class SlackLiveAnswer:
             )
             self._shown = shown
         except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response else "error"
+            error = slack_error(exc)
             if error == "ratelimited":
                 self._quiet_until = time.monotonic() + retry_after(exc)
             log.debug("placeholder update failed: %s", error)

@@ -280,17 +280,22 @@ async def test_slack_stop_button_event_stops_the_turn(slack: FakeSlack, bot: Bot
         timeout=10)
 
 
-async def test_stop_button_on_placeholder(slack: FakeSlack, custom_bot: Any) -> None:
-    bot = await custom_bot(streaming="placeholder")
-    root = await say(slack, bot, user="U1", text="stream chunks=30 gap=0.3", mention=True)
-    [placeholder] = await slack.wait_for_calls("chat.postMessage", 1, timeout=20, thread_ts=root)
+async def click_stop(bot: BotProcess, placeholder: Any) -> None:
+    """U1 presses the Stop button of a placeholder message (its chat.postMessage call)."""
     button = next(b for b in placeholder.params["blocks"] if b["type"] == "actions")
     action = {**button["elements"][0], "type": "button", "action_ts": ev.next_ts()}
     payload = {"type": "block_actions", "user": {"id": "U1"}, "team": {"id": "T0001"},
                "channel": {"id": "C1"}, "container": {"type": "message", "channel_id": "C1",
                                                        "message_ts": placeholder.response["ts"]},
-               "actions": [action], "trigger_id": "1.2.3", "api_app_id": "A0001"}
+               "actions": [action], "trigger_id": ev.next_ts(), "api_app_id": "A0001"}
     assert (await post_form(bot, {"payload": json.dumps(payload)})).status_code == 200
+
+
+async def test_stop_button_on_placeholder(slack: FakeSlack, custom_bot: Any) -> None:
+    bot = await custom_bot(streaming="placeholder")
+    root = await say(slack, bot, user="U1", text="stream chunks=30 gap=0.3", mention=True)
+    [placeholder] = await slack.wait_for_calls("chat.postMessage", 1, timeout=20, thread_ts=root)
+    await click_stop(bot, placeholder)
     await slack.wait_for(
         lambda s: any("Stopped" in message_text(m) for m in s.bot_replies("C1", root)),
         timeout=10)
@@ -302,16 +307,10 @@ async def test_a_stop_button_of_an_earlier_answer_does_not_stop_the_next(
     bot = await custom_bot(streaming="placeholder")
     root = await say(slack, bot, user="U1", text="stream chunks=2 gap=0.1", mention=True)
     [placeholder] = await slack.wait_for_calls("chat.postMessage", 1, timeout=20, thread_ts=root)
-    button = next(b for b in placeholder.params["blocks"] if b["type"] == "actions")
     await wait_replies(slack, "C1", root, 1)  # that answer is done
     await say(slack, bot, user="U2", text="next stream chunks=20 gap=0.2", thread_ts=root)
     await slack.wait_for_calls("chat.postMessage", 2, timeout=20, thread_ts=root)
-    action = {**button["elements"][0], "type": "button", "action_ts": ev.next_ts()}
-    payload = {"type": "block_actions", "user": {"id": "U1"}, "team": {"id": "T0001"},
-               "channel": {"id": "C1"}, "container": {"type": "message", "channel_id": "C1",
-                                                       "message_ts": placeholder.response["ts"]},
-               "actions": [action], "trigger_id": "1.2.4", "api_app_id": "A0001"}
-    assert (await post_form(bot, {"payload": json.dumps(payload)})).status_code == 200
+    await click_stop(bot, placeholder)
 
     def finished(s: FakeSlack) -> bool:
         return any("said=Bob" in message_text(m) or "Stopped" in message_text(m)

@@ -40,12 +40,6 @@ SESSION = "T0001-C0456-1732400000_000100"
 INVOCATION = "e-4c1b2f8a-1d7e-4a53-9f0e-2b6a8c3d9e10"
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-
-
 @pytest.fixture
 async def slack() -> AsyncIterator[FakeSlack]:
     async with FakeSlack(team_id=TEAM) as fake:

@@ -49,18 +49,33 @@ class FlakyAdk(CountingAdk):
         return await super().create_session(user_id, session_id, **kwargs)
 
 
+def console_for(cls: type[ConsoleIO] = ConsoleIO, **kwargs: Any) -> ConsoleIO:
+    """The console in Slack's place (or a subclass that fails as Slack can), as alice."""
+    return cls(io.StringIO(), io.StringIO(), user_name="alice", interactive=False, **kwargs)
+
+
 def build(adk: AdkClient, role: str = "all", access: AccessPolicy | None = None,
-          server: fakeredis.FakeServer | None = None) -> tuple[Parts, io.StringIO]:
+          server: fakeredis.FakeServer | None = None, console: ConsoleIO | None = None,
+          **settings_kwargs: Any) -> tuple[Parts, io.StringIO]:
     settings = Settings(_env_file=None, adk_app_name="test_agent",  # type: ignore[call-arg]
-                        role=role)
-    out = io.StringIO()
-    console = ConsoleIO(out, io.StringIO(), user_name="alice", interactive=False)
+                        role=role, **settings_kwargs)
+    console = console or console_for()
+    out = console.out
+    assert isinstance(out, io.StringIO)
     redis = fakeredis.FakeAsyncRedis(decode_responses=True, server=server)
     parts = assemble(settings, redis_client=redis,
                      embedded=True, adk=adk, make_io=lambda _s, _m: console,
                      identity=BotIdentity(user_id=BOT_USER, team_id=TEAM), access=access,
                      feedback=False)
     return parts, out
+
+
+async def mention_answered(parts: Parts, text: str, ts: str, within: float = 20) -> bool:
+    """Mention the bot with `text` at the top level (a new thread at `ts`); whether that turn
+    was answered within `within` seconds."""
+    mention = console_event(f"<@{BOT_USER}> {text}", ts, ts, mention=True)
+    assert await parts.intake.handle(mention, {}) == "queued"
+    return await wait_answered(parts.store, f"{TEAM}:CCONSOLE:{ts}", ts, within)
 
 
 def twin_of(mention: dict[str, Any]) -> dict[str, Any]:
@@ -127,12 +142,9 @@ async def test_a_failed_preparation_is_retried_only_when_retrying_can_help(
     adk = FlakyAdk(adk_server.base_url, "test_agent", first_error=error)
     parts, out = build(adk)
     ts = "1700000400.000100" if answered else "1700000500.000100"
-    key = f"{TEAM}:CCONSOLE:{ts}"
     try:
         await parts.worker.start()
-        mention = console_event(f"<@{BOT_USER}> hello", ts, ts, mention=True)
-        assert await parts.intake.handle(mention, {}) == "queued"
-        assert await wait_answered(parts.store, key, ts, 20)
+        assert await mention_answered(parts, "hello", ts)
         if answered:  # unreachable at intake: the worker creates the session again
             assert len(adk.creates) == 2 and "said=alice: hello" in out.getvalue()
         else:  # a timeout is not waited out twice: the user hears of it at once

@@ -37,12 +37,6 @@ TEAM, CHANNEL = "T0001", "C0456"
 CSV = Attachment("table-1.csv", b"a,b\r\n1,2\r\n", "table-1.csv", "text/csv")
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-
-
 @pytest.fixture
 async def slack() -> AsyncIterator[FakeSlack]:
     async with FakeSlack(team_id=TEAM, update_metadata=True) as fake:
@@ -239,6 +233,18 @@ async def settle(live: SlackLiveAnswer) -> None:
     await asyncio.sleep(0)
 
 
+async def second_line_refused(slack: FakeSlack, live: SlackLiveAnswer,
+                              *refusals: tuple[str, str]) -> None:
+    """Open the stream with a first line; then Slack refuses the calls `refusals` name
+    (method, error) while the second line goes out."""
+    await live.delta("First line\n")
+    await settle(live)
+    for method, error in refusals:
+        slack.fail_next(method, status=200, error=error)
+    await live.delta("Second line\n")
+    await settle(live)
+
+
 async def test_held_back_table_is_streamed_in_pieces_slack_accepts(
     slack: FakeSlack, client: AsyncWebClient, store: Store, turn: Turn
 ) -> None:
@@ -262,11 +268,7 @@ async def test_refused_append_still_stops_the_stream(
     slack: FakeSlack, client: AsyncWebClient, store: Store, turn: Turn
 ) -> None:
     live = live_answer(client, store, turn)
-    await live.delta("First line\n")
-    await settle(live)
-    slack.fail_next("chat.appendStream", status=200, error="rate_limited")
-    await live.delta("Second line\n")
-    await settle(live)
+    await second_line_refused(slack, live, ("chat.appendStream", "rate_limited"))
     assert not live.native
     ts = await live.finish()
     assert [c.params["ts"] for c in ok(slack, "chat.stopStream")] == [ts]
@@ -281,12 +283,9 @@ async def test_stream_slack_already_ended_is_not_stopped_twice(
     slack: FakeSlack, client: AsyncWebClient, store: Store, turn: Turn
 ) -> None:
     live = live_answer(client, store, turn)
-    await live.delta("First line\n")
-    await settle(live)
-    slack.fail_next("chat.appendStream", status=200, error="message_not_in_streaming_state")
-    slack.fail_next("chat.stopStream", status=200, error="message_not_in_streaming_state")
-    await live.delta("Second line\n")
-    await settle(live)
+    await second_line_refused(slack, live,
+                              ("chat.appendStream", "message_not_in_streaming_state"),
+                              ("chat.stopStream", "message_not_in_streaming_state"))
     await live.finish()
     assert len(slack.calls_to("chat.stopStream")) == 1
 
@@ -295,12 +294,8 @@ async def test_stop_refused_at_fallback_is_retried_at_finish(
     slack: FakeSlack, client: AsyncWebClient, store: Store, turn: Turn
 ) -> None:
     live = live_answer(client, store, turn)
-    await live.delta("First line\n")
-    await settle(live)
-    slack.fail_next("chat.appendStream", status=200, error="rate_limited")
-    slack.fail_next("chat.stopStream", status=200, error="rate_limited")
-    await live.delta("Second line\n")
-    await settle(live)
+    await second_line_refused(slack, live, ("chat.appendStream", "rate_limited"),
+                              ("chat.stopStream", "rate_limited"))
     ts = await live.finish()
     stops = slack.calls_to("chat.stopStream")
     assert [c.ok for c in stops] == [False, True] and stops[1].params["ts"] == ts

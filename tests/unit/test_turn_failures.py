@@ -5,7 +5,9 @@ in Slack's place."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -17,28 +19,48 @@ from slack_sdk.web.slack_response import SlackResponse
 import bot.conversation as conversation_module
 from bot.adk.auth import GoogleIdTokenAuth
 from bot.adk.client import AdkClient, AdkServerError
-from bot.config import Settings
 from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
 from bot.conversation import Conversation, ConversationConfig, HistoryMessage, Reply
-from bot.runtime import assemble
-from bot.slack.routing import BotIdentity
+from bot.runtime import Parts
 from bot.store.redis_store import Store
 from bot.turns import Turn
-from tests.unit.test_prepared_sessions import build
+from tests.unit.test_prepared_sessions import build, console_for, mention_answered
 
 
-async def ask(adk: AdkClient, text: str, ts: str) -> str:
-    parts, out = build(adk)
-    key = f"{TEAM}:CCONSOLE:{ts}"
+@contextlib.asynccontextmanager
+async def running(adk: AdkClient, console: ConsoleIO | None = None, **settings: Any
+                  ) -> AsyncIterator[tuple[Parts, io.StringIO]]:
+    """The bot's parts with their worker running, on `adk` and the console given."""
+    parts, out = build(adk, console=console, **settings)
     try:
         await parts.worker.start()
-        mention = console_event(f"<@{BOT_USER}> {text}", ts, ts, mention=True)
-        assert await parts.intake.handle(mention, {}) == "queued"
-        assert await wait_answered(parts.store, key, ts, 20)
-        return out.getvalue()
+        yield parts, out
     finally:
         await parts.worker.stop(1)
         await adk.aclose()
+
+
+async def say_in_thread(parts: Parts, out: io.StringIO, root: str, text: str, ts: str) -> str:
+    """Post `text` at `ts` in the thread `root` (its first message mentions the bot); what
+    the bot said in answer."""
+    before = len(out.getvalue())
+    event = console_event(text, ts, root, mention=ts == root)
+    assert await parts.intake.handle(event, {}) == "queued"
+    assert await wait_answered(parts.store, f"{TEAM}:CCONSOLE:{root}", ts, 20)
+    return out.getvalue()[before:]
+
+
+def slack_failure(method: str, error: str, status: int) -> SlackApiError:
+    """What slack_sdk raises when Slack answers `method` with `error` (HTTP `status`)."""
+    return SlackApiError("Slack failed", SlackResponse(
+        client=None, http_verb="POST", api_url=method, req_args={},
+        data={"ok": False, "error": error}, headers={}, status_code=status))
+
+
+async def ask(adk: AdkClient, text: str, ts: str) -> str:
+    async with running(adk) as (parts, out):
+        assert await mention_answered(parts, text, ts)
+        return out.getvalue()
 
 
 async def test_an_answer_followed_by_an_agent_error_is_kept_with_a_warning(adk_server) -> None:
@@ -61,20 +83,11 @@ async def test_a_credential_that_cannot_be_had_is_reported_in_the_thread(adk_ser
 async def test_the_agent_pausing_for_approval_is_answered_by_the_next_reply(adk_server) -> None:
     """ADK's tool confirmation (and request for input): the thread is asked, and the next
     message in it goes back to ADK as the function response, not as a new question."""
-    adk = AdkClient(adk_server.base_url, "test_agent")
-    parts, out = build(adk)
     root = "1700000900.000100"
-    key = f"{TEAM}:CCONSOLE:{root}"
+    async with running(AdkClient(adk_server.base_url, "test_agent")) as (parts, out):
+        async def say(text: str, ts: str) -> str:
+            return await say_in_thread(parts, out, root, text, ts)
 
-    async def say(text: str, ts: str) -> str:
-        before = len(out.getvalue())
-        event = console_event(text, ts, root, mention=ts == root)
-        assert await parts.intake.handle(event, {}) == "queued"
-        assert await wait_answered(parts.store, key, ts, 20)
-        return out.getvalue()[before:]
-
-    try:
-        await parts.worker.start()
         asked = await say(f"<@{BOT_USER}> drop the Q3 budget confirm", root)
         assert "Delete the Q3 budget?" in asked and "Reply `yes`" in asked
         assert "finished without writing an answer" not in asked
@@ -85,9 +98,6 @@ async def test_the_agent_pausing_for_approval_is_answered_by_the_next_reply(adk_
         assert "Which billing project?" in asked and "Reply in this thread" in asked
         assert "input=billing-prod" in await say("billing-prod", "1700000903.000100")
         assert "said=alice: thanks" in await say("thanks", "1700000904.000100")
-    finally:
-        await parts.worker.stop(1)
-        await adk.aclose()
 
 
 async def test_the_bot_s_earlier_replies_are_seeded_as_the_root_agent_s(adk_server) -> None:
@@ -136,10 +146,7 @@ class FlakySlack(ConsoleIO):
     async def send(self, turn: Turn, part: int, reply: Reply) -> None:
         self.tries += 1
         if self.tries <= self.failures:
-            raise SlackApiError("Slack failed", SlackResponse(
-                client=None, http_verb="POST", api_url="chat.postMessage", req_args={},
-                data={"ok": False, "error": self.error}, headers={},
-                status_code=self.status))
+            raise slack_failure("chat.postMessage", self.error, self.status)
         await super().send(turn, part, reply)
 
 
@@ -154,22 +161,12 @@ async def test_an_answer_slack_failed_to_take_is_posted_once_slack_is_back(
 ) -> None:
     monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
     monkeypatch.setattr(conversation_module, "MAX_DELIVERY_DEFERRALS", 2)
-    settings = Settings(_env_file=None, adk_app_name="test_agent",  # type: ignore[call-arg]
-                        reclaim_idle_seconds=1.5, lock_ttl_seconds=1)
-    out = io.StringIO()
-    slack = FlakySlack(out, io.StringIO(), user_name="alice", interactive=False,
-                       failures=failures, error=error, status=status)
-    adk = AdkClient(adk_server.base_url, "test_agent")
-    parts = assemble(settings, redis_client=fakeredis.FakeAsyncRedis(decode_responses=True),
-                     embedded=True, adk=adk, make_io=lambda _s, _m: slack,
-                     identity=BotIdentity(user_id=BOT_USER, team_id=TEAM), feedback=False)
+    slack = console_for(FlakySlack, failures=failures, error=error, status=status)
     ts = f"1700001{failures:03d}.000100"
     key = f"{TEAM}:CCONSOLE:{ts}"
-    try:
-        await parts.worker.start()
-        mention = console_event(f"<@{BOT_USER}> costs?", ts, ts, mention=True)
-        assert await parts.intake.handle(mention, {}) == "queued"
-        done = await wait_answered(parts.store, key, ts, 20)
+    async with running(AdkClient(adk_server.base_url, "test_agent"), slack,
+                       reclaim_idle_seconds=1.5, lock_ttl_seconds=1) as (parts, out):
+        done = await mention_answered(parts, "costs?", ts)
         said = out.getvalue()
         if answered:
             assert done and said.count("said=alice: costs?") == 1
@@ -183,9 +180,6 @@ async def test_an_answer_slack_failed_to_take_is_posted_once_slack_is_back(
                     break
                 await asyncio.sleep(0.05)
             assert await parts.store.queue_length(key) == 0
-    finally:
-        await parts.worker.stop(1)
-        await adk.aclose()
 
 
 class FlakyUploads(ConsoleIO):
@@ -211,28 +205,16 @@ async def test_a_failed_upload_is_retried_without_posting_its_message_again(
     adk_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
-    settings = Settings(_env_file=None, adk_app_name="test_agent")  # type: ignore[call-arg]
-    out = io.StringIO()
-    slack = FlakyUploads(out, io.StringIO(), user_name="alice", interactive=False)
-    adk = AdkClient(adk_server.base_url, "test_agent")
-    parts = assemble(settings, redis_client=fakeredis.FakeAsyncRedis(decode_responses=True),
-                     embedded=True, adk=adk, make_io=lambda _s, _m: slack,
-                     identity=BotIdentity(user_id=BOT_USER, team_id=TEAM), feedback=False)
+    slack = console_for(FlakyUploads)
     ts = "1700002000.000100"
-    key = f"{TEAM}:CCONSOLE:{ts}"
-    try:
-        await parts.worker.start()
+    async with running(AdkClient(adk_server.base_url, "test_agent"), slack) as (parts, out):
         # A table too big for a block: its CSV is attached to the answer's own message.
-        mention = console_event(f"<@{BOT_USER}> report bigtable=150", ts, ts, mention=True)
-        assert await parts.intake.handle(mention, {}) == "queued"
-        assert await wait_answered(parts.store, key, ts, 20)
+        assert await mention_answered(parts, "report bigtable=150", ts)
         said = out.getvalue()
         assert said.count("said=alice: report bigtable=150") == 1  # the message, once
         assert said.count("[file: table-1.csv") == 1 and slack.upload_tries == 2
-        assert await parts.store.uploaded_parts(key, ts)  # a resume would not upload again
-    finally:
-        await parts.worker.stop(1)
-        await adk.aclose()
+        # A resume would not upload again.
+        assert await parts.store.uploaded_parts(f"{TEAM}:CCONSOLE:{ts}", ts)
 
 
 class FlakyResume(FlakySlack):
@@ -246,9 +228,7 @@ class FlakyResume(FlakySlack):
     async def sent_parts(self, turn: Turn) -> set[int]:
         self.reads += 1
         if self.reads <= self.read_failures:
-            raise SlackApiError("Slack failed", SlackResponse(
-                client=None, http_verb="POST", api_url="conversations.replies", req_args={},
-                data={"ok": False, "error": "internal_error"}, headers={}, status_code=503))
+            raise slack_failure("conversations.replies", "internal_error", 503)
         return await super().sent_parts(turn)
 
 
@@ -257,26 +237,12 @@ async def test_a_put_off_delivery_survives_slack_failing_again_on_resume(
 ) -> None:
     monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
     monkeypatch.setattr(conversation_module, "MAX_DELIVERY_DEFERRALS", 3)
-    settings = Settings(_env_file=None, adk_app_name="test_agent",  # type: ignore[call-arg]
-                        reclaim_idle_seconds=1.5, lock_ttl_seconds=1)
-    out = io.StringIO()
-    slack = FlakyResume(out, io.StringIO(), user_name="alice", interactive=False,
-                        failures=4, read_failures=4)
-    adk = AdkClient(adk_server.base_url, "test_agent")
-    parts = assemble(settings, redis_client=fakeredis.FakeAsyncRedis(decode_responses=True),
-                     embedded=True, adk=adk, make_io=lambda _s, _m: slack,
-                     identity=BotIdentity(user_id=BOT_USER, team_id=TEAM), feedback=False)
-    ts = "1700003000.000100"
-    try:
-        await parts.worker.start()
-        mention = console_event(f"<@{BOT_USER}> costs?", ts, ts, mention=True)
-        assert await parts.intake.handle(mention, {}) == "queued"
-        assert await wait_answered(parts.store, f"{TEAM}:CCONSOLE:{ts}", ts, 30)
+    slack = console_for(FlakyResume, failures=4, read_failures=4)
+    async with running(AdkClient(adk_server.base_url, "test_agent"), slack,
+                       reclaim_idle_seconds=1.5, lock_ttl_seconds=1) as (parts, out):
+        assert await mention_answered(parts, "costs?", "1700003000.000100", within=30)
         assert out.getvalue().count("said=alice: costs?") == 1
         assert slack.reads == 5 and slack.tries == 5  # read again until Slack answered
-    finally:
-        await parts.worker.stop(1)
-        await adk.aclose()
 
 
 class RunFailsOnReplies(AdkClient):
@@ -292,40 +258,25 @@ class RunFailsOnReplies(AdkClient):
 async def test_a_failed_reply_to_the_agent_does_not_swallow_the_next_question(
     adk_server
 ) -> None:
-    adk = RunFailsOnReplies(adk_server.base_url, "test_agent")
-    parts, out = build(adk)
     root = "1700004000.000100"
-    key = f"{TEAM}:CCONSOLE:{root}"
+    async with running(RunFailsOnReplies(adk_server.base_url, "test_agent")) as (parts, out):
+        async def say(text: str, ts: str) -> str:
+            return await say_in_thread(parts, out, root, text, ts)
 
-    async def say(text: str, ts: str) -> str:
-        before = len(out.getvalue())
-        event = console_event(text, ts, root, mention=ts == root)
-        assert await parts.intake.handle(event, {}) == "queued"
-        assert await wait_answered(parts.store, key, ts, 20)
-        return out.getvalue()[before:]
-
-    try:
-        await parts.worker.start()
         assert "Reply `yes`" in await say(f"<@{BOT_USER}> drop it confirm", root)
         assert "ran into an error" in await say("yes", "1700004001.000100")
-        record = await parts.store.get_thread(key)
+        record = await parts.store.get_thread(f"{TEAM}:CCONSOLE:{root}")
         assert record is not None and record.awaiting == ""
         assert "said=alice: what now?" in await say("what now?", "1700004002.000100")
-    finally:
-        await parts.worker.stop(1)
-        await adk.aclose()
 
 
 async def test_a_worker_that_lost_the_thread_during_the_run_posts_nothing(adk_server) -> None:
     """The lock expired while the agent ran (Redis was away) and another worker took the
     thread; the keeper has not noticed yet (it looks every LOCK_TTL/3). Saving the answer
     checks the lock, so this worker posts nothing: the thread's holder answers."""
-    adk = AdkClient(adk_server.base_url, "test_agent")
-    parts, out = build(adk)
     ts = "1700005000.000100"
     key = f"{TEAM}:CCONSOLE:{ts}"
-    try:
-        await parts.worker.start()
+    async with running(AdkClient(adk_server.base_url, "test_agent")) as (parts, out):
         mention = console_event(f"<@{BOT_USER}> slow sleep=1", ts, ts, mention=True)
         assert await parts.intake.handle(mention, {}) == "queued"
         for _ in range(100):
@@ -337,9 +288,6 @@ async def test_a_worker_that_lost_the_thread_during_the_run_posts_nothing(adk_se
         assert "said=alice" not in out.getvalue()
         assert await parts.store.message_state(key, ts) == "r"  # the holder's to answer
         assert await parts.store.queue_length(key) == 1
-    finally:
-        await parts.worker.stop(1)
-        await adk.aclose()
 
 
 class RefusesTableCsv(ConsoleIO):
@@ -347,10 +295,7 @@ class RefusesTableCsv(ConsoleIO):
 
     async def send(self, turn: Turn, part: int, reply: Reply) -> None:
         if any(f.filename == "table-1.csv" for f in reply.files):
-            raise SlackApiError("refused", SlackResponse(
-                client=None, http_verb="POST", api_url="files.completeUploadExternal",
-                req_args={}, data={"ok": False, "error": "invalid_channel"}, headers={},
-                status_code=200))
+            raise slack_failure("files.completeUploadExternal", "invalid_channel", 200)
         await super().send(turn, part, reply)
 
 
@@ -358,24 +303,11 @@ async def test_a_refused_upload_costs_only_its_files(
     adk_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
-    settings = Settings(_env_file=None, adk_app_name="test_agent")  # type: ignore[call-arg]
-    out = io.StringIO()
-    slack = RefusesTableCsv(out, io.StringIO(), user_name="alice", interactive=False)
-    adk = AdkClient(adk_server.base_url, "test_agent")
-    parts = assemble(settings, redis_client=fakeredis.FakeAsyncRedis(decode_responses=True),
-                     embedded=True, adk=adk, make_io=lambda _s, _m: slack,
-                     identity=BotIdentity(user_id=BOT_USER, team_id=TEAM), feedback=False)
-    ts = "1700006000.000100"
-    try:
-        await parts.worker.start()
-        mention = console_event(f"<@{BOT_USER}> report bigtable=150 artifact", ts, ts,
-                                mention=True)
-        assert await parts.intake.handle(mention, {}) == "queued"
-        assert await wait_answered(parts.store, f"{TEAM}:CCONSOLE:{ts}", ts, 20)
+    async with running(AdkClient(adk_server.base_url, "test_agent"),
+                       console_for(RefusesTableCsv)) as (parts, out):
+        assert await mention_answered(parts, "report bigtable=150 artifact",
+                                      "1700006000.000100")
         said = out.getvalue()
         assert "said=alice: report bigtable=150 artifact" in said
         assert "I couldn't attach `table-1.csv`" in said
         assert "[file: cost_report.csv" in said  # the part after it still came
-    finally:
-        await parts.worker.stop(1)
-        await adk.aclose()
