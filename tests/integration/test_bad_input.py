@@ -261,6 +261,24 @@ async def test_a_huge_chunked_unsigned_body_costs_a_few_mb_and_the_bot_answers_o
     await assert_healthy_and_answering(slack, bot, "after 96 MiB")
 
 
+async def test_a_declared_length_over_the_limit_is_refused_without_reading_the_body(
+    slack: FakeSlack, bot: BotProcess
+) -> None:
+    """A Content-Length of 10 GiB and no body at all: the 413 comes at once, so the bot did
+    not wait to read any of it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", bot.port)
+    try:
+        writer.write(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: 10737418240\r\n\r\n")
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), timeout=10)
+        assert status.startswith(b"HTTP/1.1 413 "), status
+    finally:
+        writer.close()
+    await assert_healthy_and_answering(slack, bot, "after the lie")
+
+
 # ---- 2. a huge message ----------------------------------------------------------------------
 
 
