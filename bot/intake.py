@@ -77,8 +77,8 @@ class Intake:
         self.on_new_thread = on_new_thread
         # Turns one thread's queue may hold (0: no limit), checked in the intake script.
         self.max_queued_turns = max_queued_turns
-        # Called (it must not block: the note goes out after the ack) with a private note to
-        # the author of a message the intake refused.
+        # Called with a private note to the author of a message the intake refused. It must
+        # not block: the note is sent off the ack path (bot/notes.py).
         self.notify = notify
 
     async def handle(self, body: Mapping[str, Any], headers: Mapping[str, Any]) -> str:
