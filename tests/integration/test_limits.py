@@ -52,7 +52,7 @@ async def test_a_busy_thread_refuses_messages_past_its_queue_limit_and_says_so_o
     await bot.start()
     try:
         # A slow first turn holds the thread; one follow-up waits behind it (two in all).
-        root = await say(slack, bot, user="U1", text="slow one sleep=3", mention=True)
+        root = await say(slack, bot, user="U1", text="slow one sleep=4", mention=True)
         await followup(slack, bot, user="U2", text="waiting behind it", root=root)
         refused = await followup(slack, bot, user="U2", text="one too many", root=root)
         await followup(slack, bot, user="U1", text="and another", root=root)
@@ -69,7 +69,7 @@ async def test_a_busy_thread_refuses_messages_past_its_queue_limit_and_says_so_o
         await wait_replies(slack, "C1", root, 2, timeout=30)
         await followup(slack, bot, user="U2", text="now there is room", root=root)
         answers = await wait_replies(slack, "C1", root, 3, timeout=30)
-        assert said(answers) == ["Alice: slow one sleep=3", "Bob: waiting behind it",
+        assert said(answers) == ["Alice: slow one sleep=4", "Bob: waiting behind it",
                                  "Bob: now there is room"]
         assert len(replies(slack, "C1", root)) == 3
         assert len(slack.ephemerals) == 2  # the redelivery told no one again

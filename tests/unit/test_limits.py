@@ -167,21 +167,24 @@ async def test_the_rate_limit_counts_each_user_in_a_window_of_their_own(
     any_redis: aioredis.Redis, prefix: str
 ) -> None:
     keys = Keys(prefix)
-    limiter = UserRateLimiter(any_redis, keys, RateLimit(turns=2, window_seconds=1))
+    limiter = UserRateLimiter(any_redis, keys, RateLimit(turns=2, window_seconds=60))
     assert await limiter.hit("T1", "U1") is None
     assert await limiter.hit("T1", "U1") is None
     over = await limiter.hit("T1", "U1")
-    assert over is not None and over.limit == RateLimit(2, 1)
-    assert 0 < over.retry_after_seconds <= 1
+    assert over is not None and over.limit == RateLimit(2, 60)
+    assert 0 < over.retry_after_seconds <= 60
     assert await limiter.hit("T1", "U2") is None  # another user: a count of their own
     assert await limiter.hit("T2", "U1") is None  # the same id in another workspace
-    # The window ends (the counter expires): the user may go on.
+    # The window ends (the counter expires: hastened here): the user may go on, in a new
+    # window of the full length.
+    await any_redis.pexpire(keys.user_rate("T1", "U1"), 1)
     await wait_until(lambda: _gone(any_redis, keys.user_rate("T1", "U1")), within=5)
     assert await limiter.hit("T1", "U1") is None
+    assert 50_000 < await any_redis.pttl(keys.user_rate("T1", "U1")) <= 60_000
     # A counter that lost its expiry is given one again rather than holding a user back.
     await any_redis.set(keys.user_rate("T1", "U3"), 5)
     assert await limiter.hit("T1", "U3") is not None
-    assert 0 < await any_redis.pttl(keys.user_rate("T1", "U3")) <= 1000
+    assert 0 < await any_redis.pttl(keys.user_rate("T1", "U3")) <= 60_000
 
 
 async def _gone(client: aioredis.Redis, name: str) -> bool:
