@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     tool_status_messages: dict[str, str] = Field(default_factory=dict)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
+    # Limits (bot/limits.py). MAX_QUEUED_TURNS: turns one thread may hold in its queue, the
+    # one being answered included (0 = no limit); past it a message is refused at intake.
+    # USER_RATE_LIMIT turns per USER_RATE_WINDOW_SECONDS per user, counted in Redis across
+    # replicas (0 = off).
+    max_queued_turns: int = Field(default=20, ge=0)
+    user_rate_limit: int = Field(default=0, ge=0)
+    user_rate_window_seconds: int = Field(default=60, ge=1)
+
     # Files (bot/files.py): agent artifacts uploaded to Slack, user attachments sent to ADK
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
     max_attachment_bytes: int = Field(default=5 * 1024 * 1024, ge=0)

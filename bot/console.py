@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from bot.adk.client import AdkClient
 from bot.config import Settings
 from bot.conversation import HistoryMessage, Reply
-from bot.runtime import assemble, build_adk, check_adk_app, connect_redis
+from bot.runtime import NOTES_DRAIN_SECONDS, assemble, build_adk, check_adk_app, connect_redis
 from bot.slack.render import table_to_code_block
 from bot.slack.routing import BotIdentity
 from bot.store.redis_store import Store
@@ -182,6 +182,7 @@ async def run_console(
             err.write(f"To continue this thread: python -m bot console --thread {root}\n")
     finally:
         await worker.stop(settings.shutdown_grace_seconds)
+        await parts.notes.drain(NOTES_DRAIN_SECONDS)
         await adk.aclose()
         await redis_client.aclose()
     return 0

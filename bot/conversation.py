@@ -40,6 +40,7 @@ from bot.adk.events import (
     function_calls,
 )
 from bot.files import fetch_artifacts, notes_text
+from bot.limits import rate_limited_text
 from bot.metrics import Metrics
 from bot.progress import WORKING, handoff_status, tool_status
 from bot.slack.errors import slack_error
@@ -52,6 +53,7 @@ from bot.slack.render import (
     render_answer,
 )
 from bot.stops import Stops
+from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, ThreadRecord, TurnContext
 from bot.turns import RetryLater, Turn, adk_user_id_for, session_id_for
 
@@ -282,6 +284,7 @@ class Conversation:
         self, store: Store, adk: AdkClient, io: ThreadIO, config: ConversationConfig,
         stops: Stops | None = None, access: AccessPolicy | None = None,
         metrics: Metrics | None = None,
+        rate_limiter: UserRateLimiter | None = None,
     ) -> None:
         self.store = store
         self.adk = adk
@@ -290,6 +293,7 @@ class Conversation:
         self.stops = stops or Stops(store)
         self.access = access or AccessPolicy()
         self.metrics = metrics or Metrics()
+        self.rate_limiter = rate_limiter  # None: no per-user limit
         # The author ADK gives the agent's events (its root agent's name), looked up when a
         # session is first seeded: the bot's earlier replies are seeded as that author's, or
         # ADK would show them to the model as another agent's transcript.
@@ -372,6 +376,8 @@ class Conversation:
         refusal = await self._check_access(turn, record)
         if refusal is not None:
             return refusal
+        if await self._over_rate_limit(turn, context):
+            return "rate_limited"
         ref = new_ref()
         ctx: dict[str, Any] = {"ref": ref, "thread_key": turn.key, "ts": turn.ts,
                                "event_id": turn.event_id}
@@ -428,6 +434,26 @@ class Conversation:
             return "denied"
         log.info("turn skipped: %s", decision.reason, extra=ctx | {"outcome": "skipped"})
         return "skipped"
+
+    async def _over_rate_limit(self, turn: Turn, context: TurnContext | None) -> bool:
+        """Count the turn against its author's rate limit. Over it, the turn's answer is a
+        note in the thread, delivered like any answer (outbox, exactly once: an ephemeral
+        note could not be found again after a crash, and the thread sees why the message
+        got no answer), and the agent is not run. A reset is never limited."""
+        if self.rate_limiter is None or control_command(readable_input(
+                turn.text, bot_user_id=self.config.bot_user_id, user_names={})) == "reset":
+            return False
+        limited = await self.rate_limiter.hit(turn.team, turn.user)
+        if limited is None:
+            return False
+        self.metrics.turns_refused.labels("rate_limited").inc()
+        log.info("turn over the user's rate limit",
+                 extra={"thread_key": turn.key, "ts": turn.ts, "outcome": "rate_limited"})
+        replies = [Reply(rate_limited_text(turn.user, limited))]
+        await self.store.save_outbox(turn.key, turn.ts, [r.to_dict() for r in replies],
+                                     lock_token=context.lock_token if context else "")
+        await self._deliver(turn, replies, resume=False)
+        return True
 
     async def _answer(self, turn: Turn, record: ThreadRecord | None, ref: str,
                       ctx: dict[str, Any], progress: Progress, live: LiveAnswer

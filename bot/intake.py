@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.access import AccessPolicy, may_stop
 from bot.conversation import control_command
+from bot.limits import busy_text
 from bot.metrics import Metrics
 from bot.slack.render import readable_input
 from bot.slack.routing import (
@@ -31,7 +32,8 @@ RECENT_TURN_SECONDS = 120.0
 
 
 class RecentTurns:
-    """Turns this process queued lately: (thread key, ts) -> the event id that queued it.
+    """Turns this process queued (or refused: their thread was busy) lately: (thread key,
+    ts) -> the event id that queued it.
 
     A mention arrives twice (`app_mention` and its `message` twin: same ts, other event
     ids), usually at the same process within a millisecond. Once one of them is queued, the
@@ -58,6 +60,8 @@ class Intake:
         max_input_chars: int = 20000,
         on_new_thread: Callable[[Turn], None] | None = None,
         access: AccessPolicy | None = None,
+        max_queued_turns: int = 0,
+        notify: Callable[[Turn, str], None] | None = None,
     ) -> None:
         self.store = store
         self.access = access or AccessPolicy()
@@ -71,6 +75,11 @@ class Intake:
         # Called (it must not block) for each queued mention: lets this process's
         # conversation create a new thread's ADK session while the turn waits for a worker.
         self.on_new_thread = on_new_thread
+        # Turns one thread's queue may hold (0: no limit), checked in the intake script.
+        self.max_queued_turns = max_queued_turns
+        # Called with a private note to the author of a message the intake refused. It must
+        # not block: the note is sent off the ack path (bot/notes.py).
+        self.notify = notify
 
     async def handle(self, body: Mapping[str, Any], headers: Mapping[str, Any]) -> str:
         """Route, dedupe and queue one event. Raises if Redis cannot take it, so that the
@@ -104,8 +113,14 @@ class Intake:
         if self.recent.is_twin(turn):
             result = IntakeResult.DUPLICATE
         else:
-            result = await self.store.enqueue(turn, engages=decision.engages)
-            if result is IntakeResult.QUEUED:
+            result = await self.store.enqueue(turn, engages=decision.engages,
+                                              max_queued=self.max_queued_turns)
+            if result is IntakeResult.BUSY:
+                self.recent.add(turn)  # its twin is a duplicate: one note
+                self.metrics.turns_refused.labels("busy").inc()
+                if self.notify is not None:
+                    self.notify(turn, busy_text(self.max_queued_turns))
+            elif result is IntakeResult.QUEUED:
                 self.recent.add(turn)
                 # Only once the turn is safely queued: an event Redis refused, a
                 # redelivery or a twin causes no ADK call.

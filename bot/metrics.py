@@ -69,5 +69,18 @@ class Metrics:
             ["reason"], registry=r,
         )
 
+        # Limits (bot/limits.py): messages refused because their thread's queue was full
+        # (busy, at intake) or their author was over the rate limit (rate_limited, at the
+        # worker); and the private notes that tell the author of a refusal at intake.
+        self.turns_refused = Counter(
+            "slackbot_turns_refused_total", "Messages not passed to the agent, by limit",
+            ["reason"], registry=r,
+        )
+        self.notes = Counter(
+            "slackbot_private_notes_total",
+            "Private notes sent off the ack path, by outcome (sent, failed, dropped)",
+            ["outcome"], registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

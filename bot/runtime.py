@@ -28,7 +28,9 @@ from bot.config import Settings
 from bot.conversation import Conversation, ConversationConfig, ThreadIO
 from bot.files import parse_mimetypes
 from bot.intake import Intake
+from bot.limits import RateLimit
 from bot.metrics import Metrics
+from bot.notes import BackgroundNotes
 from bot.slack.assistant import register_assistant
 from bot.slack.controls import register_reset_command
 from bot.slack.feedback import register_feedback
@@ -38,11 +40,14 @@ from bot.slack.usergroups import UserGroupResolver
 from bot.stops import Stops
 from bot.store.feedback import FeedbackStore
 from bot.store.keys import Keys
+from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, TurnContext
 from bot.turns import Turn
 from bot.worker import TurnHandler, Worker, WorkerConfig
 
 log = logging.getLogger("bot.runtime")
+
+NOTES_DRAIN_SECONDS = 5.0  # at shutdown, private notes on their way get this long
 
 
 class StartupError(Exception):
@@ -163,6 +168,7 @@ class Bot:
     stops: Stops
     slack_client: AsyncWebClient | None = None
     bolt: AsyncApp | None = None
+    notes: BackgroundNotes | None = None
 
     async def start_workers(self) -> None:
         await self.stops.start()
@@ -171,6 +177,8 @@ class Bot:
     async def stop(self) -> None:
         await self.worker.stop(self.settings.shutdown_grace_seconds)
         await self.stops.stop()
+        if self.notes is not None:
+            await self.notes.drain(NOTES_DRAIN_SECONDS)
         await self.adk.aclose()
         await self.redis.aclose()
         if self.slack_client is not None and self.slack_client.session is not None:
@@ -214,6 +222,7 @@ class Parts:
     intake: Intake
     conversation: Conversation
     worker: Worker
+    notes: BackgroundNotes
 
 
 def assemble(
@@ -231,8 +240,10 @@ def assemble(
     store = build_store(settings, redis_client, embedded)
     metrics = metrics or Metrics()
     stops = Stops(store)
+    io = make_io(store, metrics)
+    rate_limit = RateLimit(settings.user_rate_limit, settings.user_rate_window_seconds)
     conversation = Conversation(
-        store, adk, make_io(store, metrics),
+        store, adk, io,
         ConversationConfig(
             app_name=settings.adk_app_name, bot_user_id=identity.user_id,
             user_scope=settings.adk_user_scope, seed_limit=settings.seed_history_messages,
@@ -243,12 +254,18 @@ def assemble(
             feedback=feedback, max_upload_bytes=settings.max_upload_bytes,
         ),
         stops, access, metrics,
+        rate_limiter=UserRateLimiter(redis_client, store.keys, rate_limit)
+        if rate_limit.enabled else None,
     )
+    # Notes to the authors of messages the intake refuses (Slack: ephemeral), sent after
+    # the ack.
+    notes = BackgroundNotes(io.tell_privately, metrics)
     # A process that also runs the turns creates a new thread's ADK session while its first
     # turn is queued (an intake-only process leaves that to the worker that takes the turn).
     intake = Intake(store, identity, metrics, stops, max_input_chars=settings.max_input_chars,
                     on_new_thread=conversation.prepare_session if settings.role == "all"
-                    else None, access=conversation.access)
+                    else None, access=conversation.access,
+                    max_queued_turns=settings.max_queued_turns, notify=notes)
     worker = Worker(
         store, make_handler(conversation, metrics),
         WorkerConfig(
@@ -258,7 +275,7 @@ def assemble(
             blocking_reads=not embedded,
         ),
     )
-    return Parts(store, metrics, stops, intake, conversation, worker)
+    return Parts(store, metrics, stops, intake, conversation, worker, notes)
 
 
 async def build_slack_bot(settings: Settings) -> Bot:
@@ -329,5 +346,5 @@ def build_bot(
         settings=settings, redis=redis_client, embedded_redis=embedded, store=parts.store,
         adk=adk, metrics=parts.metrics, identity=identity, intake=parts.intake,
         conversation=parts.conversation, worker=parts.worker, stops=parts.stops,
-        slack_client=client, bolt=bolt,
+        slack_client=client, bolt=bolt, notes=parts.notes,
     )

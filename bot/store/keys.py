@@ -20,6 +20,8 @@ bot needs one Redis primary, not a Redis Cluster.
     <p>:stop                  pub/sub channel: thread keys whose running turn must stop
     <p>:streams:<team>:<min>  string native streams started this minute (Slack Tier 2), TTL
     <p>:threads               zset   thread key -> last activity (for listing and purging)
+    <p>:rate:{<team>:<user>}  string turns the user started in their current rate window,
+                                     PX USER_RATE_WINDOW_SECONDS from the window's first turn
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ class Keys:
 
     def feedback(self, key: str, turn_ts: str) -> str:
         return f"{self._tag(key)}:fb:{turn_ts}"
+
+    def user_rate(self, team: str, user: str) -> str:
+        """A user's rate-limit counter: a hash tag of its own (a user is not a thread)."""
+        return f"{self.prefix}:rate:{{{team}:{user}}}"
 
     @property
     def work_stream(self) -> str:

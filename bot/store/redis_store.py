@@ -19,7 +19,8 @@ from bot.store.keys import Keys
 from bot.turns import Turn
 
 # KEYS: thread hash, event key, message key, queue (one thread, one hash tag), work stream
-# ARGV: turn json, engages, dedupe ttl, thread ttl, now, thread key
+# ARGV: turn json, engages, dedupe ttl, thread ttl, now, thread key, most turns the queue may
+# hold (0: no limit)
 # A queued turn rings its thread's doorbell (XADD) in the same call: one round trip per
 # event. The same event arriving again while its turn still waits (a Slack redelivery, or
 # this command retried after a dropped connection) rings the doorbell again: harmless if
@@ -37,6 +38,14 @@ if seen_event or state then
 end
 if ARGV[2] ~= '1' and redis.call('HEXISTS', KEYS[1], 'engaged') == 0 then
   return 'ignored'
+end
+-- A full queue refuses the turn. Its event and message are marked ("b": busy) like a queued
+-- one, so a redelivery or the mention's twin is a duplicate and the person is told once.
+local most = tonumber(ARGV[7])
+if most > 0 and redis.call('LLEN', KEYS[4]) >= most then
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
+  redis.call('SET', KEYS[3], 'b', 'EX', ARGV[3])
+  return 'busy'
 end
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
 redis.call('SET', KEYS[3], 'q', 'EX', ARGV[3])
@@ -155,6 +164,7 @@ class IntakeResult(StrEnum):
     REQUEUE = "requeue"  # the same event again while its turn waits: ring the doorbell again
     DUPLICATE = "duplicate"
     IGNORED = "ignored"  # a follow-up in a thread the bot was never mentioned in
+    BUSY = "busy"  # the thread's queue is full: refused, not queued
 
 
 @dataclass(frozen=True)
@@ -260,15 +270,16 @@ class Store:
 
     # ---- intake -------------------------------------------------------------------------
 
-    async def enqueue(self, turn: Turn, *, engages: bool) -> IntakeResult:
-        """Atomically dedupe and queue a turn and ring the thread's doorbell (one script)."""
+    async def enqueue(self, turn: Turn, *, engages: bool, max_queued: int = 0) -> IntakeResult:
+        """Atomically dedupe and queue a turn and ring the thread's doorbell (one script).
+        With `max_queued`, a thread whose queue holds that many turns refuses it (BUSY)."""
         key = turn.key
         k = self.keys
         result = await self._intake(
             keys=[k.thread(key), k.event(key, turn.event_id or f"ts-{turn.ts}"),
                   k.message(key, turn.ts), k.queue(key), k.work_stream],
             args=[turn.to_json(), "1" if engages else "0", self.dedupe_ttl, self.thread_ttl,
-                  f"{time.time():.6f}", key],
+                  f"{time.time():.6f}", key, max_queued],
         )
         outcome = IntakeResult(result)
         if outcome in (IntakeResult.QUEUED, IntakeResult.REQUEUE) and self.wakeup is not None:
