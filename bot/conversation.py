@@ -679,7 +679,7 @@ class Conversation:
 
     def _new_session(self, turn: Turn, record: ThreadRecord | None) -> Session:
         """The thread's next session. Its ADK user id is the one the thread has (a reset
-        keeps it: a thread never moves to another id, whatever ADK_USER_SCOPE says now);
+        keeps it: a thread never moves to another id, whatever ADK_USER_SCOPE is set to);
         only a thread without one gets an id from the scope."""
         generation = record.generation if record is not None else 0
         return Session(

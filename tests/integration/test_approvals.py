@@ -170,3 +170,25 @@ async def test_stop_typed_as_the_answer_declines_and_stops_nothing(
     answers = await wait_replies(slack, "C1", root, 3)
     assert "said=Alice: thanks" in answers[2]
     assert len(answers) == 3
+
+
+async def test_the_asker_s_reply_is_addressed_to_the_bot_whatever_the_follow_up_policy(
+    slack: FakeSlack, adk: AdkServer, real_redis: aioredis.Redis, prefix: str
+) -> None:
+    """Where un-mentioned follow-ups are ignored (FOLLOWUP_POLICY_DEFAULT=mention), the
+    asker's plain reply still answers the agent's question (the bot asked the thread for
+    it); a stranger's plain reply stays ordinary chatter: ignored, without a note."""
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, followup_policy_default="mention")
+    await bot.start()
+    try:
+        root = await say(slack, bot, user="U1", text="drop the Q3 budget confirm",
+                         mention=True)
+        await wait_replies(slack, "C1", root, 1)
+        chatter = await say(slack, bot, user="U2", text="yes", thread_ts=root)
+        await finished(real_redis, prefix, root, chatter)
+        assert notes_to(slack, "U2") == []
+        await say(slack, bot, user="U1", text="yes", thread_ts=root)
+        answers = await wait_replies(slack, "C1", root, 2)
+        assert "confirmed=True" in answers[1] and len(answers) == 2
+    finally:
+        await bot.close()
