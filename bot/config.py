@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     adk_app_name: str = "finops_cost_data_analyst"
     adk_connect_timeout: float = Field(default=5.0, gt=0)
     adk_run_timeout: float = Field(default=900.0, gt=0, description="read timeout of one turn")
-    adk_user_scope: Literal["workspace", "channel", "thread"] = "workspace"
+    adk_user_scope: Literal["channel", "workspace", "thread"] = "channel"
     adk_startup_wait_seconds: float = Field(default=20.0, ge=0)
     adk_auth: Literal["none", "bearer", "google_id_token"] = "none"
     adk_bearer_token: SecretStr | None = None
@@ -155,6 +155,21 @@ class Settings(BaseSettings):
         "Sorry, you don't have access to this agent here. Ask an admin if you think you should."
     )
     usergroup_cache_seconds: float = Field(default=300.0, ge=0)
+
+    # Approvals (bot/approvals.py): who may answer the agent's requests for a human besides
+    # the person whose message made the agent ask. Slack ids, listed like the ACCESS_* lists.
+    approver_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    approver_usergroups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("approver_users", mode="before")
+    @classmethod
+    def _approver_user_ids(cls, value: Any) -> Any:
+        return cls._id_list(value, "UW", "user")
+
+    @field_validator("approver_usergroups", mode="before")
+    @classmethod
+    def _approver_usergroup_ids(cls, value: Any) -> Any:
+        return cls._id_list(value, "S", "user group")
 
     @staticmethod
     def _id_list(value: Any, prefixes: str, what: str) -> Any:

@@ -39,6 +39,8 @@ from bot.adk.events import (
     encode_requests,
     function_calls,
 )
+from bot.approvals import Approvers, answerable, may_answer, not_yours_text
+from bot.approvals import needs_user_groups as approval_needs_user_groups
 from bot.files import fetch_artifacts, notes_text
 from bot.limits import rate_limited_text
 from bot.metrics import Metrics
@@ -155,7 +157,7 @@ class ThreadIO(Protocol):
         """Remove a message this bot posted for the turn (a half-written live answer)."""
 
     async def user_groups(self, user_id: str) -> frozenset[str]:
-        """The user's groups among those the access policy names."""
+        """The user's groups among those the access policy and the approvers name."""
 
     async def tell_privately(self, turn: Turn, text: str) -> None:
         """A message only the turn's author sees (Slack: ephemeral)."""
@@ -187,7 +189,7 @@ class Progress:
 class ConversationConfig:
     app_name: str
     bot_user_id: str = ""
-    user_scope: str = "workspace"
+    user_scope: str = "channel"
     seed_limit: int = 50
     log_text: bool = False
     status_refresh_seconds: float = 90.0  # Slack clears a thread status after 2 minutes
@@ -196,6 +198,8 @@ class ConversationConfig:
     feedback: bool = True  # 👍/👎 under each answer
     max_upload_bytes: int = 10 * 1024 * 1024  # artifacts larger than this are not uploaded
     tool_status: Mapping[str, str] = field(default_factory=dict)
+    # Who besides the asker may answer the agent's requests for a human (bot/approvals.py).
+    approvers: Approvers = field(default_factory=Approvers)
 
 
 @dataclass(frozen=True)
@@ -299,8 +303,8 @@ class Conversation:
         # ADK would show them to the model as another agent's transcript.
         self._agent_author: str | None = None
         # ADK sessions being created for new threads whose first turn is still queued:
-        # (thread key, session id) -> (deadline, the creation).
-        self._prepared: dict[tuple[str, str], tuple[float, asyncio.Task[bool]]] = {}
+        # (thread key, ADK user id, session id) -> (deadline, the creation).
+        self._prepared: dict[tuple[str, str, str], tuple[float, asyncio.Task[bool]]] = {}
 
     # ---- a new thread's session, prepared while its first turn is queued ---------------
 
@@ -315,8 +319,8 @@ class Conversation:
                           thread_starter=None)
         if not isinstance(decision, Allow):
             return
-        session = self._new_session(turn, 0)
-        slot = (turn.key, session.session_id)
+        session = self._new_session(turn, None)
+        slot = (turn.key, session.adk_user_id, session.session_id)
         now = time.monotonic()
         self._forget_prepared(now)
         if slot in self._prepared or len(self._prepared) >= PREPARED_SESSIONS_MAX:
@@ -340,7 +344,7 @@ class Conversation:
         caller creates the session itself. A timeout or a configuration error is the
         turn's answer, as if the caller had got it (another attempt would only wait
         again)."""
-        item = self._prepared.pop((turn.key, session.session_id), None)
+        item = self._prepared.pop((turn.key, session.adk_user_id, session.session_id), None)
         if item is None:
             return None
         try:
@@ -373,9 +377,17 @@ class Conversation:
                 log.warning("could not remove a half-written answer: %s", exc,
                             extra={"thread_key": turn.key, "ts": turn.ts})
             await self.store.forget_live(turn.key, turn.ts)
-        refusal = await self._check_access(turn, record)
+        awaiting = answerable(decode_requests(record.awaiting)) if record is not None else []
+        groups = await self._user_groups(turn, awaiting)
+        answering = bool(awaiting) and may_answer(self.config.approvers, awaiting,
+                                                  user=turn.user, user_groups=groups)
+        refusal = await self._check_access(turn, record, groups, answering=answering)
         if refusal is not None:
             return refusal
+        if awaiting and not answering:
+            return await self._not_for_them(turn, awaiting)
+        if not awaiting and self._command(turn) == "stop":
+            return await self._nothing_to_stop(turn)
         if await self._over_rate_limit(turn, context):
             return "rate_limited"
         ref = new_ref()
@@ -409,13 +421,24 @@ class Conversation:
         log.info("turn %s", outcome, extra=ctx | {"outcome": outcome})
         return outcome
 
-    async def _check_access(self, turn: Turn, record: ThreadRecord | None) -> str | None:
-        """None to go on; else the outcome of a turn the policy refuses or skips."""
-        groups = (await self.io.user_groups(turn.user)
-                  if needs_user_groups(self.access) else frozenset[str]())
+    async def _user_groups(self, turn: Turn, awaiting: Sequence[HumanRequest]
+                           ) -> frozenset[str]:
+        """The user's groups, looked up (one lookup, cached by the resolver) only when the
+        access policy or the approvers need them for this turn."""
+        if needs_user_groups(self.access) or approval_needs_user_groups(
+                self.config.approvers, awaiting, turn.user):
+            return await self.io.user_groups(turn.user)
+        return frozenset()
+
+    async def _check_access(self, turn: Turn, record: ThreadRecord | None,
+                            groups: frozenset[str], *, answering: bool = False
+                            ) -> str | None:
+        """None to go on; else the outcome of a turn the policy refuses or skips. A reply
+        from someone who may answer the agent's open request is addressed to the bot (it
+        asked the thread), as a mention is, whatever the follow-up policy."""
         decision = decide(
             self.access, channel=turn.channel, user=turn.user, user_groups=groups,
-            kind=turn.kind, mentioned=turn.kind == "mention",
+            kind=turn.kind, mentioned=turn.kind == "mention" or answering,
             thread_starter=record.created_by if record is not None and record.created_by
             else None,
         )
@@ -455,6 +478,39 @@ class Conversation:
         await self._deliver(turn, replies, resume=False)
         return True
 
+    async def _not_for_them(self, turn: Turn, awaiting: Sequence[HumanRequest]) -> str:
+        """Someone other than the asker or an approver wrote while the agent waits for an
+        answer. Their message is not the answer: the request stays open for the asker. Nor
+        is it run as a new question: the agent's run is paused on the request, and a new
+        question from someone else would run the agent, and perhaps its tools, past a step
+        its asker has not answered yet. The thread waits for the asker or an approver; the
+        writer is told so, privately."""
+        ctx = {"thread_key": turn.key, "ts": turn.ts}
+        log.info("a message from someone who may not answer the agent's request was held "
+                 "back", extra=ctx | {"outcome": "not_asker"})
+        try:
+            await self.io.tell_privately(turn, not_yours_text(self.config.approvers, awaiting))
+        except Exception as exc:
+            log.warning("could not tell a user they may not answer: %s", exc, extra=ctx)
+        return "not_asker"
+
+    async def _nothing_to_stop(self, turn: Turn) -> str:
+        """A "stop" reaches a worker only when the intake found the agent waiting for an
+        answer (bot/intake.py); it was answered (or the thread reset) before this turn ran,
+        so there is no request to decline and no run to stop."""
+        try:
+            await self.io.tell_privately(
+                turn, ":stop_button: Nothing is running in this thread, so there was "
+                "nothing to stop.")
+        except Exception as exc:
+            log.warning("could not tell a user there was nothing to stop: %s", exc,
+                        extra={"thread_key": turn.key, "ts": turn.ts})
+        return "nothing_to_stop"
+
+    def _command(self, turn: Turn) -> str | None:
+        return control_command(readable_input(turn.text, bot_user_id=self.config.bot_user_id,
+                                              user_names={}))
+
     async def _answer(self, turn: Turn, record: ThreadRecord | None, ref: str,
                       ctx: dict[str, Any], progress: Progress, live: LiveAnswer
                       ) -> tuple[list[Reply], str]:
@@ -465,8 +521,7 @@ class Conversation:
                 f":scissors: Your message was {turn.truncated_from:,} characters long; "
                 f"I passed on the first {len(turn.text):,} characters to the agent."
             ))
-        if control_command(readable_input(turn.text, bot_user_id=self.config.bot_user_id,
-                                          user_names={})) == "reset":
+        if self._command(turn) == "reset":
             await self.store.reset_session(turn.key, turn.ts)
             replies.append(Reply(
                 ":arrows_counterclockwise: Started a new conversation in this thread. "
@@ -526,8 +581,10 @@ class Conversation:
         if awaiting or result.requests:
             # This turn answered the agent's requests (or it did not: they were replied to
             # anyway); what the run asks now is what the next message answers.
+            # Stored with who asked: only they (or an approver) may answer (bot/approvals.py).
             await self.store.set_awaiting(turn.key, encode_requests(
-                [r for r in result.requests if r.name != CREDENTIAL]))
+                [replace(r, asker=turn.user) for r in result.requests
+                 if r.name != CREDENTIAL]))
         ctx["invocation"] = result.invocation_id
         if self.config.log_text:
             ctx["text"] = result.answer
@@ -642,15 +699,19 @@ class Conversation:
         thread's mapping, which goes on while the turn runs (None when nothing is written)."""
         if record is not None and record.session_id and record.adk_user_id:
             return Session(record.adk_user_id, record.session_id, record.generation), None
-        session = self._new_session(turn, record.generation if record is not None else 0)
+        session = self._new_session(turn, record)
         saving = await self._create_session(turn, session, record, prepared=True)
         return session, saving
 
-    def _new_session(self, turn: Turn, generation: int) -> Session:
+    def _new_session(self, turn: Turn, record: ThreadRecord | None) -> Session:
+        """The thread's next session. Its ADK user id is the one the thread has (a reset
+        keeps it: a thread never moves to another id, whatever ADK_USER_SCOPE is set to);
+        only a thread without one gets an id from the scope."""
+        generation = record.generation if record is not None else 0
         return Session(
-            adk_user_id=adk_user_id_for(
-                self.config.user_scope, turn.team, turn.channel, turn.key
-            ),
+            adk_user_id=(record.adk_user_id if record is not None else "") or adk_user_id_for(
+                self.config.user_scope, turn.team, turn.channel, turn.key,
+                channel_type=turn.channel_type),
             session_id=session_id_for(turn.key, generation),
             generation=generation,
         )
@@ -873,8 +934,10 @@ class Conversation:
 
     def _answers_to(self, awaiting: Sequence[HumanRequest], turn: Turn
                     ) -> list[dict[str, Any]]:
-        """This message as the reply to the agent's open requests (none: a new question)."""
-        open_requests = [r for r in awaiting if r.name in (CONFIRMATION, INPUT)]
+        """This message as the reply to the agent's open requests (none: a new question).
+        Only the asker's or an approver's message gets here while requests are open
+        (`handle`); a typed "stop" or "cancel" is such a reply, and declines."""
+        open_requests = answerable(awaiting)
         if not open_requests:
             return []
         said = readable_input(turn.text, bot_user_id=self.config.bot_user_id, user_names={})

@@ -104,11 +104,16 @@ class Intake:
                 log.info("a stop from a user the access policy refuses was ignored",
                          extra={"thread_key": turn.key, "ts": turn.ts})
                 return "ignored"
-            # Not queued: it would wait behind the very turn it means to stop. Only a turn
-            # asked before it: a redelivery must not stop a later one.
-            await self.stops.request_stop(turn.key, before_ts=turn.ts)
-            self.metrics.events_in.labels(etype, "stop").inc()
-            return "stop"
+            # While the agent waits for an answer (it asked for an approval or for input),
+            # nothing runs in the thread: a typed "stop" or "cancel" is that answer (a
+            # decline), queued like any reply. Asking costs a round trip, for stop words
+            # only.
+            if not await self.store.awaits_answer(turn.key):
+                # Not queued: it would wait behind the very turn it means to stop. Only a
+                # turn asked before it: a redelivery must not stop a later one.
+                await self.stops.request_stop(turn.key, before_ts=turn.ts)
+                self.metrics.events_in.labels(etype, "stop").inc()
+                return "stop"
         retry = retry_number(headers)
         if self.recent.is_twin(turn):
             result = IntakeResult.DUPLICATE

@@ -24,6 +24,7 @@ from bot.access import AccessPolicy, needs_user_groups
 from bot.adk.auth import build_auth
 from bot.adk.client import AdkClient, AdkError
 from bot.app import CountingWebClient, build_bolt_app, build_web_client
+from bot.approvals import Approvers
 from bot.config import Settings
 from bot.conversation import Conversation, ConversationConfig, ThreadIO
 from bot.files import parse_mimetypes
@@ -252,6 +253,7 @@ def assemble(
             status_refresh_seconds=settings.status_refresh_seconds,
             streaming=settings.adk_streaming, tool_status=settings.tool_status_messages,
             feedback=feedback, max_upload_bytes=settings.max_upload_bytes,
+            approvers=Approvers.from_settings(settings),
         ),
         stops, access, metrics,
         rate_limiter=UserRateLimiter(redis_client, store.keys, rate_limit)
@@ -316,8 +318,9 @@ def build_bot(
         if isinstance(slack_client, CountingWebClient):
             slack_client.attach_metrics(metrics)
     access = AccessPolicy.from_settings(settings)
-    groups = (UserGroupResolver.for_policy(client, access)
-              if needs_user_groups(access) else None)
+    approvers = Approvers.from_settings(settings)
+    groups = (UserGroupResolver.for_policy(client, access, also=approvers.usergroups)
+              if needs_user_groups(access) or approvers.usergroups else None)
 
     def make_io(store: Store, metrics: Metrics) -> ThreadIO:
         return SlackThreadIO(

@@ -34,13 +34,34 @@ def session_id_for(key: str, generation: int) -> str:
     return base if generation == 0 else f"{base}-g{generation}"
 
 
-def adk_user_id_for(scope: str, team: str, channel: str, key: str) -> str:
-    """The ADK user id that owns a thread's session: never the poster's own id."""
-    if scope == "channel":
-        return adk_safe(f"slack-{team}-{channel}")
+# Slack's `channel_type` of a public channel; events also say "group" (a private channel),
+# "im" (a DM), "mpim" (a group DM) and "app_home" (the app's DM). `app_mention` events carry
+# none (https://docs.slack.dev/reference/events/app_mention), and a private channel's id may
+# start with C as a public channel's does, so an id alone never proves a channel public.
+PUBLIC_CHANNEL_TYPE = "channel"
+
+
+def is_public_channel(channel: str, channel_type: str) -> bool:
+    """Whether a conversation is known to be a public channel: only when the event said so
+    (https://docs.slack.dev/reference/events/message.channels). Anything else (a private
+    channel, a DM, a group DM, or an event that did not say) counts as private."""
+    return channel_type == PUBLIC_CHANNEL_TYPE and not channel.startswith(("D", "G"))
+
+
+def adk_user_id_for(scope: str, team: str, channel: str, key: str, *, channel_type: str
+                    ) -> str:
+    """The ADK user id that owns a new thread's session: never the poster's own id.
+
+    ADK keys `user:` state, user-scoped artifacts and memory by this id, so every thread
+    under one id shares them. `channel` (one id per channel or DM) and `thread` never
+    reach past the conversation. `workspace` shares one id among the workspace's public
+    channels only: a private channel, a DM or a group DM (or a channel the event did not
+    say is public) always gets at least its own channel's id."""
     if scope == "thread":
         return adk_safe(f"slack-{key.replace(':', '-')}")
-    return adk_safe(f"slack-{team}")
+    if scope == "workspace" and is_public_channel(channel, channel_type):
+        return adk_safe(f"slack-{team}")
+    return adk_safe(f"slack-{team}-{channel}")
 
 
 @dataclass(frozen=True)

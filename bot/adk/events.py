@@ -64,6 +64,8 @@ class HumanRequest:
     name: str  # CONFIRMATION, INPUT or CREDENTIAL
     prompt: str = ""
     tool: str = ""  # the tool waiting for a confirmation
+    # The Slack user whose message made the agent ask ("" until the conversation sets it).
+    asker: str = ""
 
     def reply_part(self, answer: str) -> dict[str, Any]:
         """The function response that answers this request with a user's message."""
@@ -105,7 +107,8 @@ def human_requests(event: Mapping[str, Any]) -> list[HumanRequest]:
 
 
 def encode_requests(requests: Sequence[HumanRequest]) -> str:
-    return json.dumps([{"id": r.call_id, "name": r.name, "prompt": r.prompt, "tool": r.tool}
+    return json.dumps([{"id": r.call_id, "name": r.name, "prompt": r.prompt, "tool": r.tool,
+                        "asker": r.asker}
                        for r in requests]) if requests else ""
 
 
@@ -117,7 +120,7 @@ def decode_requests(raw: str) -> list[HumanRequest]:
     if not isinstance(data, list):
         return []
     return [HumanRequest(str(d["id"]), str(d["name"]), str(d.get("prompt") or ""),
-                         str(d.get("tool") or ""))
+                         str(d.get("tool") or ""), str(d.get("asker") or ""))
             for d in data if isinstance(d, dict) and d.get("id") and d.get("name")]
 
 

@@ -26,7 +26,8 @@ SCOPE_REASONS: MappingProxyType[str, str] = MappingProxyType({
     "im:history": "direct messages",
     "mpim:history": "group DMs",
     "reactions:write": "the :eyes: working reaction on top-level DMs",
-    "usergroups:read": "members of the user groups in ACCESS_*_USERGROUPS",
+    "usergroups:read": "members of the user groups in ACCESS_*_USERGROUPS and "
+                       "APPROVER_USERGROUPS",
     "users:read": "speakers' display names, passed to the agent",
 })
 
@@ -47,7 +48,8 @@ def parse_scopes(header: str | None) -> frozenset[str]:
 
 def _feature_on(scope: str, settings: Settings) -> bool:
     if scope == "usergroups:read":
-        return bool(settings.access_allowed_usergroups or settings.access_denied_usergroups)
+        return bool(settings.access_allowed_usergroups or settings.access_denied_usergroups
+                    or settings.approver_usergroups)
     if scope == "files:read":
         return settings.max_attachments > 0
     return True
@@ -55,7 +57,8 @@ def _feature_on(scope: str, settings: Settings) -> bool:
 
 def _why_optional(scope: str) -> str:
     if scope == "usergroups:read":
-        return "only needed if ACCESS_ALLOWED_USERGROUPS or ACCESS_DENIED_USERGROUPS is set"
+        return ("only needed if ACCESS_ALLOWED_USERGROUPS, ACCESS_DENIED_USERGROUPS or "
+                "APPROVER_USERGROUPS is set")
     if scope == "files:read":
         return "only needed for attachments (MAX_ATTACHMENTS > 0)"
     return SCOPE_REASONS.get(scope, "")

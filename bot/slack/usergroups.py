@@ -1,5 +1,6 @@
-"""Which of the access policy's Slack user groups a user is in (`usergroups.users.list`,
-scope `usergroups:read`), with each group's members cached for a while."""
+"""Which of the access policy's and the approvers' Slack user groups a user is in
+(`usergroups.users.list`, scope `usergroups:read`), with each group's members cached for a
+while."""
 
 from __future__ import annotations
 
@@ -59,14 +60,16 @@ class UserGroupResolver:
         client: AsyncWebClient,
         policy: AccessPolicy,
         *,
+        also: Iterable[str] = (),
         error_ttl: float = ERROR_TTL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> UserGroupResolver:
-        """A resolver for the policy's groups (USERGROUP_CACHE_SECONDS); denied groups fail
-        closed."""
+        """A resolver for the policy's groups and the groups in `also` (APPROVER_USERGROUPS),
+        cached USERGROUP_CACHE_SECONDS; denied groups fail closed, the others open (a
+        group Slack cannot list counts as empty: nobody is an approver through it)."""
         return cls(
             client,
-            policy.usergroups,
+            policy.usergroups | frozenset(also),
             ttl=policy.usergroup_cache_seconds,
             error_ttl=error_ttl,
             fail_closed=policy.denied_usergroups,

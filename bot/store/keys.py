@@ -4,7 +4,8 @@ thread's doorbell to the work stream in the same call (one round trip per event)
 bot needs one Redis primary, not a Redis Cluster.
 
     <p>:{<key>}:thread        hash   engaged, adk_user_id, session_id, generation,
-                                     created_by, created_at, last_activity, turns, reset_at
+                                     created_by, created_at, last_activity, turns, reset_at,
+                                     awaiting (the agent's open requests, with who asked)
     <p>:{<key>}:ev:<event_id> string Slack event id seen (redelivery dedupe), TTL
     <p>:{<key>}:msg:<ts>      string "q" queued / "r" running / "a" answer ready in the
                                      outbox / "d" delivered (also the pair dedupe), TTL

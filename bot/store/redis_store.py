@@ -541,6 +541,10 @@ class Store:
         count, _ = await pipe.execute()
         return int(count)
 
+    async def awaits_answer(self, key: str) -> bool:
+        """Whether the agent waits for an answer in this thread (its requests are stored)."""
+        return bool(await self.redis.hexists(self.keys.thread(key), "awaiting"))
+
     async def set_awaiting(self, key: str, requests: str) -> None:
         """The agent's open requests for a human in this thread ("" when there are none)."""
         if requests:

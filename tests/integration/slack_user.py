@@ -22,9 +22,13 @@ async def say(
     mention: bool = False,
     dm: bool = False,
     shuffle: bool = False,
+    channel_type: str | None = None,
+    message_first: bool = False,
 ) -> str:
     """Post as `user`; returns the message ts. A mention in a channel arrives as two
-    events (`app_mention` and `message`), in either order when `shuffle`."""
+    events (`app_mention` and `message`): the `app_mention` first, the `message` first with
+    `message_first`, in either order when `shuffle`. The `message` event says the channel's
+    type: `channel_type`, else `group` for a G… channel and `channel` for the rest."""
     if mention:
         text = f"<@{slack.bot_user_id}> {text}"
     ts = slack.add_message(channel, user=user, text=text, thread_ts=thread_ts)
@@ -33,13 +37,13 @@ async def say(
         payloads.append(ev.envelope(ev.message(channel=channel, user=user, text=text, ts=ts,
                                                thread_ts=thread_ts, channel_type="im")))
     else:
-        kind = "group" if channel.startswith("G") else "channel"
+        kind = channel_type or ("group" if channel.startswith("G") else "channel")
         payloads.append(ev.envelope(ev.message(channel=channel, user=user, text=text, ts=ts,
                                                thread_ts=thread_ts, channel_type=kind)))
         if mention:
             payloads.append(ev.envelope(ev.app_mention(channel=channel, user=user, text=text,
                                                        ts=ts, thread_ts=thread_ts)))
-            if not shuffle or random.random() < 0.5:
+            if (not shuffle and not message_first) or (shuffle and random.random() < 0.5):
                 payloads.reverse()
     for payload in payloads:
         response = await bot.send(payload)

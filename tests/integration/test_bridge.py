@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import httpx
@@ -17,7 +18,7 @@ from tests.integration.harness import SIGNING_SECRET, BotProcess
 from tests.integration.slack_user import dm_bot_messages, replies, say, wait_replies
 
 
-async def adk_sessions(adk: AdkServer, user_id: str = "slack-T0001") -> list[str]:
+async def adk_sessions(adk: AdkServer, user_id: str = "slack-T0001-C1") -> list[str]:
     async with httpx.AsyncClient(trust_env=False) as client:
         response = await client.get(f"{adk.base_url}/apps/test_agent/users/{user_id}/sessions")
         return [s["id"] for s in response.json()]
@@ -66,12 +67,13 @@ async def test_first_top_level_mention_creates_session_and_answers_in_thread(
     [answer] = await wait_replies(slack, "C1", ts, 1)
     assert "turn=1" in answer
     assert "said=Alice: what did @Bob spend on BigQuery?" in answer  # own mention stripped
-    assert "user_id=slack-T0001" in answer  # the workspace owns the session, not the poster
+    # The channel owns the session, not the poster.
+    assert re.search(r"^user_id=slack-T0001-C1$", answer, re.MULTILINE)
     session_id = f"T0001-C1-{ts.replace('.', '_')}"
     assert f"session_id={session_id}" in answer
     assert session_id in await adk_sessions(adk)
     mapping = await real_redis.hgetall(f"{prefix}:{{T0001:C1:{ts}}}:thread")
-    assert mapping["session_id"] == session_id and mapping["adk_user_id"] == "slack-T0001"
+    assert mapping["session_id"] == session_id and mapping["adk_user_id"] == "slack-T0001-C1"
     assert mapping["created_by"] == "U1"
     post = slack.calls_to("chat.postMessage")[-1]
     assert post.params["thread_ts"] == ts and post.params["channel"] == "C1"

@@ -325,12 +325,13 @@ async def test_a_stop_button_of_an_earlier_answer_does_not_stop_the_next(
 async def test_the_agent_asks_for_approval_and_the_thread_answers(
     slack: FakeSlack, bot: BotProcess
 ) -> None:
-    """ADK's tool confirmation through Slack: the question is posted; a teammate's reply in
-    the thread (no mention) is the answer, and the paused run goes on."""
+    """ADK's tool confirmation through Slack: the question is posted; the asker's reply in
+    the thread (no mention) is the answer, and the paused run goes on (who else may answer:
+    tests/integration/test_approvals.py)."""
     root = await say(slack, bot, user="U1", text="drop the Q3 budget confirm", mention=True)
     [asked] = await wait_replies(slack, "C1", root, 1)
     assert "Delete the Q3 budget?" in asked and "Reply `yes`" in asked
-    await say(slack, bot, user="U2", text="yes", thread_ts=root)
+    await say(slack, bot, user="U1", text="yes", thread_ts=root)
     answers = await wait_replies(slack, "C1", root, 2)
     assert "confirmed=True" in answers[1]
     await say(slack, bot, user="U1", text="ask", thread_ts=root)

@@ -21,7 +21,7 @@ from bot.notes import BackgroundNotes
 from bot.store.keys import Keys
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import IntakeResult
-from bot.turns import Turn, adk_user_id_for, session_id_for
+from bot.turns import Turn, session_id_for
 from tests.unit.test_prepared_sessions import build, console_for, twin_of
 from tests.unit.test_store_and_worker import make_store, turn
 
@@ -239,8 +239,9 @@ async def test_a_user_over_the_rate_limit_gets_a_note_and_the_agent_is_not_run(
         # refused message: this is its third user message, not its fourth.
         answer = await say("from bob", "1700002003.000100", user="U2")
         assert "turn=3" in answer and "said=U2: from bob" in answer
-        session = await adk.get_session(adk_user_id_for("workspace", TEAM, "CCONSOLE", key),
-                                        session_id_for(key, 0))
+        record = await parts.store.get_thread(key)
+        assert record is not None
+        session = await adk.get_session(record.adk_user_id, session_id_for(key, 0))
         assert session is not None
         asked = [part.get("text", "") for event in session["events"]
                  if event.get("author") == "user"

@@ -85,7 +85,8 @@ def twin_of(mention: dict[str, Any]) -> dict[str, Any]:
 
 async def created_in_adk(adk: AdkClient, ts: str) -> bool:
     key = f"{TEAM}:CCONSOLE:{ts}"
-    session = await adk.get_session(adk_user_id_for("workspace", TEAM, "CCONSOLE", key),
+    session = await adk.get_session(adk_user_id_for("channel", TEAM, "CCONSOLE", key,
+                                                    channel_type=""),
                                     session_id_for(key, 0))
     return session is not None
 

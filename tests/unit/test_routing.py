@@ -127,8 +127,7 @@ def test_ids_are_deterministic_and_adk_safe() -> None:
     assert sid == "T1-C1-1700000000_000100"
     assert session_id_for(key, 2) == "T1-C1-1700000000_000100-g2"
     assert adk_safe("a/b c.d:é") == "a_b_c_d__"
-    assert adk_user_id_for("workspace", "T1", "C1", key) == "slack-T1"
-    assert adk_user_id_for("channel", "T1", "C1", key) == "slack-T1-C1"
+    assert adk_user_id_for("channel", "T1", "C1", key, channel_type="") == "slack-T1-C1"
     assert thread_key("T1", "D1", None) == "T1:D1:dm"
 
 
