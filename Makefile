@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ADK_PORT ?= 8000
 
-.PHONY: venv test test-unit test-integration lint demo run adk bench clean
+.PHONY: venv test test-unit test-integration lint demo run adk bench lock clean
 
 venv: $(STAMP)
 
@@ -47,6 +47,24 @@ run: venv
 ## needs the Redis at 127.0.0.1:6379 (BENCH_REDIS_URL); BENCH_ARGS=--quick for a smoke run
 bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## make lock: requirements/*.lock, the hashed pins the Docker images install from, resolved
+## from pyproject.toml for the images' Python (3.11, Linux x86_64) by a pinned uv. Pins that
+## still satisfy pyproject.toml are kept; LOCK_ARGS=--upgrade moves every pin to the newest
+## release (LOCK_ARGS="--upgrade-package aiohttp" only that one).
+LOCK_UV_VERSION := 0.13.9
+LOCK_TOOL := build/lock-tool
+LOCK_COMPILE := $(LOCK_TOOL)/bin/uv pip compile --quiet --generate-hashes \
+	--python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
+
+lock:
+	test -x $(LOCK_TOOL)/bin/pip || $(PYTHON) -m venv $(LOCK_TOOL)
+	$(LOCK_TOOL)/bin/pip install --quiet uv==$(LOCK_UV_VERSION)
+	$(LOCK_COMPILE) pyproject.toml -o requirements/bot.lock
+	$(LOCK_COMPILE) pyproject.toml --extra adk -o requirements/adk.lock
+	$(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], "pip", sep="\n")' \
+		| $(LOCK_COMPILE) - -o requirements/build.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

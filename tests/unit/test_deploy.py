@@ -8,6 +8,9 @@
   bot settings are real settings listed in .env.example, its build targets exist;
 - the Dockerfile (parsed by the `dockerfile` package, BuildKit's own parser) is multi-stage,
   slim, non-root, has health checks and bakes no secret in;
+- the images install only from requirements/*.lock (exact versions with sha256 hashes, made by
+  `make lock`), the locks pin every requirement of pyproject.toml within its specifier, and the
+  floors in pyproject.toml exclude versions with published advisories;
 - the Slack manifests grant every scope the Slack Web API calls in bot/ need.
 """
 
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from bot.config import Settings
 
@@ -484,6 +493,245 @@ def test_dockerfile_copies_only_files_that_exist():
         if command.cmd == "COPY" and not any(f.startswith("--from=") for f in command.flags):
             for source in command.value[:-1]:
                 assert (ROOT / source).exists(), source
+
+
+# ---- Lock files: the images install exact, hashed versions ---------------------------------
+
+REQUIREMENTS = ROOT / "requirements"
+LOCKS = {
+    # lock file -> what pyproject.toml says it must hold
+    "bot.lock": "the project's dependencies",
+    "adk.lock": "the project's dependencies and the `adk` extra",
+    "build.lock": "the build system's requires, and pip",
+}
+# The last release of each package with a published advisory, and the advisory. The floors in
+# pyproject.toml must reject these versions.
+LAST_VULNERABLE = {
+    "aiohttp": ("3.14.2", "CVE-2026-69244 / GHSA-cq5v-8q36-5273, fixed in 3.14.3"),
+    "starlette": ("1.3.0", "CVE-2026-54283 / GHSA-82w8-qh3p-5jfq, fixed in 1.3.1"),
+    "uvicorn": ("0.12.2", "a race condition fixed in 0.12.3 (GHSA-33c7-2mpw-hg34 in 0.11.7)"),
+}
+LOCK_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)((?: --hash=sha256:[0-9a-f]{64})+)")
+PIP_SEPARATORS = re.compile(r"&&|\|\||;|\|")
+
+
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def lock_entries(text: str) -> list[str]:
+    """The requirement entries of a pip requirements file: continuations joined, comments out."""
+    joined = re.sub(r"\\\n", " ", text)
+    entries = []
+    for line in joined.splitlines():
+        line = re.sub(r"(^|\s)#.*", "", line)
+        line = " ".join(line.split())
+        if line:
+            entries.append(line)
+    return entries
+
+
+def lock_problems(text: str) -> list[str]:
+    """Entries that are not `name==version` with sha256 hashes (and nothing else)."""
+    return [entry for entry in lock_entries(text) if not LOCK_LINE.fullmatch(entry)]
+
+
+def lock_pins(name: str) -> dict[str, Version]:
+    pins: dict[str, Version] = {}
+    for entry in lock_entries((REQUIREMENTS / name).read_text()):
+        match = LOCK_LINE.fullmatch(entry)
+        assert match, f"{name}: {entry[:80]}"
+        package = canonicalize_name(match.group(1))
+        assert package not in pins, f"{name}: {package} pinned twice"
+        pins[package] = Version(match.group(2))
+    return pins
+
+
+def lock_inputs(name: str) -> list[Requirement]:
+    project = pyproject()
+    if name == "build.lock":
+        return [Requirement(r) for r in [*project["build-system"]["requires"], "pip"]]
+    requirements = list(project["project"]["dependencies"])
+    if name == "adk.lock":
+        requirements += project["project"]["optional-dependencies"]["adk"]
+    return [Requirement(r) for r in requirements]
+
+
+def image_python() -> str:
+    """major.minor of the Python in the Dockerfile's base image (ARG PYTHON_IMAGE)."""
+    for command in dockerfile_commands():
+        match = re.fullmatch(r"PYTHON_IMAGE=python:(\d+\.\d+)\S*", command.value[0])
+        if command.cmd == "ARG" and match:
+            return match.group(1)
+    raise AssertionError("no ARG PYTHON_IMAGE=python:X.Y in the Dockerfile")
+
+
+def lock_environment() -> dict[str, str]:
+    """Marker values of the images: Linux x86_64, CPython, the base image's Python."""
+    python = image_python()
+    return {**default_environment(), "python_version": python, "python_full_version": python + ".0",
+            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
+            "os_name": "posix", "implementation_name": "cpython",
+            "platform_python_implementation": "CPython"}
+
+
+def pip_invocations(shell: str) -> list[list[str]]:
+    """The pip commands in a RUN line, each as argv from the pip subcommand on."""
+    found = []
+    for part in PIP_SEPARATORS.split(shell):
+        argv = shlex.split(part)
+        if not argv:
+            continue
+        if argv[0].endswith("python") and argv[1:3] == ["-m", "pip"]:
+            argv = argv[3:]
+        elif Path(argv[0]).name in ("pip", "pip3"):
+            argv = argv[1:]
+        else:
+            continue
+        while argv and argv[0].startswith("-"):  # pip's global options, e.g. --python X
+            argv = argv[2:] if argv[0] in ("--python", "--log", "--cache-dir") else argv[1:]
+        found.append(argv)
+    return found
+
+
+def pip_problems(shell: str) -> list[str]:
+    """pip commands that could fetch anything not pinned and hashed in a lock file.
+
+    Allowed: installing a lock (`--require-hashes --no-deps --only-binary :all: -r
+    requirements/X.lock`), installing the project's own wheel without dependencies, and
+    building that wheel without dependencies or build isolation (which would fetch setuptools).
+    """
+    problems = []
+    for argv in pip_invocations(shell):
+        command, args = argv[0], argv[1:]
+        positional = [a for i, a in enumerate(args)
+                      if not a.startswith("-") and (i == 0 or args[i - 1] not in
+                                                    ("-r", "--wheel-dir", "--only-binary"))]
+        if command == "install" and "-r" in args:
+            lock = args[args.index("-r") + 1]
+            ok = (re.fullmatch(r"requirements/\w+\.lock", lock) and "--require-hashes" in args
+                  and "--no-deps" in args and ":all:" in args and "--only-binary" in args
+                  and not positional and "--upgrade" not in args and "-U" not in args)
+        elif command == "install":
+            ok = "--no-deps" in args and bool(positional) and all(
+                re.fullmatch(r"/wheels/[\w*.-]*\.whl", p) for p in positional)
+        elif command == "wheel":
+            ok = ("--no-deps" in args and "--no-build-isolation" in args
+                  and positional == ["."])
+        else:
+            ok = command in ("check", "list", "freeze", "--version")
+        if not ok:
+            problems.append(" ".join(argv))
+    return problems
+
+
+def stage_locks(stage: list[dockerfile.Command]) -> set[str]:
+    locks = set()
+    for command in stage:
+        if command.cmd == "RUN":
+            for argv in pip_invocations(" ".join(command.value)):
+                if argv[0] == "install" and "-r" in argv:
+                    locks.add(argv[argv.index("-r") + 1].removeprefix("requirements/"))
+    return locks
+
+
+def test_the_lock_files_exist_and_say_how_they_are_made():
+    for name in LOCKS:
+        text = (REQUIREMENTS / name).read_text()
+        assert "make lock" in text.split("\n", 3)[1], f"{name}: header names `make lock`"
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\nlock:"):]
+    recipe = recipe[:recipe.index("\n\n")]
+    assert "--generate-hashes" in makefile
+    assert set(re.findall(r"-o requirements/(\S+)", recipe)) == set(LOCKS)
+    # resolved for the images' Python and platform, not the machine that runs `make lock`
+    assert re.search(rf"--python-version {re.escape(image_python())}\s", makefile)
+    assert "--python-platform x86_64-unknown-linux-gnu" in makefile
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_every_lock_entry_is_pinned_with_sha256_hashes(name: str):
+    text = (REQUIREMENTS / name).read_text()
+    assert lock_entries(text), f"{name} is empty"
+    assert lock_problems(text) == []
+
+
+def test_the_lock_checks_catch_unhashed_and_loose_entries():
+    good = "aiohttp==3.14.5 \\\n    --hash=sha256:" + "a" * 64 + "\n    # via x\n"
+    assert lock_problems(good) == []
+    assert lock_problems(good + "yarl==1.25.1\n") == ["yarl==1.25.1"]
+    assert lock_problems("yarl>=1.9 --hash=sha256:" + "b" * 64 + "\n")
+    assert lock_problems("-e .\n") == ["-e ."]
+    assert lock_problems("yarl==1.25.1 --hash=md5:" + "c" * 32 + "\n")
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_lock_pins_every_requirement_of_pyproject_within_its_specifier(name: str):
+    """A dependency added or a floor raised in pyproject.toml without `make lock` fails here."""
+    pins = lock_pins(name)
+    env = lock_environment()
+    for requirement in lock_inputs(name):
+        if requirement.marker and not requirement.marker.evaluate(env):
+            continue
+        package = canonicalize_name(requirement.name)
+        assert package in pins, f"{name} lacks {requirement} ({LOCKS[name]}): run `make lock`"
+        assert requirement.specifier.contains(pins[package], prereleases=True), (
+            f"{name} pins {package}=={pins[package]}, outside {requirement}: run `make lock`"
+        )
+    assert canonicalize_name(pyproject()["project"]["name"]) not in pins
+
+
+def test_the_adk_image_runs_the_same_versions_as_the_bot_image():
+    bot, adk = lock_pins("bot.lock"), lock_pins("adk.lock")
+    assert {p: v for p, v in adk.items() if p in bot} == bot
+    assert "google-adk" in adk and "google-adk" not in bot
+
+
+@pytest.mark.parametrize("package", LAST_VULNERABLE)
+def test_dependency_floors_exclude_published_advisories(package: str):
+    last_vulnerable, advisory = LAST_VULNERABLE[package]
+    (requirement,) = [r for r in lock_inputs("bot.lock")
+                      if canonicalize_name(r.name) == package]
+    assert not requirement.specifier.contains(last_vulnerable, prereleases=True), (
+        f"{requirement} admits {package} {last_vulnerable} ({advisory})"
+    )
+    for name in ("bot.lock", "adk.lock"):
+        assert lock_pins(name)[package] > Version(last_vulnerable), name
+
+
+def test_dockerfile_installs_only_from_the_hashed_locks():
+    runs = [" ".join(c.value) for c in dockerfile_commands() if c.cmd == "RUN"]
+    assert any(pip_invocations(run) for run in runs)
+    for run in runs:
+        assert pip_problems(run) == [], run
+    copied = {Path(source).name for c in dockerfile_commands() if c.cmd == "COPY"
+              and not any(f.startswith("--from=") for f in c.flags) for source in c.value[:-1]}
+    stages = dockerfile_stages()
+    installed = set().union(*(stage_locks(stage) for stage in stages.values()))
+    assert installed == set(LOCKS)
+    assert installed <= copied, "each lock the Dockerfile installs is copied into the build"
+    # each runtime image's virtualenv comes from a builder that installed its own lock
+    for image, lock in [(list(stages)[-1], "bot.lock"), ("adk-demo", "adk.lock")]:
+        (source,) = [f.removeprefix("--from=") for c in stages[image] if c.cmd == "COPY"
+                     for f in c.flags if f.startswith("--from=")]
+        builder = stages[source]
+        while lock not in stage_locks(builder) and builder[0].value[0] in stages:
+            builder = stages[builder[0].value[0]]
+        assert lock in stage_locks(builder), (image, source)
+
+
+def test_the_dockerfile_check_catches_unpinned_installs():
+    assert pip_problems("python -m venv /opt/venv && /opt/venv/bin/pip install --upgrade pip")
+    assert pip_problems("/opt/venv/bin/pip install '.[adk]'")
+    assert pip_problems("pip install /wheels/*.whl")  # resolves the wheel's dependencies
+    assert pip_problems("pip install -r requirements/bot.lock")  # hashes not required
+    assert pip_problems("pip wheel --no-deps --wheel-dir /wheels .")  # fetches setuptools
+    assert pip_problems("python -m pip install --require-hashes --no-deps --only-binary :all: "
+                        "-r requirements/bot.lock uvicorn")
+    assert pip_problems(
+        "/opt/build/bin/pip --python /opt/venv/bin/python install --require-hashes --no-deps "
+        "--only-binary :all: -r requirements/bot.lock && pip install --no-deps /wheels/*.whl"
+    ) == []
 
 
 # ---- Slack scopes --------------------------------------------------------------------------
