@@ -248,7 +248,9 @@ def assemble(
     # turn is queued (an intake-only process leaves that to the worker that takes the turn).
     intake = Intake(store, identity, metrics, stops, max_input_chars=settings.max_input_chars,
                     on_new_thread=conversation.prepare_session if settings.role == "all"
-                    else None, access=conversation.access)
+                    else None, access=conversation.access,
+                    user_groups=conversation.io.user_groups,
+                    tell_privately=conversation.io.tell_privately)
     worker = Worker(
         store, make_handler(conversation, metrics),
         WorkerConfig(
@@ -299,8 +301,7 @@ def build_bot(
         if isinstance(slack_client, CountingWebClient):
             slack_client.attach_metrics(metrics)
     access = AccessPolicy.from_settings(settings)
-    groups = (UserGroupResolver.for_policy(client, access, ttl=settings.usergroup_cache_seconds)
-              if needs_user_groups(access) else None)
+    groups = UserGroupResolver.for_policy(client, access) if needs_user_groups(access) else None
 
     def make_io(store: Store, metrics: Metrics) -> ThreadIO:
         return SlackThreadIO(
@@ -319,10 +320,11 @@ def build_bot(
     bolt = build_bolt_app(
         client, parts.intake, parts.stops,
         extras=[
-            lambda app: register_feedback(app, store=feedback_store, metrics=parts.metrics),
+            lambda app: register_feedback(app, store=feedback_store, metrics=parts.metrics,
+                                          controls=parts.intake.controls),
             lambda app: register_assistant(app, prompts=settings.assistant_prompts,
                                            title=settings.assistant_title),
-            lambda app: register_reset_command(app, parts.store),
+            lambda app: register_reset_command(app, parts.store, parts.intake.controls),
         ],
     )
     return Bot(
