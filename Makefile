@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## make test: lint, then every test (unit + integration against the real Redis and ADK)
-test: venv
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/pytest -ra
 
 test-unit: venv
@@ -26,8 +25,10 @@ test-unit: venv
 test-integration: venv
 	$(BIN)/pytest -ra tests/integration
 
+## make lint: ruff, and the type checker (mypy, strict on bot/)
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## make demo: the bundled FinOps demo agent on a local adk api_server, and the console
 demo: venv
@@ -48,4 +49,4 @@ bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

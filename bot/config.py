@@ -251,6 +251,8 @@ class Settings(BaseSettings):
                              "title=message;title=message")
         prompts: list[tuple[str, str]] = []
         for item in value:
+            title: object
+            message: object
             if isinstance(item, str):
                 title, sep, message = item.partition("=")
                 if not sep:

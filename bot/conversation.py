@@ -483,8 +483,8 @@ class Conversation:
                 await self.store.set_awaiting(turn.key, "")
             partial = result.answer
             stopped = Reply(":stop_button: Stopped.")
-            parts = Reply.answer_parts(render_answer(partial)) if partial else []
-            return [*replies, *parts, stopped], "stopped"
+            kept = Reply.answer_parts(render_answer(partial)) if partial else []
+            return [*replies, *kept, stopped], "stopped"
         except AdkError as exc:
             outcome = ("config_error" if isinstance(exc, AdkConfigError | AdkAuthError)
                        else "error")

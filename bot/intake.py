@@ -83,7 +83,8 @@ class Intake:
         """Route, dedupe and queue one event. Raises if Redis cannot take it, so that the
         caller answers non-2xx and Slack delivers the event again."""
         started = time.perf_counter()
-        event = body.get("event") if isinstance(body.get("event"), Mapping) else {}
+        raw_event = body.get("event")
+        event: Mapping[str, Any] = raw_event if isinstance(raw_event, Mapping) else {}
         etype = str(event.get("type") or body.get("type") or "unknown")
         decision = route_event(body, self.bot, max_input_chars=self.max_input_chars,
                                edit_window=self.edit_window)

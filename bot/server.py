@@ -8,7 +8,7 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 
 import uvicorn
 from redis.exceptions import RedisError
@@ -169,6 +169,16 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
     return Starlette(routes=routes)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own SIGTERM/SIGINT handlers: `serve` handles the signals and
+    shuts the parts down in order (Slack intake first, then the HTTP server, then the
+    workers with their grace period)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 async def serve(bot: Bot) -> None:
     """Run until SIGTERM/SIGINT: HTTP events or Socket Mode, plus the workers."""
     settings = bot.settings
@@ -181,8 +191,7 @@ async def serve(bot: Bot) -> None:
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
         lifespan="off", timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = _Server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -199,7 +208,8 @@ async def serve(bot: Bot) -> None:
                 bot.bolt, settings.slack_app_token.get_secret_value()
             )
             # Connecting retries until Slack answers; a SIGTERM meanwhile still stops us.
-            connect = asyncio.create_task(socket_handler.connect_async())
+            connect = asyncio.create_task(
+                socket_handler.connect_async())  # type: ignore[no-untyped-call]
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({connect, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not connect.done():
@@ -220,7 +230,7 @@ async def serve(bot: Bot) -> None:
         log.info("shutting down")
         if socket_handler is not None:
             with contextlib.suppress(Exception):
-                await socket_handler.close_async()
+                await socket_handler.close_async()  # type: ignore[no-untyped-call]
         server.should_exit = True
         with contextlib.suppress(Exception):
             await server_task

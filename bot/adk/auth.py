@@ -44,9 +44,11 @@ def fetch_google_id_token(audience: str) -> tuple[str, float | None]:
     import google.oauth2.id_token
 
     request = google.auth.transport.requests.Request()
-    token = google.oauth2.id_token.fetch_id_token(request, audience)
+    token: str = google.oauth2.id_token.fetch_id_token(  # type: ignore[no-untyped-call]
+        request, audience)
     # Only the expiry is read; the token is Google's own, just fetched over TLS.
-    claims = google.auth.jwt.decode(token, verify=False)
+    claims: dict[str, object] = google.auth.jwt.decode(  # type: ignore[no-untyped-call]
+        token, verify=False)
     expiry = claims.get("exp")
     return token, float(expiry) if isinstance(expiry, int | float) else None
 

@@ -66,7 +66,8 @@ def parse_slack_link(text: str) -> SlackLink | None:
         return None
     digits = match.group(2)
     ts = f"{digits[:-6]}.{digits[-6:]}"
-    thread_ts = (parse_qs(parts.query).get("thread_ts") or [None])[0]
+    thread_values = parse_qs(parts.query).get("thread_ts")
+    thread_ts = thread_values[0] if thread_values else None
     if thread_ts is not None and not _TS.match(thread_ts):
         return None
     return SlackLink(match.group(1), ts, thread_ts)
@@ -154,12 +155,12 @@ def render_purge(report: dict[str, list[tuple[str, float]]], *, age: str, cutoff
     lines = [f"{'Would purge' if dry_run else 'Purged'} thread mappings idle for more than "
              f"{age} (last activity before {local_time(cutoff)})."]
     if going:
-        expired = {key for key, _ in report["expired"]}
+        index_only = {key for key, _ in report["expired"]}
         shown = going[:PURGE_LIST_LIMIT]
         lines += ["", render_table(
             ["THREAD", "LAST ACTIVITY", ""],
             [[key, when(last, now) if last else "-",
-              "(index entry only: mapping already expired)" if key in expired else ""]
+              "(index entry only: mapping already expired)" if key in index_only else ""]
              for key, last in shown],
         )]
         if len(going) > len(shown):

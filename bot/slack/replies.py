@@ -4,7 +4,7 @@ and user names, all through slack_sdk's AsyncWebClient."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ NAME_CACHE_SIZE = 5000
 NAME_CACHE_SECONDS = 3600.0
 
 
-def display_name_of(user: dict) -> str:
+def display_name_of(user: Mapping[str, Any]) -> str:
     profile = user.get("profile") or {}
     for candidate in (
         profile.get("display_name"), profile.get("real_name"), user.get("real_name"),
@@ -85,7 +85,7 @@ class FileLimits:
 
     max_bytes: int = 5 * 1024 * 1024
     max_files: int = 5
-    mimetypes: frozenset[str] = DEFAULT_ATTACHMENT_MIMETYPES
+    mimetypes: frozenset[str] = frozenset(DEFAULT_ATTACHMENT_MIMETYPES)
 
 
 class SlackThreadIO:
@@ -393,9 +393,9 @@ class SlackThreadIO:
         return await self.groups.groups_of(user_id)
 
     async def tell_privately(self, turn: Turn, text: str) -> None:
-        thread = {"thread_ts": turn.thread_ts} if turn.in_existing_thread else {}
         await self.client.chat_postEphemeral(
-            channel=turn.channel, user=turn.user, text=markdown_to_mrkdwn(text), **thread
+            channel=turn.channel, user=turn.user, text=markdown_to_mrkdwn(text),
+            thread_ts=turn.thread_ts if turn.in_existing_thread else None,
         )
 
     async def display_name(self, user_id: str) -> str:

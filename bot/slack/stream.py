@@ -214,18 +214,19 @@ class SlackLiveAnswer:
             return
         if self.native:
             segment = displayable(self.text[self._emitted:stable], in_fence=bool(self._fence))
-            if await self._append(stream_chunks(segment, fence=self._fence)):
+            if await self._append(self.ts, stream_chunks(segment, fence=self._fence)):
                 self._emitted = stable
                 return
         self._emitted = stable
         await self._update_placeholder(displayable(self.text[:stable]))
 
-    async def _append(self, pieces: list[str]) -> bool:
-        """Append pieces (from `stream_chunks`) to the native stream; False if it fell back."""
+    async def _append(self, ts: str, pieces: list[str]) -> bool:
+        """Append pieces (from `stream_chunks`) to the native stream `ts`; False if it fell
+        back."""
         for piece in pieces:
             try:
                 await self.client.chat_appendStream(
-                    channel=self.turn.channel, ts=self.ts, markdown_text=piece
+                    channel=self.turn.channel, ts=ts, markdown_text=piece
                 )
             except SlackApiError as exc:
                 await self._fall_back(exc)
@@ -249,8 +250,8 @@ class SlackLiveAnswer:
                 await self._remember()
             except SlackApiError as exc:
                 await self._fall_back(exc)
-            if self.native:
-                if await self._append(pieces[1:]):
+            if self.native and self.ts is not None:
+                if await self._append(self.ts, pieces[1:]):
                     return
                 await self._update_placeholder(first)
                 return

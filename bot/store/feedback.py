@@ -113,7 +113,7 @@ class FeedbackStore:
 
     async def counts(self, thread_key: str, turn_ts: str) -> dict[str, int]:
         """{"up": n, "down": m} for the answer to `turn_ts` (zeros when nobody voted)."""
-        totals = dict.fromkeys(RATINGS, 0)
+        totals: dict[str, int] = dict.fromkeys(RATINGS, 0)
         for value in await self.redis.hvals(self.keys.feedback(thread_key, turn_ts)):
             vote = StoredVote.from_json(value)
             if vote is not None:

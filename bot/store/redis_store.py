@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -302,9 +302,11 @@ class Store:
                 raise
             await self.ensure_group()
             return []
+        streams = cast("list[tuple[str, list[tuple[str, dict[str, str] | None]]]]",
+                       reply or [])
         return [
             Doorbell(entry_id, fields.get("k", ""))
-            for _stream, entries in reply or []
+            for _stream, entries in streams
             for entry_id, fields in entries
             if fields is not None
         ]
@@ -433,7 +435,8 @@ class Store:
         return int(await self.redis.llen(self.keys.queue(key)))
 
     async def message_state(self, key: str, ts: str) -> str | None:
-        return await self.redis.get(self.keys.message(key, ts))
+        state = await self.redis.get(self.keys.message(key, ts))
+        return None if state is None else str(state)
 
     async def set_message_state(self, key: str, ts: str, state: str) -> None:
         await self.redis.set(self.keys.message(key, ts), state, ex=self.dedupe_ttl)
@@ -463,10 +466,11 @@ class Store:
         pipe.zadd(self.keys.threads_index, {key: now})
 
     async def load_outbox(self, key: str, ts: str) -> list[dict[str, Any]] | None:
-        return _parse_outbox(await self.redis.get(self.keys.outbox(key, ts)))
+        raw = await self.redis.get(self.keys.outbox(key, ts))
+        return _parse_outbox(None if raw is None else str(raw))
 
     async def get_thread(self, key: str) -> ThreadRecord | None:
-        data = await self.redis.hgetall(self.keys.thread(key))
+        data = cast("dict[str, str]", await self.redis.hgetall(self.keys.thread(key)))
         return ThreadRecord.from_hash(key, data) if data else None
 
     async def save_session(
@@ -569,8 +573,8 @@ return {'purged', last}
     async def recent_threads(self, limit: int) -> list[tuple[str, float, ThreadRecord | None]]:
         """The `limit` most recently active threads of the index, newest first, with their
         mappings (None where the mapping has already expired)."""
-        entries = await self.redis.zrevrange(self.keys.threads_index, 0, max(0, limit - 1),
-                                             withscores=True)
+        entries = cast("list[tuple[str, float]]", await self.redis.zrevrange(
+            self.keys.threads_index, 0, max(0, limit - 1), withscores=True))
         if not entries:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -593,7 +597,7 @@ return {'purged', last}
         found: list[str] = []
         async for item in self.redis.zscan_iter(self.keys.threads_index, match=pattern,
                                                 count=1000):
-            found.append(item[0] if isinstance(item, tuple | list) else item)
+            found.append(str(item[0] if isinstance(item, tuple | list) else item))
             if len(found) >= limit:
                 break
         return found
@@ -609,9 +613,9 @@ return {'purged', last}
             "purged": [], "expired": [], "busy": [], "active": []}
         offset = 0
         while True:
-            entries = await self.redis.zrangebyscore(
+            entries = cast("list[tuple[str, float]]", await self.redis.zrangebyscore(
                 self.keys.threads_index, "-inf", f"({cutoff}", start=offset, num=batch,
-                withscores=True)
+                withscores=True))
             if not entries:
                 break
             removed = 0
