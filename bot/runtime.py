@@ -301,7 +301,8 @@ def build_bot(
         if isinstance(slack_client, CountingWebClient):
             slack_client.attach_metrics(metrics)
     access = AccessPolicy.from_settings(settings)
-    groups = UserGroupResolver.for_policy(client, access) if needs_user_groups(access) else None
+    groups = (UserGroupResolver.for_policy(client, access)
+              if needs_user_groups(access) else None)
 
     def make_io(store: Store, metrics: Metrics) -> ThreadIO:
         return SlackThreadIO(

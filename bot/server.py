@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING
 
 import uvicorn
 from redis.exceptions import RedisError
@@ -23,6 +24,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.runtime import Bot
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 log = logging.getLogger("bot.server")
 
@@ -179,6 +183,15 @@ class _Server(uvicorn.Server):
         yield
 
 
+def socket_mode_handler(bot: Bot) -> AsyncSocketModeHandler:
+    """Socket Mode: Slack's events, clicks and commands over a websocket, into the same Bolt
+    app as HTTP mode (https://docs.slack.dev/apis/events-api/using-socket-mode)."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    assert bot.bolt is not None and bot.settings.slack_app_token is not None
+    return AsyncSocketModeHandler(bot.bolt, bot.settings.slack_app_token.get_secret_value())
+
+
 async def serve(bot: Bot) -> None:
     """Run until SIGTERM/SIGINT: HTTP events or Socket Mode, plus the workers."""
     settings = bot.settings
@@ -201,12 +214,7 @@ async def serve(bot: Bot) -> None:
         if not takes_events:
             log.info("worker role: running turns only; events are taken by intake processes")
         elif settings.socket_mode:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-            assert bot.bolt is not None and settings.slack_app_token is not None
-            socket_handler = AsyncSocketModeHandler(
-                bot.bolt, settings.slack_app_token.get_secret_value()
-            )
+            socket_handler = socket_mode_handler(bot)
             # Connecting retries until Slack answers; a SIGTERM meanwhile still stops us.
             connect = asyncio.create_task(
                 socket_handler.connect_async())  # type: ignore[no-untyped-call]

@@ -70,11 +70,12 @@ async def tell_refused(client: AsyncWebClient, *, channel: str, user: str,
     """Tell `user`, and only them (chat.postEphemeral,
     https://docs.slack.dev/reference/methods/chat.postEphemeral), that a control refused
     them. Never raises: the refusal stands whether or not the note arrives."""
-    thread = {"thread_ts": thread_ts} if thread_ts else {}
     try:
         async with asyncio.timeout(NOTE_TIMEOUT_SECONDS):
+            # slack_sdk leaves a None thread_ts out of the request.
             await client.chat_postEphemeral(channel=channel, user=user,
-                                            text=markdown_to_mrkdwn(text), **thread)
+                                            text=markdown_to_mrkdwn(text),
+                                            thread_ts=thread_ts or None)
     except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
         error = exc.response.get("error") if isinstance(exc, SlackApiError) else repr(exc)
         log.warning("could not tell a user a control was refused: %s", error)
