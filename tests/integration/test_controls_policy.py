@@ -244,3 +244,11 @@ async def test_the_intake_looks_groups_up_only_for_a_stop(
     await say(people, bot, user="U2", text="cancel", thread_ts=root, mention=True)
     assert len(people.calls_to("usergroups.users.list")) == 1  # the members are cached
     assert len(notes_to(people, "U2")) == 2
+    # Slack's redelivery of a refused stop is not told again.
+    text = f"<@{people.bot_user_id}> stop"
+    ts = people.add_message("C1", user="U2", text=text, thread_ts=root)
+    mention = ev.envelope(ev.app_mention(channel="C1", user="U2", text=text, ts=ts,
+                                         thread_ts=root))
+    assert (await bot.send(mention)).status_code == 200
+    assert (await bot.send(mention, retry_num=1)).status_code == 200
+    assert len(notes_to(people, "U2")) == 3
