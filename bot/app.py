@@ -133,14 +133,15 @@ def build_bolt_app(
         thread_ts, user = event.get("thread_ts"), str(event.get("user") or "")
         if not (team and channel and isinstance(thread_ts, str)):
             return
-        if not isinstance(await intake.controls.decide(control="a Slack stop", channel=channel,
-                                                       user=user), Allow):
+        key = thread_key(team, channel, thread_ts)
+        verdict = await intake.controls.decide(control="a Slack stop", channel=channel, user=user,
+                                               log_extra={"thread_key": key})
+        if not isinstance(verdict, Allow):
             await tell_refused(client, channel=channel, user=user, thread_ts=thread_ts,
                                text=intake.controls.denied_message)
             return
         # Only a turn asked before the press: a late or repeated event stops no later one.
-        await stops.request_stop(thread_key(team, channel, thread_ts),
-                                 before_ts=str(event.get("event_ts") or ""))
+        await stops.request_stop(key, before_ts=str(event.get("event_ts") or ""))
 
     app.event("agent_session_stopped")(on_agent_stop)
 
@@ -153,8 +154,9 @@ def build_bolt_app(
         channel = str((body.get("channel") or {}).get("id") or container.get("channel_id") or "")
         if not key:
             return
-        if not isinstance(await intake.controls.decide(control="a Stop button", channel=channel,
-                                                       user=user), Allow):
+        verdict = await intake.controls.decide(control="a Stop button", channel=channel, user=user,
+                                               log_extra={"thread_key": key})
+        if not isinstance(verdict, Allow):
             thread_ts = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts")
             await tell_refused(client, channel=channel, user=user,
                                thread_ts=thread_ts if isinstance(thread_ts, str) else None,

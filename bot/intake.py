@@ -97,15 +97,14 @@ class Intake:
         if len(turn.text) <= CONTROL_TEXT_MAX and control_command(
             readable_input(turn.text, bot_user_id=self.bot.user_id, user_names={})
         ) == "stop":
-            refusal = await self.controls.decide(
+            verdict = await self.controls.decide(
                 control="a stop message", channel=turn.channel, user=turn.user,
-                addressed=turn.kind != "followup")
-            if not isinstance(refusal, Allow):
+                addressed=turn.kind != "followup",
+                log_extra={"thread_key": turn.key, "ts": turn.ts})
+            if not isinstance(verdict, Allow):
                 self.metrics.events_in.labels(etype, "ignored").inc()
-                log.info("a stop from a user the access policy refuses was ignored",
-                         extra={"thread_key": turn.key, "ts": turn.ts})
                 # Told once: not again for a redelivery, nor for the twin of a mention.
-                if isinstance(refusal, Deny) and self.tell_privately is not None \
+                if isinstance(verdict, Deny) and self.tell_privately is not None \
                         and not retry_number(headers) and not self.recent.is_twin(turn):
                     self.recent.add(turn)
                     try:

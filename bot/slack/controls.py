@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -52,16 +52,17 @@ class ControlAccess:
     def denied_message(self) -> str:
         return self.policy.denied_message
 
-    async def decide(self, *, control: str, channel: str, user: str,
-                     addressed: bool = True) -> Decision:
-        """`control` names the control in the log line of a refusal."""
+    async def decide(self, *, control: str, channel: str, user: str, addressed: bool = True,
+                     log_extra: Mapping[str, str] | None = None) -> Decision:
+        """`control` names the control in the log line of a refusal (with `log_extra`)."""
         groups = (await self._user_groups(user)
                   if self._user_groups is not None and needs_user_groups(self.policy)
                   else frozenset[str]())
         decision = decide_control(self.policy, channel=channel, user=user, user_groups=groups,
                                   addressed=addressed)
         if not isinstance(decision, Allow):
-            log.info("%s refused: %s", control, decision.reason)
+            log.info("%s refused: %s", control, decision.reason,
+                     extra={**(log_extra or {}), "outcome": "denied"})
         return decision
 
 

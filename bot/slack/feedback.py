@@ -253,7 +253,7 @@ def register_feedback(app: AsyncApp, *, store: FeedbackStore, metrics: Metrics,
             return
         if controls is not None and not isinstance(
             await controls.decide(control="a feedback vote", channel=vote.channel,
-                                  user=vote.user), Allow
+                                  user=vote.user, log_extra={"thread_key": vote.key}), Allow
         ):
             await tell_refused(client, channel=vote.channel, user=vote.user,
                                thread_ts=vote.thread_ts, text=controls.denied_message)
