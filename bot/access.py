@@ -1,7 +1,8 @@
 """Who may talk to the agent, where: pure decisions from the access settings.
 
 Callers look a user's groups up only when `needs_user_groups(policy)` is true, then call
-`decide()` for each turn before anything reaches ADK:
+`decide()` for each turn before anything reaches ADK, and `decide_control()` for each use
+of a control (stop, reset, feedback):
 
 - `Allow()`: answer the turn.
 - `Deny(reason)`: the user addressed the bot (mention or DM) and may not use it here; tell
@@ -140,14 +141,26 @@ def decide(
     return Allow()
 
 
-def may_stop(policy: AccessPolicy, *, channel: str, user: str) -> bool:
-    """Whether `user` may stop a running answer (a "stop" message or a Stop button): not if
-    the channel or user lists refuse them. User groups are not looked up for a stop; a
-    policy by group lets anyone the lists do not refuse stop an answer."""
-    if _channel_refusal(policy, channel) or user in policy.denied_users:
-        return False
-    return not (policy.allowed_users and not policy.allowed_usergroups
-                and user not in policy.allowed_users)
+def decide_control(
+    policy: AccessPolicy,
+    *,
+    channel: str,
+    user: str,
+    user_groups: frozenset[str],
+    addressed: bool = True,
+) -> Decision:
+    """Whether `user` may use a control in `channel`: stop (a "stop" message, a Stop
+    button, Slack's own stop), reset (a "reset" message, /adk-reset) or a feedback button.
+    The channel and user rules are those of a question, user groups included (`user_groups`
+    as for `decide`). Follow-up policies do not apply: a control asks for no answer.
+
+    A refusal is a Deny (tell the user `policy.denied_message` where Slack allows it) when
+    the control was addressed to the bot (a button, a command, a mention, a DM), and a Skip
+    for an un-mentioned "stop" in a thread, so that chatter never draws notices."""
+    refusal = _channel_refusal(policy, channel) or _user_refusal(policy, user, user_groups)
+    if refusal is None:
+        return Allow()
+    return Deny(refusal) if addressed else Skip(refusal)
 
 
 def _channel_refusal(policy: AccessPolicy, channel: str) -> str | None:

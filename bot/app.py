@@ -19,9 +19,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.access import may_stop
+from bot.access import Allow
 from bot.intake import Intake
 from bot.metrics import Metrics
+from bot.slack.controls import tell_refused
 from bot.slack.stream import STOP_ACTION_ID
 from bot.stops import Stops
 from bot.turns import thread_key
@@ -130,11 +131,17 @@ def build_bolt_app(
         event = body.get("event") or {}
         team, channel = str(body.get("team_id") or ""), str(event.get("channel") or "")
         thread_ts, user = event.get("thread_ts"), str(event.get("user") or "")
-        if team and channel and isinstance(thread_ts, str) \
-                and may_stop(intake.access, channel=channel, user=user):
-            # Only a turn asked before the press: a late or repeated event stops no later one.
-            await stops.request_stop(thread_key(team, channel, thread_ts),
-                                     before_ts=str(event.get("event_ts") or ""))
+        if not (team and channel and isinstance(thread_ts, str)):
+            return
+        key = thread_key(team, channel, thread_ts)
+        verdict = await intake.controls.decide(control="a Slack stop", channel=channel, user=user,
+                                               log_extra={"thread_key": key})
+        if not isinstance(verdict, Allow):
+            await tell_refused(client, channel=channel, user=user, thread_ts=thread_ts,
+                               text=intake.controls.denied_message)
+            return
+        # Only a turn asked before the press: a late or repeated event stops no later one.
+        await stops.request_stop(key, before_ts=str(event.get("event_ts") or ""))
 
     app.event("agent_session_stopped")(on_agent_stop)
 
@@ -143,11 +150,20 @@ def build_bolt_app(
         actions = body.get("actions") or [{}]
         key, _, turn_ts = str(actions[0].get("value") or "").rpartition("|")
         user = str((body.get("user") or {}).get("id") or "")
-        channel = str((body.get("channel") or {}).get("id") or
-                      (body.get("container") or {}).get("channel_id") or "")
-        if key and may_stop(intake.access, channel=channel, user=user):
-            # Only the turn the button is under: a late click stops nothing else.
-            await stops.request_stop(key, turn_ts=turn_ts)
+        container = body.get("container") or {}
+        channel = str((body.get("channel") or {}).get("id") or container.get("channel_id") or "")
+        if not key:
+            return
+        verdict = await intake.controls.decide(control="a Stop button", channel=channel, user=user,
+                                               log_extra={"thread_key": key})
+        if not isinstance(verdict, Allow):
+            thread_ts = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts")
+            await tell_refused(client, channel=channel, user=user,
+                               thread_ts=thread_ts if isinstance(thread_ts, str) else None,
+                               text=intake.controls.denied_message)
+            return
+        # Only the turn the button is under: a late click stops nothing else.
+        await stops.request_stop(key, turn_ts=turn_ts)
 
     app.action(STOP_ACTION_ID)(on_stop_button)
     for register in extras:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from bot.access import AccessPolicy, may_stop
+from bot.access import AccessPolicy, Allow, Deny
 from bot.conversation import control_command
 from bot.limits import busy_text
 from bot.metrics import Metrics
+from bot.slack.controls import NOTE_TIMEOUT_SECONDS, ControlAccess, UserGroupLookup
 from bot.slack.render import readable_input
 from bot.slack.routing import (
     EDIT_ANSWER_WINDOW_SECONDS,
@@ -62,9 +64,14 @@ class Intake:
         access: AccessPolicy | None = None,
         max_queued_turns: int = 0,
         notify: Callable[[Turn, str], None] | None = None,
+        user_groups: UserGroupLookup | None = None,
+        tell_privately: Callable[[Turn, str], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.access = access or AccessPolicy()
+        # Who may use a control; the user's groups are looked up only for a "stop" message.
+        self.controls = ControlAccess(self.access, user_groups)
+        self.tell_privately = tell_privately
         # An edited mention is a question only while the dedupe still knows its message.
         self.edit_window = min(EDIT_ANSWER_WINDOW_SECONDS, float(store.dedupe_ttl))
         self.stops = stops
@@ -99,10 +106,22 @@ class Intake:
         if len(turn.text) <= CONTROL_TEXT_MAX and control_command(
             readable_input(turn.text, bot_user_id=self.bot.user_id, user_names={})
         ) == "stop":
-            if not may_stop(self.access, channel=turn.channel, user=turn.user):
+            verdict = await self.controls.decide(
+                control="a stop message", channel=turn.channel, user=turn.user,
+                addressed=turn.kind != "followup",
+                log_extra={"thread_key": turn.key, "ts": turn.ts})
+            if not isinstance(verdict, Allow):
                 self.metrics.events_in.labels(etype, "ignored").inc()
-                log.info("a stop from a user the access policy refuses was ignored",
-                         extra={"thread_key": turn.key, "ts": turn.ts})
+                # Told once: not again for a redelivery, nor for the twin of a mention.
+                if isinstance(verdict, Deny) and self.tell_privately is not None \
+                        and not retry_number(headers) and not self.recent.is_twin(turn):
+                    self.recent.add(turn)
+                    try:
+                        async with asyncio.timeout(NOTE_TIMEOUT_SECONDS):
+                            await self.tell_privately(turn, self.access.denied_message)
+                    except Exception as exc:  # the refusal stands either way
+                        log.warning("could not tell a user their stop was refused: %s",
+                                    type(exc).__name__, extra={"thread_key": turn.key})
                 return "ignored"
             # While the agent waits for an answer (it asked for an approval or for input),
             # nothing runs in the thread: a typed "stop" or "cancel" is that answer (a

@@ -267,7 +267,9 @@ def assemble(
     intake = Intake(store, identity, metrics, stops, max_input_chars=settings.max_input_chars,
                     on_new_thread=conversation.prepare_session if settings.role == "all"
                     else None, access=conversation.access,
-                    max_queued_turns=settings.max_queued_turns, notify=notes)
+                    max_queued_turns=settings.max_queued_turns, notify=notes,
+                    user_groups=conversation.io.user_groups,
+                    tell_privately=conversation.io.tell_privately)
     worker = Worker(
         store, make_handler(conversation, metrics),
         WorkerConfig(
@@ -339,10 +341,11 @@ def build_bot(
     bolt = build_bolt_app(
         client, parts.intake, parts.stops,
         extras=[
-            lambda app: register_feedback(app, store=feedback_store, metrics=parts.metrics),
+            lambda app: register_feedback(app, store=feedback_store, metrics=parts.metrics,
+                                          controls=parts.intake.controls),
             lambda app: register_assistant(app, prompts=settings.assistant_prompts,
                                            title=settings.assistant_title),
-            lambda app: register_reset_command(app, parts.store),
+            lambda app: register_reset_command(app, parts.store, parts.intake.controls),
         ],
     )
     return Bot(

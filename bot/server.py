@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING
 
 import uvicorn
 from redis.exceptions import RedisError
@@ -27,6 +28,9 @@ from starlette.routing import Route
 
 from bot.readiness import CachedCheck
 from bot.runtime import Bot
+
+if TYPE_CHECKING:
+    from bot.socket_mode import SizeLimitedSocketModeHandler
 
 log = logging.getLogger("bot.server")
 
@@ -247,6 +251,19 @@ def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
     return _Server(config)
 
 
+def socket_mode_handler(bot: Bot) -> SizeLimitedSocketModeHandler:
+    """Socket Mode: Slack's events, clicks and commands over a websocket, into the same Bolt
+    app as HTTP mode (https://docs.slack.dev/apis/events-api/using-socket-mode), with
+    envelopes over MAX_BODY_BYTES dropped (bot/socket_mode.py)."""
+    from bot.socket_mode import SizeLimitedSocketModeHandler
+
+    assert bot.bolt is not None and bot.settings.slack_app_token is not None
+    return SizeLimitedSocketModeHandler(
+        bot.bolt, bot.settings.slack_app_token.get_secret_value(),
+        max_bytes=bot.settings.max_body_bytes,
+    )
+
+
 async def serve(bot: Bot) -> None:
     """Run until SIGTERM/SIGINT: HTTP events or Socket Mode, plus the workers."""
     settings = bot.settings
@@ -270,13 +287,7 @@ async def serve(bot: Bot) -> None:
         if not takes_events:
             log.info("worker role: running turns only; events are taken by intake processes")
         elif settings.socket_mode:
-            from bot.socket_mode import SizeLimitedSocketModeHandler
-
-            assert bot.bolt is not None and settings.slack_app_token is not None
-            socket_handler = SizeLimitedSocketModeHandler(
-                bot.bolt, settings.slack_app_token.get_secret_value(),
-                max_bytes=settings.max_body_bytes,
-            )
+            socket_handler = socket_mode_handler(bot)
             # Connecting retries until Slack answers; a SIGTERM meanwhile still stops us.
             connect = asyncio.create_task(
                 socket_handler.connect_async())  # type: ignore[no-untyped-call]

@@ -1,27 +1,99 @@
-"""The /adk-reset slash command. Slack does not run slash commands inside threads, so in a
-DM it resets the DM conversation, and elsewhere it explains how to reset a thread."""
+"""Controls: who may use them, the private note to someone they refuse, and the /adk-reset
+slash command.
+
+Stop (a "stop" message, a Stop button, Slack's own stop on a streamed answer), reset (a
+"reset" message, /adk-reset) and the feedback buttons obey the access policy of questions
+(`bot.access.decide_control`), user groups included. Slack does not run slash commands
+inside threads, so /adk-reset in a DM resets the DM conversation, and elsewhere it explains
+how to reset a thread."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.access import AccessPolicy, Allow, Decision, decide_control, needs_user_groups
+from bot.slack.render import markdown_to_mrkdwn
 from bot.store.redis_store import Store
 from bot.turns import thread_key
+
+log = logging.getLogger("bot.controls")
 
 RESET_COMMAND = "/adk-reset"
 THREAD_HINT = (
     "To start a new conversation in a thread, reply `reset` in that thread "
     "(mentioning me if follow-ups need a mention there)."
 )
+# A button click or a stop event is acked only after its listener: the note must not hold it
+# past Slack's 3-second budget.
+NOTE_TIMEOUT_SECONDS = 2.0
+
+UserGroupLookup = Callable[[str], Awaitable[frozenset[str]]]
 
 
-def register_reset_command(app: AsyncApp, store: Store) -> None:
+class ControlAccess:
+    """The access policy applied to one use of a control. The user's groups are looked up
+    (through the cached `user_groups`, e.g. `UserGroupResolver.groups_of`) only when the
+    policy names groups."""
+
+    def __init__(self, policy: AccessPolicy, user_groups: UserGroupLookup | None = None) -> None:
+        self.policy = policy
+        self._user_groups = user_groups
+
+    @property
+    def denied_message(self) -> str:
+        return self.policy.denied_message
+
+    async def decide(self, *, control: str, channel: str, user: str, addressed: bool = True,
+                     log_extra: Mapping[str, str] | None = None) -> Decision:
+        """`control` names the control in the log line of a refusal (with `log_extra`)."""
+        groups = (await self._user_groups(user)
+                  if self._user_groups is not None and needs_user_groups(self.policy)
+                  else frozenset[str]())
+        decision = decide_control(self.policy, channel=channel, user=user, user_groups=groups,
+                                  addressed=addressed)
+        if not isinstance(decision, Allow):
+            log.info("%s refused: %s", control, decision.reason,
+                     extra={**(log_extra or {}), "outcome": "denied"})
+        return decision
+
+
+async def tell_refused(client: AsyncWebClient, *, channel: str, user: str,
+                       thread_ts: str | None, text: str) -> None:
+    """Tell `user`, and only them (chat.postEphemeral,
+    https://docs.slack.dev/reference/methods/chat.postEphemeral), that a control refused
+    them. Never raises: the refusal stands whether or not the note arrives."""
+    try:
+        async with asyncio.timeout(NOTE_TIMEOUT_SECONDS):
+            # slack_sdk leaves a None thread_ts out of the request.
+            await client.chat_postEphemeral(channel=channel, user=user,
+                                            text=markdown_to_mrkdwn(text),
+                                            thread_ts=thread_ts or None)
+    except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
+        error = exc.response.get("error") if isinstance(exc, SlackApiError) else repr(exc)
+        log.warning("could not tell a user a control was refused: %s", error)
+
+
+def register_reset_command(app: AsyncApp, store: Store,
+                           controls: ControlAccess | None = None) -> None:
     async def on_reset(ack: AsyncAck, body: dict[str, Any]) -> None:
         channel = str(body.get("channel_id") or "")
         team = str(body.get("team_id") or "")
+        user = str(body.get("user_id") or "")
+        if controls is not None and not isinstance(
+            await controls.decide(control=RESET_COMMAND, channel=channel, user=user), Allow
+        ):
+            # A slash command's response is seen only by the person who ran it.
+            await ack(markdown_to_mrkdwn(controls.denied_message))
+            return
         if channel.startswith("D") and team:
             key = thread_key(team, channel, None)
             await store.reset_session(key, f"{time.time():.6f}")

@@ -11,7 +11,8 @@ feedback control (a `context_actions` block holding a `feedback_buttons` element
 A click arrives as a `block_actions` interaction. It is parsed (`parse_feedback_action`),
 stored in Redis under the thread (`FeedbackStore`, one vote per user per answer: voting again
 replaces the earlier vote), counted in `slackbot_feedback_total{rating}`, and acknowledged to
-the voter alone with an ephemeral message in the thread.
+the voter alone with an ephemeral message in the thread. A voter the access policy refuses
+(`bot.slack.controls.ControlAccess`) gets its denied message instead, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.access import Allow
 from bot.metrics import Metrics
+from bot.slack.controls import ControlAccess, tell_refused
 from bot.store.feedback import RATINGS, FeedbackStore, Rating
 from bot.turns import thread_key
 
@@ -237,15 +240,23 @@ async def handle_feedback(
     return outcome
 
 
-def register_feedback(app: AsyncApp, *, store: FeedbackStore, metrics: Metrics) -> None:
+def register_feedback(app: AsyncApp, *, store: FeedbackStore, metrics: Metrics,
+                      controls: ControlAccess | None = None) -> None:
     """Listen for clicks on the feedback controls (native and classic). Register before any
-    catch-all listener."""
+    catch-all listener. A voter `controls` refuses is told so, and the vote is not kept."""
 
     async def on_feedback(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         vote = parse_feedback_action(body)
         if vote is None:
             log.warning("ignored a malformed feedback action")
+            return
+        if controls is not None and not isinstance(
+            await controls.decide(control="a feedback vote", channel=vote.channel,
+                                  user=vote.user, log_extra={"thread_key": vote.key}), Allow
+        ):
+            await tell_refused(client, channel=vote.channel, user=vote.user,
+                               thread_ts=vote.thread_ts, text=controls.denied_message)
             return
         await handle_feedback(vote, store, metrics, client)
 

@@ -38,3 +38,12 @@ async def bot(
     await process.start()
     yield process
     await process.close()
+
+
+@pytest.fixture
+async def people(slack: FakeSlack) -> FakeSlack:
+    """The fake Slack with user groups (S1: Alice, S2: Bob) and a second public channel."""
+    slack.add_usergroup("S1", ["U1"])
+    slack.add_usergroup("S2", ["U2"])
+    slack.add_channel("C2", "budgets")
+    return slack

@@ -64,3 +64,37 @@ async def wait_replies(slack: FakeSlack, channel: str, thread_ts: str, n: int,
 def dm_bot_messages(slack: FakeSlack, channel: str) -> list[dict[str, Any]]:
     return [m for m in slack.messages.get(channel, [])
             if m.get("bot_id") == slack.bot_id and not m.get("thread_ts")]
+
+
+NAMES = {"U1": "Alice", "U2": "Bob"}  # the display names of the `slack` fixture's users
+
+
+async def answered(slack: FakeSlack, bot: Any, *, user: str = "U1", text: str = "hello there",
+                   channel: str = "C1") -> str:
+    """`user` mentions the bot in `channel` and is answered; returns the question's ts."""
+    root = await say(slack, bot, user=user, text=text, channel=channel, mention=True)
+    await answer_in(slack, channel, root, f"said={NAMES[user]}: {text}")
+    assert len(slack.bot_replies(channel, root)) == 1
+    return root
+
+
+async def answer_in(slack: FakeSlack, channel: str, thread_ts: str, expected: str) -> str:
+    """The bot's reply in the thread that holds `expected`, once it does (a live answer
+    grows to it)."""
+    def done(s: FakeSlack) -> str | None:
+        texts = [message_text(m) for m in s.bot_replies(channel, thread_ts)]
+        return next((t for t in texts if expected in t), None)
+
+    answer: str = await slack.wait_for(done, timeout=20)
+    return answer
+
+
+async def refused(slack: FakeSlack, bot: Any, *, user: str, channel: str = "C1",
+                  message: str = "don't have access") -> None:
+    """`user` mentions the bot and is told privately, and only that."""
+    before = len(slack.ephemerals)
+    root = await say(slack, bot, user=user, text="may I?", channel=channel, mention=True)
+    await slack.wait_for(lambda s: len(s.ephemerals) > before, timeout=20)
+    note = slack.ephemerals[before]
+    assert note["user"] == user and note["channel"] == channel and message in note["text"]
+    assert slack.bot_replies(channel, root) == []

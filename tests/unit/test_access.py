@@ -19,8 +19,8 @@ from bot.access import (
     Deny,
     Skip,
     decide,
+    decide_control,
     followup_policy,
-    may_stop,
     needs_user_groups,
 )
 from bot.config import Settings, describe_validation_error
@@ -398,14 +398,48 @@ async def test_denied_groups_fail_closed(slack: FakeSlack, client: AsyncWebClien
     assert isinstance(decision, Deny)
 
 
-def test_who_may_stop_an_answer() -> None:
-    open_policy = AccessPolicy()
-    assert may_stop(open_policy, channel="C1", user="U1")
-    listed = AccessPolicy(allowed_users=frozenset({"U1"}), denied_channels=frozenset({"C9"}))
-    assert may_stop(listed, channel="C1", user="U1")
-    assert not may_stop(listed, channel="C1", user="U2")  # not on the allow-list
-    assert not may_stop(listed, channel="C9", user="U1")  # a denied channel
-    assert not may_stop(AccessPolicy(denied_users=frozenset({"U3"})), channel="C1", user="U3")
-    # Groups are not looked up for a stop: a group policy refuses only what the lists do.
-    groups = AccessPolicy(allowed_usergroups=frozenset({"S1"}))
-    assert may_stop(groups, channel="C1", user="U2")
+CONTROL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], type]] = [
+    ("open", {}, {}, A),
+    ("denied user", {"denied_users": {"U1"}}, {}, D),
+    ("not on the user allow-list", {"allowed_users": {"U2"}}, {}, D),
+    ("on the user allow-list", {"allowed_users": {"U1"}}, {}, A),
+    ("in an allowed group", {"allowed_usergroups": {"S1"}}, {"groups": {"S1"}}, A),
+    ("in no allowed group", {"allowed_usergroups": {"S1"}}, {}, D),
+    ("listed user, group policy", {"allowed_users": {"U1"}, "allowed_usergroups": {"S1"}}, {},
+     A),
+    ("in a denied group", {"denied_usergroups": {"S2"}}, {"groups": {"S2"}}, D),
+    ("denied group beats allowed group",
+     {"allowed_usergroups": {"S1"}, "denied_usergroups": {"S2"}}, {"groups": {"S1", "S2"}}, D),
+    ("denied channel", {"denied_channels": {"C1"}}, {}, D),
+    ("channel not allowed", {"allowed_channels": {"C2"}}, {}, D),
+    ("dm, channel allow-list without dms", {"allowed_channels": {"C2"}}, {"channel": "D1"}, A),
+    ("un-addressed refusal is silent", {"denied_users": {"U1"}}, {"addressed": False}, S),
+    ("un-addressed, allowed", {}, {"addressed": False}, A),
+    # Follow-up policies are about answers; a control asks for none.
+    ("starter-only channel", {"followup_default": "starter"}, {"addressed": False}, A),
+    ("mention-only channel", {"followup_default": "mention"}, {"addressed": False}, A),
+]
+
+
+@pytest.mark.parametrize(("settings", "use", "expected"),
+                         [c[1:] for c in CONTROL_CASES], ids=[c[0] for c in CONTROL_CASES])
+def test_who_may_use_a_control(settings: dict[str, Any], use: dict[str, Any],
+                               expected: type) -> None:
+    decision = decide_control(
+        policy(**settings), channel=use.get("channel", "C1"), user="U1",
+        user_groups=frozenset(use.get("groups", set())), addressed=use.get("addressed", True))
+    assert type(decision) is expected
+
+
+def test_a_control_refused_as_a_question_is_refused() -> None:
+    """The user and channel rules are those of `decide` for a mention."""
+    for _, settings, use, _ in CASES:
+        if use["kind"] != "mention":
+            continue
+        p = policy(**settings)
+        groups = frozenset(use["groups"])
+        question = decide(p, channel=use["channel"], user=use["user"], user_groups=groups,
+                          kind="mention", mentioned=True, thread_starter=use["starter"])
+        control = decide_control(p, channel=use["channel"], user=use["user"],
+                                 user_groups=groups)
+        assert type(control) is type(question)
