@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.access import AccessPolicy, Allow, Deny
 from bot.conversation import control_command
 from bot.limits import busy_text
 from bot.metrics import Metrics
-from bot.slack.controls import NOTE_TIMEOUT_SECONDS, ControlAccess, UserGroupLookup
+from bot.slack.controls import ControlAccess, UserGroupLookup
 from bot.slack.render import readable_input
 from bot.slack.routing import (
     EDIT_ANSWER_WINDOW_SECONDS,
@@ -65,13 +64,11 @@ class Intake:
         max_queued_turns: int = 0,
         notify: Callable[[Turn, str], None] | None = None,
         user_groups: UserGroupLookup | None = None,
-        tell_privately: Callable[[Turn, str], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.access = access or AccessPolicy()
         # Who may use a control; the user's groups are looked up only for a "stop" message.
         self.controls = ControlAccess(self.access, user_groups)
-        self.tell_privately = tell_privately
         # An edited mention is a question only while the dedupe still knows its message.
         self.edit_window = min(EDIT_ANSWER_WINDOW_SECONDS, float(store.dedupe_ttl))
         self.stops = stops
@@ -113,15 +110,11 @@ class Intake:
             if not isinstance(verdict, Allow):
                 self.metrics.events_in.labels(etype, "ignored").inc()
                 # Told once: not again for a redelivery, nor for the twin of a mention.
-                if isinstance(verdict, Deny) and self.tell_privately is not None \
+                # Sent in the background (bot/notes.py), so that the ack does not wait.
+                if isinstance(verdict, Deny) and self.notify is not None \
                         and not retry_number(headers) and not self.recent.is_twin(turn):
                     self.recent.add(turn)
-                    try:
-                        async with asyncio.timeout(NOTE_TIMEOUT_SECONDS):
-                            await self.tell_privately(turn, self.access.denied_message)
-                    except Exception as exc:  # the refusal stands either way
-                        log.warning("could not tell a user their stop was refused: %s",
-                                    type(exc).__name__, extra={"thread_key": turn.key})
+                    self.notify(turn, self.access.denied_message)
                 return "ignored"
             # While the agent waits for an answer (it asked for an approval or for input),
             # nothing runs in the thread: a typed "stop" or "cancel" is that answer (a

@@ -268,8 +268,7 @@ def assemble(
                     on_new_thread=conversation.prepare_session if settings.role == "all"
                     else None, access=conversation.access,
                     max_queued_turns=settings.max_queued_turns, notify=notes,
-                    user_groups=conversation.io.user_groups,
-                    tell_privately=conversation.io.tell_privately)
+                    user_groups=conversation.io.user_groups)
     worker = Worker(
         store, make_handler(conversation, metrics),
         WorkerConfig(

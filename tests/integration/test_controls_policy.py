@@ -56,9 +56,11 @@ def notes_to(slack: FakeSlack, user: str) -> list[dict[str, Any]]:
     return [e for e in slack.ephemerals if e["user"] == user]
 
 
-def assert_told(slack: FakeSlack, policy: str, *, user: str = "U2", channel: str = "C1",
-                thread_ts: str | None) -> None:
-    """`user` got one private note: the denied message, where the control was used."""
+async def assert_told(slack: FakeSlack, policy: str, *, user: str = "U2", channel: str = "C1",
+                      thread_ts: str | None) -> None:
+    """`user` got one private note: the denied message, where the control was used. (A
+    refused stop message is told after the ack, so the note is waited for.)"""
+    await slack.wait_for(lambda s: notes_to(s, user), timeout=10)
     [note] = notes_to(slack, user)
     assert DENIED in note["text"] and note["channel"] == channel
     assert note.get("thread_ts") == thread_ts
@@ -91,7 +93,7 @@ async def test_a_stop_message(start: Start, people: FakeSlack, policy: str) -> N
         # A refused "stop" that mentions the bot is answered privately (the intake is done
         # with both events of the mention when `say` returns) ...
         await say(people, bot, user="U2", text="stop", thread_ts=root, mention=True)
-        assert_told(people, policy, thread_ts=root)
+        await assert_told(people, policy, thread_ts=root)
         # ... an un-mentioned one is ignored silently, like any refused follow-up.
         await say(people, bot, user="U2", text="stop", thread_ts=root)
         assert len(notes_to(people, "U2")) == 1
@@ -124,7 +126,7 @@ async def test_the_stop_button(start: Start, people: FakeSlack, policy: str) -> 
                                                     thread_ts=root)
         response = await bot.click(stop_click(placeholder, user="U2", root=root))
         assert response.status_code == 200
-        assert_told(people, policy, thread_ts=root)
+        await assert_told(people, policy, thread_ts=root)
         await still_running(people, "chat.update")
         assert not any("Stopped" in message_text(m) for m in people.bot_replies("C1", root))
         assert (await bot.click(stop_click(placeholder, user="U1", root=root))).status_code == 200
@@ -142,7 +144,7 @@ async def test_slacks_own_stop(start: Start, people: FakeSlack, policy: str) -> 
                                 "streaming_message_ts": [stream.response["ts"]]})
 
         assert (await bot.send(pressed("U2"))).status_code == 200
-        assert_told(people, policy, thread_ts=root)
+        await assert_told(people, policy, thread_ts=root)
         await still_running(people, "chat.appendStream")
         assert (await bot.send(pressed("U1"))).status_code == 200
         await stopped(people, root)
@@ -156,7 +158,7 @@ async def test_a_reset_message(start: Start, people: FakeSlack, policy: str) -> 
         root = await answered(people, bot, text="remember 42")
         await say(people, bot, user="U2", text="reset", thread_ts=root, mention=True)
         await people.wait_for(lambda s: notes_to(s, "U2"), timeout=20)
-        assert_told(people, policy, thread_ts=root)
+        await assert_told(people, policy, thread_ts=root)
         await say(people, bot, user="U1", text="what number?", thread_ts=root)
         answer = await answer_in(people, "C1", root, "said=Alice: what number?")
         assert "turn=2" in answer and "history[1]: Alice: remember 42" in answer  # same session
@@ -207,7 +209,7 @@ async def test_feedback_buttons(start: Start, people: FakeSlack, policy: str,
             return payload
 
         assert (await bot.click(click("U2"))).status_code == 200
-        assert_told(people, policy, thread_ts=root)
+        await assert_told(people, policy, thread_ts=root)
         assert await real_redis.hgetall(votes) == {}
         counted = bot.bot.metrics.registry.get_sample_value
         assert not counted("slackbot_feedback_total", {"rating": "up"})
@@ -240,10 +242,10 @@ async def test_the_intake_looks_groups_up_only_for_a_stop(
     await say(people, bot, user="U2", text="stop", thread_ts=root, mention=True)
     [lookup] = people.calls_to("usergroups.users.list")
     assert lookup.params["usergroup"] == "S1"
-    assert len(notes_to(people, "U2")) == 1
+    await people.wait_for(lambda s: len(notes_to(s, "U2")) == 1, timeout=10)
     await say(people, bot, user="U2", text="cancel", thread_ts=root, mention=True)
     assert len(people.calls_to("usergroups.users.list")) == 1  # the members are cached
-    assert len(notes_to(people, "U2")) == 2
+    await people.wait_for(lambda s: len(notes_to(s, "U2")) == 2, timeout=10)
     # Slack's redelivery of a refused stop is not told again.
     text = f"<@{people.bot_user_id}> stop"
     ts = people.add_message("C1", user="U2", text=text, thread_ts=root)
@@ -251,4 +253,4 @@ async def test_the_intake_looks_groups_up_only_for_a_stop(
                                          thread_ts=root))
     assert (await bot.send(mention)).status_code == 200
     assert (await bot.send(mention, retry_num=1)).status_code == 200
-    assert len(notes_to(people, "U2")) == 3
+    await people.wait_for(lambda s: len(notes_to(s, "U2")) == 3, timeout=10)
