@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REAL_REDIS_URL
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer, closed_port, free_port
 from tests.fakes.fake_slack import FakeSlack, message_text
@@ -289,7 +290,7 @@ async def test_working_reaction_on_top_level_dm_is_removed(slack: FakeSlack, bot
 def test_console_continues_a_thread(adk: AdkServer, real_redis: object, prefix: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
     env.update({"PYTHONPATH": str(REPO), "ADK_BASE_URL": adk.base_url, "ADK_APP_NAME": "test_agent",
-                "REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_KEY_PREFIX": prefix})
+                "REDIS_URL": REAL_REDIS_URL, "REDIS_KEY_PREFIX": prefix})
 
     def console(text: str, *extra: str) -> str:
         result = subprocess.run(
