@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -29,10 +31,28 @@ _PROXY_VARS = (
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago. Another process may take it before
+    it is bound again: a server started on it retries on another port (see
+    `port_taken`)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where nothing listens, for as long as the block runs: a socket is
+    bound to it and never listens, so a connection to it is refused, and no other process
+    can start listening on it meanwhile (as it could on a port picked and let go)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
+def port_taken(log: str) -> bool:
+    """Whether a server's output says it could not bind its port (another process took it
+    between `free_port` and the bind)."""
+    return "address already in use" in log.lower()
 
 
 def adk_command() -> list[str]:
@@ -115,8 +135,22 @@ class AdkServer:
     def start(self, timeout: float = 30.0) -> None:
         if self.running:
             return
-        if self.port is None:
+        if self.port is not None:
+            self._start(timeout)  # a given port, or a restart: the bot knows this URL
+            return
+        for attempt in range(3):
             self.port = free_port()
+            try:
+                self._start(timeout)
+                return
+            except RuntimeError:
+                if attempt == 2 or not port_taken(self.log_text()):
+                    raise
+                self.stop()
+                self.port = None
+                self.log_path.write_bytes(b"")  # this attempt's output is no news
+
+    def _start(self, timeout: float) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
         env["PYTHONUNBUFFERED"] = "1"

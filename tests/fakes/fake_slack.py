@@ -13,7 +13,6 @@ payloads the way Slack does and can inject failures.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import json
 import time
@@ -24,6 +23,8 @@ from types import TracebackType
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from tests.waiting import eventually
 
 from .slack_events import next_ts
 
@@ -529,16 +530,8 @@ class FakeSlack:
 
     async def wait_for(self, predicate: Callable[[FakeSlack], Any], timeout: float = 10.0) -> Any:
         """Poll ``predicate(self)`` every 10 ms until it is truthy; return that value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate(self)
-            if inspect.isawaitable(value):
-                value = await value
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"condition not met within {timeout}s\n{self.summary()}")
-            await asyncio.sleep(0.01)
+        return await eventually(lambda: predicate(self), timeout=timeout,
+                                what=lambda: "\n" + self.summary())
 
     def matching_calls(self, method: str, **match: Any) -> list[Call]:
         return [
@@ -567,11 +560,6 @@ class FakeSlack:
                 f"expected {n} call(s) to {method} matching {match}: {e}"
             ) from None
         return result
-
-    async def assert_no_calls(self, method: str, within: float = 0.5, **match: Any) -> None:
-        await asyncio.sleep(within)
-        calls = self.matching_calls(method, **match)
-        assert not calls, f"unexpected call(s) to {method}:\n{self.summary()}"
 
     # ------------------------------------------------------------------ fault injection
 

@@ -11,14 +11,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
-from tests.fakes.adk_server import free_port
+from tests.fakes.adk_server import free_port, port_taken
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.slack_events import send_event
+from tests.waiting import eventually
 
 SIGNING_SECRET = "test-signing-secret"
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +33,9 @@ class BotProcess:
                  redis_url: str = "redis://127.0.0.1:6379/0", port: int | None = None,
                  **settings: str) -> None:
         self.slack = slack
+        self.prefix = prefix
+        self.redis_url = redis_url
+        self._own_port = port is None  # picked here: free to move if another process took it
         self.port = port or free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="bot-proc-"))
         self.log_path = self.workdir / "bot.log"
@@ -57,6 +63,7 @@ class BotProcess:
         self.env.update({k.upper(): v for k, v in settings.items()})
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
+        self._redis: aioredis.Redis | None = None
         # uvicorn closes a keep-alive connection idle for 5 s; a request sent on it as it
         # closes fails ("Server disconnected without sending a response"). Slack opens its
         # own connections; this client expires idle ones first, like the bot's ADK client.
@@ -68,6 +75,22 @@ class BotProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, timeout: float = 30.0) -> None:
+        for attempt in range(3):
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                await self._start(timeout)
+                return
+            except AssertionError:
+                # A port picked free and let go may be taken by another process before the
+                # bot binds it: move to another one.
+                output = self.log_path.read_bytes()[offset:].decode(errors="replace")
+                if attempt == 2 or not self._own_port or not port_taken(output):
+                    raise
+                await self.stop()
+                self.port = free_port()
+                self.env["PORT"] = str(self.port)
+
+    async def _start(self, timeout: float) -> None:
         self._log = open(self.log_path, "ab")  # closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve"], cwd=self.workdir, env=self.env,
@@ -96,7 +119,9 @@ class BotProcess:
                 await asyncio.sleep(0.05)
             if self.proc.poll() is None:
                 self.proc.kill()
-                await asyncio.sleep(0.2)
+                proc = self.proc
+                await eventually(lambda: proc.poll() is not None, timeout=10, interval=0.05,
+                                 what="the bot survived SIGKILL")
         code = self.proc.returncode
         self.proc = None
         if self._log:
@@ -111,6 +136,9 @@ class BotProcess:
     async def close(self) -> None:
         await self.stop()
         await self.http.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -123,6 +151,41 @@ class BotProcess:
             except ValueError:
                 continue
         return records
+
+    async def wait_log(self, match: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+                       ) -> dict[str, Any]:
+        """The first log record `match` accepts, once the bot has written it."""
+        def found() -> dict[str, Any] | None:
+            return next((r for r in self.log_records() if match(r)), None)
+
+        return await eventually(found, timeout=timeout,
+                                what=lambda: f"no such log record:\n{self.log()[-3000:]}")
+
+    async def turn_logged(self, ts: str, timeout: float = 15.0) -> dict[str, Any]:
+        """The log record a turn ends with (`turn <outcome>`), written after its last call to
+        Slack: wait for it before reading what a turn leaves behind (its log lines, the
+        metrics it counts)."""
+        return await self.wait_log(
+            lambda r: r.get("ts") == ts and "outcome" in r
+            and r.get("message") in (f"turn {r['outcome']}", "turn recovered from the outbox"),
+            timeout=timeout)
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until no work is left for any replica on this prefix: every doorbell on the
+        work stream acked and deleted. A doorbell is added before the event is acked and
+        deleted only after its thread's turns are done (their Slack calls made), so once
+        this returns, every event sent before it has had all its effects. Use it before
+        checking that something did *not* happen (no second answer, no post)."""
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(self.redis_url, decode_responses=True)
+        client = self._redis
+        stream = f"{self.prefix}:work"
+
+        async def drained() -> bool:
+            return int(await client.xlen(stream)) == 0
+
+        await eventually(drained, timeout=timeout, interval=0.05,
+                         what=lambda: f"{stream} still has work\n{self.slack.summary()}")
 
     async def send(self, payload: dict[str, Any], *, retry_num: int | None = None
                    ) -> httpx.Response:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from tests.fakes.adk_server import free_port
+from tests.fakes.adk_server import free_port, port_taken
 
 
 class RedisServer:
@@ -20,12 +20,35 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="redis-test-"))
         self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started_once = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
+        if self.started_once:
+            self._start(timeout)  # the same port: the bot under test knows this URL
+            return
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                self.started_once = True
+                return
+            except AssertionError:
+                # A port picked free and let go may be taken by another process before
+                # redis-server binds it: move to another one.
+                if attempt == 2 or not port_taken(self.log()):
+                    raise
+                self.stop()
+                self.port = free_port()
+                (self.dir / "redis.log").unlink(missing_ok=True)
+
+    def log(self) -> str:
+        path = self.dir / "redis.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _start(self, timeout: float) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed"
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
@@ -36,14 +59,20 @@ class RedisServer:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    client.close()
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"redis-server exited:\n{self.log()}")
+                try:
+                    # This server, not another process's that took the port first.
+                    if client.info("server")["process_id"] == self.proc.pid:
+                        return
+                    time.sleep(0.05)
+                except redis.RedisError:
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        raise AssertionError(f"redis-server did not start:\n{self.log()}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

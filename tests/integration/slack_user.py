@@ -4,6 +4,7 @@ and delivered to the bot as the events real Slack would send for it."""
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from tests.fakes import slack_events as ev
@@ -59,6 +60,19 @@ async def wait_replies(slack: FakeSlack, channel: str, thread_ts: str, n: int,
                        timeout: float = 15.0) -> list[str]:
     await slack.wait_for(lambda s: len(s.bot_replies(channel, thread_ts)) >= n, timeout=timeout)
     return replies(slack, channel, thread_ts)
+
+
+def field(answer: str, name: str) -> str:
+    """The value of the test agent's `name=` line in an answer (`turn`, `session_id`,
+    `user_id`, `said`, `state_user`)."""
+    match = re.search(rf"^{re.escape(name)}=(.*)$", answer, re.MULTILINE)
+    assert match, f"no {name}= line in:\n{answer}"
+    return match.group(1)
+
+
+def history(answer: str) -> list[str]:
+    """The earlier user messages the test agent saw (its `history[i]: ` lines), in order."""
+    return re.findall(r"^history\[\d+\]: (.*)$", answer, re.MULTILINE)
 
 
 def dm_bot_messages(slack: FakeSlack, channel: str) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ test agent and the fake Slack (see test_bridge.py for the set-up)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -17,7 +16,7 @@ import httpx
 from tests.fakes import slack_events as ev
 from tests.fakes.fake_slack import Call, FakeSlack, message_text
 from tests.integration.harness import SIGNING_SECRET, BotProcess
-from tests.integration.slack_user import replies, say, wait_replies
+from tests.integration.slack_user import field, replies, say, wait_replies
 
 SAFE_SESSION = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -45,11 +44,7 @@ def markdown_replies(slack: FakeSlack, channel: str, ts: str) -> list[str]:
 
 
 def said_line(answer: str) -> str:
-    return answer.split("said=", 1)[1].split("\n", 1)[0]
-
-
-def field(answer: str, name: str) -> str:
-    return answer.split(f"{name}=", 1)[1].split("\n", 1)[0]
+    return field(answer, "said")
 
 
 async def assert_healthy_and_answering(slack: FakeSlack, bot: BotProcess, text: str) -> None:
@@ -94,7 +89,7 @@ async def test_signatures_timestamps_and_headers_that_are_not_slacks(
     # A body that is not UTF-8 cannot carry a valid Slack signature.
     junk = b"\xff\xfe{\x00"
     assert (await post(bot, junk, signed(junk))).status_code == 401
-    await asyncio.sleep(0.3)
+    await bot.wait_idle()
     assert not slack.calls_to("chat.postMessage")
     # Only the signatures were wrong: the same body, properly signed, is answered.
     assert (await post(bot, body, signed(body))).status_code == 200
@@ -112,7 +107,7 @@ async def test_bodies_that_are_not_slack_events_get_400(slack: FakeSlack, bot: B
     raw = b'{"type": "event_callback", '
     response = await post(bot, raw, signed(raw, "text/plain"))
     assert response.status_code == 400 and "JSON" in response.text
-    await asyncio.sleep(0.3)
+    await bot.wait_idle()
     assert not slack.calls_to("chat.postMessage")
     await assert_healthy_and_answering(slack, bot, "still here after junk")
 
@@ -154,7 +149,7 @@ async def test_event_callbacks_with_missing_or_odd_fields_are_acked_and_ignored(
     for name, payload in payloads.items():
         response = await bot.send(payload)
         assert response.status_code == 200, (name, response.status_code, response.text)
-    await asyncio.sleep(1.0)
+    await bot.wait_idle()
     assert not slack.calls_to("chat.postMessage"), slack.summary()
     assert not slack.calls_to("assistant.threads.setStatus")
     metrics = (await bot.http.get(f"{bot.url}/metrics")).text
@@ -195,7 +190,7 @@ async def test_other_payloads_are_acked_and_slash_commands_do_not_crash(
     ssl = b"ssl_check=1&token=x"
     assert (await post(bot, ssl, signed(ssl, form))).status_code == 200
     assert "Traceback" not in bot.log()
-    await asyncio.sleep(0.3)
+    await bot.wait_idle()
     assert not slack.calls_to("chat.postMessage")
     await assert_healthy_and_answering(slack, bot, "after the forms")
 
@@ -289,7 +284,7 @@ async def test_a_huge_message_is_capped_answered_and_the_user_is_told(
     ts = await say(slack, bot, user="U1", text=body, mention=True)
     raw_length = len(f"<@{slack.bot_user_id}> {body}")
     await slack.wait_for(lambda s: len(s.bot_replies("C1", ts)) >= 3, timeout=30)
-    await asyncio.sleep(1.0)
+    await bot.wait_idle()  # every part is posted
     posts = [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == ts]
     assert all(c.ok for c in posts), [c.error for c in posts]
     notes = [c for c in posts if not c.params.get("blocks")]
@@ -361,7 +356,7 @@ async def test_odd_but_valid_ids_are_answered_once_with_safe_session_ids(
             response = await bot.send(payload, retry_num=retry)
             assert response.status_code == 200, response.text
         [answer] = await wait_replies(slack, channel, ts, 1)
-        await asyncio.sleep(0.5)
+        await bot.wait_idle()
         assert len(replies(slack, channel, ts)) == 1
         assert said_line(answer) == f"Odd Person: odd {i}"
         session_id = field(answer, "session_id")
@@ -380,7 +375,7 @@ async def test_rate_limited_post_is_retried_after_retry_after_and_posted_once(
     ts = await say(slack, bot, user="U1", text="rate limited answer", mention=True)
     [answer] = await wait_replies(slack, "C1", ts, 1, timeout=20)
     assert said_line(answer) == "Alice: rate limited answer"
-    await asyncio.sleep(1.0)
+    await bot.wait_idle()
     assert len(replies(slack, "C1", ts)) == 1
     posts = slack.calls_to("chat.postMessage")
     assert [c.status for c in posts] == [429, 200]
@@ -393,7 +388,7 @@ async def test_server_error_on_post_is_retried_and_posted_once(slack: FakeSlack,
     ts = await say(slack, bot, user="U1", text="flaky slack", mention=True)
     [answer] = await wait_replies(slack, "C1", ts, 1, timeout=20)
     assert said_line(answer) == "Alice: flaky slack"
-    await asyncio.sleep(1.0)
+    await bot.wait_idle()
     assert len(replies(slack, "C1", ts)) == 1
     assert [c.status for c in slack.calls_to("chat.postMessage")] == [500, 200]
 
@@ -405,7 +400,7 @@ async def test_rate_limits_on_names_and_status_do_not_stop_the_answer(
     slack.fail_next("assistant.threads.setStatus", status=429, retry_after=1)
     ts = await say(slack, bot, user="U2", text="names and status limited", mention=True)
     [answer] = await wait_replies(slack, "C1", ts, 1, timeout=20)
-    await asyncio.sleep(1.0)
+    await bot.wait_idle()
     assert len(replies(slack, "C1", ts)) == 1
     assert said_line(answer) == "Bob: names and status limited"  # users.info was retried
     assert any(c.status == 429 for c in slack.calls_to("users.info"))

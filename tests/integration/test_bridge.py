@@ -53,7 +53,7 @@ async def test_bad_signature_stale_timestamp_and_bad_json(bot: BotProcess) -> No
     # Unknown event types are acked (200) so Slack does not retry them, and cause no call.
     other = ev.envelope({"type": "reaction_added", "user": "U1", "reaction": "x"})
     assert (await bot.send(other)).status_code == 200
-    await asyncio.sleep(0.3)
+    await bot.wait_idle()
     assert not bot.slack.calls_to("chat.postMessage")
 
 
@@ -127,7 +127,7 @@ async def test_threads_without_a_mention_are_never_sent_to_adk(
     root = slack.add_message("C1", user="U1", text="team chat, no bot here")
     await say(slack, bot, user="U2", text="reply in a human thread", thread_ts=root)
     await say(slack, bot, user="U2", text="top-level chatter")
-    await asyncio.sleep(1.0)
+    await bot.wait_idle()
     assert slack.calls_to("chat.postMessage") == []
     assert slack.calls_to("assistant.threads.setStatus") == []
     assert set(await adk_sessions(adk)) == before
@@ -167,11 +167,11 @@ async def test_redeliveries_and_mention_pairs_get_one_answer(slack: FakeSlack, b
     )
     assert all(r.status_code == 200 for r in results)
     await wait_replies(slack, "C1", ts, 1)
-    await asyncio.sleep(1.0)
+    await bot.wait_idle()
     assert len(replies(slack, "C1", ts)) == 1
     # Later redeliveries (after the answer) are still dropped.
     assert (await bot.send(mention, retry_num=3)).status_code == 200
-    await asyncio.sleep(0.5)
+    await bot.wait_idle()
     assert len(replies(slack, "C1", ts)) == 1
 
 
@@ -185,7 +185,7 @@ async def test_pair_order_does_not_matter_message_first(slack: FakeSlack, bot: B
     await bot.send(ev.envelope(ev.app_mention(channel="C1", user="U2", text=text, ts=ts,
                                               thread_ts=root)))
     answers = await wait_replies(slack, "C1", root, 2)
-    await asyncio.sleep(0.8)
+    await bot.wait_idle()
     assert len(replies(slack, "C1", root)) == 2 and "turn=2" in answers[1]
 
 
@@ -206,7 +206,7 @@ async def test_bots_edits_deletes_and_joins_cause_nothing(slack: FakeSlack, bot:
     ]
     for event in noise:
         assert (await bot.send(ev.envelope(event))).status_code == 200
-    await asyncio.sleep(1.0)
+    await bot.wait_idle()
     assert len(slack.calls_to("chat.postMessage")) == calls_before
 
 
@@ -263,7 +263,7 @@ async def test_long_answers_are_split_without_losing_anything(slack: FakeSlack, 
                                                               ) -> None:
     ts = await say(slack, bot, user="U1", text="long=30000", mention=True)
     await slack.wait_for(lambda s: len(s.bot_replies("C1", ts)) >= 3, timeout=20)
-    await asyncio.sleep(0.5)
+    await bot.wait_idle()  # every part is posted
     posts = [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == ts]
     assert all(c.ok for c in posts), [c.error for c in posts]
     combined = "".join(
@@ -296,6 +296,7 @@ async def test_message_text_and_secrets_stay_out_of_logs(slack: FakeSlack, bot: 
                                                          ) -> None:
     ts = await say(slack, bot, user="U1", text="confidential-phrase-xyz", mention=True)
     await wait_replies(slack, "C1", ts, 1)
+    await bot.turn_logged(ts)  # the turn's last log line: everything it logs is written
     log = bot.log()
     assert "confidential-phrase-xyz" not in log
     assert slack.bot_token not in log and SIGNING_SECRET not in log

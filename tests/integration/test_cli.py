@@ -19,7 +19,7 @@ from bot.config import Settings
 from bot.store.keys import Keys
 from bot.store.redis_store import Store
 from tests.conftest import REAL_REDIS_URL
-from tests.fakes.adk_server import AdkServer, free_port
+from tests.fakes.adk_server import AdkServer, closed_port, free_port
 from tests.fakes.fake_slack import DEFAULT_SCOPES, FakeSlack
 from tests.integration.harness import PROXY_VARS, REPO
 
@@ -140,8 +140,9 @@ async def test_doctor_wrong_app_name_lists_the_apps(full_slack: FakeSlack, adk: 
 
 async def test_doctor_redis_unreachable(full_slack: FakeSlack, adk: AdkServer, prefix: str
                                         ) -> None:
-    env = cli_env(full_slack, adk, prefix, redis_url=f"redis://:pw@127.0.0.1:{free_port()}/0")
-    code, out, err = await run_cli("doctor", env=env)
+    with closed_port() as port:  # nothing listens there
+        env = cli_env(full_slack, adk, prefix, redis_url=f"redis://:pw@127.0.0.1:{port}/0")
+        code, out, err = await run_cli("doctor", env=env)
     assert code == 1, out + err
     redis_line = line_of(out, "Redis")
     assert redis_line.startswith("✗") and "cannot reach Redis" in redis_line
@@ -153,9 +154,10 @@ async def test_doctor_redis_unreachable(full_slack: FakeSlack, adk: AdkServer, p
 
 async def test_doctor_bad_token_and_unreachable_adk(full_slack: FakeSlack, prefix: str,
                                                     real_redis: aioredis.Redis) -> None:
-    env = {**cli_env(full_slack, AdkServer(port=free_port()), prefix),
-           "SLACK_BOT_TOKEN": "xoxb-wrong", "SLACK_APP_TOKEN": "xapp-wrong"}
-    code, out, err = await run_cli("doctor", env=env)
+    with closed_port() as port:  # no ADK there
+        env = {**cli_env(full_slack, AdkServer(port=port), prefix),
+               "SLACK_BOT_TOKEN": "xoxb-wrong", "SLACK_APP_TOKEN": "xapp-wrong"}
+        code, out, err = await run_cli("doctor", env=env)
     assert code == 1, out + err
     assert "Slack refused the bot token (invalid_auth)" in line_of(out, "Slack auth")
     assert line_of(out, "Slack scopes").startswith("-")
@@ -232,6 +234,11 @@ async def test_sessions_list_show_reset(full_slack: FakeSlack, adk: AdkServer, p
     store, keys = await make_threads(real_redis, prefix, adk)
     env = cli_env(full_slack, adk, prefix)
 
+    # "just now" is the last 5 s: the thread is active as the command starts, not as of
+    # before the ADK calls of make_threads (seconds, on a busy machine).
+    now = time.time()
+    await real_redis.hset(store.keys.thread(keys["new"]), "last_activity", f"{now:.6f}")
+    await real_redis.zadd(store.keys.threads_index, {keys["new"]: now})
     code, out, err = await run_cli("sessions", "list", env=env)
     assert code == 0, out + err
     lines = out.splitlines()
@@ -328,6 +335,7 @@ async def test_sessions_needs_redis(full_slack: FakeSlack, adk: AdkServer, prefi
     env.pop("REDIS_URL")
     code, _, err = await run_cli("sessions", "list", env=env)
     assert code == 2 and "REDIS_URL is not set" in err
-    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
-    code, _, err = await run_cli("sessions", "list", env=env)
+    with closed_port() as port:  # nothing listens there
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        code, _, err = await run_cli("sessions", "list", env=env)
     assert code == 1 and "error: cannot reach Redis" in err and "Traceback" not in err

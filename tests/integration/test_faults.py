@@ -17,8 +17,18 @@ from tests.fakes.fake_slack import FakeSlack, message_text
 from tests.integration.harness import BotProcess
 from tests.integration.redis_server import RedisServer
 from tests.integration.slack_user import replies, say, wait_replies
+from tests.waiting import eventually
 
 FAST_RECLAIM = {"reclaim_idle_seconds": "2", "lock_ttl_seconds": "1"}
+
+
+async def redis_back(bot: BotProcess) -> None:
+    """Wait until the bot reaches its Redis again (after an outage)."""
+    async def ready() -> bool:
+        response = await bot.http.get(f"{bot.url}/readyz")
+        return response.status_code == 200 and response.json().get("redis") is True
+
+    await eventually(ready, timeout=15, interval=0.1, what="/readyz: Redis still down")
 
 
 def parts_of(slack: FakeSlack, channel: str, root: str, turn_ts: str) -> list[int]:
@@ -42,7 +52,7 @@ async def test_kill_9_mid_turn_is_answered_once_by_the_next_process(
         took = time.monotonic() - killed_at
         assert "said=Alice: long job sleep=3" in answer
         assert took < 15, f"reclaimed after {took:.1f}s"
-        await asyncio.sleep(1.5)
+        await second.wait_idle()
         assert len(replies(slack, "C1", root)) == 1
     finally:
         await first.close()
@@ -65,7 +75,7 @@ async def test_kill_9_mid_delivery_posts_each_part_exactly_once(
         await slack.wait_for(lambda s: len(s.bot_replies("C1", root)) >= 1, timeout=10)
         await second.start()
         await slack.wait_for(lambda s: len(s.bot_replies("C1", root)) >= 2, timeout=30)
-        await asyncio.sleep(1.5)
+        await second.wait_idle()
         assert sorted(parts_of(slack, "C1", root, root)) == [0, 1]
         combined = "".join(m["text"] for m in slack.bot_replies("C1", root))
         assert combined.count("turn=1") == 1  # the agent ran once: delivered from the outbox
@@ -90,15 +100,17 @@ async def test_sigterm_hands_unfinished_work_to_another_replica(
     await leaving.start()
     await staying.start()
     try:
+        runs = adk.log_text().count("POST /run_sse")
         root = await say(slack, leaving, user="U1", text="slow sleep=3", mention=True)
         await slack.wait_for_calls("assistant.threads.setStatus", 1)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: adk.log_text().count("POST /run_sse") > runs,
+                         what="the agent run did not start")  # mid-run from here on
         stopped_at = time.monotonic()
         assert await leaving.stop() == 0
         [answer] = await wait_replies(slack, "C1", root, 1, timeout=20)
         assert time.monotonic() - stopped_at < 10  # handed back, not waiting for reclaim
         assert "said=Alice: slow sleep=3" in answer
-        await asyncio.sleep(1)
+        await staying.wait_idle()
         assert len(replies(slack, "C1", root)) == 1
     finally:
         await leaving.close()
@@ -129,7 +141,7 @@ async def test_redis_outage_at_intake_asks_slack_to_redeliver(
         assert ready.status_code == 503 and ready.json()["redis"] is False
         assert (await bot.http.get(f"{bot.url}/healthz")).status_code == 200
         own_redis.start()
-        await asyncio.sleep(0.5)
+        await redis_back(bot)
         assert (await bot.send(mention, retry_num=1)).status_code == 200  # Slack's retry
         [answer] = await wait_replies(slack, "C1", ts, 1, timeout=20)
         assert "said=Alice: during the outage" in answer
@@ -154,14 +166,16 @@ async def test_redis_outage_mid_turn_recovers_by_itself(
                          mention=True)
         await slack.wait_for_calls("assistant.threads.setStatus", 1)
         own_redis.stop()
-        await asyncio.sleep(2.5)  # the turn ends while Redis is down
+        # The turn ends while Redis is down: saving its answer fails.
+        await bot.wait_log(lambda r: str(r.get("message")).startswith(
+            "Redis failed while working on a thread"), timeout=20)
         own_redis.start()
         [answer] = await wait_replies(slack, "C1", root, 1, timeout=40)
         assert "said=Alice: through the outage sleep=1.5" in answer
         await say(slack, bot, user="U2", text="and after", thread_ts=root)
         answers = await wait_replies(slack, "C1", root, 2, timeout=20)
         assert "said=Bob: and after" in answers[1]
-        await asyncio.sleep(1)
+        await bot.wait_idle()
         assert len(replies(slack, "C1", root)) == 2
         assert bot.proc is not None and bot.proc.poll() is None
     finally:
@@ -206,7 +220,7 @@ async def test_three_replicas_answer_everything_exactly_once_in_order(
         roots = await asyncio.gather(*(conversation(i) for i in range(20)))
         await slack.wait_for(lambda s: all(len(s.bot_replies("C1", r)) >= 3 for r in roots),
                              timeout=60)
-        await asyncio.sleep(1.5)
+        await http[0].wait_idle()  # all replicas: they share the work stream
         for i, root in enumerate(roots):
             said = [a.split("said=")[1].split("\n")[0] for a in replies(slack, "C1", root)]
             assert said == [f"Alice: thread {i} q0 sleep=0.2", f"Bob: thread {i} q1",
@@ -234,10 +248,13 @@ async def test_socket_mode_withholds_the_ack_while_redis_is_down(
         ts = slack.add_message("C1", user="U1", text=text)
         mention = ev.envelope(ev.app_mention(channel="C1", user="U1", text=text, ts=ts))
         envelope_id = await slack.push_event(mention)
-        with pytest.raises(AssertionError):
-            await slack.wait_for_ack(envelope_id, timeout=3)  # not acked: Slack retries
+        # The listener fails (Redis is down), and an event whose listener failed is not
+        # acked: Slack retries it.
+        await bot.wait_log(lambda r: r.get("logger") == "bot.bolt" and str(
+            r.get("message")).startswith("Failed to run listener function"))
+        assert not [a for a in slack.socket_acks if a.get("envelope_id") == envelope_id]
         own_redis.start()
-        await asyncio.sleep(0.5)
+        await redis_back(bot)
         again = await slack.push_event(mention, retry_attempt=1, retry_reason="timeout")
         await slack.wait_for_ack(again, timeout=10)
         [answer] = await wait_replies(slack, "C1", ts, 1, timeout=20)
@@ -285,11 +302,7 @@ async def test_intake_and_worker_roles_split_the_work(
                     for p in (intake, worker)]
 
         # A turn's log line comes just after its answer reached Slack: wait for it.
-        for _ in range(50):
-            if turns() == [0, 3]:
-                break
-            await asyncio.sleep(0.1)
-        assert turns() == [0, 3]
+        await eventually(lambda: turns() == [0, 3], what=lambda: str(turns()))
         assert (await worker.http.post(f"{worker.url}/slack/events")).status_code in (404, 405)
     finally:
         await intake.close()
@@ -304,16 +317,15 @@ async def test_kill_9_mid_stream_leaves_one_answer(
     second = BotProcess(slack, adk.base_url, prefix=prefix, **FAST_RECLAIM)
     try:
         root = await say(slack, first, user="U1", text="stream chunks=20 gap=0.3", mention=True)
-        await slack.wait_for(lambda s: any(c.ok for c in s.calls_to("chat.startStream")),
-                             timeout=20)
-        await asyncio.sleep(0.5)  # some of the answer is in Slack
+        await slack.wait_for(lambda s: any(c.ok for c in s.calls_to("chat.appendStream")),
+                             timeout=20)  # some of the answer is in Slack
         await first.stop(kill=True)
         [partial] = slack.bot_replies("C1", root)
         await second.start()
         await slack.wait_for(
             lambda s: any(c.ok and c.params.get("metadata") for c in s.calls_to("chat.update")),
             timeout=40)
-        await asyncio.sleep(1.0)
+        await second.wait_idle()
         [answer] = slack.bot_replies("C1", root)  # the half-written one was removed
         assert answer["ts"] != partial["ts"]
         assert "said=Alice: stream chunks=20 gap=0.3" in message_text(answer)

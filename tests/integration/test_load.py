@@ -14,15 +14,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from tests.fakes import slack_events as ev
 from tests.fakes.fake_slack import FakeSlack, message_text
 from tests.integration.harness import BotProcess
+from tests.waiting import eventually
 
 SAID_RE = re.compile(r"^said=[^:\n]*: ([A-Z]\d{4})\b", re.MULTILINE)
 USERS = ("U1", "U2")
@@ -298,27 +299,12 @@ def tally(slack: FakeSlack, plan: Plan) -> Tally:
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(POLL_SECONDS)
-
-
-async def settle(redis: aioredis.Redis, prefix: str, timeout: float = 15.0) -> None:
-    """Wait until the bot has no work left (every doorbell acked and deleted), then a
-    little longer, so that a late duplicate answer would be seen."""
-
-    async def idle() -> bool:
-        return int(await redis.xlen(f"{prefix}:work")) == 0
-
-    await wait_until(idle, timeout)
-    await asyncio.sleep(0.5)
+    """Whether `predicate` came true within `timeout` seconds."""
+    try:
+        await eventually(predicate, timeout=timeout, interval=POLL_SECONDS)
+    except AssertionError:
+        return False
+    return True
 
 
 def bot_trouble(bot: BotProcess) -> Counter[str]:
@@ -364,7 +350,7 @@ IN_FLIGHT = 50
 
 
 async def test_intake_takes_1000_events_without_loss(
-    slack: FakeSlack, bot: BotProcess, real_redis: aioredis.Redis, prefix: str,
+    slack: FakeSlack, bot: BotProcess,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     channels = ["C1", "G1", "C2", "C3"]
@@ -395,7 +381,7 @@ async def test_intake_takes_1000_events_without_loss(
         lambda: not tally(slack, plan).lost, timeout=60
     )
     drain_seconds = time.monotonic() - started
-    await settle(real_redis, prefix)
+    await bot.wait_idle(timeout=15)  # a late duplicate answer would be in by now
     result = tally(slack, plan)
     outcomes, server_ack = await bot_metrics(bot)
     trouble = bot_trouble(bot)
@@ -426,34 +412,38 @@ async def test_intake_takes_1000_events_without_loss(
 # ---- 2. 200 threads at once -------------------------------------------------------------------
 
 THREADS = 200
-# Each thread's first turn runs this long. It is what lets "follow-ups were queued while the
-# first turn ran" be checked without timing luck: sending all 550 events takes 1-3 s here,
-# and 5 s once on a machine busy with other work, well inside it. Serialized turns would
-# still take 200 x 8 s.
+# Each thread's first turn runs this long, and does not end before every event is sent (it
+# waits for a gate the test opens then): "follow-ups were queued while the first turn ran"
+# holds however long sending takes on a busy machine. Serialized turns would still take
+# 200 x 8 s.
 FIRST_TURN_SECONDS = 8
 
 
 async def test_200_concurrent_threads_are_all_answered(
-    slack: FakeSlack, bot: BotProcess, real_redis: aioredis.Redis, prefix: str,
-    capsys: pytest.CaptureFixture[str],
+    slack: FakeSlack, bot: BotProcess,
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
 ) -> None:
     rng = random.Random(20240612)
     builder = PlanBuilder(slack, rng, "M")
+    gate = tmp_path / "all-sent"
     for i in range(THREADS):
         followups = rng.randint(1, 2) if i % 2 == 0 else 0
         builder.plan.scripts.append(builder.engaged_thread(
-            "C1", followups=followups, first_suffix=f" sleep={FIRST_TURN_SECONDS}"
+            "C1", followups=followups, first_suffix=f" sleep={FIRST_TURN_SECONDS} hold={gate}"
         ))
     plan = builder.plan
     followup_questions = [q for q in plan.questions.values() if q.ts != q.thread_ts]
 
     sender = Sender(bot, in_flight=100)
     started = time.monotonic()
-    await asyncio.wait_for(sender.run(plan.scripts), timeout=30)
+    try:
+        await asyncio.wait_for(sender.run(plan.scripts), timeout=30)
+    finally:
+        gate.touch()  # the first turns may end
     send_seconds = time.monotonic() - started
     answered = await wait_until(lambda: not tally(slack, plan).lost, timeout=45)
     wall = time.monotonic() - started
-    await settle(real_redis, prefix)
+    await bot.wait_idle(timeout=15)  # a late duplicate answer would be in by now
     result = tally(slack, plan)
     trouble = bot_trouble(bot)
     _outcomes, server_ack = await bot_metrics(bot)

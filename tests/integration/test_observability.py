@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from tests.fakes import slack_events as ev
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
 from tests.integration.slack_user import say, wait_replies
+from tests.waiting import eventually
 
 METRICS = [
     "slackbot_events_total", "slackbot_duplicates_dropped_total", "slackbot_turns_total",
@@ -37,12 +37,13 @@ async def test_metrics_count_what_happened(slack: FakeSlack, bot: BotProcess) ->
     await say(slack, bot, user="U1", text="a dm", channel="D1", dm=True)
     await slack.wait_for(lambda s: any(m.get("bot_id") for m in s.messages.get("D1", [])))
     # A turn is counted when its handler returns, a moment after its answer is visible.
-    text = ""
-    for _ in range(100):
+    async def both_turns_counted() -> str | None:
         text = (await bot.http.get(f"{bot.url}/metrics")).text
-        if re.search(r'^slackbot_turns_total\{outcome="answered"\} 2\.0$', text, re.MULTILINE):
-            break
-        await asyncio.sleep(0.05)
+        counted = re.search(r'^slackbot_turns_total\{outcome="answered"\} 2\.0$', text,
+                            re.MULTILINE)
+        return text if counted else None
+
+    text = await eventually(both_turns_counted, timeout=15, interval=0.05)
     for name in METRICS:
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
     assert sample(text, "slackbot_events_total", type="app_mention", outcome="queued") + sample(
@@ -65,6 +66,7 @@ async def test_logs_link_the_slack_event_to_the_adk_invocation(
     payload = ev.envelope(ev.app_mention(channel="C1", user="U1", text=text, ts=ts))
     await bot.send(payload)
     await wait_replies(slack, "C1", ts, 1)
+    await bot.turn_logged(ts)  # written just after the answer reached Slack
     records = bot.log_records()
     intake = [r for r in records if r.get("event_id") == payload["event_id"]]
     assert intake and intake[0]["ts"] == ts and intake[0]["thread_key"] == f"T0001:C1:{ts}"

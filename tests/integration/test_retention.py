@@ -4,7 +4,6 @@ index, trimmed by the janitor)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import redis.asyncio as aioredis
@@ -30,7 +29,7 @@ async def test_every_per_thread_key_expires(
         await wait_replies(slack, "C1", root, 2)
         await say(slack, bot, user="U1", text="in a DM", channel="D1", dm=True)
         await slack.wait_for(lambda s: any(m.get("bot_id") for m in s.messages.get("D1", [])))
-        await asyncio.sleep(0.3)
+        await bot.wait_idle()  # every turn done: the keys they leave are all written
     finally:
         await bot.close()
     keys = [k async for k in real_redis.scan_iter(match=f"{prefix}:*", count=500)]

@@ -19,7 +19,7 @@ from bot.adk.client import (
     AdkTimeout,
     AdkUnavailable,
 )
-from tests.fakes.adk_server import free_port
+from tests.fakes.adk_server import closed_port
 from tests.fakes.http_stub import drop, serving
 
 
@@ -91,8 +91,8 @@ async def test_sse_lines_are_parsed_including_error_lines_and_huge_ones() -> Non
 
 
 async def test_connection_refused_is_unavailable() -> None:
-    with pytest.raises(AdkUnavailable):
-        await collect(client_for(f"http://127.0.0.1:{free_port()}"))
+    with closed_port() as port, pytest.raises(AdkUnavailable):
+        await collect(client_for(f"http://127.0.0.1:{port}"))
 
 
 async def test_a_silent_run_times_out() -> None:

@@ -19,7 +19,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.fakes import slack_events as ev
-from tests.fakes.adk_server import AdkServer, free_port
+from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack, message_text
 
 TOKEN = "xoxb-test-token"
@@ -216,7 +216,7 @@ async def test_fault_injection(slack: FakeSlack, client: AsyncWebClient) -> None
 
 async def test_wait_for_calls(slack: FakeSlack, client: AsyncWebClient) -> None:
     async def later() -> None:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the calls come after wait_for_calls started waiting
         await client.chat_postMessage(channel="C1", thread_ts="1.5", text="a")
         await client.chat_postMessage(channel="C2", text="b")
 
@@ -361,9 +361,9 @@ async def test_send_event_is_signed() -> None:
     app.router.add_post("/slack/events", handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", 0)  # a port of the system's choosing: no race
     await site.start()
+    port = runner.addresses[0][1]
     try:
         async with httpx.AsyncClient(trust_env=False) as http:
             url = f"http://127.0.0.1:{port}/slack/events"

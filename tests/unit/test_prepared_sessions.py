@@ -21,6 +21,7 @@ from bot.intake import RecentTurns
 from bot.runtime import Parts, assemble
 from bot.slack.routing import BotIdentity
 from bot.turns import Turn, adk_user_id_for, session_id_for
+from tests.waiting import eventually
 
 
 class CountingAdk(AdkClient):
@@ -83,6 +84,13 @@ def twin_of(mention: dict[str, Any]) -> dict[str, Any]:
     return dict(mention, event_id=mention["event_id"] + "-twin", event=event)
 
 
+async def background_done() -> None:
+    """Wait until every task but this test's own is done: a session creation the intake
+    started in the background (there should be none) has reached ADK by then."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    await eventually(lambda: all(t.done() for t in others), what=lambda: str(others))
+
+
 async def created_in_adk(adk: AdkClient, ts: str) -> bool:
     key = f"{TEAM}:CCONSOLE:{ts}"
     session = await adk.get_session(adk_user_id_for("channel", TEAM, "CCONSOLE", key,
@@ -100,11 +108,8 @@ async def test_the_session_is_ready_before_a_worker_takes_the_turn(adk_server) -
         assert await parts.intake.handle(mention, {}) == "queued"
         assert await parts.intake.handle(twin_of(mention), {}) == "duplicate"
         assert await parts.store.queue_length(f"{TEAM}:CCONSOLE:{ts}") == 1
-        for _ in range(100):  # no worker runs yet: only the intake's preparation
-            if await created_in_adk(adk, ts):
-                break
-            await asyncio.sleep(0.02)
-        assert await created_in_adk(adk, ts)
+        # No worker runs yet: only the intake's preparation can create it.
+        await eventually(lambda: created_in_adk(adk, ts), what="no session in ADK")
         await parts.worker.start()
         assert await wait_answered(parts.store, f"{TEAM}:CCONSOLE:{ts}", ts, 20)
         # The worker took the prepared session instead of creating it again.
@@ -130,7 +135,7 @@ async def test_no_session_is_prepared_for_a_turn_that_may_not_run_here(
     try:
         mention = console_event(f"<@{BOT_USER}> hi", ts, ts, mention=True)
         assert await parts.intake.handle(mention, {}) == "queued"
-        await asyncio.sleep(0.3)
+        await background_done()
         assert adk.creates == [] and not await created_in_adk(adk, ts)
     finally:
         await adk.aclose()
@@ -164,7 +169,7 @@ async def test_an_event_redis_refused_causes_no_adk_call(adk_server) -> None:
     try:
         with pytest.raises(RedisError):
             await parts.intake.handle(console_event(f"<@{BOT_USER}> hi", ts, ts, True), {})
-        await asyncio.sleep(0.2)
+        await background_done()
         assert adk.creates == [] and not await created_in_adk(adk, ts)
     finally:
         await adk.aclose()

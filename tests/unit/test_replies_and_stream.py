@@ -372,6 +372,9 @@ async def test_a_rate_limited_placeholder_waits_out_retry_after(
     assert len(slack.calls_to("chat.update")) == 1  # refused with 429, Retry-After: 30
     assert live._quiet_until - time.monotonic() > 25
     await live.delta("Third line\n")
+    # A deliberate gap of 8 update intervals: "no update before Retry-After" is a claim
+    # about time passing, and no event marks it (a slow machine can only make fewer
+    # attempts in it, never more, so it cannot fail by load).
     await asyncio.sleep(0.4)
     assert len(slack.calls_to("chat.update")) == 1  # waiting, not trying every 50 ms
     # The test does not wait the 30 s: the waiting flush goes, the next one may update.

@@ -7,6 +7,7 @@ import asyncio
 from bot.stops import StopRequest, Stops
 from bot.store.keys import Keys
 from bot.store.redis_store import Store
+from tests.waiting import eventually
 
 
 def test_a_request_stops_only_the_turn_it_means() -> None:
@@ -27,22 +28,26 @@ async def test_a_stop_reaches_the_replica_running_the_turn(any_redis, prefix) ->
     await there.start()
     run = asyncio.create_task(asyncio.sleep(30))
     there.register("T1:C1:1.0", run, "105.0")  # type: ignore[arg-type]
+    # Another thread's turn on the same replica: its stop, sent after the two that must not
+    # stop `run`, shows when the listener has handled them (it handles them in order).
+    probe = asyncio.create_task(asyncio.sleep(30))
+    there.register("T1:C2:1.0", probe, "105.0")  # type: ignore[arg-type]
+
+    async def subscribed() -> bool:
+        [(_, subscribers)] = await any_redis.pubsub_numsub(there.channel)
+        return bool(subscribers)
+
     try:
-        for _ in range(200):  # until the listener has subscribed
-            [(_, subscribers)] = await any_redis.pubsub_numsub(there.channel)
-            if subscribers:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(subscribed, what="the stop listener did not subscribe")
         await here.request_stop("T1:C1:1.0", before_ts="104.0")  # asked before the turn
         await here.request_stop("T1:C1:1.0", turn_ts="103.0")  # a button of an older turn
-        await asyncio.sleep(0.3)
+        await here.request_stop("T1:C2:1.0")
+        await eventually(probe.done, what="the probe's stop was not handled")
         assert not run.done()
         await here.request_stop("T1:C1:1.0", before_ts="106.0")
-        for _ in range(500):
-            if run.done():
-                break
-            await asyncio.sleep(0.02)
+        await eventually(run.done, what="the turn was not stopped")
         assert run.cancelled()
     finally:
         run.cancel()
+        probe.cancel()
         await there.stop()

@@ -13,6 +13,7 @@ from bot.store.keys import Keys
 from bot.store.redis_store import IntakeResult, LockLost, Store
 from bot.turns import Turn
 from bot.worker import Worker, WorkerConfig
+from tests.waiting import eventually
 
 
 def make_store(client: aioredis.Redis, prefix: str) -> Store:
@@ -153,14 +154,6 @@ async def _run_worker(store: Store, handler, **cfg) -> Worker:
     return worker
 
 
-async def _wait(predicate, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 async def test_one_thread_runs_in_order_and_never_overlaps(any_redis, prefix) -> None:
     store = make_store(any_redis, prefix)
     seen: list[str] = []
@@ -180,7 +173,9 @@ async def test_one_thread_runs_in_order_and_never_overlaps(any_redis, prefix) ->
     await store.enqueue(turn("101.0", kind="mention"), engages=True)
     for ts in ("102.0", "103.0", "104.0"):
         await store.enqueue(turn(ts), engages=False)
-    await _wait(lambda: len(seen) == 4)
+    # Each turn is marked delivered and popped after its handler returns: wait until the
+    # workers have nothing in hand, not just until the last handler ran.
+    await eventually(lambda: len(seen) == 4 and not any(w._tasks for w in workers))
     for w in workers:
         await w.stop(1)
     assert seen == ["101.0", "102.0", "103.0", "104.0"]
@@ -203,7 +198,7 @@ async def test_threads_run_concurrently(any_redis, prefix) -> None:
     for i in range(20):
         await store.enqueue(turn(f"{i}.5", thread=f"{i}.0", kind="mention"), engages=True,
 )
-    await _wait(lambda: len(done) == 20)
+    await eventually(lambda: len(done) == 20)
     elapsed = time.monotonic() - started
     await worker.stop(1)
     assert len(set(done)) == 20
@@ -226,7 +221,7 @@ async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, 
         return "answered"
 
     worker = await _run_worker(store, handler, reclaim_idle_ms=500, lock_ttl_ms=1000)
-    await _wait(lambda: answered == ["101.0"], within=10)
+    await eventually(lambda: answered == ["101.0"])
     await worker.stop(1)
     assert await store.pending_count() == 0
 
@@ -254,7 +249,7 @@ async def test_a_turn_whose_lock_was_lost_is_abandoned_not_answered_twice(
     await asyncio.wait_for(started.wait(), 5)
     await any_redis.set(store.keys.lock(t.key), "another-worker")  # expired, then claimed
     await asyncio.wait_for(cancelled.wait(), 5)
-    await _wait(lambda: not worker._tasks, within=5)
+    await eventually(lambda: not worker._tasks, timeout=5)
     assert await store.queue_length(t.key) == 1  # the turn is the new holder's to run
     assert await store.message_state(t.key, t.ts) == "r"  # not marked delivered
     assert await any_redis.get(store.keys.lock(t.key)) == "another-worker"
@@ -273,9 +268,8 @@ async def test_already_answered_turn_is_not_answered_again(any_redis, prefix) ->
         return "answered"
 
     worker = await _run_worker(store, handler)
-    await _wait(lambda: asyncio.get_event_loop() is not None)
     await store.enqueue(turn("102.0"), engages=False)
-    await _wait(lambda: calls == ["102.0"])
+    await eventually(lambda: calls == ["102.0"])
     await worker.stop(1)
     assert calls == ["102.0"]
 
@@ -293,7 +287,7 @@ async def test_a_failing_handler_does_not_block_the_thread(any_redis, prefix) ->
     worker = await _run_worker(store, handler)
     await store.enqueue(turn("101.0", kind="mention"), engages=True)
     await store.enqueue(turn("102.0"), engages=False)
-    await _wait(lambda: calls == ["101.0", "102.0"])
+    await eventually(lambda: calls == ["101.0", "102.0"])
     await worker.stop(1)
 
 
@@ -311,7 +305,7 @@ async def test_unreadable_queue_entries_are_dropped(any_redis, prefix, garbage) 
     worker = await _run_worker(store, handler)
     await store.ring(key)
     await store.enqueue(turn("101.0", kind="mention"), engages=True)
-    await _wait(lambda: calls == ["101.0"])
+    await eventually(lambda: calls == ["101.0"])
     await worker.stop(1)
 
 

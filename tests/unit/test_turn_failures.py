@@ -4,7 +4,6 @@ in Slack's place."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from bot.runtime import Parts
 from bot.store.redis_store import Store
 from bot.turns import Turn
 from tests.unit.test_prepared_sessions import build, console_for, mention_answered
+from tests.waiting import eventually
 
 
 @contextlib.asynccontextmanager
@@ -175,11 +175,10 @@ async def test_an_answer_slack_failed_to_take_is_posted_once_slack_is_back(
             assert "said=alice: costs?" not in said
             # Given up after 4 attempts per deferral, 2 deferrals: nothing loops forever.
             assert slack.tries == (4 * 3 if status >= 500 else 4)
-            for _ in range(100):
-                if await parts.store.queue_length(key) == 0:
-                    break
-                await asyncio.sleep(0.05)
-            assert await parts.store.queue_length(key) == 0
+            async def queue_empty() -> bool:
+                return await parts.store.queue_length(key) == 0
+
+            await eventually(queue_empty, timeout=5, what="the turn is still queued")
 
 
 class FlakyUploads(ConsoleIO):
@@ -270,7 +269,9 @@ async def test_a_failed_reply_to_the_agent_does_not_swallow_the_next_question(
         assert "said=alice: what now?" in await say("what now?", "1700004002.000100")
 
 
-async def test_a_worker_that_lost_the_thread_during_the_run_posts_nothing(adk_server) -> None:
+async def test_a_worker_that_lost_the_thread_during_the_run_posts_nothing(
+    adk_server, caplog: pytest.LogCaptureFixture
+) -> None:
     """The lock expired while the agent ran (Redis was away) and another worker took the
     thread; the keeper has not noticed yet (it looks every LOCK_TTL/3). Saving the answer
     checks the lock, so this worker posts nothing: the thread's holder answers."""
@@ -279,12 +280,16 @@ async def test_a_worker_that_lost_the_thread_during_the_run_posts_nothing(adk_se
     async with running(AdkClient(adk_server.base_url, "test_agent")) as (parts, out):
         mention = console_event(f"<@{BOT_USER}> slow sleep=1", ts, ts, mention=True)
         assert await parts.intake.handle(mention, {}) == "queued"
-        for _ in range(100):
-            if await parts.store.message_state(key, ts) == "r":
-                break
-            await asyncio.sleep(0.02)
+        async def started() -> bool:
+            return await parts.store.message_state(key, ts) == "r"
+
+        await eventually(started, what="the turn did not start")
         await parts.store.redis.set(parts.store.keys.lock(key), "another-worker")
-        await asyncio.sleep(1.5)
+        # The run ends (the agent sleeps 1 s), saving its answer finds the lock gone, and
+        # the worker leaves the thread: the checks below are final from then on.
+        await eventually(lambda: any(r.getMessage().startswith("lost a thread lock mid-turn")
+                                     for r in caplog.records), timeout=15,
+                         what="the worker did not give the thread up")
         assert "said=alice" not in out.getvalue()
         assert await parts.store.message_state(key, ts) == "r"  # the holder's to answer
         assert await parts.store.queue_length(key) == 1

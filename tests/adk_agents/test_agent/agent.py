@@ -10,7 +10,9 @@ The reply lists, one per line::
     history[i]: <text>     each earlier user message, oldest first (i from 1)
 
 Directives in the user text change the behaviour (they may be combined):
-``sleep=<s>``, ``fail``, ``errorcode``, ``tool``, ``stream``, ``long=<n>``,
+``sleep=<s>``, ``hold=<path>`` (after any sleep, wait until the file ``<path>`` exists:
+a test opens the gate when it is ready, at most 120 s later), ``fail``, ``errorcode``,
+``tool``, ``stream``, ``long=<n>``,
 ``markdown``, ``artifact``, ``chart``, ``textartifact``, ``thought``, ``failafter`` (answer,
 then raise: the SSE stream ends with an error line after the answer), ``confirm`` and ``ask``
 (pause for a human: ADK's ``adk_request_confirmation`` / ``adk_request_input`` call; the
@@ -30,6 +32,7 @@ import uuid
 import zlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from google.adk.agents import BaseAgent
@@ -68,6 +71,8 @@ SELECT service, SUM(cost) AS cost FROM billing GROUP BY service ORDER BY cost DE
 | Cloud Storage | 821.50 |"""
 
 _SLEEP_RE = re.compile(r"\bsleep=(\d+(?:\.\d+)?)")
+_HOLD_RE = re.compile(r"\bhold=(\S+)")
+HOLD_MAX_SECONDS = 120.0
 _LONG_RE = re.compile(r"\blong=(\d+)")
 _BIGTABLE_RE = re.compile(r"\bbigtable=(\d+)")
 _CHUNKS_RE = re.compile(r"\bchunks=(\d+)")
@@ -77,6 +82,7 @@ _GAP_RE = re.compile(r"\bgap=(\d+(?:\.\d+)?)")
 @dataclass(frozen=True)
 class Directives:
     sleep: float = 0.0
+    hold: str = ""  # a file whose existence lets the turn go on
     fail: bool = False
     failafter: bool = False
     confirm: bool = False
@@ -100,12 +106,14 @@ class Directives:
             return re.search(rf"\b{word}\b", text) is not None
 
         sleep = _SLEEP_RE.search(text)
+        hold = _HOLD_RE.search(text)
         long = _LONG_RE.search(text)
         bigtable = _BIGTABLE_RE.search(text)
         chunks = _CHUNKS_RE.search(text)
         gap = _GAP_RE.search(text)
         return cls(
             sleep=float(sleep.group(1)) if sleep else 0.0,
+            hold=hold.group(1) if hold else "",
             fail=flag("fail"),
             failafter=flag("failafter"),
             confirm=flag("confirm"),
@@ -123,6 +131,14 @@ class Directives:
             chunks=max(1, int(chunks.group(1))) if chunks else 3,
             gap=float(gap.group(1)) if gap else 0.0,
         )
+
+
+async def wait_for_file(path: Path, limit: float) -> None:
+    """Until `path` exists, or `limit` seconds have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not path.exists() and loop.time() < deadline:  # noqa: ASYNC240 (a local stat)
+        await asyncio.sleep(0.1)
 
 
 def long_markdown(n: int) -> str:
@@ -216,6 +232,8 @@ class DeterministicAgent(BaseAgent):
             return
         if d.sleep:
             await asyncio.sleep(d.sleep)
+        if d.hold:
+            await wait_for_file(Path(d.hold), HOLD_MAX_SECONDS)
         if d.fail:
             raise RuntimeError("test agent: requested failure")
         if d.errorcode:
