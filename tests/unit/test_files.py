@@ -20,6 +20,7 @@ from bot.files import (
     DEFAULT_ATTACHMENT_MIMETYPES,
     MB,
     Attachment,
+    FileParts,
     fetch_artifacts,
     file_mimetype,
     human_size,
@@ -271,6 +272,10 @@ async def test_artifacts_end_to_end_into_a_dm(adk: AdkClient, slack: FakeSlack) 
 # ---- user files: Slack -> ADK ------------------------------------------------------------------
 
 
+def unpack(files: FileParts) -> tuple[list[dict[str, Any]], list[str]]:
+    return files.parts, files.notes
+
+
 def inline(part: dict[str, Any]) -> tuple[str, bytes]:
     return part["inlineData"]["mimeType"], base64.b64decode(part["inlineData"]["data"])
 
@@ -286,10 +291,10 @@ async def test_message_parts_for_files(slack: FakeSlack) -> None:
     )
     big = slack.add_file("F5", "big.csv", "text/csv", b"a,b\n" * 2000)
 
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [csv, png, pdf, xlsx, big],
         max_bytes=4096, max_files=5, allowed_mimetypes=ALLOWED,
-    )
+    ))
     # Each file's data comes right after a text part naming it.
     assert parts[0] == {"text": "\n(attached file: costs.csv, text/csv)"}
     labels = [p["text"] for p in parts if "text" in p]
@@ -309,9 +314,9 @@ async def test_message_parts_for_files(slack: FakeSlack) -> None:
 
 async def test_size_is_enforced_while_streaming(slack: FakeSlack) -> None:
     liar = slack.add_file("F1", "liar.csv", "text/csv", b"x" * (3 * 65536), size=10)
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [liar], max_bytes=65536, max_files=5, allowed_mimetypes=ALLOWED
-    )
+    ))
     assert parts == []
     assert notes == ["liar.csv is larger than the 64 KB limit"]
     assert len(slack.calls_to("download")) == 1
@@ -321,9 +326,9 @@ async def test_max_files_and_url_private_fallback(slack: FakeSlack) -> None:
     files = [slack.add_file(f"F{i}", f"n{i}.txt", "text/plain", f"note {i}".encode())
              for i in range(4)]
     del files[0]["url_private_download"]  # only url_private: still downloadable
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), files, max_bytes=MB, max_files=2, allowed_mimetypes=ALLOWED
-    )
+    ))
     assert [inline(p) for p in parts if "inlineData" in p] == [
         ("text/plain", b"note 0"), ("text/plain", b"note 1")]
     assert notes == [
@@ -334,10 +339,10 @@ async def test_max_files_and_url_private_fallback(slack: FakeSlack) -> None:
 
 async def test_wrong_token_is_refused_like_slack(slack: FakeSlack) -> None:
     f = slack.add_file("F1", "costs.csv", "text/csv", ARTIFACT_CSV)
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack, "xoxb-wrong-token"), [f],
         max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
-    )
+    ))
     assert parts == []
     assert notes == ["costs.csv couldn't be downloaded from Slack"]
     [call] = slack.calls_to("download")
@@ -359,14 +364,14 @@ async def test_failures_and_foreign_hosts_become_notes(slack: FakeSlack) -> None
     no_url = {"id": "F4", "name": "d.pdf", "mimetype": "application/pdf", "size": 10}
     empty = slack.add_file("F5", "e.txt", "text/plain", b"")
     slack.fail_next("download", status=500)
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [flaky], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
-    )
+    ))
     assert (parts, notes) == ([], ["b.csv couldn't be downloaded from Slack"])
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [ok, foreign, no_url, empty],
         max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
-    )
+    ))
     assert [inline(p) for p in parts if "inlineData" in p] == [("text/csv", b"a\n1\n")]
     assert notes == [
         "c.csv couldn't be read from Slack",
@@ -377,9 +382,9 @@ async def test_failures_and_foreign_hosts_become_notes(slack: FakeSlack) -> None
 
 
 async def test_no_files_no_requests(slack: FakeSlack) -> None:
-    assert await message_parts_for_files(
+    assert unpack(await message_parts_for_files(
         web_client(slack), [], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
-    ) == ([], [])
+    )) == ([], [])
     assert slack.calls == []
 
 
@@ -389,9 +394,9 @@ async def test_adk_accepts_a_message_with_file_parts(
 ) -> None:
     csv = slack.add_file("F1", "costs.csv", "text/csv", ARTIFACT_CSV)
     png = slack.add_file("F2", "chart.png", "image/png", CHART_PNG)
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [csv, png], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
-    )
+    ))
     assert notes == []
     async with httpx.AsyncClient(
         base_url=adk_server.base_url, trust_env=False, timeout=30
