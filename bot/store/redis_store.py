@@ -65,11 +65,12 @@ return 0
 # `attempts` counts the earlier attempts at the turn that never finished: a head found
 # already running ("r") was taken by a worker that died (kill -9, out of memory), or lost
 # Redis or the thread's lock mid-turn, since every other way out of a turn moves it on
-# ("a", "d") or back ("q", a shutdown's hand-back). The count is kept per turn, in `tries:<ts>` next to the turn's
-# state, because the work stream's delivery count (`Doorbell.deliveries`) cannot be it: a
-# thread's next message rings a new doorbell (delivered once) that takes the same dead
-# turn, and one doorbell is worked on for all the turns its worker drains, so its count
-# mixes turns. A turn put off while Slack fails is in state "a": never counted here.
+# ("a", "d") or back ("q", a shutdown's hand-back). The count is kept per turn, in
+# `tries:<ts>` next to the turn's state, because the work stream's delivery count
+# (`Doorbell.deliveries`) cannot be it: a thread's next message rings a new doorbell
+# (delivered once) that takes the same dead turn, and one doorbell is worked on for all
+# the turns its worker drains, so its count mixes turns. A turn put off while Slack fails
+# is in state "a": never counted here.
 _TAKE = """
 local function take(queue, thread, msg, out, live, tries, ttl)
   local head = redis.call('LINDEX', queue, 0)
