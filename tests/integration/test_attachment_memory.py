@@ -18,9 +18,10 @@ BUSY = ("was not passed on: too many files are being processed right now; "
         "send it again in a moment")
 
 
-async def ask_with_file(slack: FakeSlack, bot: BotProcess, file_id: str, name: str) -> str:
+async def ask_with_file(slack: FakeSlack, bot: BotProcess, file_id: str, name: str,
+                        extra: str = "") -> str:
     f = slack.add_file(file_id, name, "text/csv", b"x" * FILE_BYTES)
-    text = f"<@{slack.bot_user_id}> what is in {name}?"
+    text = f"<@{slack.bot_user_id}> what is in {name}?{extra}"
     ts = slack.add_message("C1", user="U1", text=text)
     response = await bot.send(ev.envelope(ev.app_mention(channel="C1", user="U1", text=text,
                                                          ts=ts, files=[f])))
@@ -40,17 +41,22 @@ async def test_a_second_turns_file_waits_for_the_memory_of_the_first(
     await bot.start()
     try:
         slack.hold_download("F1")  # the first turn's download is slow: it holds the memory
-        first = await ask_with_file(slack, bot, "F1", "first.csv")
+        # (and the agent takes 10 s over it)
+        first = await ask_with_file(slack, bot, "F1", "first.csv", " sleep=10")
         await slack.wait_for_calls("download", 1, file_id="F1")
         second = await ask_with_file(slack, bot, "F2", "second.csv")
         await slack.wait_for(lambda _: waiting_for_memory(bot), timeout=15)
         assert slack.matching_calls("download", file_id="F2") == []
         slack.release_download("F1")
-        for ts, name in ((first, "first.csv"), (second, "second.csv")):
-            [answer] = await wait_replies(slack, "C1", ts, 1, timeout=30)
-            assert f"(attached file: {name}, text/csv)" in answer
-            assert f"part: text/csv {FILE_BYTES} bytes" in answer
-        assert slack.matching_calls("download", file_id="F2") != []
+        # The memory came back once ADK had the first message, not when its turn ended: the
+        # second is answered, with its file, while the agent still works on the first.
+        [answer] = await wait_replies(slack, "C1", second, 1, timeout=30)
+        assert slack.bot_replies("C1", first) == []
+        assert "(attached file: second.csv, text/csv)" in answer
+        assert f"part: text/csv {FILE_BYTES} bytes" in answer
+        [answer] = await wait_replies(slack, "C1", first, 1, timeout=30)
+        assert "(attached file: first.csv, text/csv)" in answer
+        assert f"part: text/csv {FILE_BYTES} bytes" in answer
     finally:
         await bot.close()
 
