@@ -265,8 +265,6 @@ class Worker:
         try:
             if (head.state == "r" and self.give_up is not None
                     and head.attempts >= self.give_up.max_attempts):
-                log.error("giving up a turn: %d attempts at it stopped their worker",
-                          head.attempts, extra={"thread_key": key, "ts": turn.ts})
                 await self.give_up.handler(turn, context, head.attempts)
             else:
                 await self.handler(turn, context)

@@ -237,8 +237,7 @@ class Taken:
     """The head turn of a thread's queue, as handed to a worker: its JSON, the state it had
     before it was marked running ("d": delivered already; "r": an attempt at it never
     finished; None: new, or not a turn), its context (None when the entry is not a turn),
-    and how many attempts at it never finished, this worker's predecessor's included (0
-    unless the state was "r")."""
+    and how many attempts at it never finished so far (0 unless the state was "r")."""
 
     raw: str
     state: str | None = None
