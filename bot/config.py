@@ -59,6 +59,28 @@ class Settings(BaseSettings):
     # HTTP mode
     host: str = "0.0.0.0"
     port: int = Field(default=3000, ge=0, le=65535)
+    # Longest request body /slack/events reads (counted while it is read) and longest Socket
+    # Mode envelope taken; longer ones get 413 or are dropped with a log line.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Operational endpoints (bot/server.py). METRICS_PORT set: /metrics, /readyz and /healthz
+    # are served on METRICS_HOST:METRICS_PORT and /metrics, /readyz not on PORT.
+    # METRICS_TOKEN set: /metrics and /readyz need `Authorization: Bearer <token>`.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_token: SecretStr | None = None
+    readyz_cache_seconds: float = Field(default=2.0, ge=0)
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _metrics_port_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _metrics_port_apart(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value == info.data.get("port"):
+            raise ValueError("must differ from PORT (the Slack-facing port)")
+        return value
 
     # Behaviour
     role: Literal["all", "intake", "worker"] = "all"

@@ -1,10 +1,13 @@
 """HTTP mode (Events API at POST /slack/events) and the health, readiness and metrics
-endpoints, served by uvicorn. Socket Mode runs the same health server beside its socket."""
+endpoints, served by uvicorn. Socket Mode runs the same health server beside its socket.
+With METRICS_PORT set, /readyz and /metrics move to a server of their own on
+METRICS_HOST:METRICS_PORT."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import signal
@@ -18,15 +21,41 @@ from slack_bolt.adapter.starlette.async_handler import (
 )
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bot.readiness import CachedCheck
 from bot.runtime import Bot
 
 log = logging.getLogger("bot.server")
 
-MAX_BODY_BYTES = 1024 * 1024
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than `limit` bytes. A Content-Length over
+    the limit is refused without reading; otherwise the body is counted while it arrives
+    (chunked or not) and reading stops at the first chunk past the limit, so no more than
+    `limit` bytes and one chunk are ever held."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def bearer_token_matches(header: str | None, token: str) -> bool:
+    """Whether an Authorization header is `Bearer <token>` (RFC 6750; the scheme in any
+    case), compared in constant time."""
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def valid_signature(verifier: SignatureVerifier, body: bytes, headers: Mapping[str, str]) -> bool:
@@ -79,14 +108,18 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
     bolt = bot.bolt if events else None
     secret = bot.settings.slack_signing_secret
     verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
+    max_body = bot.settings.max_body_bytes
 
     async def slack_events(request: Request) -> Response:
         assert bolt is not None
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse({"error": "request body too large"}, status_code=413)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
+        try:
+            body = await read_body(request, max_body)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it
+        if body is None:
+            # The rest of the body is not kept: uvicorn drops what arrives after the answer.
+            # The connection stays open until the client has sent it, since closing a socket
+            # with unread data resets it (TCP RST) and the client would never read the 413.
             return JSONResponse({"error": "request body too large"}, status_code=413)
         if verifier is None or not valid_signature(verifier, body, dict(request.headers)):
             return JSONResponse({"error": "invalid request signature"}, status_code=401)
@@ -144,29 +177,56 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
         log.info("ignored %s", reason)
         return Response(status_code=200)
 
-    async def healthz(_: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+    routes = [Route("/healthz", healthz, methods=["GET"])]
+    if bot.settings.metrics_port is None:
+        routes += operational_routes(bot)
+    if bolt is not None:
+        routes.append(Route("/slack/events", slack_events, methods=["POST"]))
+    return Starlette(routes=routes)
 
-    async def readyz(_: Request) -> Response:
-        checks = await bot.ready()
+
+def build_metrics_app(bot: Bot) -> Starlette:
+    """What METRICS_HOST:METRICS_PORT serves: /healthz, /readyz and /metrics."""
+    return Starlette(routes=[Route("/healthz", healthz, methods=["GET"]),
+                             *operational_routes(bot)])
+
+
+async def healthz(_: Request) -> Response:
+    """Liveness: open to anyone, whatever METRICS_TOKEN says (probes send no token)."""
+    return JSONResponse({"status": "ok"})
+
+
+def operational_routes(bot: Bot) -> list[Route]:
+    """/readyz and /metrics; with METRICS_TOKEN set, only for `Authorization: Bearer`. /readyz
+    answers from a check shared by the probes of READYZ_CACHE_SECONDS (bot/readiness.py)."""
+    secret = bot.settings.metrics_token
+    token = secret.get_secret_value() if secret else ""
+    readiness = CachedCheck(bot.ready, bot.settings.readyz_cache_seconds)
+
+    def refused(request: Request) -> Response | None:
+        if not token or bearer_token_matches(request.headers.get("authorization"), token):
+            return None
+        return JSONResponse({"error": "a bearer token is required"}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    async def readyz(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
+        checks = await readiness.get()
         ok = all(checks.values())
         return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
 
-    async def metrics(_: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
         with contextlib.suppress(Exception):
             bot.metrics.queue_depth.set(await bot.store.pending_count())
         return PlainTextResponse(
             bot.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    routes = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-    ]
-    if bolt is not None:
-        routes.append(Route("/slack/events", slack_events, methods=["POST"]))
-    return Starlette(routes=routes)
+    return [Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"])]
 
 
 class _Server(uvicorn.Server):
@@ -179,6 +239,14 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _server(app: Starlette, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    return _Server(config)
+
+
 async def serve(bot: Bot) -> None:
     """Run until SIGTERM/SIGINT: HTTP events or Socket Mode, plus the workers."""
     settings = bot.settings
@@ -186,26 +254,28 @@ async def serve(bot: Bot) -> None:
     takes_events = settings.role in ("all", "intake")
     if settings.role in ("all", "worker"):
         await bot.start_workers()
-    app = build_http_app(bot, events=takes_events and not settings.socket_mode)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-        lifespan="off", timeout_graceful_shutdown=5,
-    )
-    server = _Server(config)
+    servers = [_server(build_http_app(bot, events=takes_events and not settings.socket_mode),
+                       settings.host, settings.port)]
+    if settings.metrics_port is not None:
+        servers.append(_server(build_metrics_app(bot), settings.metrics_host,
+                               settings.metrics_port))
+        log.info("serving /metrics, /readyz and /healthz on http://%s:%s",
+                 settings.metrics_host, settings.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server_task = asyncio.create_task(server.serve())
+    server_tasks = {asyncio.create_task(server.serve()) for server in servers}
     try:
         if not takes_events:
             log.info("worker role: running turns only; events are taken by intake processes")
         elif settings.socket_mode:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+            from bot.socket_mode import SizeLimitedSocketModeHandler
 
             assert bot.bolt is not None and settings.slack_app_token is not None
-            socket_handler = AsyncSocketModeHandler(
-                bot.bolt, settings.slack_app_token.get_secret_value()
+            socket_handler = SizeLimitedSocketModeHandler(
+                bot.bolt, settings.slack_app_token.get_secret_value(),
+                max_bytes=settings.max_body_bytes,
             )
             # Connecting retries until Slack answers; a SIGTERM meanwhile still stops us.
             connect = asyncio.create_task(
@@ -224,15 +294,17 @@ async def serve(bot: Bot) -> None:
             log.info("serving the Events API on http://%s:%s/slack/events",
                      settings.host, settings.port)
         stop_wait = asyncio.create_task(stop.wait())
-        await asyncio.wait({stop_wait, server_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({stop_wait, *server_tasks}, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
     finally:
         log.info("shutting down")
         if socket_handler is not None:
             with contextlib.suppress(Exception):
                 await socket_handler.close_async()  # type: ignore[no-untyped-call]
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await server_task
+        for server in servers:
+            server.should_exit = True
+        for task in server_tasks:
+            with contextlib.suppress(Exception):
+                await task
         await bot.stop()
 

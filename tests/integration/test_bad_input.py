@@ -10,6 +10,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 
@@ -210,6 +211,72 @@ async def test_oversized_streamed_body_gets_413(slack: FakeSlack, bot: BotProces
                                    headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     await assert_healthy_and_answering(slack, bot, "after the big one")
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (its peak) of a process, in bytes."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            number, unit = value.split()
+            assert unit == "kB", line
+            values[key] = int(number) * 1024
+    return values
+
+
+def reset_peak(pid: int) -> None:
+    """Start VmHWM again from the current VmRSS (Linux: `5` in /proc/PID/clear_refs)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+async def test_a_huge_chunked_unsigned_body_costs_a_few_mb_and_the_bot_answers_on(
+    slack: FakeSlack, bot: BotProcess
+) -> None:
+    """96 MiB, chunked (no Content-Length), unsigned: cut off at MAX_BODY_BYTES while it is
+    read, before the signature check, so the process hardly grows."""
+    assert bot.proc is not None
+    pid = bot.proc.pid
+    piece = b"x" * (1024 * 1024)
+
+    async def chunks(megabytes: int) -> AsyncIterator[bytes]:  # no Content-Length: chunked
+        yield b'{"type":"event_callback","pad":"'
+        for _ in range(megabytes):
+            yield piece
+        yield b'"}'
+
+    headers = {"Content-Type": "application/json"}
+    # The first 413 of a process sets up what every later one reuses.
+    response = await bot.http.post(url(bot), content=chunks(2), headers=headers)
+    assert response.status_code == 413
+    reset_peak(pid)
+    before = memory(pid)
+    response = await bot.http.post(url(bot), content=chunks(96), headers=headers, timeout=60)
+    after = memory(pid)
+    assert response.status_code == 413
+    assert response.json() == {"error": "request body too large"}
+    grown = {key: after[key] - before[key] for key in before}
+    assert grown["VmHWM"] < 8 * 1024 * 1024, grown
+    assert grown["VmRSS"] < 8 * 1024 * 1024, grown
+    await assert_healthy_and_answering(slack, bot, "after 96 MiB")
+
+
+async def test_a_declared_length_over_the_limit_is_refused_without_reading_the_body(
+    slack: FakeSlack, bot: BotProcess
+) -> None:
+    """A Content-Length of 10 GiB and no body at all: the 413 comes at once, so the bot did
+    not wait to read any of it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", bot.port)
+    try:
+        writer.write(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: 10737418240\r\n\r\n")
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), timeout=10)
+        assert status.startswith(b"HTTP/1.1 413 "), status
+    finally:
+        writer.close()
+    await assert_healthy_and_answering(slack, bot, "after the lie")
 
 
 # ---- 2. a huge message ----------------------------------------------------------------------

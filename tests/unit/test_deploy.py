@@ -174,14 +174,24 @@ def test_deployment():
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
-    # probes: liveness and startup on /healthz, readiness on /readyz, on the served port
+    # probes: liveness and startup on /healthz on the Slack port, readiness on /readyz on the
+    # metrics port (METRICS_PORT: /readyz and /metrics are not served on PORT)
     port = container_port("http")
     assert port == int(configmap_value("PORT") or default("PORT"))
-    for probe, path in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"),
-                        ("startupProbe", "/healthz")]:
+    metrics_port = container_port("metrics")
+    assert metrics_port == int(configmap_value("METRICS_PORT"))
+    for probe, path, served_on in [("livenessProbe", "/healthz", port),
+                                   ("readinessProbe", "/readyz", metrics_port),
+                                   ("startupProbe", "/healthz", port)]:
         get = container[probe]["httpGet"]
         assert get["path"] == path, probe
-        assert container_port(get["port"]) == port, probe
+        assert container_port(get["port"]) == served_on, probe
+    # the kubelet and Prometheus reach the pod's IP, not its loopback
+    assert configmap_value("METRICS_HOST") == "0.0.0.0"
+    annotations = spec["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == metrics_port
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] > default(
         "ADK_STARTUP_WAIT_SECONDS"
@@ -227,6 +237,8 @@ def test_service_targets_the_container_port():
     (port,) = service["spec"]["ports"]
     assert port["port"] == 80
     assert container_port(port["targetPort"]) == 3000
+    # the metrics port stays off the Service (and so off the Ingress)
+    assert container_port("metrics") != container_port(port["targetPort"])
 
 
 def test_ingress_routes_slack_events_to_the_service():
@@ -334,8 +346,24 @@ def test_compose_services():
     bot = services["bot"]
     assert bot["depends_on"] == {"redis": {"condition": "service_healthy"},
                                  "adk": {"condition": "service_healthy"}}
-    assert "3000:3000" in bot["ports"]
     assert bot["env_file"] in ("../.env", ["../.env"])
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's `${VAR:-default}` and `${VAR}` interpolation."""
+    def value(match: re.Match[str]) -> str:
+        name, fallback = match.group(1), match.group(3)
+        return env.get(name) or (fallback if fallback is not None else "")
+    return re.sub(r"\$\{(\w+)(:-([^}]*))?\}", value, text)
+
+
+def test_compose_publishes_the_bot_on_loopback_unless_told_otherwise():
+    (published,) = compose()["services"]["bot"]["ports"]
+    assert interpolate(published, {}) == "127.0.0.1:3000:3000"
+    assert interpolate(published, {"BOT_PUBLISH_ADDR": "0.0.0.0"}) == "0.0.0.0:3000:3000"
+    for service in compose()["services"].values():
+        for port in service.get("ports", []):
+            assert interpolate(str(port), {}).startswith("127.0.0.1:"), port
 
 
 def test_compose_bot_settings_are_real_and_documented():

@@ -26,7 +26,7 @@ from bot.app import build_web_client
 from bot.config import Settings
 from bot.intake import RecentTurns
 from bot.runtime import Bot, build_bot
-from bot.server import MAX_BODY_BYTES, build_http_app
+from bot.server import build_http_app
 from bot.slack.routing import BotIdentity, Ignore, Route, route_event
 from bot.turns import Turn
 from tests.fakes import slack_events as ev
@@ -364,12 +364,13 @@ def test_random_requests_never_get_a_5xx(
 
 def test_oversized_and_lying_bodies(endpoint: Endpoint) -> None:
     async def scenario() -> None:
-        huge = b'{"type":"event_callback","pad":"' + b"x" * MAX_BODY_BYTES + b'"}'
+        limit = endpoint.bot.settings.max_body_bytes
+        huge = b'{"type":"event_callback","pad":"' + b"x" * limit + b'"}'
         response = await _post(endpoint, huge, signed(huge, "application/json"))
         assert response.status_code == 413
         # A Content-Length that announces too much is refused before reading.
         small = b"{}"
-        headers = signed(small, "application/json") | {"Content-Length": str(MAX_BODY_BYTES + 1)}
+        headers = signed(small, "application/json") | {"Content-Length": str(limit + 1)}
         response = await _post(endpoint, small, headers)
         assert response.status_code == 413
 
