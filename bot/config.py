@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=500, ge=1)
     lock_ttl_seconds: float = Field(default=30.0, ge=1)
     reclaim_idle_seconds: float = Field(default=60.0, ge=1)
+    # A turn whose attempts stopped their worker (killed it mid-turn) this many times is
+    # given up with a notice in its thread (bot/worker.py), so it cannot crash every replica.
+    max_turn_attempts: int = Field(default=3, ge=1)
 
     @field_validator("redis_url")
     @classmethod
@@ -134,6 +137,27 @@ class Settings(BaseSettings):
         "text/csv,text/plain,application/json,image/png,image/jpeg,image/gif,image/webp,"
         "application/pdf"
     )
+    # The memory attached files may take at once in one process, shared by all its turns
+    # (bot/memory_budget.py; a file takes MEMORY_PER_FILE_BYTE bytes per byte of its size
+    # until ADK has the message), and how long a turn waits for it before its files are
+    # left out with a note. The default lets one message's 5 files of 5 MiB through at once.
+    max_attachment_memory_bytes: int = Field(default=96 * 1024 * 1024, gt=0)
+    attachment_memory_wait_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator("max_attachment_memory_bytes")
+    @classmethod
+    def _memory_for_one_file(cls, value: int, info: ValidationInfo) -> int:
+        # A file as large as MAX_ATTACHMENT_BYTES must fit, or it would never be passed on.
+        from bot.files import MEMORY_PER_FILE_BYTE
+
+        largest = info.data.get("max_attachment_bytes")
+        if isinstance(largest, int) and value < MEMORY_PER_FILE_BYTE * largest:
+            raise ValueError(
+                f"must be at least {MEMORY_PER_FILE_BYTE} × MAX_ATTACHMENT_BYTES "
+                f"({MEMORY_PER_FILE_BYTE * largest}): a file takes about {MEMORY_PER_FILE_BYTE} "
+                "times its size in memory until it is sent to ADK (base64 and the request)"
+            )
+        return value
 
     # Logging
     log_level: str = "INFO"

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from bot.adk.client import AdkClient
 from bot.config import Settings
 from bot.conversation import HistoryMessage, Reply
+from bot.files import FileParts
 from bot.runtime import NOTES_DRAIN_SECONDS, assemble, build_adk, check_adk_app, connect_redis
 from bot.slack.render import table_to_code_block
 from bot.slack.routing import BotIdentity
@@ -93,8 +94,8 @@ class ConsoleIO:
     async def user_groups(self, user_id: str) -> frozenset[str]:
         return frozenset()
 
-    async def file_parts(self, turn: Turn) -> tuple[list[dict[str, Any]], list[str]]:
-        return [], []
+    async def file_parts(self, turn: Turn) -> FileParts:
+        return FileParts()
 
     async def tell_privately(self, turn: Turn, text: str) -> None:
         self.err.write(f"(only you see this) {text}\n")

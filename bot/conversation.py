@@ -41,7 +41,7 @@ from bot.adk.events import (
 )
 from bot.approvals import Approvers, answerable, may_answer, not_yours_text
 from bot.approvals import needs_user_groups as approval_needs_user_groups
-from bot.files import fetch_artifacts, notes_text
+from bot.files import FileParts, fetch_artifacts, notes_text
 from bot.limits import rate_limited_text
 from bot.metrics import Metrics
 from bot.progress import WORKING, handoff_status, tool_status
@@ -150,8 +150,9 @@ class ThreadIO(Protocol):
 
     async def display_name(self, user_id: str) -> str: ...
 
-    async def file_parts(self, turn: Turn) -> tuple[list[dict[str, Any]], list[str]]:
-        """The turn's attached files as ADK message parts, and notes on what was skipped."""
+    async def file_parts(self, turn: Turn) -> FileParts:
+        """The turn's attached files as ADK message parts, and notes on what was skipped;
+        released (the memory they hold given back) once ADK has the message."""
 
     async def retract(self, turn: Turn, ts: str) -> None:
         """Remove a message this bot posted for the turn (a half-written live answer)."""
@@ -183,6 +184,12 @@ class Progress:
 
     status: str = WORKING
     running: asyncio.Event = field(default_factory=asyncio.Event)  # the ADK run was sent
+    files: FileParts | None = None  # the attached files, held until ADK has the message
+
+    def release_files(self) -> None:
+        """ADK has the message, or the turn ended: the files' memory goes back."""
+        if self.files is not None:
+            self.files.release()
 
 
 @dataclass(frozen=True)
@@ -245,6 +252,13 @@ def ask_text(request: HumanRequest) -> str:
 
 def new_ref() -> str:
     return secrets.token_hex(4)
+
+
+def crash_text(attempts: int, ref: str) -> str:
+    """The notice of a turn given up because trying to answer it kept stopping the bot."""
+    return (f":warning: I couldn't answer this message: trying to answer it stopped the bot "
+            f"{attempts} times, so I gave up on it. Please try again with a different "
+            f"message, or ask an admin to look into it. (ref `{ref}`)")
 
 
 def error_text(exc: BaseException, ref: str, app_name: str) -> str:
@@ -369,14 +383,7 @@ class Conversation:
                      extra={"thread_key": turn.key, "ts": turn.ts, "outcome": "recovered"})
             return "recovered"
         if orphan:
-            # An earlier attempt died mid-answer: its half-written live message goes, so the
-            # thread ends with one answer.
-            try:
-                await self.io.retract(turn, orphan)
-            except Exception as exc:
-                log.warning("could not remove a half-written answer: %s", exc,
-                            extra={"thread_key": turn.key, "ts": turn.ts})
-            await self.store.forget_live(turn.key, turn.ts)
+            await self._retract_orphan(turn, orphan)
         awaiting = answerable(decode_requests(record.awaiting)) if record is not None else []
         groups = await self._user_groups(turn, awaiting)
         answering = bool(awaiting) and may_answer(self.config.approvers, awaiting,
@@ -400,6 +407,7 @@ class Conversation:
             replies, outcome = await self._answer(turn, record, ref, ctx, progress, live)
         finally:
             working.cancel()
+            progress.release_files()
             live_ts = await live.finish()
         if live_ts and replies:
             replies[0] = replace(replies[0], update_ts=live_ts)
@@ -420,6 +428,36 @@ class Conversation:
                 log.debug("could not clear the working indicator: %s", exc)
         log.info("turn %s", outcome, extra=ctx | {"outcome": outcome})
         return outcome
+
+    async def _retract_orphan(self, turn: Turn, live_ts: str) -> None:
+        """An earlier attempt died mid-answer: its half-written live message goes, so the
+        thread ends with one answer."""
+        try:
+            await self.io.retract(turn, live_ts)
+        except Exception as exc:
+            log.warning("could not remove a half-written answer: %s", exc,
+                        extra={"thread_key": turn.key, "ts": turn.ts})
+        await self.store.forget_live(turn.key, turn.ts)
+
+    async def give_up(self, turn: Turn, context: TurnContext | None, notice: str) -> str:
+        """Give the turn up without running it (attempts at it kept killing their worker):
+        `notice` is its one reply, saved and posted like an answer, so it reaches the thread
+        exactly once, and counted once, when saved. The worker then goes on with the
+        thread's next turn."""
+        if context is None:
+            context = await self.store.turn_context(turn.key, turn.ts)
+        if context.live:
+            await self._retract_orphan(turn, context.live)
+        replies = [Reply(notice)]
+        await self.store.save_outbox(turn.key, turn.ts, [r.to_dict() for r in replies],
+                                     lock_token=context.lock_token)
+        self.metrics.turns_given_up.inc()
+        await self._deliver(turn, replies, resume=False)
+        try:
+            await self.io.done_working(turn)
+        except Exception as exc:  # a nicety, as after an answer
+            log.debug("could not clear the working indicator: %s", exc)
+        return "given_up"
 
     async def _user_groups(self, turn: Turn, awaiting: Sequence[HumanRequest]
                            ) -> frozenset[str]:
@@ -543,9 +581,10 @@ class Conversation:
                                      "so its files were not passed on. Send them again in a "
                                      "new message."))
             elif turn.files:
-                parts, notes = await self.io.file_parts(turn)
-                if notes:
-                    replies.append(Reply(notes_text(notes)))
+                progress.files = await self.io.file_parts(turn)
+                parts = progress.files.parts
+                if progress.files.notes:
+                    replies.append(Reply(notes_text(progress.files.notes)))
             run = asyncio.create_task(self._run_with_recovery(
                 turn, record, session, question, speaker, result, progress, live, parts,
                 answers))
@@ -838,6 +877,7 @@ class Conversation:
                 session.adk_user_id, session.session_id, question,
                 state_delta=state_delta, custom_metadata=metadata,
                 streaming=self.config.streaming, parts=parts, replies=answers,
+                on_sent=progress.release_files,
             ):
                 if first:
                     self.metrics.adk_first_event_seconds.observe(time.perf_counter() - started)

@@ -5,6 +5,9 @@
   thread with ``files_upload_v2`` (:func:`upload_attachments`).
 - **Slack → agent.** Files a user attached to a message are downloaded from Slack with the bot
   token and become ``inlineData`` parts of the ADK message (:func:`message_parts_for_files`).
+  The memory they take is reserved first in the process's budget
+  (MAX_ATTACHMENT_MEMORY_BYTES, :mod:`bot.memory_budget`) and given back once ADK has the
+  message.
 
 Nothing here raises for one bad file: what was skipped comes back as short notes for the user.
 """
@@ -17,6 +20,7 @@ import binascii
 import logging
 import mimetypes
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any
@@ -26,6 +30,7 @@ import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adk.client import AdkClient
+from bot.memory_budget import MemoryBudget, Reservation
 from bot.slack.render import Attachment
 
 log = logging.getLogger("bot.files")
@@ -73,6 +78,13 @@ _EXTENSIONS = MappingProxyType({
 # Hosts the bot token may be sent to (plus the host of the client's own API base URL).
 _SLACK_HOST_SUFFIXES = ("slack.com", "slack-gov.com")
 _CHUNK = 64 * KB
+# Memory one byte of an attached file takes until ADK has the message, reserved before its
+# download: while the message is sent, the base64 text of its part (4/3) and the JSON
+# request body that carries it (4/3) are both held (the download itself, 1, is gone by
+# then), rounded up.
+MEMORY_PER_FILE_BYTE = 3
+BUSY_NOTE = ("was not passed on: too many files are being processed right now; "
+             "send it again in a moment")
 
 
 def human_size(n: int) -> str:
@@ -277,6 +289,10 @@ class _TooLarge(Exception):
     pass
 
 
+class _LargerThanSaid(Exception):
+    """More bytes came than the size Slack gave for the file (the memory reserved)."""
+
+
 class _DownloadFailed(Exception):
     pass
 
@@ -302,7 +318,10 @@ async def _download(
     *,
     mimetype: str,
     max_bytes: int,
+    cap: int,
 ) -> bytes:
+    """The file, read in chunks: at most `cap` bytes (its size as Slack gave it, no more
+    than `max_bytes`) are ever buffered."""
     headers = {"Authorization": f"Bearer {client.token}"}
     options: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=float(client.timeout))}
     if client.proxy:
@@ -316,13 +335,16 @@ async def _download(
             if response.content_type == "text/html" and mimetype != "text/html":
                 # files.slack.com answers a missing or wrong token with its sign-in page.
                 raise _DownloadFailed("Slack did not accept the bot token; is files:read granted?")
-            if response.content_length is not None and response.content_length > max_bytes:
+            length = response.content_length
+            if length is not None and length > max_bytes:
                 raise _TooLarge
+            if length is not None and length > cap:
+                raise _LargerThanSaid
             data = bytearray()
             async for chunk in response.content.iter_chunked(_CHUNK):
+                if len(data) + len(chunk) > cap:
+                    raise _TooLarge if cap >= max_bytes else _LargerThanSaid
                 data += chunk
-                if len(data) > max_bytes:
-                    raise _TooLarge
             return bytes(data)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _DownloadFailed(type(exc).__name__) from exc
@@ -335,6 +357,7 @@ async def _part_for_file(
     *,
     mimetype: str,
     max_bytes: int,
+    cap: int,
 ) -> tuple[dict[str, Any] | None, str]:
     name = _file_name(file)
     too_large = f"{name} is larger than the {human_size(max_bytes)} limit"
@@ -345,9 +368,15 @@ async def _part_for_file(
         log.warning("not downloading a file from an unexpected host %r", urlsplit(url).hostname)
         return None, f"{name} couldn't be read from Slack"
     try:
-        content = await _download(session, client, url, mimetype=mimetype, max_bytes=max_bytes)
+        content = await _download(session, client, url, mimetype=mimetype, max_bytes=max_bytes,
+                                  cap=cap)
     except _TooLarge:
         return None, too_large
+    except _LargerThanSaid:
+        log.warning("Slack file %s is larger than its size (%d bytes); not passed on",
+                    file.get("id") or name, cap)
+        return None, (f"{name} was larger than Slack said ({human_size(cap)}), so it was not "
+                      "passed on")
     except _DownloadFailed as exc:
         log.warning("could not download Slack file %s: %s", file.get("id") or name, exc)
         return None, f"{name} couldn't be downloaded from Slack"
@@ -357,6 +386,29 @@ async def _part_for_file(
     return {"inlineData": {"mimeType": mimetype, "data": data}}, ""
 
 
+@dataclass
+class FileParts:
+    """A message's attached files as ADK message parts, notes on the files left out, and
+    the memory the parts hold in the process's budget until :meth:`release`."""
+
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    reservation: Reservation | None = None
+
+    def release(self) -> None:
+        """ADK has the message (or the turn ended): drop the parts, give the memory back.
+        Safe to call more than once."""
+        self.parts.clear()
+        if self.reservation is not None:
+            self.reservation.release()
+
+
+def _declared_size(file: Mapping[str, Any], max_bytes: int) -> int:
+    """The bytes a file may have: its size as Slack gives it, no more than `max_bytes`."""
+    size = file.get("size")
+    return min(size, max_bytes) if isinstance(size, int) and size >= 0 else max_bytes
+
+
 async def message_parts_for_files(
     client: AsyncWebClient,
     files: Sequence[Mapping[str, Any]],
@@ -364,13 +416,20 @@ async def message_parts_for_files(
     max_bytes: int,
     max_files: int,
     allowed_mimetypes: frozenset[str],
-) -> tuple[list[dict[str, Any]], list[str]]:
+    budget: MemoryBudget | None = None,
+    budget_wait: float = 0.0,
+) -> FileParts:
     """Download the files a user attached (Slack file objects, e.g. ``Turn.files``) with the
     client's bot token and return them as ADK Content parts
     (``{"inlineData": {"mimeType", "data": <base64>}}``, in message order, each after a text
-    part naming the file), plus notes for the
-    files left out: unsupported type, over ``max_bytes`` (checked on the reported size before
-    downloading, and again while streaming), beyond ``max_files``, or failed downloads."""
+    part naming the file), plus notes for the files left out: unsupported type, over
+    ``max_bytes`` (checked on the reported size before downloading, and again while
+    streaming), more bytes than Slack said, beyond ``max_files``, or failed downloads.
+
+    With a `budget`, the memory the files will take (MEMORY_PER_FILE_BYTE per byte of their
+    sizes as Slack gives them) is reserved for all of them at once before any download
+    starts, waiting up to `budget_wait` seconds; files that get no memory are left out with
+    a note. The caller gives it back with :meth:`FileParts.release`."""
     notes: list[str] = []
     wanted: list[tuple[Mapping[str, Any], str]] = []
     allowed = frozenset(_MIMETYPE_ALIASES.get(t, t) for t in allowed_mimetypes)
@@ -388,22 +447,18 @@ async def message_parts_for_files(
             notes.append(f"{name} was not passed on (at most {max_files} files per message)")
             continue
         wanted.append((file, mimetype))
+    reservation: Reservation | None = None
+    if wanted and budget is not None:
+        wanted, reservation = await _reserve(budget, budget_wait, wanted, max_bytes, notes)
     if not wanted:
-        return [], notes
+        return FileParts([], notes)
 
-    own_session = client.session is None or client.session.closed
-    session = aiohttp.ClientSession() if own_session else client.session
-    assert session is not None
     try:
-        results = await asyncio.gather(
-            *(
-                _part_for_file(session, client, file, mimetype=mimetype, max_bytes=max_bytes)
-                for file, mimetype in wanted
-            )
-        )
-    finally:
-        if own_session:
-            await session.close()
+        results = await _fetch_parts(client, wanted, max_bytes)
+    except BaseException:
+        if reservation is not None:
+            reservation.release()
+        raise
     parts: list[dict[str, Any]] = []
     for (file, mimetype), (part, _) in zip(wanted, results, strict=True):
         if part is not None:
@@ -411,4 +466,61 @@ async def message_parts_for_files(
             # the agent must tell two CSVs apart (and know which files it did not get).
             parts += [{"text": f"\n(attached file: {_file_name(file)}, {mimetype})"}, part]
     notes.extend(note for part, note in results if part is None and note)
-    return parts, notes
+    if reservation is not None:
+        # Only what was read stays reserved (a failed or smaller download gives back the
+        # rest at once).
+        reservation.shrink(MEMORY_PER_FILE_BYTE * sum(
+            _b64_size(part["inlineData"]["data"]) for part, _ in results if part is not None))
+    return FileParts(parts, notes, reservation)
+
+
+async def _reserve(
+    budget: MemoryBudget,
+    wait: float,
+    wanted: list[tuple[Mapping[str, Any], str]],
+    max_bytes: int,
+    notes: list[str],
+) -> tuple[list[tuple[Mapping[str, Any], str]], Reservation | None]:
+    """Reserve the memory of the files to download, all in one reservation (a turn never
+    holds part of what it needs while it waits for the rest: two turns doing that could
+    each wait for the other). The files that get none are noted and left out."""
+    costs = [MEMORY_PER_FILE_BYTE * _declared_size(file, max_bytes) for file, _ in wanted]
+    fit = len(wanted)
+    while sum(costs[:fit]) > budget.capacity:
+        fit -= 1  # more than the whole budget: the first ones go now, the rest are noted
+    for file, _ in wanted[fit:]:
+        notes.append(f"{_file_name(file)} was not passed on: the files of one message can "
+                     "take only so much memory; send it again in a message of its own")
+    wanted = wanted[:fit]
+    if not wanted:
+        return [], None
+    total = sum(costs[:fit])
+    if not budget.fits_now(total):
+        log.info("waiting for memory for attached files (%d bytes; %d of %d in use, %d "
+                 "waiting before)", total, budget.in_use, budget.capacity, budget.waiting)
+    reservation = await budget.reserve(total, wait)
+    if reservation is None:
+        log.warning("no memory for attached files in time (%d bytes; %d of %d in use); they "
+                    "are not passed on", total, budget.in_use, budget.capacity)
+        notes.extend(f"{_file_name(file)} {BUSY_NOTE}" for file, _ in wanted)
+        return [], None
+    return wanted, reservation
+
+
+async def _fetch_parts(
+    client: AsyncWebClient, wanted: list[tuple[Mapping[str, Any], str]], max_bytes: int
+) -> list[tuple[dict[str, Any] | None, str]]:
+    own_session = client.session is None or client.session.closed
+    session = aiohttp.ClientSession() if own_session else client.session
+    assert session is not None
+    try:
+        return list(await asyncio.gather(
+            *(
+                _part_for_file(session, client, file, mimetype=mimetype, max_bytes=max_bytes,
+                               cap=_declared_size(file, max_bytes))
+                for file, mimetype in wanted
+            )
+        ))
+    finally:
+        if own_session:
+            await session.close()

@@ -27,6 +27,11 @@ class Metrics:
         self.turns = Counter(
             "slackbot_turns_total", "Turns finished, by outcome", ["outcome"], registry=r
         )
+        self.turns_given_up = Counter(
+            "slackbot_turns_given_up_total",
+            "Turns given up unanswered: attempts at them stopped their worker "
+            "MAX_TURN_ATTEMPTS times", registry=r,
+        )
         self.turn_seconds = Histogram(
             "slackbot_turn_seconds", "Time of one turn in the worker", buckets=TURN_BUCKETS,
             registry=r,

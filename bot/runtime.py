@@ -26,10 +26,11 @@ from bot.adk.client import AdkClient, AdkError
 from bot.app import CountingWebClient, build_bolt_app, build_web_client
 from bot.approvals import Approvers
 from bot.config import Settings
-from bot.conversation import Conversation, ConversationConfig, ThreadIO
+from bot.conversation import Conversation, ConversationConfig, ThreadIO, crash_text, new_ref
 from bot.files import parse_mimetypes
 from bot.intake import Intake
 from bot.limits import RateLimit
+from bot.memory_budget import MemoryBudget
 from bot.metrics import Metrics
 from bot.notes import BackgroundNotes
 from bot.slack.assistant import register_assistant
@@ -44,7 +45,7 @@ from bot.store.keys import Keys
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, TurnContext
 from bot.turns import Turn
-from bot.worker import TurnHandler, Worker, WorkerConfig
+from bot.worker import GiveUp, GiveUpHandler, TurnHandler, Worker, WorkerConfig
 
 log = logging.getLogger("bot.runtime")
 
@@ -213,6 +214,20 @@ def make_handler(conversation: Conversation, metrics: Metrics) -> TurnHandler:
     return handle
 
 
+def make_give_up(conversation: Conversation, metrics: Metrics) -> GiveUpHandler:
+    """A turn whose attempts kept killing their worker: told so in its thread, not run."""
+    async def give_up(turn: Turn, context: TurnContext | None, attempts: int) -> str:
+        ref = new_ref()
+        log.error("a turn is given up unanswered: trying to answer it stopped the bot %d "
+                  "times", attempts, extra={"ref": ref, "thread_key": turn.key, "ts": turn.ts,
+                                            "outcome": "given_up"})
+        outcome = await conversation.give_up(turn, context, crash_text(attempts, ref))
+        metrics.turns.labels(outcome).inc()
+        return outcome
+
+    return give_up
+
+
 @dataclass
 class Parts:
     """What Slack mode and the console share."""
@@ -277,6 +292,7 @@ def assemble(
             reclaim_idle_ms=int(settings.reclaim_idle_seconds * 1000),
             blocking_reads=not embedded,
         ),
+        GiveUp(settings.max_turn_attempts, make_give_up(conversation, metrics)),
     )
     return Parts(store, metrics, stops, intake, conversation, worker, notes)
 
@@ -322,6 +338,8 @@ def build_bot(
     approvers = Approvers.from_settings(settings)
     groups = (UserGroupResolver.for_policy(client, access, also=approvers.usergroups)
               if needs_user_groups(access) or approvers.usergroups else None)
+    # One budget for the attached files of all the process's turns.
+    file_memory = MemoryBudget(settings.max_attachment_memory_bytes)
 
     def make_io(store: Store, metrics: Metrics) -> ThreadIO:
         return SlackThreadIO(
@@ -331,6 +349,8 @@ def build_bot(
             stream_client=stream_client, groups=groups,
             file_limits=FileLimits(settings.max_attachment_bytes, settings.max_attachments,
                                    parse_mimetypes(settings.attachment_mimetypes)),
+            file_memory=file_memory,
+            file_memory_wait=settings.attachment_memory_wait_seconds,
         )
 
     parts = assemble(settings, redis_client=redis_client, embedded=embedded, adk=adk,

@@ -21,6 +21,18 @@ log = logging.getLogger("bot.worker")
 
 # A turn and its context, as read from Redis with it (the handler need not read it again).
 TurnHandler = Callable[[Turn, TurnContext | None], Awaitable[str]]
+# A turn to give up instead of running it, its context, and how many attempts at it died.
+GiveUpHandler = Callable[[Turn, TurnContext | None, int], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """When a turn is given up instead of run again: after `max_attempts` attempts at it
+    stopped their worker (MAX_TURN_ATTEMPTS), so that a turn that kills its worker does
+    not crash every replica in turn, for ever."""
+
+    max_attempts: int
+    handler: GiveUpHandler
 
 
 @dataclass
@@ -29,6 +41,7 @@ class HeldLock:
     token: str
     released: bool = False
     lost: bool = False  # it expired and is not ours any more (another worker may hold it)
+    running: str = ""  # the ts of the turn being run
 
 
 @dataclass(frozen=True)
@@ -46,10 +59,12 @@ def consumer_name() -> str:
 
 
 class Worker:
-    def __init__(self, store: Store, handler: TurnHandler, config: WorkerConfig) -> None:
+    def __init__(self, store: Store, handler: TurnHandler, config: WorkerConfig,
+                 give_up: GiveUp | None = None) -> None:
         self.store = store
         self.handler = handler
         self.config = config
+        self.give_up = give_up  # None: a turn is run again however often it died
         self.consumer = consumer_name()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -123,7 +138,8 @@ class Worker:
                 log.warning("cannot reclaim work from Redis: %s", exc)
                 continue
             for bell in bells:
-                log.info("reclaimed work of a silent worker", extra={"thread_key": bell.key})
+                log.info("reclaimed work of a silent worker (delivery %d of its doorbell)",
+                         bell.deliveries, extra={"thread_key": bell.key})
                 self._spawn(bell)
 
     async def _janitor_loop(self) -> None:
@@ -206,7 +222,7 @@ class Worker:
         """Shutting down mid-thread: free the thread and ring its doorbell again so another
         worker takes it now, not after the reclaim time."""
         try:
-            await self.store.release_lock(held.key, held.token)
+            await self.store.hand_back(held.key, held.token, held.running)
             await self.store.ring(held.key)
             await self.store.ack(bell.entry_id)
             log.info("handed a thread back", extra={"thread_key": held.key})
@@ -225,7 +241,7 @@ class Worker:
                 held.released = False  # a turn arrived: keep the lock and go on
                 head = await self.store.take_head(key)
                 continue
-            ts = await self._run_one(key, head, held.token)
+            ts = await self._run_one(held, head)
             head = (await self.store.finish_and_next(key, ts, held.token) if ts is not None
                     else await self._drop_head(key))
 
@@ -233,8 +249,10 @@ class Worker:
         await self.store.pop_head(key)
         return await self.store.take_head(key)
 
-    async def _run_one(self, key: str, head: Taken, token: str) -> str | None:
-        """Run the head turn; its ts, or None if the entry is unreadable."""
+    async def _run_one(self, held: HeldLock, head: Taken) -> str | None:
+        """Run the head turn (or give it up, when attempts at it keep killing their worker);
+        its ts, or None if the entry is unreadable."""
+        key = held.key
         try:
             turn = Turn.from_json(head.raw)
         except (ValueError, TypeError) as exc:
@@ -242,14 +260,20 @@ class Worker:
             return None
         if head.state == "d":
             return turn.ts  # delivered already (e.g. by a worker that died before popping it)
-        context = replace(head.context, lock_token=token) if head.context else None
+        context = replace(head.context, lock_token=held.token) if head.context else None
+        held.running = turn.ts
         try:
-            await self.handler(turn, context)
+            if (head.state == "r" and self.give_up is not None
+                    and head.attempts >= self.give_up.max_attempts):
+                await self.give_up.handler(turn, context, head.attempts)
+            else:
+                await self.handler(turn, context)
         except (asyncio.CancelledError, RedisError, OSError, RetryLater, LockLost):
             raise  # the turn stays queued: retried when Redis is back, or by another worker
         except Exception:
             # A bug or a permanent Slack refusal: give up on this turn, not the thread.
             log.exception("turn handler failed", extra={"thread_key": key, "ts": turn.ts})
+        held.running = ""
         return turn.ts
 
     async def _keep_lock(self, bell: Doorbell, held: HeldLock, drain: asyncio.Task[None]

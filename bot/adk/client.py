@@ -8,7 +8,7 @@ call (docs/benchmarks.md), and its connection pool does not slow down as it grow
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -334,9 +334,12 @@ class AdkClient:
         streaming: bool = False,
         parts: Sequence[Mapping[str, Any]] = (),
         replies: Sequence[Mapping[str, Any]] = (),
+        on_sent: Callable[[], None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Run one turn and yield its events as they arrive. Never retried. `replies`
-        (function responses to a paused run's requests) are sent instead of the text."""
+        (function responses to a paused run's requests) are sent instead of the text.
+        `on_sent` is called once ADK has taken the request (it answered 2xx/3xx), before
+        the first event: the caller may drop the message's parts then (attached files)."""
         message = list(replies) if replies else [{"text": text}, *parts]
         body: dict[str, Any] = {
             "appName": self.app_name,
@@ -365,6 +368,12 @@ class AdkClient:
                         continue  # refused before ADK stored anything: safe to send again
                     if response.status >= 400:
                         _raise_for(Reply(response.status, await response.read()))
+                    # ADK has the whole message: this copy of it (files can be megabytes)
+                    # is not kept for the rest of the run.
+                    data = b""
+                    message.clear()
+                    if on_sent is not None:
+                        on_sent()
                     async for event in _sse_events(response.content):
                         yield event
                     return

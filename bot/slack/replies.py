@@ -12,7 +12,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import HistoryMessage, Reply
-from bot.files import DEFAULT_ATTACHMENT_MIMETYPES, message_parts_for_files, upload_attachments
+from bot.files import (
+    DEFAULT_ATTACHMENT_MIMETYPES,
+    FileParts,
+    message_parts_for_files,
+    upload_attachments,
+)
+from bot.memory_budget import MemoryBudget
 from bot.metrics import Metrics
 from bot.progress import WORKING
 from bot.slack.errors import slack_error
@@ -94,9 +100,14 @@ class SlackThreadIO:
         working_status: str = WORKING, streaming_mode: StreamingMode = "auto",
         stream_starts_per_minute: int = 15, stream_client: AsyncWebClient | None = None,
         groups: UserGroupResolver | None = None, file_limits: FileLimits | None = None,
+        file_memory: MemoryBudget | None = None, file_memory_wait: float = 0.0,
     ) -> None:
         self.client = client
         self.file_limits = file_limits or FileLimits()
+        # The process's memory for attached files (MAX_ATTACHMENT_MEMORY_BYTES), and how long
+        # a turn waits for it (ATTACHMENT_MEMORY_WAIT_SECONDS); None: not bounded.
+        self.file_memory = file_memory
+        self.file_memory_wait = file_memory_wait
         self.groups = groups
         self.stream_client = stream_client
         self.bot = bot
@@ -374,10 +385,11 @@ class SlackThreadIO:
         collected.sort(key=lambda m: float(m.ts))
         return collected[-limit:] if limit else []
 
-    async def file_parts(self, turn: Turn) -> tuple[list[dict[str, Any]], list[str]]:
+    async def file_parts(self, turn: Turn) -> FileParts:
         return await message_parts_for_files(
             self.client, turn.files, max_bytes=self.file_limits.max_bytes,
             max_files=self.file_limits.max_files, allowed_mimetypes=self.file_limits.mimetypes,
+            budget=self.file_memory, budget_wait=self.file_memory_wait,
         )
 
     async def retract(self, turn: Turn, ts: str) -> None:

@@ -15,6 +15,8 @@ bot needs one Redis primary, not a Redis Cluster.
                                      re-run after a crash removes the half-written one, TTL
     <p>:{<key>}:q             list   the thread's FIFO of turns (JSON), oldest first
     <p>:{<key>}:lock          string the token of the worker running this thread, PX TTL
+    <p>:{<key>}:tries:<ts>    string attempts at the turn that never finished (their worker
+                                     died mid-turn), TTL; deleted when the turn is done
     <p>:{<key>}:fb:<turn_ts>  hash   feedback on a turn's answer: user id -> JSON {rating,
                                      session_id, invocation_id, at}; TTL FEEDBACK_TTL_DAYS
     <p>:work                  stream doorbells: {"k": <key>}; consumer group "workers"
@@ -60,6 +62,9 @@ class Keys:
 
     def uploaded_parts(self, key: str, ts: str) -> str:
         return f"{self._tag(key)}:files:{ts}"
+
+    def attempts(self, key: str, ts: str) -> str:
+        return f"{self._tag(key)}:tries:{ts}"
 
     def deferrals(self, key: str, ts: str) -> str:
         return f"{self._tag(key)}:defer:{ts}"

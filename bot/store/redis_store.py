@@ -63,14 +63,25 @@ return 0
 """
 
 # Lua shared by the scripts that hand a worker its next turn. `take(queue, thread, msg,
-# out, live, ttl)` reads the head of the thread's queue and marks that turn running unless
-# it is further along, and reads what the turn needs to start: the thread's mapping, and the
-# outbox and live message an earlier attempt at the turn may have left. Returns {head,
-# state it had (false, "q", "r", "a" or "d"), mapping (flat), outbox, live}, {head} for an
-# entry that is not a turn, or {} when the queue is empty. `msg`, `out` and `live` are key
-# prefixes under the thread's own hash tag (bot/store/keys.py), completed with the ts.
+# out, live, tries, ttl)` reads the head of the thread's queue and marks that turn running
+# unless it is further along, and reads what the turn needs to start: the thread's mapping,
+# and the outbox and live message an earlier attempt at the turn may have left. Returns
+# {head, state it had (false, "q", "r", "a" or "d"), mapping (flat), outbox, live,
+# attempts}, {head} for an entry that is not a turn, or {} when the queue is empty. `msg`,
+# `out`, `live` and `tries` are key prefixes under the thread's own hash tag
+# (bot/store/keys.py), completed with the ts.
+#
+# `attempts` counts the earlier attempts at the turn that never finished: a head found
+# already running ("r") was taken by a worker that died (kill -9, out of memory), or lost
+# Redis or the thread's lock mid-turn, since every other way out of a turn moves it on
+# ("a", "d") or back ("q", a shutdown's hand-back). The count is kept per turn, in
+# `tries:<ts>` next to the turn's state, because the work stream's delivery count
+# (`Doorbell.deliveries`) cannot be it: a thread's next message rings a new doorbell
+# (delivered once) that takes the same dead turn, and one doorbell is worked on for all
+# the turns its worker drains, so its count mixes turns. A turn put off while Slack fails
+# is in state "a": never counted here.
 _TAKE = """
-local function take(queue, thread, msg, out, live, ttl)
+local function take(queue, thread, msg, out, live, tries, ttl)
   local head = redis.call('LINDEX', queue, 0)
   if not head then return {} end
   local ok, turn = pcall(cjson.decode, head)
@@ -79,41 +90,60 @@ local function take(queue, thread, msg, out, live, ttl)
   end
   local ts = turn['ts']
   local state = redis.call('GET', msg .. ts)
-  if not state or state == 'q' then redis.call('SET', msg .. ts, 'r', 'EX', ttl) end
+  local attempts = 0
+  if not state or state == 'q' then
+    redis.call('SET', msg .. ts, 'r', 'EX', ttl)
+  elseif state == 'r' then
+    attempts = redis.call('INCR', tries .. ts)
+    redis.call('EXPIRE', tries .. ts, ttl)
+  end
   return {head, state, redis.call('HGETALL', thread), redis.call('GET', out .. ts),
-          redis.call('GET', live .. ts)}
+          redis.call('GET', live .. ts), attempts}
 end
 """
 
-# KEYS: lock, queue, thread; ARGV: token, lock ttl ms, msg, out and live prefixes, dedupe
-# ttl. Take the thread (SET NX) and its first turn in one round trip: {0} if another
+# KEYS: lock, queue, thread; ARGV: token, lock ttl ms, msg, out, live and tries prefixes,
+# dedupe ttl. Take the thread (SET NX) and its first turn in one round trip: {0} if another
 # worker holds it, else {1, take(...)...}.
 _CLAIM = _TAKE + """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
-local taken = take(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local taken = take(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return {1, taken}
 """
 
-# KEYS: message key of the finished turn, its outbox, its live key, queue, thread, lock;
-# ARGV: dedupe ttl, msg, out and live prefixes, lock token, the finished turn's ts. The turn
-# is delivered: mark it, drop its outbox and live key, and pop it if it is still the head.
-# Then take the next one, if the lock is still ours; 0 if it is not (it expired, e.g. while
-# Redis was unreachable, and another worker may have the thread now: the caller stops).
+# KEYS: message key of the finished turn, its outbox, its live key, queue, thread, lock, its
+# attempts; ARGV: dedupe ttl, msg, out, live and tries prefixes, lock token, the finished
+# turn's ts. The turn is delivered: mark it, drop its outbox, live key and attempts, and pop
+# it if it is still the head. Then take the next one, if the lock is still ours; 0 if it is
+# not (it expired, e.g. while Redis was unreachable, and another worker may have the thread
+# now: the caller stops).
 _FINISH_AND_TAKE = _TAKE + """
 redis.call('SET', KEYS[1], 'd', 'EX', ARGV[1])
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[7])
 local head = redis.call('LINDEX', KEYS[4], 0)
 if head then
   local ok, turn = pcall(cjson.decode, head)
-  if ok and type(turn) == 'table' and turn['ts'] == ARGV[6] then redis.call('LPOP', KEYS[4]) end
+  if ok and type(turn) == 'table' and turn['ts'] == ARGV[7] then redis.call('LPOP', KEYS[4]) end
 end
-if redis.call('GET', KEYS[6]) ~= ARGV[5] then return 0 end
-return take(KEYS[4], KEYS[5], ARGV[2], ARGV[3], ARGV[4], ARGV[1])
+if redis.call('GET', KEYS[6]) ~= ARGV[6] then return 0 end
+return take(KEYS[4], KEYS[5], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[1])
 """
 
-# KEYS: queue, thread; ARGV: msg, out and live prefixes, dedupe ttl.
+# KEYS: queue, thread; ARGV: msg, out, live and tries prefixes, dedupe ttl.
 _TAKE_HEAD = _TAKE + """
-return take(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+return take(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+"""
+
+# KEYS: lock, the running turn's message key; ARGV: token, "1" if a turn was running.
+# Shutting down mid-turn: the thread is freed and its running turn is queued again ("q"),
+# so the next worker starts it afresh, not as the retry of an attempt that died.
+_HAND_BACK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[2] == '1' and redis.call('GET', KEYS[2]) == 'r' then
+  redis.call('SET', KEYS[2], 'q', 'KEEPTTL')
+end
+return 1
 """
 
 # KEYS: lock, queue; ARGV: token. Release the thread only if nothing is queued (atomic, so a
@@ -215,12 +245,14 @@ class TurnContext:
 @dataclass(frozen=True)
 class Taken:
     """The head turn of a thread's queue, as handed to a worker: its JSON, the state it had
-    before it was marked running ("d": delivered already; None: new, or not a turn), and
-    its context (None when the entry is not a turn)."""
+    before it was marked running ("d": delivered already; "r": an attempt at it never
+    finished; None: new, or not a turn), its context (None when the entry is not a turn),
+    and how many attempts at it never finished so far (0 unless the state was "r")."""
 
     raw: str
     state: str | None = None
     context: TurnContext | None = None
+    attempts: int = 0
 
 
 def _taken(key: str, reply: list[Any] | None) -> Taken | None:
@@ -231,14 +263,18 @@ def _taken(key: str, reply: list[Any] | None) -> Taken | None:
     head, state, flat, outbox, live = reply[:5]
     mapping = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
     record = ThreadRecord.from_hash(key, mapping) if mapping else None
+    attempts = int(reply[5] or 0) if len(reply) > 5 else 0
     return Taken(str(head), state or None,
-                 TurnContext(record, _parse_outbox(outbox), live or None))
+                 TurnContext(record, _parse_outbox(outbox), live or None), attempts)
 
 
 @dataclass(frozen=True)
 class Doorbell:
     entry_id: str
     key: str
+    # Times the work stream handed this entry to a worker: 1 when read, one more each time
+    # it is reclaimed from a silent worker (`touch` does not count).
+    deliveries: int = 1
 
 
 class Store:
@@ -267,6 +303,7 @@ class Store:
         self._take_head = client.register_script(_TAKE_HEAD)
         self._release_if_empty = client.register_script(_RELEASE_IF_EMPTY)
         self._save_outbox = client.register_script(_SAVE_OUTBOX)
+        self._hand_back = client.register_script(_HAND_BACK)
 
     # ---- intake -------------------------------------------------------------------------
 
@@ -324,13 +361,27 @@ class Store:
 
     async def reclaim_doorbells(self, consumer: str, min_idle_ms: int, count: int = 100
                                 ) -> list[Doorbell]:
-        """Take over doorbells whose worker went silent (crashed) for `min_idle_ms`."""
+        """Take over doorbells whose worker went silent (crashed) for `min_idle_ms`, with
+        their delivery counts (XAUTOCLAIM counts the takeover but does not say the count:
+        one XPENDING per entry taken, in one more round trip, only when any was taken)."""
         reply = await self.redis.xautoclaim(
             self.keys.work_stream, self.keys.work_group, consumer,
             min_idle_time=min_idle_ms, start_id="0-0", count=count,
         )
-        entries = reply[1] if len(reply) > 1 else []
-        return [Doorbell(eid, f.get("k", "")) for eid, f in entries if f]
+        raw = cast("list[tuple[str, dict[str, str] | None]]", reply[1] if len(reply) > 1 else [])
+        entries = [(eid, fields) for eid, fields in raw if fields]
+        if not entries:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for eid, _ in entries:
+            pipe.xpending_range(self.keys.work_stream, self.keys.work_group, eid, eid, 1,
+                                consumername=consumer)
+        pending = await pipe.execute()
+        bells = []
+        for (eid, fields), info in zip(entries, pending, strict=True):
+            deliveries = int(info[0].get("times_delivered", 1)) if info else 1
+            bells.append(Doorbell(eid, fields.get("k", ""), deliveries))
+        return bells
 
     async def ack(self, entry_id: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -374,7 +425,7 @@ class Store:
 
     def _take_prefixes(self, key: str) -> list[str]:
         k = self.keys
-        return [k.message(key, ""), k.outbox(key, ""), k.live(key, "")]
+        return [k.message(key, ""), k.outbox(key, ""), k.live(key, ""), k.attempts(key, "")]
 
     async def claim(self, key: str, ttl_ms: int) -> tuple[str | None, Taken | None]:
         """Lock the thread and take its head turn (marked running, with its context) in one
@@ -403,6 +454,12 @@ class Store:
     async def release_lock(self, key: str, token: str) -> None:
         await self._release(keys=[self.keys.lock(key)], args=[token])
 
+    async def hand_back(self, key: str, token: str, running_ts: str = "") -> None:
+        """Free a thread this worker holds while shutting down; its turn `running_ts` (if
+        one was running) is queued again, not counted as an attempt that died."""
+        await self._hand_back(keys=[self.keys.lock(key), self.keys.message(key, running_ts)],
+                              args=[token, "1" if running_ts else "0"])
+
     async def release_if_empty(self, key: str, token: str) -> bool:
         """True (and the lock released) when the thread's queue is empty."""
         return bool(await self._release_if_empty(keys=[self.keys.lock(key), self.keys.queue(key)],
@@ -415,7 +472,7 @@ class Store:
         k = self.keys
         reply = await self._finish_and_take(
             keys=[k.message(key, ts), k.outbox(key, ts), k.live(key, ts), k.queue(key),
-                  k.thread(key), k.lock(key)],
+                  k.thread(key), k.lock(key), k.attempts(key, ts)],
             args=[self.dedupe_ttl, *self._take_prefixes(key), token, ts],
         )
         if reply == 0:

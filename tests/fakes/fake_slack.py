@@ -253,6 +253,8 @@ class FakeSlack:
 
         self._faults: dict[str, list[_Fault]] = {}
         self._delays: dict[str, float] = {}
+        #: downloads of these file ids wait until their event is set (hold_download)
+        self._held_downloads: dict[str, asyncio.Event] = {}
         self._file_ids = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
         self._runner: web.AppRunner | None = None
@@ -314,6 +316,8 @@ class FakeSlack:
         self._port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
+        for gate in self._held_downloads.values():
+            gate.set()
         for ws in list(self._sockets):
             await ws.close()
         self._sockets.clear()
@@ -584,6 +588,16 @@ class FakeSlack:
     def clear_faults(self) -> None:
         self._faults.clear()
 
+    def hold_download(self, file_id: str) -> None:
+        """Downloads of this file wait (after their call is recorded) until
+        :meth:`release_download`: a slow files.slack.com, on cue."""
+        self._held_downloads[file_id] = asyncio.Event()
+
+    def release_download(self, file_id: str) -> None:
+        gate = self._held_downloads.pop(file_id, None)
+        if gate is not None:
+            gate.set()
+
     def set_delay(self, method: str, seconds: float) -> None:
         if seconds <= 0:
             self._delays.pop(method, None)
@@ -815,6 +829,9 @@ class FakeSlack:
         if token != self.bot_token:
             call.status = 302
             raise web.HTTPFound(f"/signin?redir={request.path}")
+        gate = self._held_downloads.get(file_id)
+        if gate is not None:
+            await gate.wait()
         f = self.shared_files.get(file_id)
         if f is None or team != self.team_id:
             call.status = 404

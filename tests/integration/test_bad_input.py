@@ -5,6 +5,7 @@ test agent and the fake Slack (see test_bridge.py for the set-up)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time

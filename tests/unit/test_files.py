@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -19,7 +20,9 @@ from bot.config import Settings
 from bot.files import (
     DEFAULT_ATTACHMENT_MIMETYPES,
     MB,
+    MEMORY_PER_FILE_BYTE,
     Attachment,
+    FileParts,
     fetch_artifacts,
     file_mimetype,
     human_size,
@@ -29,6 +32,7 @@ from bot.files import (
     upload_attachments,
     upload_filename,
 )
+from bot.memory_budget import MemoryBudget
 from tests.adk_agents.test_agent.agent import (
     ARTIFACT_CSV,
     ARTIFACT_NAME,
@@ -45,6 +49,7 @@ TOKEN = "xoxb-test-token"
 ALLOWED = frozenset(DEFAULT_ATTACHMENT_MIMETYPES)
 PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 XLSX = b"PK\x03\x04" + b"\x00" * 60
+LONG_WAIT = 30.0  # a wait for memory that never runs out in these tests
 
 
 @pytest.fixture
@@ -271,6 +276,10 @@ async def test_artifacts_end_to_end_into_a_dm(adk: AdkClient, slack: FakeSlack) 
 # ---- user files: Slack -> ADK ------------------------------------------------------------------
 
 
+def unpack(files: FileParts) -> tuple[list[dict[str, Any]], list[str]]:
+    return files.parts, files.notes
+
+
 def inline(part: dict[str, Any]) -> tuple[str, bytes]:
     return part["inlineData"]["mimeType"], base64.b64decode(part["inlineData"]["data"])
 
@@ -286,10 +295,10 @@ async def test_message_parts_for_files(slack: FakeSlack) -> None:
     )
     big = slack.add_file("F5", "big.csv", "text/csv", b"a,b\n" * 2000)
 
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [csv, png, pdf, xlsx, big],
         max_bytes=4096, max_files=5, allowed_mimetypes=ALLOWED,
-    )
+    ))
     # Each file's data comes right after a text part naming it.
     assert parts[0] == {"text": "\n(attached file: costs.csv, text/csv)"}
     labels = [p["text"] for p in parts if "text" in p]
@@ -309,9 +318,9 @@ async def test_message_parts_for_files(slack: FakeSlack) -> None:
 
 async def test_size_is_enforced_while_streaming(slack: FakeSlack) -> None:
     liar = slack.add_file("F1", "liar.csv", "text/csv", b"x" * (3 * 65536), size=10)
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [liar], max_bytes=65536, max_files=5, allowed_mimetypes=ALLOWED
-    )
+    ))
     assert parts == []
     assert notes == ["liar.csv is larger than the 64 KB limit"]
     assert len(slack.calls_to("download")) == 1
@@ -321,9 +330,9 @@ async def test_max_files_and_url_private_fallback(slack: FakeSlack) -> None:
     files = [slack.add_file(f"F{i}", f"n{i}.txt", "text/plain", f"note {i}".encode())
              for i in range(4)]
     del files[0]["url_private_download"]  # only url_private: still downloadable
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), files, max_bytes=MB, max_files=2, allowed_mimetypes=ALLOWED
-    )
+    ))
     assert [inline(p) for p in parts if "inlineData" in p] == [
         ("text/plain", b"note 0"), ("text/plain", b"note 1")]
     assert notes == [
@@ -334,10 +343,10 @@ async def test_max_files_and_url_private_fallback(slack: FakeSlack) -> None:
 
 async def test_wrong_token_is_refused_like_slack(slack: FakeSlack) -> None:
     f = slack.add_file("F1", "costs.csv", "text/csv", ARTIFACT_CSV)
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack, "xoxb-wrong-token"), [f],
         max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
-    )
+    ))
     assert parts == []
     assert notes == ["costs.csv couldn't be downloaded from Slack"]
     [call] = slack.calls_to("download")
@@ -359,14 +368,14 @@ async def test_failures_and_foreign_hosts_become_notes(slack: FakeSlack) -> None
     no_url = {"id": "F4", "name": "d.pdf", "mimetype": "application/pdf", "size": 10}
     empty = slack.add_file("F5", "e.txt", "text/plain", b"")
     slack.fail_next("download", status=500)
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [flaky], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
-    )
+    ))
     assert (parts, notes) == ([], ["b.csv couldn't be downloaded from Slack"])
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [ok, foreign, no_url, empty],
         max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
-    )
+    ))
     assert [inline(p) for p in parts if "inlineData" in p] == [("text/csv", b"a\n1\n")]
     assert notes == [
         "c.csv couldn't be read from Slack",
@@ -377,9 +386,9 @@ async def test_failures_and_foreign_hosts_become_notes(slack: FakeSlack) -> None
 
 
 async def test_no_files_no_requests(slack: FakeSlack) -> None:
-    assert await message_parts_for_files(
+    assert unpack(await message_parts_for_files(
         web_client(slack), [], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
-    ) == ([], [])
+    )) == ([], [])
     assert slack.calls == []
 
 
@@ -389,9 +398,9 @@ async def test_adk_accepts_a_message_with_file_parts(
 ) -> None:
     csv = slack.add_file("F1", "costs.csv", "text/csv", ARTIFACT_CSV)
     png = slack.add_file("F2", "chart.png", "image/png", CHART_PNG)
-    parts, notes = await message_parts_for_files(
+    parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [csv, png], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
-    )
+    ))
     assert notes == []
     async with httpx.AsyncClient(
         base_url=adk_server.base_url, trust_env=False, timeout=30
@@ -410,3 +419,111 @@ async def test_adk_accepts_a_message_with_file_parts(
     assert "said=Alice: what is in these?" in final
     assert f"part: text/csv {len(ARTIFACT_CSV)} bytes" in final
     assert f"part: image/png {len(CHART_PNG)} bytes" in final
+
+
+# ---- the memory attached files take (MAX_ATTACHMENT_MEMORY_BYTES) ---------------------------
+
+
+async def test_a_file_larger_than_slack_said_is_cut_off(slack: FakeSlack) -> None:
+    liar = slack.add_file("F1", "liar.csv", "text/csv", b"x" * 1000, size=10)
+    parts, notes = unpack(await message_parts_for_files(
+        web_client(slack), [liar], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
+    ))
+    assert parts == []
+    assert notes == ["liar.csv was larger than Slack said (10 bytes), so it was not passed on"]
+
+
+async def test_a_streamed_file_is_never_read_past_its_size() -> None:
+    """No Content-Length (chunked): the download stops once it has the bytes Slack said
+    the file has, instead of buffering whatever comes."""
+    chunk, chunks = b"x" * 65536, 1000  # 62.5 MB on offer
+    written: list[int] = []  # bytes the server got out, per download
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/csv"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        written.append(0)
+        try:
+            for _ in range(chunks):
+                await response.write(chunk)
+                written[-1] += len(chunk)
+        except (ConnectionResetError, RuntimeError):  # the client hung up
+            pass
+        return response
+
+    async with serving(handler) as url:
+        client = AsyncWebClient(token=TOKEN, base_url=f"{url}/api/")
+        big = {"id": "F1", "name": "big.csv", "mimetype": "text/csv", "size": 100_000,
+               "url_private_download": f"{url}/files-pri/T1-F1/download/big.csv"}
+        parts, notes = unpack(await message_parts_for_files(
+            client, [big], max_bytes=10 * MB, max_files=5, allowed_mimetypes=ALLOWED))
+        unsized = {k: v for k, v in big.items() if k != "size"}  # cut at the limit
+        parts2, notes2 = unpack(await message_parts_for_files(
+            client, [unsized], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED))
+    assert parts == [] and parts2 == []
+    assert notes == ["big.csv was larger than Slack said (97.7 KB), so it was not passed on"]
+    assert notes2 == ["big.csv is larger than the 1 MB limit"]
+    # The server was cut off both times, long before the end (what it got out is what the
+    # sockets buffer, not what the bot kept).
+    assert len(written) == 2 and all(n < chunks * len(chunk) / 4 for n in written), written
+
+
+async def test_files_reserve_their_memory_and_give_it_back(slack: FakeSlack) -> None:
+    csv = slack.add_file("F1", "costs.csv", "text/csv", ARTIFACT_CSV)
+    gone = slack.add_file("F2", "gone.csv", "text/csv", b"a,b\n" * 100)
+    slack.shared_files.pop("F2")  # Slack answers 404: its memory comes back at once
+    budget = MemoryBudget(MB)
+    got = await message_parts_for_files(
+        web_client(slack), [csv, gone], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
+        budget=budget, budget_wait=LONG_WAIT)
+    assert [inline(p) for p in got.parts if "inlineData" in p] == [("text/csv", ARTIFACT_CSV)]
+    assert got.notes == ["gone.csv couldn't be downloaded from Slack"]
+    assert got.reservation is not None
+    assert budget.in_use == got.reservation.amount == MEMORY_PER_FILE_BYTE * len(ARTIFACT_CSV)
+    got.release()  # ADK has the message
+    got.release()
+    assert budget.in_use == 0 and got.parts == []
+
+
+async def test_files_wait_for_memory_and_are_noted_when_none_comes(slack: FakeSlack) -> None:
+    a = slack.add_file("F1", "a.csv", "text/csv", b"a\n" * 100)
+    b = slack.add_file("F2", "b.csv", "text/csv", b"b\n" * 100)
+    budget = MemoryBudget(MEMORY_PER_FILE_BYTE * 300)  # both files: 1200 of 900 bytes
+    other_turn = await budget.reserve(budget.capacity, 0)
+    assert other_turn is not None
+    parts, notes = unpack(await message_parts_for_files(
+        web_client(slack), [a, b], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
+        budget=budget, budget_wait=0.05))
+    assert parts == []
+    assert notes == [
+        "b.csv was not passed on: the files of one message can take only so much memory; "
+        "send it again in a message of its own",
+        "a.csv was not passed on: too many files are being processed right now; "
+        "send it again in a moment",
+    ]
+    assert slack.calls_to("download") == []  # nothing downloaded without memory
+    assert budget.in_use == budget.capacity  # the other turn's, nothing leaked
+    other_turn.release()
+    got = await message_parts_for_files(
+        web_client(slack), [a], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
+        budget=budget, budget_wait=0.05)
+    assert [inline(p) for p in got.parts if "inlineData" in p] == [("text/csv", b"a\n" * 100)]
+    got.release()
+    assert budget.in_use == 0
+
+
+async def test_a_turn_stopped_mid_download_gives_its_memory_back(slack: FakeSlack) -> None:
+    f = slack.add_file("F1", "slow.csv", "text/csv", ARTIFACT_CSV)
+    slack.hold_download("F1")
+    budget = MemoryBudget(MB)
+    task = asyncio.create_task(message_parts_for_files(
+        web_client(slack), [f], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
+        budget=budget, budget_wait=LONG_WAIT))
+    await slack.wait_for_calls("download", 1)
+    assert budget.in_use > 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert budget.in_use == 0
+    slack.release_download("F1")
