@@ -51,7 +51,7 @@ _TOKEN = re.compile(
     re.IGNORECASE,
 )
 _OPENING = re.compile(rf"<{_GAP}!{_GAP}(?=(?:{_BROADCASTS}|subteam))", re.IGNORECASE)
-_WORD = re.compile(r"(?<![^\W_])@(?=(?:here|channel|everyone))", re.IGNORECASE)
+_WORD = re.compile(r"@(?=(?:here|channel|everyone))", re.IGNORECASE)
 # The end of a piece of text that a following piece could complete into a token or a word.
 _OPEN_TAIL = re.compile(rf"(?:<{_GAP}!?{_GAP}[A-Za-z]*|@[A-Za-z]*)\Z")
 _TAIL_ROOM = 24
@@ -65,6 +65,12 @@ def _token_text(match: re.Match[str]) -> str:
     return f"@{WORD_JOINER}{command}"
 
 
+def _word_text(match: re.Match[str]) -> str:
+    """A bare broadcast word; not the `@` of an address (`ops@here.example`)."""
+    before = match.string[match.start() - 1 : match.start()]
+    return match.group(0) if before.isalnum() else "@" + WORD_JOINER
+
+
 def neutralise(text: str) -> str:
     """`text` with every broadcast mention in it made plain text that notifies nobody.
     Idempotent; text without ``<`` or ``@`` comes back as it is."""
@@ -72,7 +78,7 @@ def neutralise(text: str) -> str:
         return text
     text = _TOKEN.sub(_token_text, text)
     text = _OPENING.sub("@" + WORD_JOINER, text)
-    return _WORD.sub("@" + WORD_JOINER, text)
+    return _WORD.sub(_word_text, text)
 
 
 def _rich_text_mention(element: Mapping[str, Any]) -> dict[str, Any] | None:
