@@ -131,7 +131,9 @@ def scrub_call(api_method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     for key in payloads:
         out[key] = scrub(out[key])
     if api_method in CHAT_METHODS and payloads:
-        out[payloads[0]] = {**out[payloads[0]], "link_names": False, "parse": "none"}
+        key = payloads[0]
+        link_names: bool | str = False if key == "json" else "false"  # a form takes strings
+        out[key] = {**out[key], "link_names": link_names, "parse": "none"}
     return out
 
 

@@ -196,6 +196,9 @@ def test_chat_messages_link_no_names() -> None:
                              "parse": "none"}}
     for method in ("chat.update", "chat.postEphemeral", "chat.scheduleMessage"):
         assert scrub_call(method, {"json": {"text": "x"}})["json"]["link_names"] is False
+    form = scrub_call("chat.postMessage", {"data": {"channel": "C1", "text": "@here"}})
+    assert form == {"data": {"channel": "C1", "text": f"@{WJ}here", "link_names": "false",
+                             "parse": "none"}}
     status = scrub_call("assistant.threads.setStatus",
                         {"json": {"status": "<!here>", "loading_messages": ["@channel"]}})
     assert status == {"json": {"status": f"@{WJ}here", "loading_messages": [f"@{WJ}channel"]}}
@@ -280,6 +283,12 @@ async def test_the_bots_clients_scrub_every_method(slack: FakeSlack) -> None:
     assert append.params["markdown_text"] == f" more @{WJ}here"
 
 
+async def settle(live: SlackLiveAnswer) -> None:
+    """Wait until the live answer has shown what it was given."""
+    while live._flusher is not None and not live._flusher.done():
+        await live._flusher
+
+
 async def test_a_live_answer_streams_neutralised_pieces(slack: FakeSlack) -> None:
     """An agent answer quoting `<!channel>`, streamed natively through the bot's stream
     client: chat.startStream and chat.appendStream carry it neutralised."""
@@ -293,9 +302,9 @@ async def test_a_live_answer_streams_neutralised_pieces(slack: FakeSlack) -> Non
                            append_interval=0)
     try:
         await live.delta("First line\n")
-        await slack.wait_for_calls("chat.startStream", 1)
+        await settle(live)  # the stream is open
         await live.delta("Tell <!channel> and <!subteam^S1|@ops>\n")
-        await slack.wait_for_calls("chat.appendStream", 1)
+        await settle(live)
         await live.finish()
     finally:
         await redis.aclose()
