@@ -23,13 +23,16 @@ from bot.access import Allow
 from bot.intake import Intake
 from bot.metrics import Metrics
 from bot.slack.controls import tell_refused
+from bot.slack.outbound import bolt_middleware, scrub_call
 from bot.slack.stream import STOP_ACTION_ID
 from bot.stops import Stops
 from bot.turns import thread_key
 
 
 class CountingWebClient(AsyncWebClient):
-    """An AsyncWebClient that counts failed calls in the metrics, by method and error."""
+    """The bot's Slack Web API client: every call's payload passes the outbound filter
+    (`bot.slack.outbound.scrub_call`: nothing it sends notifies a crowd), and failed calls
+    are counted in the metrics, by method and error."""
 
     metrics: Metrics | None = None
 
@@ -40,6 +43,7 @@ class CountingWebClient(AsyncWebClient):
                 handler.metrics = metrics
 
     async def api_call(self, api_method: str, *args: Any, **kwargs: Any) -> Any:
+        kwargs = scrub_call(api_method, kwargs)
         try:
             return await super().api_call(api_method, *args, **kwargs)
         except SlackApiError as exc:
@@ -119,6 +123,8 @@ def build_bolt_app(
         process_before_response=True,
         request_verification_enabled=False,
     )
+    # Listeners reply through the bot's own client, ack and respond, all filtered.
+    app.middleware(bolt_middleware(client))
 
     async def on_message_event(body: dict[str, Any], request: AsyncBoltRequest) -> None:
         await intake.handle(body, request.headers)

@@ -50,7 +50,9 @@ from bot.slack.feedback import feedback_block
 from bot.slack.render import (
     Attachment,
     SlackMessage,
+    code_name,
     mentioned_user_ids,
+    plain_text,
     readable_input,
     render_answer,
 )
@@ -239,12 +241,12 @@ def is_transient(exc: BaseException) -> bool:
 def ask_text(request: HumanRequest) -> str:
     """What the thread is asked when the agent pauses for a human."""
     if request.name == CONFIRMATION:
-        what = request.prompt or (f"May it run `{request.tool}`?" if request.tool
-                                  else "May it go on?")
+        what = plain_text(request.prompt) or (f"May it run {code_name(request.tool)}?"
+                                              if request.tool else "May it go on?")
         return (f":raised_hand: The agent needs your approval before it goes on: {what}\n"
                 "Reply `yes` in this thread to approve; any other reply declines.")
     if request.name == INPUT:
-        what = request.prompt or "It is waiting for your input."
+        what = plain_text(request.prompt) or "It is waiting for your input."
         return f":raised_hand: The agent needs more from you: {what}\nReply in this thread."
     return (":lock: The agent asked for a sign-in to another service, which I can't do from "
             "Slack, so it could not finish this request.")
@@ -680,7 +682,7 @@ class Conversation:
         except Exception as exc:
             log.warning("could not upload a reply's files; going on without them: %s", exc,
                         extra={"thread_key": turn.key, "ts": turn.ts})
-            names = ", ".join(f"`{f.filename}`" for f in files)
+            names = ", ".join(code_name(f.filename) for f in files)
             try:
                 await self.io.send(turn, part, Reply(
                     f":paperclip: I couldn't attach {names}: Slack refused the upload."))
@@ -960,7 +962,7 @@ class Conversation:
         if result.error_code:
             log.warning("agent error code %s", result.error_code,
                         extra={"ref": ref, "thread_key": turn.key})
-            said = describe_error_code(result.error_code, result.error_message)
+            said = plain_text(describe_error_code(result.error_code, result.error_message))
             replies.append(Reply(
                 f":warning: {said[:1].upper()}{said[1:]}"
                 f"{'' if answer or asks else ', so there is no answer'}. (ref `{ref}`)"

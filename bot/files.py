@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adk.client import AdkClient
+from bot.adk.client import AdkClient, is_safe_artifact_name
 from bot.memory_budget import MemoryBudget, Reservation
-from bot.slack.render import Attachment
+from bot.slack.render import Attachment, code_name
 
 log = logging.getLogger("bot.files")
 
@@ -146,20 +146,21 @@ def _artifact_attachment(
 ) -> tuple[Attachment | None, str]:
     """One artifact Part as an Attachment, or None and the note saying why not."""
     shown = _display_name(name)
+    quoted = code_name(shown)
     inline = part.get("inlineData", part.get("inline_data"))
     if isinstance(inline, Mapping):
         data = inline.get("data")
         if not isinstance(data, str):
-            return None, f"{shown} has no content, so it was not uploaded"
+            return None, f"{quoted} has no content, so it was not uploaded"
         size = _b64_size("".join(data.split()))
         if size > max_bytes:
             return None, (
-                f"{shown} was too large to upload ({human_size(size)} > {human_size(max_bytes)})"
+                f"{quoted} was too large to upload ({human_size(size)} > {human_size(max_bytes)})"
             )
         try:
             content = decode_base64(data)
         except ValueError:
-            return None, f"{shown} could not be read, so it was not uploaded"
+            return None, f"{quoted} could not be read, so it was not uploaded"
         mimetype = str(inline.get("mimeType") or inline.get("mime_type") or "").lower()
         if mimetype in _UNTYPED:
             mimetype = _guess_mimetype(shown)
@@ -169,21 +170,26 @@ def _artifact_attachment(
         mimetype = guessed if guessed.startswith("text/") else "text/plain"
         if len(content) > max_bytes:
             return None, (
-                f"{shown} was too large to upload "
+                f"{quoted} was too large to upload "
                 f"({human_size(len(content))} > {human_size(max_bytes)})"
             )
     elif isinstance(part.get("fileData", part.get("file_data")), Mapping):
-        return None, f"{shown} is stored outside the agent (a file link), so it was not uploaded"
+        return None, f"{quoted} is stored outside the agent (a file link), so it was not uploaded"
     else:
-        return None, f"{shown} has no content, so it was not uploaded"
+        return None, f"{quoted} has no content, so it was not uploaded"
     if not content:
-        return None, f"{shown} is empty, so it was not uploaded"
+        return None, f"{quoted} is empty, so it was not uploaded"
     return Attachment(filename=shown, content=content, title=shown, mimetype=mimetype), ""
 
 
 async def _fetch_one(
     adk: AdkClient, user_id: str, session_id: str, name: str, version: int, max_bytes: int
 ) -> tuple[Attachment | None, str]:
+    if not is_safe_artifact_name(name):
+        # An absolute path, a `..` segment, a backslash, a control character or no name at
+        # all would point the ADK URL outside the session's artifacts: never requested.
+        log.warning("refused an artifact with an unsafe name", extra={"session": session_id})
+        return None, f"{code_name(name)} was not uploaded: its name is not a safe file name"
     try:
         part = await adk.get_artifact(user_id, session_id, name, version)
     except Exception as exc:  # one bad artifact must not cost the turn its answer
@@ -191,7 +197,7 @@ async def _fetch_one(
             "could not fetch artifact %r version %s: %s",
             name, version, exc, extra={"session": session_id},
         )
-        return None, f"{_display_name(name)} could not be fetched from the agent"
+        return None, f"{code_name(_display_name(name))} could not be fetched from the agent"
     return _artifact_attachment(name, part, max_bytes)
 
 
@@ -359,7 +365,7 @@ async def _part_for_file(
     max_bytes: int,
     cap: int,
 ) -> tuple[dict[str, Any] | None, str]:
-    name = _file_name(file)
+    name = code_name(_file_name(file))
     too_large = f"{name} is larger than the {human_size(max_bytes)} limit"
     url = file.get("url_private_download") or file.get("url_private")
     if not isinstance(url, str) or not url or not client.token:
@@ -434,7 +440,7 @@ async def message_parts_for_files(
     wanted: list[tuple[Mapping[str, Any], str]] = []
     allowed = frozenset(_MIMETYPE_ALIASES.get(t, t) for t in allowed_mimetypes)
     for file in files:
-        name = _file_name(file)
+        name = code_name(_file_name(file))
         mimetype = file_mimetype(file)
         if mimetype not in allowed:
             notes.append(f"{name}: this file type isn't supported")
@@ -489,8 +495,9 @@ async def _reserve(
     while sum(costs[:fit]) > budget.capacity:
         fit -= 1  # more than the whole budget: the first ones go now, the rest are noted
     for file, _ in wanted[fit:]:
-        notes.append(f"{_file_name(file)} was not passed on: the files of one message can "
-                     "take only so much memory; send it again in a message of its own")
+        notes.append(f"{code_name(_file_name(file))} was not passed on: the files of one "
+                     "message can take only so much memory; send it again in a message of "
+                     "its own")
     wanted = wanted[:fit]
     if not wanted:
         return [], None
@@ -502,7 +509,7 @@ async def _reserve(
     if reservation is None:
         log.warning("no memory for attached files in time (%d bytes; %d of %d in use); they "
                     "are not passed on", total, budget.in_use, budget.capacity)
-        notes.extend(f"{_file_name(file)} {BUSY_NOTE}" for file, _ in wanted)
+        notes.extend(f"{code_name(_file_name(file))} {BUSY_NOTE}" for file, _ in wanted)
         return [], None
     return wanted, reservation
 

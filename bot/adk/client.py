@@ -106,6 +106,22 @@ def _raise_for(response: Reply) -> None:
     raise AdkServerError(response.status, detail)
 
 
+def is_safe_artifact_name(name: str) -> bool:
+    """Whether an artifact name the agent gave (its `artifactDelta`) may become part of an
+    ADK URL: it must name a file among its session's artifacts and nothing outside them. Not
+    empty; no control character (NUL, line breaks); no backslash; not absolute; no empty,
+    ``.`` or ``..`` segment, also after ADK's ``user:`` prefix. Folders (``a/b.csv``) are
+    fine: ADK serves them (``/artifacts/{artifact_name:path}``)."""
+    if not name.strip() or "\\" in name:
+        return False
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
+        return False
+    return all(
+        not path.startswith("/") and all(part not in ("", ".", "..") for part in path.split("/"))
+        for path in {name, name.removeprefix("user:")}
+    )
+
+
 # A connection that broke after the request may have been sent; safe calls retry these once.
 _DROPPED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)
 
@@ -315,6 +331,8 @@ class AdkClient:
     async def get_artifact(
         self, user_id: str, session_id: str, name: str, version: int | None = None
     ) -> dict[str, Any]:
+        if not is_safe_artifact_name(name):
+            raise ValueError("refused an artifact name that could leave the session's artifacts")
         path = f"{self._session_path(user_id, session_id)}/artifacts/{quote(name, safe='/')}"
         if version is not None:
             path += f"/versions/{version}"

@@ -148,7 +148,7 @@ def render_answer(markdown: str, *, max_markdown_chars: int = 11_000) -> list[Sl
         raise ValueError("max_markdown_chars must be >= 1")
     if not markdown or not markdown.strip():
         return []
-    text = defuse_broadcasts(markdown.replace("\r\n", "\n").replace("\r", "\n"))
+    text = markdown.replace("\r\n", "\n").replace("\r", "\n")
     segments = _table_segments(text)
     table_count = sum(1 for segment in segments if not isinstance(segment, str))
     drafts: list[_Draft] = []
@@ -607,18 +607,6 @@ def _csv_safe(cell: str) -> str:
     if cell[:1] in ("=", "+", "-", "@", "\t", "\r") and not _NUMBER.match(cell):
         return "'" + cell
     return cell
-
-
-# Broadcast mentions in the agent's answer (from cost data, or a prompt injection) would
-# notify a whole channel: they are shown as plain text instead.
-_BROADCAST = re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>")
-_SUBTEAM = re.compile(r"<!subteam\^[A-Z0-9]+(?:\|([^>]*))?>")
-
-
-def defuse_broadcasts(text: str) -> str:
-    """``<!here>``, ``<!channel>``, ``<!everyone>`` and user-group mentions as plain text."""
-    text = _BROADCAST.sub(lambda m: f"@\u2060{m.group(1)}", text)
-    return _SUBTEAM.sub(lambda m: f"@\u2060{(m.group(1) or 'group').lstrip('@')}", text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1105,6 +1093,31 @@ def markdown_to_mrkdwn(markdown: str) -> str:
         return _markdown_to_mrkdwn(markdown)
     except Exception:  # pragma: no cover - defensive: a fallback must never fail the reply
         return _protect_tokens(markdown, _escape)
+
+
+# Names and questions from users or the agent, put into a notice (Markdown that
+# `markdown_to_mrkdwn` renders): Slack must show them as written, never as a mention or a
+# link (Slack reads `&`, `<` and `>` as control characters:
+# https://docs.slack.dev/messaging/formatting-message-text/).
+_ENTITIES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_ANGLES = str.maketrans({"<": "&lt;", ">": "&gt;"})
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def code_name(name: str) -> str:
+    """A file or artifact name as an inline code span of a notice, shown as written: ``&``,
+    ``<`` and ``>`` as entities (Markdown keeps them as they are inside code, and Slack shows
+    the characters), a backtick (which would end the span) as ``ˋ``, line breaks and other
+    control characters as a space. A blank name is ``(no name)``."""
+    shown = _CONTROL_CHARS.sub(" ", name).replace("`", "ˋ").translate(_ENTITIES).strip()
+    return f"`{shown}`" if shown else "(no name)"
+
+
+def plain_text(text: str) -> str:
+    """Prose from the agent (a question it asks, an error message) for a notice: its Markdown
+    kept, ``<`` and ``>`` as entities, so that no part of it becomes a Slack mention or link
+    (``markdown_to_mrkdwn`` escapes ``&`` itself)."""
+    return text.translate(_ANGLES)
 
 
 def _protect_tokens(text: str, transform: Callable[[str], str]) -> str:

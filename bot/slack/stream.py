@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.metrics import Metrics
 from bot.slack.errors import retry_after, slack_error
+from bot.slack.outbound import safe_cut
 from bot.slack.render import markdown_to_mrkdwn, table_to_code_block
 from bot.store.redis_store import Store
 from bot.turns import Turn
@@ -84,11 +85,15 @@ def fence_after(text: str, fence: str = "") -> str:
 
 
 def _pieces(text: str, size: int) -> list[tuple[str, bool]]:
-    """Lines with their newline, longer ones cut up; with whether a piece starts a line."""
+    """Lines with their newline, longer ones cut up (never inside the opening of a mention:
+    Slack reads the appended pieces as one text); with whether a piece starts a line."""
     pieces: list[tuple[str, bool]] = []
     for line in text.splitlines(keepends=True):
-        for start in range(0, len(line), size):
-            pieces.append((line[start:start + size], start == 0))
+        start = 0
+        while start < len(line):
+            end = safe_cut(line, start + size, start)
+            pieces.append((line[start:end], start == 0))
+            start = end
     return pieces
 
 

@@ -75,7 +75,7 @@ async def test_a_file_that_gets_no_memory_in_time_is_noted_and_the_turn_answered
         # The first turn still holds the memory: the second gives up waiting and answers
         # without its file, saying so.
         note, answer = await wait_replies(slack, "C1", second, 2, timeout=30)
-        assert note == f":paperclip: second.csv {BUSY}."
+        assert note == f":paperclip: `second.csv` {BUSY}."
         lines = answer.splitlines()
         assert "said=Alice: what is in second.csv?" in lines
         assert not [line for line in lines if line.startswith("part: ")]

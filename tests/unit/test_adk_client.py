@@ -9,6 +9,8 @@ import json
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.adk.client import (
     AdkAuthError,
@@ -18,6 +20,7 @@ from bot.adk.client import (
     AdkSessionNotFound,
     AdkTimeout,
     AdkUnavailable,
+    is_safe_artifact_name,
 )
 from tests.fakes.adk_server import closed_port
 from tests.fakes.http_stub import drop, serving
@@ -181,3 +184,57 @@ async def test_idle_connections_are_kept_and_reused() -> None:
         finally:
             await client.aclose()
     assert len(peers) == 3 and len(set(map(id, peers))) == 1  # one kept-alive connection
+
+
+# ---- artifact names from the agent ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [
+    "cost_report.csv", "reports/q3/costs.csv", "user:notes.txt", "user:charts/q3.png",
+    "<!channel>.csv", "a b & c (1).png", "..hidden", "x..y", "résumé.pdf", "%2e%2e",
+])
+def test_artifact_names_inside_the_session_are_safe(name: str) -> None:
+    assert is_safe_artifact_name(name)
+
+
+@pytest.mark.parametrize("name", [
+    "", " ", "..", ".", "../../etc/passwd", "a/../../b", "a/..", "./a", "/x", "/etc/passwd",
+    "a//b", "a/", "user:../x", "user:/x", "..\\..\\x", "a\\b", "nul\x00.csv", "line\nbreak",
+    "tab\there", "del\x7f", "c1\x85",
+])
+def test_artifact_names_that_could_leave_the_session_are_refused(name: str) -> None:
+    assert not is_safe_artifact_name(name)
+
+
+SEGMENT = st.text(st.characters(blacklist_categories=("Cc", "Cs"),
+                                blacklist_characters="/\\"), min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(SEGMENT, min_size=1, max_size=4), st.integers(0, 4))
+def test_a_dot_dot_segment_anywhere_is_refused(segments: list[str], at: int) -> None:
+    safe = [s for s in segments if s.strip(".") or len(s) > 2]
+    name = "/".join([*safe[:at], "..", *safe[at:]])
+    assert not is_safe_artifact_name(name)
+    assert not is_safe_artifact_name("/" + "/".join(safe))
+
+
+async def test_an_unsafe_artifact_name_is_never_requested() -> None:
+    paths: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        paths.append(request.raw_path)
+        return web.json_response({"text": "x"})
+
+    async with serving(handler) as url:
+        client = client_for(url)
+        try:
+            for name in ("../../etc/passwd", "/x", "a\\..\\b", "", "a\x00b"):
+                with pytest.raises(ValueError):
+                    await client.get_artifact("u", "s", name, 0)
+            assert await client.get_artifact("u 1", "s", "reports/<q3> #1?.csv", 2) == {
+                "text": "x"}
+        finally:
+            await client.aclose()
+    assert paths == ["/apps/finops_cost_data_analyst/users/u%201/sessions/s/artifacts/"
+                     "reports/%3Cq3%3E%20%231%3F.csv/versions/2"]

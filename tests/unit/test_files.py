@@ -187,17 +187,17 @@ async def test_fetch_artifacts_caps_size_and_survives_missing_ones(adk: AdkClien
     )
     assert attachments == []
     assert notes == [
-        f"{ARTIFACT_NAME} could not be fetched from the agent",
-        f"{CHART_NAME} was too large to upload ({len(CHART_PNG)} bytes > "
+        f"`{ARTIFACT_NAME}` could not be fetched from the agent",
+        f"`{CHART_NAME}` was too large to upload ({len(CHART_PNG)} bytes > "
         f"{len(ARTIFACT_CSV)} bytes)",
-        "gone.csv could not be fetched from the agent",
+        "`gone.csv` could not be fetched from the agent",
     ]
     attachments, notes = await fetch_artifacts(
         adk, "u1", "files-2", {ARTIFACT_NAME: 0, CHART_NAME: 0}, max_bytes=len(ARTIFACT_CSV)
     )
     assert [a.filename for a in attachments] == [ARTIFACT_NAME]
     assert notes == [
-        f"{CHART_NAME} was too large to upload ({len(CHART_PNG)} bytes > "
+        f"`{CHART_NAME}` was too large to upload ({len(CHART_PNG)} bytes > "
         f"{len(ARTIFACT_CSV)} bytes)"
     ]
 
@@ -227,12 +227,40 @@ async def test_fetch_artifacts_odd_parts() -> None:
         Attachment("untyped.csv", b"a,b\n", "untyped.csv", "text/csv"),
     ]
     assert notes == [
-        "link.csv is stored outside the agent (a file link), so it was not uploaded",
-        "broken.csv could not be read, so it was not uploaded",
-        "empty.csv is empty, so it was not uploaded",
-        "nothing has no content, so it was not uploaded",
-        "big.png was too large to upload (12.3 MB > 10 MB)",
-        "server-error.png could not be fetched from the agent",
+        "`link.csv` is stored outside the agent (a file link), so it was not uploaded",
+        "`broken.csv` could not be read, so it was not uploaded",
+        "`empty.csv` is empty, so it was not uploaded",
+        "`nothing` has no content, so it was not uploaded",
+        "`big.png` was too large to upload (12.3 MB > 10 MB)",
+        "`server-error.png` could not be fetched from the agent",
+    ]
+
+
+async def test_fetch_artifacts_refuses_names_outside_the_session() -> None:
+    """Names the agent gave that would point the ADK URL elsewhere are never requested; the
+    note names each, as written."""
+    requested: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        requested.append(request.raw_path)
+        return web.json_response({"text": "fine"})
+
+    wanted = {"../../etc/passwd": 0, "/x": 0, "a\\..\\..\\b": 0, "": 0, "bad\nname": 0,
+              "ok.txt": 0}
+    async with serving(handler) as url:
+        adk = AdkClient(url, "test_agent")
+        try:
+            attachments, notes = await fetch_artifacts(adk, "u1", "s1", wanted, max_bytes=MB)
+        finally:
+            await adk.aclose()
+    assert requested == ["/apps/test_agent/users/u1/sessions/s1/artifacts/ok.txt/versions/0"]
+    assert [a.filename for a in attachments] == ["ok.txt"]
+    assert notes == [
+        "`../../etc/passwd` was not uploaded: its name is not a safe file name",
+        "`/x` was not uploaded: its name is not a safe file name",
+        "`a\\..\\..\\b` was not uploaded: its name is not a safe file name",
+        "(no name) was not uploaded: its name is not a safe file name",
+        "`bad name` was not uploaded: its name is not a safe file name",
     ]
 
 
@@ -307,8 +335,8 @@ async def test_message_parts_for_files(slack: FakeSlack) -> None:
         ("text/csv", ARTIFACT_CSV), ("image/png", CHART_PNG), ("application/pdf", PDF),
     ]
     assert notes == [
-        "report.xlsx: this file type isn't supported",
-        "big.csv is larger than the 4 KB limit",
+        "`report.xlsx`: this file type isn't supported",
+        "`big.csv` is larger than the 4 KB limit",
     ]
     downloads = slack.calls_to("download")
     assert sorted(c.params["file_id"] for c in downloads) == ["F1", "F2", "F3"]  # not F5
@@ -322,7 +350,7 @@ async def test_size_is_enforced_while_streaming(slack: FakeSlack) -> None:
         web_client(slack), [liar], max_bytes=65536, max_files=5, allowed_mimetypes=ALLOWED
     ))
     assert parts == []
-    assert notes == ["liar.csv is larger than the 64 KB limit"]
+    assert notes == ["`liar.csv` is larger than the 64 KB limit"]
     assert len(slack.calls_to("download")) == 1
 
 
@@ -336,8 +364,8 @@ async def test_max_files_and_url_private_fallback(slack: FakeSlack) -> None:
     assert [inline(p) for p in parts if "inlineData" in p] == [
         ("text/plain", b"note 0"), ("text/plain", b"note 1")]
     assert notes == [
-        "n2.txt was not passed on (at most 2 files per message)",
-        "n3.txt was not passed on (at most 2 files per message)",
+        "`n2.txt` was not passed on (at most 2 files per message)",
+        "`n3.txt` was not passed on (at most 2 files per message)",
     ]
 
 
@@ -348,7 +376,7 @@ async def test_wrong_token_is_refused_like_slack(slack: FakeSlack) -> None:
         max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
     ))
     assert parts == []
-    assert notes == ["costs.csv couldn't be downloaded from Slack"]
+    assert notes == ["`costs.csv` couldn't be downloaded from Slack"]
     [call] = slack.calls_to("download")
     assert call.status == 302  # to the sign-in page, as files.slack.com does
 
@@ -371,16 +399,16 @@ async def test_failures_and_foreign_hosts_become_notes(slack: FakeSlack) -> None
     parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [flaky], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
     ))
-    assert (parts, notes) == ([], ["b.csv couldn't be downloaded from Slack"])
+    assert (parts, notes) == ([], ["`b.csv` couldn't be downloaded from Slack"])
     parts, notes = unpack(await message_parts_for_files(
         web_client(slack), [ok, foreign, no_url, empty],
         max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
     ))
     assert [inline(p) for p in parts if "inlineData" in p] == [("text/csv", b"a\n1\n")]
     assert notes == [
-        "c.csv couldn't be read from Slack",
-        "d.pdf couldn't be read from Slack",
-        "e.txt is empty",
+        "`c.csv` couldn't be read from Slack",
+        "`d.pdf` couldn't be read from Slack",
+        "`e.txt` is empty",
     ]
     assert "evil" not in json.dumps([c.params for c in slack.calls])
 
@@ -430,7 +458,7 @@ async def test_a_file_larger_than_slack_said_is_cut_off(slack: FakeSlack) -> Non
         web_client(slack), [liar], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED
     ))
     assert parts == []
-    assert notes == ["liar.csv was larger than Slack said (10 bytes), so it was not passed on"]
+    assert notes == ["`liar.csv` was larger than Slack said (10 bytes), so it was not passed on"]
 
 
 async def test_a_streamed_file_is_never_read_past_its_size() -> None:
@@ -462,8 +490,8 @@ async def test_a_streamed_file_is_never_read_past_its_size() -> None:
         parts2, notes2 = unpack(await message_parts_for_files(
             client, [unsized], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED))
     assert parts == [] and parts2 == []
-    assert notes == ["big.csv was larger than Slack said (97.7 KB), so it was not passed on"]
-    assert notes2 == ["big.csv is larger than the 1 MB limit"]
+    assert notes == ["`big.csv` was larger than Slack said (97.7 KB), so it was not passed on"]
+    assert notes2 == ["`big.csv` is larger than the 1 MB limit"]
     # The server was cut off both times, long before the end (what it got out is what the
     # sockets buffer, not what the bot kept).
     assert len(written) == 2 and all(n < chunks * len(chunk) / 4 for n in written), written
@@ -478,7 +506,7 @@ async def test_files_reserve_their_memory_and_give_it_back(slack: FakeSlack) -> 
         web_client(slack), [csv, gone], max_bytes=MB, max_files=5, allowed_mimetypes=ALLOWED,
         budget=budget, budget_wait=LONG_WAIT)
     assert [inline(p) for p in got.parts if "inlineData" in p] == [("text/csv", ARTIFACT_CSV)]
-    assert got.notes == ["gone.csv couldn't be downloaded from Slack"]
+    assert got.notes == ["`gone.csv` couldn't be downloaded from Slack"]
     assert got.reservation is not None
     assert budget.in_use == got.reservation.amount == MEMORY_PER_FILE_BYTE * len(ARTIFACT_CSV)
     got.release()  # ADK has the message
@@ -497,9 +525,9 @@ async def test_files_wait_for_memory_and_are_noted_when_none_comes(slack: FakeSl
         budget=budget, budget_wait=0.05))
     assert parts == []
     assert notes == [
-        "b.csv was not passed on: the files of one message can take only so much memory; "
+        "`b.csv` was not passed on: the files of one message can take only so much memory; "
         "send it again in a message of its own",
-        "a.csv was not passed on: too many files are being processed right now; "
+        "`a.csv` was not passed on: too many files are being processed right now; "
         "send it again in a moment",
     ]
     assert slack.calls_to("download") == []  # nothing downloaded without memory

@@ -24,9 +24,11 @@ from bot.slack.render import (
     MAX_TEXT_CHARS,
     Attachment,
     SlackMessage,
+    code_name,
     markdown_to_mrkdwn,
     mentioned_user_ids,
     parse_markdown_table,
+    plain_text,
     readable_input,
     render_answer,
     split_markdown,
@@ -945,14 +947,6 @@ def test_table_csv_opens_cleanly_in_a_spreadsheet() -> None:
     assert parsed[1] == ["'=HYPERLINK(\"x\")", "-12.50", "€0"]  # no formula; numbers kept
 
 
-def test_broadcast_mentions_in_an_answer_notify_nobody() -> None:
-    [message] = render_answer("Owner tag: <!here> and <!subteam^S0614TZR7|@finops>, "
-                              "<!channel>")
-    payload = message.text + json.dumps(message.blocks, ensure_ascii=False)
-    assert "<!" not in payload
-    assert "here" in message.text and "finops" in message.text
-
-
 def test_a_long_list_is_never_split_before_an_indented_sub_bullet() -> None:
     """A chunk opening with 4 spaces of indentation would render as a code block."""
     items = "".join(f"{i}. **Account {i}** spent $1,000.00 this month\n"
@@ -963,3 +957,45 @@ def test_a_long_list_is_never_split_before_an_indented_sub_bullet() -> None:
     assert len(texts) >= 2
     assert all(not t.startswith("    ") for t in texts)
     assert "\n".join(texts).count("- EC2") == 249  # nothing lost
+
+
+# ---- names and questions from users or the agent in a notice ---------------------------------
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("costs.csv", "`costs.csv`"),
+    ("<!channel>.csv", "`&lt;!channel&gt;.csv`"),
+    ("<@U123> & <#C1|x>.txt", "`&lt;@U123&gt; &amp; &lt;#C1|x&gt;.txt`"),
+    ("<https://evil.example|invoice>.pdf", "`&lt;https://evil.example|invoice&gt;.pdf`"),
+    ("a `b` c.csv", "`a ˋbˋ c.csv`"),
+    ("two\nlines\x00.csv", "`two lines .csv`"),
+    ("*not bold* _x_.csv", "`*not bold* _x_.csv`"),
+    ("", "(no name)"),
+])
+def test_a_name_in_a_notice_is_shown_as_written(name: str, shown: str) -> None:
+    assert markdown_to_mrkdwn(f"{code_name(name)} was refused") == f"{shown} was refused"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_no_name_forms_a_slack_token_in_a_notice(name: str) -> None:
+    """Whatever a user or the agent names a file, its notice holds no `<`: no mention, no
+    link, and no code span it could break out of."""
+    out = markdown_to_mrkdwn(f":paperclip: {code_name(name)} is empty.")
+    assert "<" not in out and ">" not in out
+    assert out.count("`") in (0, 2)
+
+
+def test_a_question_from_the_agent_keeps_its_markdown_but_no_mention_or_link() -> None:
+    prompt = "Delete **Q3**? Ask <!channel> or <@U2>, see <https://evil.invalid|the docs> & `<b>`"
+    assert markdown_to_mrkdwn(plain_text(prompt)) == (
+        "Delete *Q3*? Ask &lt;!channel&gt; or &lt;@U2&gt;, see "
+        "&lt;https://evil.invalid|the docs&gt; &amp; `&lt;b&gt;`"
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_no_question_forms_a_mention(prompt: str) -> None:
+    out = markdown_to_mrkdwn(plain_text(prompt))
+    assert re.search(r"<[@#!]", out) is None

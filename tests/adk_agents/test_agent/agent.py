@@ -21,6 +21,12 @@ reply to it, a function response, is answered with ``confirmed=<bool>`` / ``inpu
 ``artifact`` saves ``cost_report.csv`` (text/csv), ``chart`` saves ``cost_chart.png`` (a small
 valid PNG), ``textartifact`` saves ``notes.txt`` as a text part. Non-text parts of the user
 message (files) are listed as ``part: <mimeType> <n> bytes`` lines.
+
+Hostile output: ``broadcast`` opens the answer with broadcast mentions in many spellings (and
+adds some to the question ``ask`` and ``confirm`` put); ``hostileartifact`` saves
+``<!channel>.csv`` and an empty ``<!here> & `x`.txt``; ``traversal`` announces artifacts
+named ``../../etc/passwd``, ``/x`` and ``a\\..\\..\\b`` (in its artifactDelta) without
+saving them.
 """
 
 from __future__ import annotations
@@ -49,6 +55,15 @@ TEXT_ARTIFACT_NAME = "notes.txt"
 TEXT_ARTIFACT = "BigQuery is the largest line item.\n"
 THOUGHT_TEXT = "SECRET-THOUGHT: the user must never see this"
 STATE_USER_KEY = "slack_user_name"
+BROADCAST_SAMPLE = (
+    "Heads up <!channel> and <!here|here>, also <!EVERYONE> and < ! here >, "
+    "<!subteam^S0614TZR7|@finops> and <!subteam^S1>; plain @channel, @here and @everyone.\n\n"
+    "| Owner | Note |\n|---|---|\n| <!here> | <!subteam^S2|@ops> |\n\n"
+    "In code: `<!channel>`\n\n```\n<!everyone>\n```"
+)
+HOSTILE_ARTIFACT = "<!channel>.csv"
+EMPTY_HOSTILE_ARTIFACT = "<!here> & `x`.txt"
+TRAVERSAL_ARTIFACTS = ("../../etc/passwd", "/x", "a\\..\\..\\b")
 REQUEST_CONFIRMATION = "adk_request_confirmation"
 REQUEST_INPUT = "adk_request_input"
 
@@ -96,6 +111,9 @@ class Directives:
     chart: bool = False
     textartifact: bool = False
     thought: bool = False
+    broadcast: bool = False
+    hostileartifact: bool = False
+    traversal: bool = False
     bigtable: int = 0  # append a cost table with this many rows
     chunks: int = 3  # partial events when streaming
     gap: float = 0.0  # seconds between partial events
@@ -127,6 +145,9 @@ class Directives:
             chart=flag("chart"),
             textartifact=flag("textartifact"),
             thought=flag("thought"),
+            broadcast=flag("broadcast"),
+            hostileartifact=flag("hostileartifact"),
+            traversal=flag("traversal"),
             bigtable=int(bigtable.group(1)) if bigtable else 0,
             chunks=max(1, int(chunks.group(1))) if chunks else 3,
             gap=float(gap.group(1)) if gap else 0.0,
@@ -217,14 +238,16 @@ class DeterministicAgent(BaseAgent):
         said = content_text(ctx.user_content)
         d = Directives.parse(said)
         if d.confirm or d.ask:
+            hostile = " Ask <!channel> or <@U2>, see <https://evil.invalid|the docs>." \
+                if d.broadcast else ""
             call = types.FunctionCall(
                 id=f"adk-{uuid.uuid4()}",
                 name=REQUEST_CONFIRMATION if d.confirm else REQUEST_INPUT,
                 args=({"originalFunctionCall": {"id": "orig-1", "name": "delete_budget",
                                                 "args": {"budget": "Q3"}},
-                       "toolConfirmation": {"hint": "Delete the Q3 budget?",
+                       "toolConfirmation": {"hint": "Delete the Q3 budget?" + hostile,
                                             "confirmed": False}}
-                      if d.confirm else {"message": "Which billing project?"}),
+                      if d.confirm else {"message": "Which billing project?" + hostile}),
             )
             event = self._event(ctx, parts=[types.Part(function_call=call)])
             event.long_running_tool_ids = {str(call.id)}
@@ -289,6 +312,13 @@ class DeterministicAgent(BaseAgent):
             )
         if d.textartifact:
             extra_artifacts.append((TEXT_ARTIFACT_NAME, types.Part(text=TEXT_ARTIFACT)))
+        if d.hostileartifact:
+            extra_artifacts.append(
+                (HOSTILE_ARTIFACT, types.Part.from_bytes(data=ARTIFACT_CSV, mime_type="text/csv"))
+            )
+            extra_artifacts.append(
+                (EMPTY_HOSTILE_ARTIFACT, types.Part.from_bytes(data=b"", mime_type="text/plain"))
+            )
         for name, part in extra_artifacts:
             if ctx.artifact_service is None:
                 raise RuntimeError("test agent: no artifact service configured")
@@ -302,7 +332,13 @@ class DeterministicAgent(BaseAgent):
             actions.artifact_delta[name] = version
             lines.append(f"artifact={name} version={version}")
 
+        for name in TRAVERSAL_ARTIFACTS if d.traversal else ():
+            actions.artifact_delta[name] = 0  # announced, never saved
+            lines.append(f"artifact={name} version=0")
+
         text = "\n".join(lines)
+        if d.broadcast:
+            text = BROADCAST_SAMPLE + "\n\n" + text  # first, so that streaming shows it at once
         if d.markdown:
             text += "\n\n" + MARKDOWN_SAMPLE
         if d.long:
