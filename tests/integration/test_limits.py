@@ -11,7 +11,10 @@ import re
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
+from bot.store.keys import Keys
+from tests.conftest import REAL_REDIS_URL
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
@@ -77,11 +80,17 @@ async def test_a_busy_thread_refuses_messages_past_its_queue_limit_and_says_so_o
         await bot.close()
 
 
-async def adk_user_messages(adk: AdkServer, session_id: str) -> list[str]:
-    """The user messages the agent was given in a session, oldest first."""
+async def adk_user_messages(adk: AdkServer, prefix: str, key: str) -> list[str]:
+    """The user messages the agent was given in a thread's session, oldest first."""
+    redis = aioredis.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+    try:
+        mapping = await redis.hgetall(Keys(prefix).thread(key))
+    finally:
+        await redis.aclose()
     async with httpx.AsyncClient(trust_env=False) as client:
         response = await client.get(
-            f"{adk.base_url}/apps/test_agent/users/slack-T0001/sessions/{session_id}")
+            f"{adk.base_url}/apps/test_agent/users/{mapping['adk_user_id']}"
+            f"/sessions/{mapping['session_id']}")
         response.raise_for_status()
     return [part["text"] for event in response.json()["events"]
             if event.get("author") == "user"
@@ -113,7 +122,7 @@ async def test_the_per_user_rate_limit_holds_across_replicas(
         answers = await wait_replies(slack, "C1", root, 4)
         assert "turn=3" in answers[3] and said(answers) == [
             "Alice: one", "Alice: two", "Bob: from Bob"]
-        assert await adk_user_messages(adk, f"T0001-C1-{root.replace('.', '_')}") == [
+        assert await adk_user_messages(adk, prefix, f"T0001:C1:{root}") == [
             "Alice: one", "Alice: two", "Bob: from Bob"]
         assert len(replies(slack, "C1", root)) == 4
     finally:
