@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=3000, ge=0, le=65535)
     # Longest request body /slack/events reads (counted while it is read) and longest Socket
-    # Mode envelope taken; longer ones get 413 or are dropped with a log line.
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Mode envelope taken; longer ones get 413 or are dropped with a log line. At most 4 MiB:
+    # the Socket Mode client's websocket takes no longer message (aiohttp's max_msg_size).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=4 * 1024 * 1024)
     # Operational endpoints (bot/server.py). METRICS_PORT set: /metrics, /readyz and /healthz
     # are served on METRICS_HOST:METRICS_PORT and /metrics, /readyz not on PORT.
     # METRICS_TOKEN set: /metrics and /readyz need `Authorization: Bearer <token>`.
@@ -141,7 +142,7 @@ class Settings(BaseSettings):
     # (bot/memory_budget.py; a file takes MEMORY_PER_FILE_BYTE bytes per byte of its size
     # until ADK has the message), and how long a turn waits for it before its files are
     # left out with a note. The default lets one message's 5 files of 5 MiB through at once.
-    max_attachment_memory_bytes: int = Field(default=96 * 1024 * 1024, gt=0)
+    max_attachment_memory_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
     attachment_memory_wait_seconds: float = Field(default=30.0, ge=0)
 
     @field_validator("max_attachment_memory_bytes")

@@ -577,19 +577,29 @@ class Conversation:
             question, speaker = await self._question(turn)
             awaiting = decode_requests(record.awaiting) if record is not None else []
             answers = self._answers_to(awaiting, turn)
-            parts: list[dict[str, Any]] = []
-            if turn.files and answers:
-                replies.append(Reply(":paperclip: Your message answered the agent's question, "
-                                     "so its files were not passed on. Send them again in a "
-                                     "new message."))
-            elif turn.files:
-                progress.files = await self.io.file_parts(turn)
-                parts = progress.files.parts
-                if progress.files.notes:
-                    replies.append(Reply(notes_text(progress.files.notes)))
-            run = asyncio.create_task(self._run_with_recovery(
-                turn, record, session, question, speaker, result, progress, live, parts,
-                answers))
+            if answers:
+                # The replies go to ADK now, and the paused run goes on: from here a typed
+                # "stop" must stop it, not be queued as another reply (the intake asks
+                # whether the thread has open requests).
+                await self.store.set_awaiting(turn.key, "")
+
+            async def fetch_files_and_run() -> None:
+                # One task from the files on, so that a stop also ends a wait for the
+                # memory the files need (ATTACHMENT_MEMORY_WAIT_SECONDS).
+                parts: list[dict[str, Any]] = []
+                if turn.files and answers:
+                    replies.append(Reply(
+                        ":paperclip: Your message answered the agent's question, so its "
+                        "files were not passed on. Send them again in a new message."))
+                elif turn.files:
+                    progress.files = await self.io.file_parts(turn)
+                    parts = progress.files.parts
+                    if progress.files.notes:
+                        replies.append(Reply(notes_text(progress.files.notes)))
+                await self._run_with_recovery(turn, record, session, question, speaker,
+                                              result, progress, live, parts, answers)
+
+            run = asyncio.create_task(fetch_files_and_run())
             self.stops.register(turn.key, run, turn.ts)
             try:
                 await run
@@ -598,11 +608,14 @@ class Conversation:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
-                raise  # shutting down: the worker hands the turn back
+                # Shutting down: the worker hands the turn back. Replies to the agent's
+                # requests that ADK has not acted on yet stay open for the turn's rerun.
+                if answers and record is not None and not result.invocation_id:
+                    with contextlib.suppress(Exception):
+                        await self.store.set_awaiting(turn.key, record.awaiting)
+                raise
             ctx["invocation"] = result.invocation_id
             log.info("turn stopped on request", extra=ctx | {"outcome": "stopped"})
-            if answers:  # ADK has the replies to its requests: they are answered
-                await self.store.set_awaiting(turn.key, "")
             partial = result.answer
             stopped = Reply(":stop_button: Stopped.")
             kept = Reply.answer_parts(render_answer(partial)) if partial else []
@@ -611,21 +624,27 @@ class Conversation:
             outcome = ("config_error" if isinstance(exc, AdkConfigError | AdkAuthError)
                        else "error")
             log.warning("turn failed: %s", exc, extra=ctx | {"outcome": outcome})
-            if answers and not isinstance(exc, AdkUnavailable):
-                # ADK had the replies to its requests (only an unreachable ADK did not get
-                # them: then the next message answers them again).
-                await self.store.set_awaiting(turn.key, "")
+            if answers and isinstance(exc, AdkUnavailable) and record is not None:
+                # ADK never had the replies to its requests: they stay open, and the next
+                # message answers them again.
+                await self.store.set_awaiting(turn.key, record.awaiting)
             replies.append(Reply(error_text(exc, ref, self.config.app_name)))
             return replies, outcome
         if saving is not None:
             await saving  # a Redis error leaves the turn queued, like any other
-        if awaiting or result.requests:
-            # This turn answered the agent's requests (or it did not: they were replied to
-            # anyway); what the run asks now is what the next message answers.
-            # Stored with who asked: only they (or an approver) may answer (bot/approvals.py).
+        if result.requests:
+            # What the run asks now is what the next message answers. Stored with who asked:
+            # only they (or an approver) may answer (bot/approvals.py). A request the run
+            # makes after this message answered an earlier one belongs to whoever asked
+            # that one: an approver's "yes" does not make the approver the asker.
+            asker = next((r.asker for r in awaiting if r.asker), "") if answers else ""
             await self.store.set_awaiting(turn.key, encode_requests(
-                [replace(r, asker=turn.user) for r in result.requests
+                [replace(r, asker=asker or turn.user) for r in result.requests
                  if r.name != CREDENTIAL]))
+        elif awaiting and not answers:
+            # Requests this message did not answer (a credential request, which Slack
+            # cannot answer) are dropped: nothing is waiting for them any more.
+            await self.store.set_awaiting(turn.key, "")
         ctx["invocation"] = result.invocation_id
         if self.config.log_text:
             ctx["text"] = result.answer

@@ -79,10 +79,10 @@ _EXTENSIONS = MappingProxyType({
 _SLACK_HOST_SUFFIXES = ("slack.com", "slack-gov.com")
 _CHUNK = 64 * KB
 # Memory one byte of an attached file takes until ADK has the message, reserved before its
-# download: while the message is sent, the base64 text of its part (4/3) and the JSON
-# request body that carries it (4/3) are both held (the download itself, 1, is gone by
-# then), rounded up.
-MEMORY_PER_FILE_BYTE = 3
+# download: while the request is built, the base64 text of its part (4/3), the JSON text of
+# the request (4/3) and that text encoded (4/3) are all held (the download itself is gone
+# by then).
+MEMORY_PER_FILE_BYTE = 4
 BUSY_NOTE = ("was not passed on: too many files are being processed right now; "
              "send it again in a moment")
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bot.access import AccessPolicy, Allow, Deny
+from bot.access import AccessPolicy, Allow, Deny, decide
 from bot.conversation import control_command
 from bot.limits import busy_text
 from bot.metrics import Metrics
@@ -85,6 +85,16 @@ class Intake:
         # not block: the note is sent off the ack path (bot/notes.py).
         self.notify = notify
 
+    def _answerable(self, turn: Turn) -> bool:
+        """Whether the turn is one the bot would answer, as far as the access lists tell
+        without looking anything up (user groups, the thread's starter): only such a turn's
+        author is told that a busy thread refused it, so that chatter the bot ignores, or a
+        refused user, draws no notes."""
+        decision = decide(self.access, channel=turn.channel, user=turn.user,
+                          user_groups=frozenset(), kind=turn.kind,
+                          mentioned=turn.kind == "mention", thread_starter=None)
+        return isinstance(decision, Allow)
+
     async def handle(self, body: Mapping[str, Any], headers: Mapping[str, Any]) -> str:
         """Route, dedupe and queue one event. Raises if Redis cannot take it, so that the
         caller answers non-2xx and Slack delivers the event again."""
@@ -135,7 +145,7 @@ class Intake:
             if result is IntakeResult.BUSY:
                 self.recent.add(turn)  # its twin is a duplicate: one note
                 self.metrics.turns_refused.labels("busy").inc()
-                if self.notify is not None:
+                if self.notify is not None and self._answerable(turn):
                     self.notify(turn, busy_text(self.max_queued_turns))
             elif result is IntakeResult.QUEUED:
                 self.recent.add(turn)

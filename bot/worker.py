@@ -69,6 +69,9 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        # Last attempts at turns whose earlier attempts died with their worker run one at a
+        # time in this process (see _run_last_attempt).
+        self._last_attempts = asyncio.Lock()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -178,6 +181,10 @@ class Worker:
                 current = asyncio.current_task()
                 if not held.lost or (current is not None and current.cancelling()):
                     drain.cancel()
+                    # Let it end first: it names the turn it had marked running, which the
+                    # hand-back queues again.
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await drain
                     await self._hand_back(bell, held)
                     raise
             except LockLost:
@@ -233,17 +240,34 @@ class Worker:
     async def _drain(self, held: HeldLock, head: Taken | None) -> None:
         """Run the thread's queued turns in order; each comes already marked running."""
         key = held.key
+        held.running = _head_ts(head)
         while True:
             if head is None:
                 held.released = True
                 if await self.store.release_if_empty(key, held.token):
                     return
                 held.released = False  # a turn arrived: keep the lock and go on
-                head = await self.store.take_head(key)
+                head = await self._next(held, self.store.take_head(key))
                 continue
             ts = await self._run_one(held, head)
-            head = (await self.store.finish_and_next(key, ts, held.token) if ts is not None
-                    else await self._drop_head(key))
+            head = await self._next(held, self.store.finish_and_next(key, ts, held.token)
+                                    if ts is not None else self._drop_head(key))
+
+    @staticmethod
+    async def _next(held: HeldLock, call: Awaitable[Taken | None]) -> Taken | None:
+        """The thread's next head turn, which `call` marks running. `held.running` names it
+        as soon as it is known, also when a shutdown cancels the wait (the call is let
+        finish): the hand-back then queues it again instead of leaving it marked running,
+        where it would count as an attempt that died."""
+        taking = asyncio.ensure_future(call)
+        try:
+            head = await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                held.running = _head_ts(await taking)
+            raise
+        held.running = _head_ts(head)
+        return head
 
     async def _drop_head(self, key: str) -> Taken | None:
         await self.store.pop_head(key)
@@ -263,9 +287,12 @@ class Worker:
         context = replace(head.context, lock_token=held.token) if head.context else None
         held.running = turn.ts
         try:
-            if (head.state == "r" and self.give_up is not None
-                    and head.attempts >= self.give_up.max_attempts):
+            if head.state == "r" and self.give_up is not None \
+                    and head.attempts >= self.give_up.max_attempts:
                 await self.give_up.handler(turn, context, head.attempts)
+            elif head.state == "r" and self.give_up is not None \
+                    and head.attempts == self.give_up.max_attempts - 1:
+                await self._run_last_attempt(key, turn, context)
             else:
                 await self.handler(turn, context)
         except (asyncio.CancelledError, RedisError, OSError, RetryLater, LockLost):
@@ -275,6 +302,22 @@ class Worker:
             log.exception("turn handler failed", extra={"thread_key": key, "ts": turn.ts})
         held.running = ""
         return turn.ts
+
+    async def _run_last_attempt(self, key: str, turn: Turn, context: TurnContext | None
+                                ) -> None:
+        """The last attempt at a turn before it is given up runs alone among this process's
+        last attempts. A worker that dies takes every turn it was running with it, and each
+        of them counts an attempt; one run at a time, only the turn actually running when
+        a worker dies counts its last attempt. While it waits, the turn is marked queued
+        again, so that a death meanwhile does not count against it."""
+        if self._last_attempts.locked():
+            await self.store.set_message_state(key, turn.ts, "q")
+            async with self._last_attempts:
+                await self.store.set_message_state(key, turn.ts, "r")
+                await self.handler(turn, context)
+            return
+        async with self._last_attempts:
+            await self.handler(turn, context)
 
     async def _keep_lock(self, bell: Doorbell, held: HeldLock, drain: asyncio.Task[None]
                          ) -> None:
@@ -300,3 +343,13 @@ class Worker:
                 held.lost = True
                 drain.cancel()
                 return
+
+
+def _head_ts(head: Taken | None) -> str:
+    """The ts of a head turn ("" for none, or for an entry that is not a turn)."""
+    if head is None:
+        return ""
+    try:
+        return Turn.from_json(head.raw).ts
+    except (ValueError, TypeError):
+        return ""

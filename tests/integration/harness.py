@@ -52,12 +52,10 @@ class BotProcess:
             "PORT": str(self.port),
             "LOG_LEVEL": "INFO",
             "PYTHONPATH": str(REPO),
-            # The limits are checked (and their cost measured by the bench) but never refuse
-            # the traffic the tests and the bench send: a few speakers send hundreds of
-            # messages, up to 20 at a time into one thread. tests/integration/test_limits.py
-            # sets its own.
+            # The queue limit is checked (and its cost measured by the bench) but never refuses
+            # the traffic the tests and the bench send: up to 20 messages at a time into one
+            # thread. tests/integration/test_limits.py sets its own limits.
             "MAX_QUEUED_TURNS": "1000000",
-            "USER_RATE_LIMIT": "1000000",
         })
         self.env.pop("SLACK_APP_TOKEN", None)
         self.env.update({k.upper(): v for k, v in settings.items()})

@@ -7,7 +7,8 @@ the run stays paused; a typed "stop" is an answer (a decline), not a stop."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
 from tests.integration.slack_user import replies, say, wait_replies
+from tests.waiting import eventually
 
 TEAM = "T0001"
 NOT_YOURS = ("Only <@U1> or an approver can answer the agent's approval request in this "
@@ -192,3 +194,51 @@ async def test_the_asker_s_reply_is_addressed_to_the_bot_whatever_the_follow_up_
         assert "confirmed=True" in answers[1] and len(answers) == 2
     finally:
         await bot.close()
+
+
+async def test_a_stop_typed_while_the_answered_run_goes_on_stops_it(
+    slack: FakeSlack, approvals_bot: BotProcess, real_redis: aioredis.Redis, prefix: str,
+    tmp_path: Path
+) -> None:
+    """Once the asker's reply has gone to ADK the paused run goes on, and nothing waits for
+    an answer any more: a typed "stop" stops that run, it is not queued as another reply."""
+    bot = approvals_bot
+    root = await say(slack, bot, user="U1", text="which project? ask", mention=True)
+    await wait_replies(slack, "C1", root, 1)
+    await say(slack, bot, user="U1", text=f"billing-prod hold={tmp_path / 'never'}",
+              thread_ts=root)
+    record = await eventually(_no_longer_awaiting(real_redis, prefix, root), timeout=20,
+                              what="the reply to reach ADK")
+    assert record["session_id"]
+    await say(slack, bot, user="U1", text="stop", thread_ts=root)
+    answers = await wait_replies(slack, "C1", root, 2)
+    assert answers[1].strip().endswith("Stopped.")
+    assert notes_to(slack, "U1") == []
+
+
+def _no_longer_awaiting(redis: aioredis.Redis, prefix: str, root: str
+                        ) -> Callable[[], Awaitable[dict[str, str] | None]]:
+    async def check() -> dict[str, str] | None:
+        record = await thread_record(redis, prefix, root)
+        return record if record and "awaiting" not in record else None
+    return check
+
+
+async def test_a_request_after_an_approver_s_reply_stays_the_asker_s(
+    slack: FakeSlack, approvals_bot: BotProcess, real_redis: aioredis.Redis, prefix: str
+) -> None:
+    """An approver answers U1's question, and the resumed run asks for a confirmation: that
+    one is still U1's to answer (the approver's reply does not make the approver the
+    asker)."""
+    bot = approvals_bot
+    root = await say(slack, bot, user="U1", text="which project? ask", mention=True)
+    await wait_replies(slack, "C1", root, 1)
+    await say(slack, bot, user="U3", text="billing-prod confirm", thread_ts=root)
+    answers = await wait_replies(slack, "C1", root, 2)
+    assert "Delete the Q3 budget?" in answers[1]
+    assert [r["asker"] for r in awaiting(await thread_record(real_redis, prefix, root))] == [
+        "U1"]
+    await say(slack, bot, user="U1", text="yes", thread_ts=root)
+    answers = await wait_replies(slack, "C1", root, 3)
+    assert "confirmed=True" in answers[2]
+    assert notes_to(slack, "U1") == []

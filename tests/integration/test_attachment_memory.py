@@ -4,6 +4,7 @@ long, and every turn is answered. A real bot process, files served by the fake S
 
 from __future__ import annotations
 
+from bot.files import MEMORY_PER_FILE_BYTE
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
@@ -11,9 +12,10 @@ from tests.integration.harness import BotProcess
 from tests.integration.slack_user import wait_replies
 
 FILE_BYTES = 60 * 1024
-# Room for one such file at a time: a file takes 3 times its size until ADK has it.
+# Room for one such file at a time: a file takes MEMORY_PER_FILE_BYTE times its size until
+# ADK has it.
 LIMITS = {"max_attachment_bytes": str(64 * 1024),
-          "max_attachment_memory_bytes": str(3 * 64 * 1024)}
+          "max_attachment_memory_bytes": str(MEMORY_PER_FILE_BYTE * 64 * 1024)}
 BUSY = ("was not passed on: too many files are being processed right now; "
         "send it again in a moment")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bot.access import AccessPolicy
 from bot.adk.client import AdkClient
 from bot.console import BOT_USER, TEAM, USER, ConsoleIO, console_event, wait_answered
 from bot.limits import RateLimit, RateLimited, busy_text, duration, rate_limited_text
@@ -138,6 +139,36 @@ async def test_a_message_past_the_thread_s_queue_limit_is_refused_and_its_author
     finally:
         console.release.set()
         await parts.worker.stop(1)
+        await adk.aclose()
+
+
+async def test_a_busy_thread_tells_only_those_the_bot_would_answer(adk_server: Any) -> None:
+    """Chatter the bot ignores (un-mentioned follow-ups where a mention is needed) and users
+    the access lists refuse draw no busy note: only the author of a message the bot would
+    answer is told."""
+    console = console_for(HeldConsole)
+    assert isinstance(console, HeldConsole)
+    adk = AdkClient(adk_server.base_url, "test_agent")
+    policy = AccessPolicy(denied_users=frozenset({"U9"}), followup_default="mention")
+    parts, _out = build(adk, console=console, access=policy, max_queued_turns=1)
+    root = "1700001100.000100"
+    try:
+        assert await parts.intake.handle(
+            console_event(f"<@{BOT_USER}> first", root, root, mention=True), {}) == "queued"
+        chatter = event_as(console_event("lunch?", "1700001101.000100", root, mention=False),
+                           "U2")
+        refused = event_as(console_event(f"<@{BOT_USER}> me too", "1700001102.000100", root,
+                                         mention=True), "U9")
+        asked = event_as(console_event(f"<@{BOT_USER}> and me", "1700001103.000100", root,
+                                       mention=True), "U2")
+        for event in (chatter, refused, asked):
+            assert await parts.intake.handle(event, {}) == "busy"
+        console.release.set()
+        await parts.notes.drain(5)
+        assert console.notes == [("U2", busy_text(1))]
+        assert sample(parts.metrics, "slackbot_turns_refused_total", reason="busy") == 3
+    finally:
+        console.release.set()
         await adk.aclose()
 
 

@@ -143,18 +143,18 @@ def test_settings_leave_room_for_the_largest_file() -> None:
     """MAX_ATTACHMENT_MEMORY_BYTES below what one MAX_ATTACHMENT_BYTES file takes would
     leave out every such file: refused at start-up, with the reason."""
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert defaults.max_attachment_memory_bytes == 96 * MB
+    assert defaults.max_attachment_memory_bytes == 128 * MB
     # One message's files of the largest size fit at once.
     assert defaults.max_attachment_memory_bytes >= (
         MEMORY_PER_FILE_BYTE * defaults.max_attachments * defaults.max_attachment_bytes)
     assert defaults.max_turn_attempts == 3
     ok = Settings(_env_file=None, max_attachment_bytes=MB,  # type: ignore[call-arg]
-                  max_attachment_memory_bytes=3 * MB)
-    assert ok.max_attachment_memory_bytes == 3 * MB
+                  max_attachment_memory_bytes=4 * MB)
+    assert ok.max_attachment_memory_bytes == 4 * MB
     with pytest.raises(ValidationError) as info:
         Settings(_env_file=None, max_attachment_bytes=MB,  # type: ignore[call-arg]
-                 max_attachment_memory_bytes=3 * MB - 1, max_turn_attempts=0)
+                 max_attachment_memory_bytes=4 * MB - 1, max_turn_attempts=0)
     lines = describe_validation_error(info.value)
     assert [line.split(":")[0] for line in lines] == [
         "MAX_TURN_ATTEMPTS", "MAX_ATTACHMENT_MEMORY_BYTES"]
-    assert "at least 3 × MAX_ATTACHMENT_BYTES (3145728)" in lines[1]
+    assert "at least 4 × MAX_ATTACHMENT_BYTES (4194304)" in lines[1]

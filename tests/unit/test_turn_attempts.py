@@ -9,7 +9,7 @@ import asyncio
 from redis.crc import key_slot
 
 from bot.store.keys import Keys
-from bot.store.redis_store import TurnContext
+from bot.store.redis_store import Store, TurnContext
 from bot.turns import Turn
 from bot.worker import GiveUp, Worker, WorkerConfig
 from tests.unit.test_store_and_worker import make_store, turn
@@ -172,4 +172,91 @@ async def test_shutting_down_mid_turn_queues_it_again(any_redis, prefix) -> None
     assert await store.message_state(t.key, t.ts) == "q"
     assert await any_redis.get(store.keys.lock(t.key)) is None
     token, head = await store.claim(t.key, 5000)
+    assert token is not None and head is not None and (head.state, head.attempts) == ("q", 0)
+
+
+async def test_last_attempts_run_one_at_a_time_and_a_waiting_one_is_not_counted(
+    any_redis, prefix
+) -> None:
+    """Two turns (in two threads) on their last attempt: the second waits for the first,
+    marked queued while it waits, so that a worker dying meanwhile (of the first) does not
+    count against it."""
+    store = make_store(any_redis, prefix)
+    first = turn("101.0", thread="100.0", kind="mention")
+    second = turn("201.0", thread="200.0", kind="mention")
+    for t in (first, second):
+        await store.enqueue(t, engages=True)
+        await any_redis.set(store.keys.attempts(t.key, t.ts), "1")
+        await store.set_message_state(t.key, t.ts, "r")
+    running: list[str] = []
+    release = asyncio.Event()
+
+    async def handler(x: Turn, _context: TurnContext | None = None) -> str:
+        running.append(x.ts)
+        await release.wait()
+        return "answered"
+
+    async def give_up(x: Turn, context: TurnContext | None, attempts: int) -> str:
+        raise AssertionError("given up too early")
+
+    worker = Worker(store, handler,
+                    WorkerConfig(block_ms=200, blocking_reads=store.wakeup is None),
+                    GiveUp(3, give_up))
+    await worker.start()
+    try:
+        [started] = await eventually(lambda: running)
+        waiting = second if started == first.ts else first
+        await eventually(lambda: _state_is(store, waiting, "q"),
+                         what="the waiting last attempt to be marked queued")
+        assert running == [started]
+        release.set()
+        await eventually(lambda: sorted(running) == ["101.0", "201.0"])
+        await eventually(lambda: _state_is(store, waiting, "d"))
+    finally:
+        release.set()
+        await worker.stop(1)
+
+
+async def _state_is(store: Store, t: Turn, state: str) -> bool:
+    return await store.message_state(t.key, t.ts) == state
+
+
+async def test_a_shutdown_while_the_next_turn_is_taken_queues_that_turn_again(
+    any_redis, prefix
+) -> None:
+    """SIGTERM lands while the worker finishes one turn and takes the next (one script):
+    the next turn, marked running by that script, is queued again by the hand-back, not
+    left running (which would count as an attempt that died)."""
+    store = make_store(any_redis, prefix)
+    done, nxt = turn("101.0", kind="mention"), turn("102.0")
+    await store.enqueue(done, engages=True)
+    await store.enqueue(nxt, engages=False)
+    finishing = asyncio.Event()
+    go_on = asyncio.Event()
+    real_finish = store.finish_and_next
+
+    async def slow_finish(key: str, ts: str, token: str):  # type: ignore[no-untyped-def]
+        finishing.set()
+        head = await real_finish(key, ts, token)
+        await go_on.wait()  # the script ran; its reply has not reached the worker yet
+        return head
+
+    store.finish_and_next = slow_finish  # type: ignore[method-assign]
+
+    async def handler(x: Turn, _context: TurnContext | None = None) -> str:
+        return "answered"
+
+    worker = Worker(store, handler,
+                    WorkerConfig(block_ms=200, blocking_reads=store.wakeup is None))
+    await worker.start()
+    await asyncio.wait_for(finishing.wait(), 5)
+    await eventually(lambda: _state_is(store, nxt, "r"))
+    stopping = asyncio.create_task(worker.stop(0))
+    # The script's reply reaches the worker only once the shutdown has cancelled it.
+    await eventually(lambda: any(task.cancelling() for task in worker._tasks))
+    go_on.set()
+    await stopping
+    assert await store.message_state(nxt.key, nxt.ts) == "q"
+    assert await store.message_state(done.key, done.ts) == "d"
+    token, head = await store.claim(nxt.key, 5000)
     assert token is not None and head is not None and (head.state, head.attempts) == ("q", 0)

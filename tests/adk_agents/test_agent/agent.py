@@ -16,7 +16,9 @@ a test opens the gate when it is ready, at most 120 s later), ``fail``, ``errorc
 ``markdown``, ``artifact``, ``chart``, ``textartifact``, ``thought``, ``failafter`` (answer,
 then raise: the SSE stream ends with an error line after the answer), ``confirm`` and ``ask``
 (pause for a human: ADK's ``adk_request_confirmation`` / ``adk_request_input`` call; the
-reply to it, a function response, is answered with ``confirmed=<bool>`` / ``input=<text>``).
+reply to it, a function response, is answered with ``confirmed=<bool>`` / ``input=<text>``;
+an input that holds ``hold=<path>`` keeps the resumed run waiting for that file, and one
+that holds ``confirm`` is answered with a confirmation request).
 
 ``artifact`` saves ``cost_report.csv`` (text/csv), ``chart`` saves ``cost_chart.png`` (a small
 valid PNG), ``textartifact`` saves ``notes.txt`` as a text part. Non-text parts of the user
@@ -231,6 +233,15 @@ class DeterministicAgent(BaseAgent):
             reply = part.function_response
             if reply is not None and reply.name in (REQUEST_CONFIRMATION, REQUEST_INPUT):
                 got = reply.response or {}
+                if reply.name == REQUEST_INPUT:
+                    # The input may carry directives of its own: `hold=<path>` keeps the
+                    # resumed run going, `confirm` asks again (a request after a request).
+                    given = Directives.parse(str(got.get("result") or ""))
+                    if given.hold:
+                        await wait_for_file(Path(given.hold), HOLD_MAX_SECONDS)
+                    if given.confirm:
+                        yield self._request(ctx, given)
+                        return
                 text = (f"confirmed={got.get('confirmed')}" if reply.name == REQUEST_CONFIRMATION
                         else f"input={got.get('result')}")
                 yield self._event(ctx, parts=[types.Part(text=text)])
@@ -238,20 +249,7 @@ class DeterministicAgent(BaseAgent):
         said = content_text(ctx.user_content)
         d = Directives.parse(said)
         if d.confirm or d.ask:
-            hostile = " Ask <!channel> or <@U2>, see <https://evil.invalid|the docs>." \
-                if d.broadcast else ""
-            call = types.FunctionCall(
-                id=f"adk-{uuid.uuid4()}",
-                name=REQUEST_CONFIRMATION if d.confirm else REQUEST_INPUT,
-                args=({"originalFunctionCall": {"id": "orig-1", "name": "delete_budget",
-                                                "args": {"budget": "Q3"}},
-                       "toolConfirmation": {"hint": "Delete the Q3 budget?" + hostile,
-                                            "confirmed": False}}
-                      if d.confirm else {"message": "Which billing project?" + hostile}),
-            )
-            event = self._event(ctx, parts=[types.Part(function_call=call)])
-            event.long_running_tool_ids = {str(call.id)}
-            yield event
+            yield self._request(ctx, d)
             return
         if d.sleep:
             await asyncio.sleep(d.sleep)
@@ -363,6 +361,23 @@ class DeterministicAgent(BaseAgent):
         yield self._event(ctx, parts=[*thought, types.Part(text=text)], actions=actions)
         if d.failafter:
             raise RuntimeError("test agent: requested failure after the answer")
+
+    def _request(self, ctx: InvocationContext, d: Directives) -> Event:
+        """A pause for a human: a confirmation (`confirm`) or input (`ask`) request."""
+        hostile = " Ask <!channel> or <@U2>, see <https://evil.invalid|the docs>." \
+            if d.broadcast else ""
+        call = types.FunctionCall(
+            id=f"adk-{uuid.uuid4()}",
+            name=REQUEST_CONFIRMATION if d.confirm else REQUEST_INPUT,
+            args=({"originalFunctionCall": {"id": "orig-1", "name": "delete_budget",
+                                            "args": {"budget": "Q3"}},
+                   "toolConfirmation": {"hint": "Delete the Q3 budget?" + hostile,
+                                        "confirmed": False}}
+                  if d.confirm else {"message": "Which billing project?" + hostile}),
+        )
+        event = self._event(ctx, parts=[types.Part(function_call=call)])
+        event.long_running_tool_ids = {str(call.id)}
+        return event
 
     def _event(
         self,
