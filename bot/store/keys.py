@@ -8,7 +8,8 @@ bot needs one Redis primary, not a Redis Cluster.
                                      awaiting (the agent's open requests, with who asked)
     <p>:{<key>}:ev:<event_id> string Slack event id seen (redelivery dedupe), TTL
     <p>:{<key>}:msg:<ts>      string "q" queued / "r" running / "a" answer ready in the
-                                     outbox / "d" delivered (also the pair dedupe), TTL
+                                     outbox / "d" delivered / "b" refused, the thread was
+                                     busy (also the pair dedupe), TTL
     <p>:{<key>}:out:<ts>      string the turn's replies (JSON) between the ADK run and their
                                      delivery to Slack, so a crash in between loses nothing
     <p>:{<key>}:live:<ts>     string the ts of the turn's live (streamed/placeholder) message, so a
