@@ -1,5 +1,6 @@
-"""An aiohttp client for ADK's `api_server`, with its errors mapped to exceptions that say
-what the bridge should do (see shared/reference/adk-api-server.md §7).
+"""An aiohttp client for ADK's `api_server`
+(https://google.github.io/adk-docs/runtime/api-server/), with its errors mapped to
+exceptions that say what the bridge should do.
 
 aiohttp rather than httpx: the bot makes two ADK calls per new thread and holds hundreds of
 runs open at once; measured on this path, aiohttp costs about a third of httpx's CPU per

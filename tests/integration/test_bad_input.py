@@ -167,7 +167,8 @@ async def test_event_callbacks_with_missing_or_odd_fields_are_acked_and_ignored(
 async def test_other_payloads_are_acked_and_slash_commands_do_not_crash(
     slack: FakeSlack, bot: BotProcess
 ) -> None:
-    # Slack's own notice that it drops events over the hourly limit (§2.1) is acked.
+    # Slack's own notice that it drops events over the hourly limit (app_rate_limited,
+    # https://docs.slack.dev/apis/events-api/#rate-limiting) is acked.
     limited = json.dumps({"token": "x", "type": "app_rate_limited", "team_id": "T0001",
                           "minute_rate_limited": 1518467820, "api_app_id": "A0001"}).encode()
     assert (await post(bot, limited, signed(limited))).status_code == 200

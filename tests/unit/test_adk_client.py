@@ -1,6 +1,6 @@
 """Error mapping of the ADK client, against a real HTTP server on loopback that answers the
-way the real api_server does (shared/reference/adk-api-server.md §7); integration tests cover
-the live paths against `adk api_server` itself."""
+way the real api_server does (https://google.github.io/adk-docs/runtime/api-server/);
+integration tests cover the live paths against `adk api_server` itself."""
 
 from __future__ import annotations
 
