@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ADK_PORT ?= 8000
 
-.PHONY: venv test test-unit test-integration lint demo run adk bench lock clean
+.PHONY: venv test test-unit test-integration lint docs demo run adk bench lock clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ test-integration: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+## make docs: write docs/configuration.md and .env.example from the Settings fields in
+## bot/config.py (python -m bot.settings_docs; tests/unit/test_settings_docs.py checks them)
+docs: venv
+	$(BIN)/python -m bot.settings_docs
 
 ## make demo: the bundled FinOps demo agent on a local adk api_server, and the console
 demo: venv

@@ -1,4 +1,8 @@
-"""The one place settings are read: environment variables and an optional `.env` file."""
+"""The one place settings are read: environment variables and an optional `.env` file.
+
+Each field of `Settings` holds its default, its validation and its documentation: the
+description and the group that `python -m bot.settings_docs` turns into
+docs/configuration.md and .env.example."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, JsonValue, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
@@ -26,6 +30,31 @@ TOKEN_PREFIXES = {
     "slack_app_token": ("xapp-", "an app-level token"),
 }
 
+# The sections of the settings reference, in order, each with what its settings share.
+# Every field names one of them with `json_schema_extra=group(...)`.
+SETTINGS_GROUPS: dict[str, str] = {
+    "Slack": "",
+    "ADK": "",
+    "Redis": "",
+    "HTTP": "",
+    "Behaviour": "",
+    "Limits": "",
+    "Files": "",
+    "Feedback and assistant pane": "",
+    "Access policy": (
+        "Lists of Slack ids are comma-separated (`C0123,C0456`) or a JSON list. Deny always "
+        "beats allow. An empty allow-list allows everyone. A refused mention or DM gets "
+        "`ACCESS_DENIED_MESSAGE` as an ephemeral message; refused un-mentioned follow-ups are "
+        "ignored silently."
+    ),
+    "Logging": "",
+}
+
+
+def group(name: str) -> dict[str, JsonValue]:
+    """The `json_schema_extra` of a setting in the section `name` of SETTINGS_GROUPS."""
+    return {"group": name}
+
 
 class Settings(BaseSettings):
     """Every setting of the bot. Names are the environment variables (case-insensitive)."""
@@ -34,42 +63,229 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
-    # Slack
-    slack_bot_token: SecretStr | None = None
-    slack_signing_secret: SecretStr | None = None
-    slack_app_token: SecretStr | None = None
-    slack_api_url: str = "https://slack.com/api/"
+    slack_bot_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bot User OAuth Token (Install App → Bot User OAuth Token); must start with `xoxb-`. "
+            "Required by `serve`."
+        ),
+        examples=["xoxb-your-bot-token"],
+        json_schema_extra=group("Slack"),
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "HTTP mode: the Signing Secret (Basic Information → App Credentials), which "
+            "verifies the signature of requests to `POST /slack/events`. Required in HTTP mode "
+            "(when `SLACK_APP_TOKEN` is unset)."
+        ),
+        examples=["your-signing-secret"],
+        json_schema_extra=group("Slack"),
+    )
+    slack_app_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Socket Mode: an app-level token with the `connections:write` scope (Basic "
+            "Information → App-Level Tokens); must start with `xapp-`. If set, the bot uses "
+            "Socket Mode (no public URL) instead of HTTP; leave it unset to use HTTP mode. Set "
+            "exactly one of `SLACK_APP_TOKEN` and `SLACK_SIGNING_SECRET`."
+        ),
+        examples=["xapp-your-app-level-token"],
+        json_schema_extra=group("Slack"),
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/",
+        description=(
+            "Base URL of the Slack Web API. A trailing `/` is added if missing. Change it only "
+            "for a proxy or a fake Slack."
+        ),
+        json_schema_extra=group("Slack"),
+    )
 
-    # ADK
-    adk_base_url: str = "http://localhost:8000"
-    adk_app_name: str = "finops_cost_data_analyst"
-    adk_connect_timeout: float = Field(default=5.0, gt=0)
-    adk_run_timeout: float = Field(default=900.0, gt=0, description="read timeout of one turn")
-    adk_user_scope: Literal["channel", "workspace", "thread"] = "channel"
-    adk_startup_wait_seconds: float = Field(default=20.0, ge=0)
-    adk_auth: Literal["none", "bearer", "google_id_token"] = "none"
-    adk_bearer_token: SecretStr | None = None
-    adk_id_token_audience: str | None = None  # default: ADK_BASE_URL
-    turn_timeout_seconds: float = Field(default=900.0, gt=0)
+    adk_base_url: str = Field(
+        default="http://localhost:8000",
+        description=(
+            "URL of the ADK `api_server` (`adk api_server path/to/agents`; `make adk` serves the "
+            "demo agent on port 8000). Must start with `http://` or `https://`. A trailing `/` "
+            "is removed."
+        ),
+        json_schema_extra=group("ADK"),
+    )
+    adk_app_name: str = Field(
+        default="finops_cost_data_analyst",
+        description=(
+            "The ADK app to talk to: the agent's folder name. Letters, digits and underscores "
+            "only. Checked against `/list-apps` at start-up."
+        ),
+        json_schema_extra=group("ADK"),
+    )
+    adk_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Seconds to wait for a connection to ADK (> 0). Other non-run ADK calls time out "
+            "after 30 s."
+        ),
+        json_schema_extra=group("ADK"),
+    )
+    adk_run_timeout: float = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "Read timeout of one turn's `/run_sse` call, in seconds (> 0). If ADK sends nothing "
+            "for this long, the turn is abandoned and the user is told."
+        ),
+        json_schema_extra=group("ADK"),
+    )
+    adk_user_scope: Literal["channel", "workspace", "thread"] = Field(
+        default="channel",
+        description=(
+            "Which ADK user id owns a new thread's session; ADK keys the agent's `user:` state, "
+            "user-scoped artifacts and memory by it, so the threads under one id share them. "
+            "`channel` gives `slack-<team>-<channel>` (a DM is its own channel), `thread` gives "
+            "`slack-<team>-<channel>-<thread_ts>`, `workspace` gives `slack-<team>` to threads "
+            "in public channels only: a private channel, a DM, a group DM, or a channel the "
+            "starting event did not say is public (an `app_mention` event carries no channel "
+            "type) gets its channel's id. It is never the poster's id. Existing threads keep "
+            "the id stored in Redis, through resets and session rebuilds."
+        ),
+        json_schema_extra=group("ADK"),
+    )
+    adk_startup_wait_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        description=(
+            "How long `serve` keeps retrying to reach ADK's `/list-apps` at start-up, in "
+            "seconds (≥ 0); the console too."
+        ),
+        json_schema_extra=group("ADK"),
+    )
+    adk_auth: Literal["none", "bearer", "google_id_token"] = Field(
+        default="none",
+        description=(
+            "How the bot authenticates to ADK: `none`, `bearer` (a static token, "
+            "`ADK_BEARER_TOKEN`), or `google_id_token` (Google-signed ID tokens for an ADK on "
+            "Cloud Run, from the environment's Google credentials, e.g. the metadata server or "
+            "`GOOGLE_APPLICATION_CREDENTIALS`, refreshed automatically)."
+        ),
+        json_schema_extra=group("ADK"),
+    )
+    adk_bearer_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The token sent as `Authorization: Bearer …` when `ADK_AUTH=bearer`. Never logged."
+        ),
+        examples=["your-adk-token"],
+        json_schema_extra=group("ADK"),
+    )
+    adk_id_token_audience: str | None = Field(
+        default=None,
+        description=(
+            "The audience of the ID tokens when `ADK_AUTH=google_id_token` (Cloud Run: the "
+            "service URL). Unset: `ADK_BASE_URL`."
+        ),
+        examples=["https://your-adk-service.run.app"],
+        json_schema_extra=group("ADK"),
+    )
+    turn_timeout_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "The ceiling of one whole turn, in seconds (> 0), however busy the agent is; past "
+            "it the user is told the turn was abandoned."
+        ),
+        json_schema_extra=group("ADK"),
+    )
 
-    # Redis
-    redis_url: str | None = None
-    redis_key_prefix: str = "asb"
+    redis_url: str | None = Field(
+        default=None,
+        description=(
+            "Redis URL, for example `redis://localhost:6379/0`, or `rediss://…` for TLS. "
+            "Unset: an embedded in-process Redis (fakeredis), with a warning at start. Its "
+            "state is lost when the process exits and is not shared between replicas, so use "
+            "it only for the console and trials; set `REDIS_URL` for any real deployment."
+        ),
+        examples=["redis://localhost:6379/0"],
+        json_schema_extra=group("Redis"),
+    )
+    redis_key_prefix: str = Field(
+        default="asb",
+        description=(
+            "Prefix of every Redis key (`<p>` in the Redis key layout of "
+            "docs/architecture.md)."
+        ),
+        json_schema_extra=group("Redis"),
+    )
 
-    # HTTP mode
-    host: str = "0.0.0.0"
-    port: int = Field(default=3000, ge=0, le=65535)
-    # Longest request body /slack/events reads (counted while it is read) and longest Socket
-    # Mode envelope taken; longer ones get 413 or are dropped with a log line. At most 4 MiB:
-    # the Socket Mode client's websocket takes no longer message (aiohttp's max_msg_size).
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=4 * 1024 * 1024)
-    # Operational endpoints (bot/server.py). METRICS_PORT set: /metrics, /readyz and /healthz
-    # are served on METRICS_HOST:METRICS_PORT and /metrics, /readyz not on PORT.
-    # METRICS_TOKEN set: /metrics and /readyz need `Authorization: Bearer <token>`.
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)
-    metrics_host: str = "127.0.0.1"
-    metrics_token: SecretStr | None = None
-    readyz_cache_seconds: float = Field(default=2.0, ge=0)
+    host: str = Field(
+        default="0.0.0.0",
+        description=(
+            "Address of the HTTP server: `POST /slack/events` in HTTP mode, plus `GET "
+            "/healthz`, `/readyz` and `/metrics` in both modes."
+        ),
+        json_schema_extra=group("HTTP"),
+    )
+    port: int = Field(
+        default=3000,
+        ge=0,
+        le=65535,
+        description="Port of that server (0–65535).",
+        json_schema_extra=group("HTTP"),
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024,
+        description=(
+            "Longest request body `POST /slack/events` takes, in bytes (1024 to 4194304: "
+            "Socket Mode's websocket client takes no longer message, aiohttp's "
+            "`max_msg_size`). It is counted while it is read, chunked or not: a longer body, "
+            "or a `Content-Length` over it, gets 413 before the signature check, and no more "
+            "than this is held. In Socket Mode, longer envelopes are dropped with a log line."
+        ),
+        json_schema_extra=group("HTTP"),
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "When set, `/metrics`, `/readyz` and `/healthz` are served on "
+            "`METRICS_HOST:METRICS_PORT`, and `PORT` serves only `/slack/events` and "
+            "`/healthz`. Must differ from `PORT`."
+        ),
+        examples=[9090],
+        json_schema_extra=group("HTTP"),
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description=(
+            "Address of the `METRICS_PORT` server. The default is reachable from the same host "
+            "(or container) only; use `0.0.0.0` where Prometheus or the kubelet connect from "
+            "outside (as in `deploy/kubernetes`)."
+        ),
+        json_schema_extra=group("HTTP"),
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "When set, `/metrics` and `/readyz` need `Authorization: Bearer <token>` (401 "
+            "otherwise), on whichever port serves them. `/healthz` stays open for liveness "
+            "probes. Never logged."
+        ),
+        examples=["a-long-random-string"],
+        json_schema_extra=group("HTTP"),
+    )
+    readyz_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description=(
+            "How long `/readyz` reuses its Redis and ADK check, in seconds (≥ 0). Probes that "
+            "come while a check runs share it, so a flood of probes is one check. `0`: a check "
+            "per probe, concurrent probes still share one."
+        ),
+        json_schema_extra=group("HTTP"),
+    )
 
     @field_validator("metrics_port", mode="before")
     @classmethod
@@ -83,14 +299,51 @@ class Settings(BaseSettings):
             raise ValueError("must differ from PORT (the Slack-facing port)")
         return value
 
-    # Behaviour
-    role: Literal["all", "intake", "worker"] = "all"
-    worker_concurrency: int = Field(default=500, ge=1)
-    lock_ttl_seconds: float = Field(default=30.0, ge=1)
-    reclaim_idle_seconds: float = Field(default=60.0, ge=1)
-    # A turn whose attempts stopped their worker (killed it mid-turn) this many times is
-    # given up with a notice in its thread (bot/worker.py), so it cannot crash every replica.
-    max_turn_attempts: int = Field(default=3, ge=1)
+    role: Literal["all", "intake", "worker"] = Field(
+        default="all",
+        description=(
+            "What this process does: `all` (take Slack events and run turns), `intake` (only "
+            "take events and persist them: acks never wait behind agent work), or `worker` "
+            "(only run turns; serves health and metrics). Mix them freely on one Redis."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
+    worker_concurrency: int = Field(
+        default=500,
+        ge=1,
+        description="Threads one process works on at the same time (≥ 1).",
+        json_schema_extra=group("Behaviour"),
+    )
+    lock_ttl_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        description=(
+            "TTL of a thread's lock in Redis, in seconds (≥ 1). It is extended every TTL/3 "
+            "while a turn runs. If a worker dies, the lock frees itself after this time."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
+    reclaim_idle_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        description=(
+            "After this many seconds without a heartbeat (≥ 1), another worker takes over the "
+            "work of a silent (crashed) worker; must be longer than `LOCK_TTL_SECONDS`."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
+    max_turn_attempts: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "A turn whose attempts stopped their worker this many times (≥ 1; the process was "
+            "killed mid-turn, e.g. out of memory) is given up instead of being run again, so it "
+            "cannot crash every replica: the thread gets a notice with a ref id, "
+            "`slackbot_turns_given_up_total` counts it, and the thread goes on with its next "
+            "message."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
 
     @field_validator("redis_url")
     @classmethod
@@ -109,41 +362,198 @@ class Settings(BaseSettings):
         if isinstance(lock, int | float) and value <= lock:
             raise ValueError(f"must be longer than LOCK_TTL_SECONDS ({lock:g})")
         return value
-    dedupe_ttl_seconds: int = Field(default=86400, ge=60)
-    thread_ttl_days: int = Field(default=90, ge=1)
-    max_input_chars: int = Field(default=20000, ge=100)
-    seed_history_messages: int = Field(default=50, ge=0)
-    working_status: str = "is thinking…"
-    status_refresh_seconds: float = Field(default=90.0, gt=0)
-    # Streaming and progress
-    adk_streaming: bool = True
-    streaming: Literal["auto", "native", "placeholder", "off"] = "auto"
-    stream_starts_per_minute: int = Field(default=15, ge=0)
-    tool_status_messages: dict[str, str] = Field(default_factory=dict)
-    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
-
-    # Limits (bot/limits.py). MAX_QUEUED_TURNS: turns one thread may hold in its queue, the
-    # one being answered included (0 = no limit); past it a message is refused at intake.
-    # USER_RATE_LIMIT turns per USER_RATE_WINDOW_SECONDS per user, counted in Redis across
-    # replicas (0 = off).
-    max_queued_turns: int = Field(default=20, ge=0)
-    user_rate_limit: int = Field(default=0, ge=0)
-    user_rate_window_seconds: int = Field(default=60, ge=1)
-
-    # Files (bot/files.py): agent artifacts uploaded to Slack, user attachments sent to ADK
-    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
-    max_attachment_bytes: int = Field(default=5 * 1024 * 1024, ge=0)
-    max_attachments: int = Field(default=5, ge=0)
-    attachment_mimetypes: str = (
-        "text/csv,text/plain,application/json,image/png,image/jpeg,image/gif,image/webp,"
-        "application/pdf"
+    dedupe_ttl_seconds: int = Field(
+        default=86400,
+        ge=60,
+        description=(
+            "How long event ids and per-message states are kept for deduplication, in seconds "
+            "(≥ 60)."
+        ),
+        json_schema_extra=group("Behaviour"),
     )
-    # The memory attached files may take at once in one process, shared by all its turns
-    # (bot/memory_budget.py; a file takes MEMORY_PER_FILE_BYTE bytes per byte of its size
-    # until ADK has the message), and how long a turn waits for it before its files are
-    # left out with a note. The default lets one message's 5 files of 5 MiB through at once.
-    max_attachment_memory_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
-    attachment_memory_wait_seconds: float = Field(default=30.0, ge=0)
+    thread_ttl_days: int = Field(
+        default=90,
+        ge=1,
+        description=(
+            "A thread's record (engaged flag, session mapping) expires after this many days "
+            "without activity (≥ 1). After that, un-mentioned replies in the thread are ignored "
+            "until someone mentions the bot again."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
+    max_input_chars: int = Field(
+        default=20000,
+        ge=100,
+        description=(
+            "Longer messages are cut to this many characters before they reach the agent, and "
+            "the user is told (≥ 100)."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
+    seed_history_messages: int = Field(
+        default=50,
+        ge=0,
+        description=(
+            "How many earlier thread messages seed a new or rebuilt session (≥ 0; `0` turns "
+            "seeding off). Each message is cut at 4,000 characters."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
+    working_status: str = Field(
+        default="is thinking…",
+        description="Text of the Slack thread status while the agent works.",
+        json_schema_extra=group("Behaviour"),
+    )
+    status_refresh_seconds: float = Field(
+        default=90.0,
+        gt=0,
+        description=(
+            "How often the working status is set again during a long turn, in seconds (Slack "
+            "clears a thread status after 2 minutes)."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
+    adk_streaming: bool = Field(
+        default=True,
+        description=(
+            "Ask ADK for partial text (`/run_sse` with `streaming: true`) so answers appear "
+            "while the agent writes them."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
+    streaming: Literal["auto", "native", "placeholder", "off"] = Field(
+        default="auto",
+        description=(
+            "How a live answer is shown: `auto` (Slack's native streaming, falling back to a "
+            "placeholder), `native`, `placeholder` (a message updated about once a second), or "
+            "`off` (post only the finished answer)."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
+    stream_starts_per_minute: int = Field(
+        default=15,
+        ge=0,
+        description=(
+            "Native streams started per workspace per minute, shared by all replicas (Slack "
+            "allows about 20: `chat.startStream` is Tier 2); past it, a placeholder is used."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
+    tool_status_messages: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "The status line shown while a tool runs, per tool name: "
+            "`query_cost_data=is querying cost data…;make_chart=is drawing a chart…`, or a "
+            "JSON object. Without one, the status is made from the tool's name "
+            "(`query_cost_data` → \"is querying cost data…\")."
+        ),
+        examples=["query_cost_data=is querying cost data…;make_chart=is drawing a chart…"],
+        json_schema_extra=group("Behaviour"),
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "On SIGTERM/SIGINT, how long running turns get to finish, in seconds (≥ 0). "
+            "Unfinished work stays pending in Redis, and another worker picks it up."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
+
+    max_queued_turns: int = Field(
+        default=20,
+        ge=0,
+        description=(
+            "Most messages one thread may have waiting for the agent, the one being answered "
+            "included (≥ 0; `0` is no limit). A message past it is not queued: its author gets "
+            "an ephemeral note that the thread is busy, and can send it again once the answers "
+            "have come. Checked in the intake's Redis script, so it costs the ack nothing."
+        ),
+        json_schema_extra=group("Limits"),
+    )
+    user_rate_limit: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Most messages one person may send the agent per `USER_RATE_WINDOW_SECONDS`, "
+            "counted in Redis across all replicas (≥ 0; `0` is off). Off by default because "
+            "scripted traffic (load tests, integrations) sends more from one user id than a "
+            "person does; `30` suits a team, and the Kubernetes config sets it. A message over "
+            "it is not passed to the agent; the thread gets a note saying when to try again. A "
+            "`reset` is never held back."
+        ),
+        examples=[30],
+        json_schema_extra=group("Limits"),
+    )
+    user_rate_window_seconds: int = Field(
+        default=60,
+        ge=1,
+        description=(
+            "The rate limit's window, in seconds (≥ 1). It opens with a person's first message "
+            "and lasts this long."
+        ),
+        json_schema_extra=group("Limits"),
+    )
+
+    max_upload_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Agent artifacts (files the agent saves in a turn) larger than this many bytes are "
+            "not uploaded to the thread; the user is told instead (≥ 0)."
+        ),
+        json_schema_extra=group("Files"),
+    )
+    max_attachment_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Largest file a user may attach for the agent, in bytes per file (≥ 0). Larger "
+            "files are not downloaded, and the user is told."
+        ),
+        json_schema_extra=group("Files"),
+    )
+    max_attachments: int = Field(
+        default=5,
+        ge=0,
+        description=(
+            "How many attached files of one message are passed to the agent (≥ 0; `0` passes "
+            "none)."
+        ),
+        json_schema_extra=group("Files"),
+    )
+    attachment_mimetypes: str = Field(
+        default=(
+            "text/csv,text/plain,application/json,image/png,image/jpeg,image/gif,image/webp,"
+            "application/pdf"
+        ),
+        description=(
+            "Comma-separated file types that are passed to the agent. CSVs Slack labels "
+            "`application/vnd.ms-excel` or only by file type count as `text/csv`."
+        ),
+        json_schema_extra=group("Files"),
+    )
+    max_attachment_memory_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Memory the attached files of all the turns of one process may take at once, in "
+            "bytes. A file takes about 4 times its size (base64, the request to ADK as text and "
+            "as bytes) from before its download until ADK has the message. At least 4 × "
+            "`MAX_ATTACHMENT_BYTES`; the default takes one message's 5 files of 5 MiB at once, "
+            "with room to spare."
+        ),
+        json_schema_extra=group("Files"),
+    )
+    attachment_memory_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "How long a turn waits for that memory, in seconds (≥ 0). Files that get none in "
+            "time are left out, and the user is told to send them again in a moment."
+        ),
+        json_schema_extra=group("Files"),
+    )
 
     @field_validator("max_attachment_memory_bytes")
     @classmethod
@@ -160,31 +570,129 @@ class Settings(BaseSettings):
             )
         return value
 
-    # Logging
-    log_level: str = "INFO"
-    log_message_text: bool = False
+    log_level: str = Field(
+        default="INFO",
+        description=(
+            "`DEBUG`, `INFO`, `WARNING` or `ERROR` (any case). Used by `serve`; the console "
+            "logs at `WARNING`."
+        ),
+        json_schema_extra=group("Logging"),
+    )
+    log_message_text: bool = Field(
+        default=False,
+        description=(
+            "Debugging only: when `true`, questions and answers are written to the logs (field "
+            "`text`). Off, message text never reaches the logs."
+        ),
+        json_schema_extra=group("Logging"),
+    )
 
-    # Access policy (decided in bot/access.py). Lists of Slack ids are "A,B , C" or a JSON
-    # list; an empty allow-list allows everyone. Deny always beats allow.
-    access_allowed_channels: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    access_denied_channels: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    access_allowed_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    access_denied_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    access_allowed_usergroups: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    access_denied_usergroups: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    followup_policy_default: Literal["always", "starter", "mention"] = "always"
+    access_allowed_channels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Channels where the bot answers (`C…`, `G…`; `D…` for DMs). Empty: all. It does "
+            "not restrict DMs unless it names a `D…` channel itself: listing a `D…` id limits "
+            "DMs to the listed ones. A mention elsewhere gets `ACCESS_DENIED_MESSAGE` "
+            "(ephemeral); un-mentioned follow-ups there are ignored."
+        ),
+        examples=["C0123456789,C0987654321"],
+        json_schema_extra=group("Access policy"),
+    )
+    access_denied_channels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Channels (or DM channels) where the bot never answers. Deny beats allow."
+        ),
+        json_schema_extra=group("Access policy"),
+    )
+    access_allowed_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Users (`U…`, `W…`) who may use the bot, in channels and DMs. Empty: all. With "
+            "`ACCESS_ALLOWED_USERGROUPS` also set, a user must be listed or be in one of the "
+            "allowed groups."
+        ),
+        json_schema_extra=group("Access policy"),
+    )
+    access_denied_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Users who may never use the bot, in channels and DMs. Deny beats allow.",
+        json_schema_extra=group("Access policy"),
+    )
+    access_allowed_usergroups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Slack user groups (`S…`) whose members may use the bot. Empty: no group "
+            "restriction. Needs the `usergroups:read` scope."
+        ),
+        json_schema_extra=group("Access policy"),
+    )
+    access_denied_usergroups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "User groups whose members may never use the bot. Needs the `usergroups:read` "
+            "scope. If Slack cannot list a denied group's members, its check fails closed (the "
+            "user is refused) until the next lookup."
+        ),
+        json_schema_extra=group("Access policy"),
+    )
+    followup_policy_default: Literal["always", "starter", "mention"] = Field(
+        default="always",
+        description=(
+            "Which un-mentioned follow-ups in an engaged thread are answered: `always`, "
+            "`starter` (only from the person who started the thread's session) or `mention` "
+            "(none: a mention is needed). Mentions and DMs are always answered."
+        ),
+        json_schema_extra=group("Access policy"),
+    )
     followup_policy_channels: Annotated[
         dict[str, Literal["always", "starter", "mention"]], NoDecode
-    ] = Field(default_factory=dict)
-    access_denied_message: str = (
-        "Sorry, you don't have access to this agent here. Ask an admin if you think you should."
+    ] = Field(
+        default_factory=dict,
+        description=(
+            "Per-channel follow-up policies, as `C0123=starter,C0456=mention` (CHANNEL=POLICY "
+            "pairs) or a JSON object."
+        ),
+        examples=["C0123456789=starter,C0987654321=mention"],
+        json_schema_extra=group("Access policy"),
     )
-    usergroup_cache_seconds: float = Field(default=300.0, ge=0)
+    access_denied_message: str = Field(
+        default=(
+            "Sorry, you don't have access to this agent here. Ask an admin if you think you "
+            "should."
+        ),
+        description="The ephemeral message a refused user sees.",
+        json_schema_extra=group("Access policy"),
+    )
+    usergroup_cache_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "How long a user group's member list is cached, in seconds (≥ 0). A failed lookup "
+            "is retried after 30 s."
+        ),
+        json_schema_extra=group("Access policy"),
+    )
 
-    # Approvals (bot/approvals.py): who may answer the agent's requests for a human besides
-    # the person whose message made the agent ask. Slack ids, listed like the ACCESS_* lists.
-    approver_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    approver_usergroups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    approver_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Users (`U…`, `W…`) who may answer any of the agent's approval requests and "
+            "questions (`adk_request_confirmation`, `adk_request_input`), besides the person "
+            "whose message made the agent ask. Listed like the `ACCESS_*` lists. Anyone else's "
+            "reply gets a private note and changes nothing."
+        ),
+        json_schema_extra=group("Access policy"),
+    )
+    approver_usergroups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "User groups (`S…`) whose members may answer them too. Needs the `usergroups:read` "
+            "scope. If Slack cannot list a group's members, nobody is an approver through it "
+            "until the next lookup."
+        ),
+        json_schema_extra=group("Access policy"),
+    )
 
     @field_validator("approver_users", mode="before")
     @classmethod
@@ -291,10 +799,15 @@ class Settings(BaseSettings):
             return {k.strip(): v.strip() for k, v in pairs}
         return value
 
-    # Feedback and the assistant pane (bot/slack/feedback.py, bot/slack/assistant.py).
-    # Votes are kept FEEDBACK_TTL_DAYS. ASSISTANT_PROMPTS: up to 4 suggested prompts, as a
-    # JSON list of [title, message] pairs or "title=message;title=message"; empty = none.
-    feedback_ttl_days: int = Field(default=90, ge=1)
+    feedback_ttl_days: int = Field(
+        default=90,
+        ge=1,
+        description=(
+            "How long 👍/👎 votes on answers are kept in Redis, in days (≥ 1). Every vote on an "
+            "answer renews its record."
+        ),
+        json_schema_extra=group("Feedback and assistant pane"),
+    )
     assistant_prompts: Annotated[list[tuple[str, str]], NoDecode] = Field(
         default_factory=lambda: [
             ("Top services last month", "What were our top 5 services by cost last month?"),
@@ -302,9 +815,26 @@ class Settings(BaseSettings):
             ("Monthly trend",
              "Show the month-over-month trend of our total cloud spend for the last 3 months."),
             ("Anomalies", "Any cost anomalies or big increases last month?"),
-        ]
+        ],
+        description=(
+            "Suggested prompts shown when a user starts a thread in the bot's assistant pane "
+            "(DMs). At most 4, as a JSON list of `[title, message]` pairs or "
+            "`title=message;title=message`. Empty: no suggested prompts."
+        ),
+        examples=[
+            "Top services last month=What were our top 5 services by cost last month?;"
+            "Anomalies=Any cost anomalies or big increases last month?"
+        ],
+        json_schema_extra=group("Feedback and assistant pane"),
     )
-    assistant_title: str | None = None
+    assistant_title: str | None = Field(
+        default=None,
+        description=(
+            "Optional heading shown above the suggested prompts (for example `Try asking`)."
+        ),
+        examples=["Try asking"],
+        json_schema_extra=group("Feedback and assistant pane"),
+    )
 
     @field_validator("assistant_prompts", mode="before")
     @classmethod
