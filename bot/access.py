@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from bot.config import Settings
 
 FollowupPolicy = Literal["always", "starter", "mention"]
-FOLLOWUP_POLICIES: tuple[FollowupPolicy, ...] = ("always", "starter", "mention")
 DEFAULT_DENIED_MESSAGE = (
     "Sorry, you don't have access to this agent here. Ask an admin if you think you should."
 )

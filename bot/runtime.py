@@ -159,7 +159,6 @@ class Bot:
 
     settings: Settings
     redis: aioredis.Redis
-    embedded_redis: bool
     store: Store
     adk: AdkClient
     metrics: Metrics
@@ -368,7 +367,7 @@ def build_bot(
         ],
     )
     return Bot(
-        settings=settings, redis=redis_client, embedded_redis=embedded, store=parts.store,
+        settings=settings, redis=redis_client, store=parts.store,
         adk=adk, metrics=parts.metrics, identity=identity, intake=parts.intake,
         conversation=parts.conversation, worker=parts.worker, stops=parts.stops,
         slack_client=client, bolt=bolt, notes=parts.notes,

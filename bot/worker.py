@@ -156,13 +156,13 @@ class Worker:
             await asyncio.sleep(self.config.janitor_seconds)
 
     def _spawn(self, bell: Doorbell) -> None:
-        task = asyncio.create_task(self._ring(bell))
+        task = asyncio.create_task(self._answer_doorbell(bell))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     # ---- one doorbell -------------------------------------------------------------------
 
-    async def _ring(self, bell: Doorbell) -> None:
+    async def _answer_doorbell(self, bell: Doorbell) -> None:
         try:
             if not bell.key:
                 await self.store.ack(bell.entry_id)

@@ -325,10 +325,6 @@ class AdkClient:
         data = response.json()
         return data if isinstance(data, dict) else None
 
-    async def delete_session(self, user_id: str, session_id: str) -> None:
-        response = await self._safe("DELETE", self._session_path(user_id, session_id))
-        _raise_for(response)
-
     async def get_artifact(
         self, user_id: str, session_id: str, name: str, version: int | None = None
     ) -> dict[str, Any]:

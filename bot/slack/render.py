@@ -44,7 +44,6 @@ __all__ = [
     "SlackMessage",
     "markdown_to_mrkdwn",
     "mentioned_user_ids",
-    "parse_markdown_table",
     "readable_input",
     "render_answer",
     "split_markdown",
@@ -351,19 +350,6 @@ def _parse_table(lines: Sequence[str]) -> _Table | None:
         else:
             aligns.append("auto")
     return _Table(header=header, rows=rows, aligns=aligns)
-
-
-def parse_markdown_table(lines: Sequence[str]) -> tuple[list[str], list[list[str]]] | None:
-    """Parse GFM pipe-table lines into ``(header, rows)``, or ``None`` if not a table.
-
-    ``lines[0]`` is the header row and ``lines[1]`` the delimiter row (``|---|:--:|``); the
-    rest are body rows. Cell texts are stripped, ``\\|`` becomes ``|`` and rows are padded
-    with empty cells to the widest row (cells are never dropped).
-    """
-    table = _parse_table(lines)
-    if table is None:
-        return None
-    return table.header, table.rows
 
 
 def _char_width(char: str) -> int:

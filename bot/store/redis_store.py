@@ -418,11 +418,6 @@ class Store:
 
     # ---- the thread lock and FIFO -------------------------------------------------------
 
-    async def try_lock(self, key: str, ttl_ms: int) -> str | None:
-        token = uuid.uuid4().hex
-        ok = await self.redis.set(self.keys.lock(key), token, nx=True, px=ttl_ms)
-        return token if ok else None
-
     def _take_prefixes(self, key: str) -> list[str]:
         k = self.keys
         return [k.message(key, ""), k.outbox(key, ""), k.live(key, ""), k.attempts(key, "")]
@@ -526,17 +521,6 @@ class Store:
         if not int(saved):
             raise LockLost(key)
 
-    def _count_turn(self, pipe: Any, key: str, now: float) -> None:
-        """Queue on `pipe`: one more turn on the thread, its activity, its expiry, the index."""
-        pipe.hincrby(self.keys.thread(key), "turns", 1)
-        pipe.hset(self.keys.thread(key), "last_activity", f"{now:.6f}")
-        pipe.expire(self.keys.thread(key), self.thread_ttl)
-        pipe.zadd(self.keys.threads_index, {key: now})
-
-    async def load_outbox(self, key: str, ts: str) -> list[dict[str, Any]] | None:
-        raw = await self.redis.get(self.keys.outbox(key, ts))
-        return _parse_outbox(None if raw is None else str(raw))
-
     async def get_thread(self, key: str) -> ThreadRecord | None:
         data = cast("dict[str, str]", await self.redis.hgetall(self.keys.thread(key)))
         return ThreadRecord.from_hash(key, data) if data else None
@@ -609,19 +593,8 @@ class Store:
         else:
             await self.redis.hdel(self.keys.thread(key), "awaiting")
 
-    async def record_turn(self, key: str) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        self._count_turn(pipe, key, time.time())
-        await pipe.execute()
-
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
-
-    async def info(self) -> dict[str, Any]:
-        return {
-            "stream_length": await self.redis.xlen(self.keys.work_stream),
-            "pending": await self.pending_count(),
-        }
 
     # ---- operator commands (`python -m bot sessions`, bot/cli/sessions.py) --------------
 

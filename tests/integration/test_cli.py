@@ -205,7 +205,7 @@ async def make_threads(redis_client: aioredis.Redis, prefix: str, adk: AdkServer
     session_new = "T0001-C1-1700000500_000100"
     await store.save_session(keys["new"], adk_user_id="slack-T0001", session_id=session_new,
                              generation=0, created_by="U1")
-    await store.record_turn(keys["new"])
+    await store.save_outbox(keys["new"], ROOT_NEW, [])  # a turn, counted as the bot counts it
     for name, sid, hours in (("old", "T0001-C1-1700000000_000100", 5),
                              ("busy", "T0001-C2-1700000100_000100", 6)):
         await store.save_session(keys[name], adk_user_id="slack-T0001", session_id=sid,

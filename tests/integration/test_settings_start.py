@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import httpx
 import pytest
 
@@ -189,7 +190,7 @@ async def _check_bearer(env: Env, bot: Running) -> None:
 
 
 async def _check_embedded_redis(env: Env, bot: Running) -> None:
-    assert bot.bot.embedded_redis
+    assert isinstance(bot.bot.redis, fakeredis.FakeAsyncRedis)  # REDIS_URL unset: embedded
     assert await bot.ready() == {"ready": True, "redis": True, "adk": True}
     await answered(env.slack, bot)
 

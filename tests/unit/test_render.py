@@ -27,7 +27,6 @@ from bot.slack.render import (
     code_name,
     markdown_to_mrkdwn,
     mentioned_user_ids,
-    parse_markdown_table,
     plain_text,
     readable_input,
     render_answer,
@@ -244,16 +243,29 @@ def test_markdown_to_mrkdwn_handles_private_use_characters() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_parse_markdown_table() -> None:
+def _table_of(lines: list[str]) -> tuple[list[str], list[list[str]]] | None:
+    """The (header, rows) of the ``table`` block `render_answer` makes of `lines`, or None
+    when it makes none. Cells are stripped: Slack rejects empty cell texts, so an empty cell
+    is sent as a space."""
+    tables = [block for message in render_answer("\n".join(lines))
+              for block in message.blocks if block["type"] == "table"]
+    if not tables:
+        return None
+    (table,) = tables
+    header, *rows = [[cell["text"].strip() for cell in row] for row in table["rows"]]
+    return header, rows
+
+
+def test_a_markdown_table_becomes_a_table_block() -> None:
     lines = ["| Name | Qty |", "|:-----|----:|", "| a \\| b | 1 |", "| c | 2 | extra |"]
-    assert parse_markdown_table(lines) == (
+    assert _table_of(lines) == (
         ["Name", "Qty", ""],
         [["a | b", "1", ""], ["c", "2", "extra"]],
     )
 
 
-def test_parse_markdown_table_without_outer_pipes() -> None:
-    assert parse_markdown_table(["a | b", "--- | ---", "1 | 2"]) == (["a", "b"], [["1", "2"]])
+def test_a_markdown_table_without_outer_pipes_becomes_a_table_block() -> None:
+    assert _table_of(["a | b", "--- | ---", "1 | 2"]) == (["a", "b"], [["1", "2"]])
 
 
 @pytest.mark.parametrize(
@@ -266,8 +278,8 @@ def test_parse_markdown_table_without_outer_pipes() -> None:
         ["no pipes", "---"],
     ],
 )
-def test_parse_markdown_table_rejects_non_tables(lines: list[str]) -> None:
-    assert parse_markdown_table(lines) is None
+def test_lines_that_are_no_table_make_no_table_block(lines: list[str]) -> None:
+    assert _table_of(lines) is None
 
 
 def test_table_to_code_block_aligns_numbers_right() -> None:

@@ -61,14 +61,14 @@ async def test_followup_in_unengaged_thread_is_ignored_and_does_not_burn_dedupe(
 
 async def test_lock_is_exclusive_and_released_only_by_its_owner(any_redis, prefix) -> None:
     store = make_store(any_redis, prefix)
-    token = await store.try_lock("k", 5000)
+    token, _head = await store.claim("k", 5000)
     assert token is not None
-    assert await store.try_lock("k", 5000) is None
+    assert (await store.claim("k", 5000))[0] is None
     await store.release_lock("k", "not-the-token")
-    assert await store.try_lock("k", 5000) is None
+    assert (await store.claim("k", 5000))[0] is None
     assert await store.extend_lock("k", token, 5000)
     await store.release_lock("k", token)
-    assert await store.try_lock("k", 5000) is not None
+    assert (await store.claim("k", 5000))[0] is not None
 
 
 async def test_claim_locks_the_thread_and_hands_out_its_head_marked_running(
@@ -210,10 +210,10 @@ async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, 
     await store.ensure_group()
     t = turn("101.0", kind="mention")
     await store.enqueue(t, engages=True)
-    # A worker takes the doorbell and the lock, then dies (never acks, lock expires).
+    # A worker takes the doorbell and the thread, then dies (never acks, lock expires).
     bells = await store.read_doorbells("dead-worker", 10, 100)
     assert [b.key for b in bells] == [t.key]
-    assert await store.try_lock(t.key, 300) is not None
+    assert (await store.claim(t.key, 300))[0] is not None
     answered: list[str] = []
 
     async def handler(x: Turn, _context: object = None) -> str:
