@@ -19,9 +19,12 @@ $(STAMP): pyproject.toml
 test: lint
 	$(BIN)/pytest -ra
 
+## make test-unit: tests/unit only, which needs neither Redis nor ADK (fakeredis, fakes)
 test-unit: venv
 	$(BIN)/pytest -ra tests/unit
 
+## make test-integration: tests/integration only, against the real Redis (TEST_REDIS_URL)
+## and real adk api_servers it starts
 test-integration: venv
 	$(BIN)/pytest -ra tests/integration
 

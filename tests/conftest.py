@@ -1,17 +1,23 @@
+"""What both test layers share: loopback only, the `integration` marker, a key prefix per
+test. tests/unit/conftest.py gives the unit tests fakeredis; tests/integration/conftest.py
+gives the integration tests the real Redis and a real `adk api_server`."""
+
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
 
-import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
+from tests.fakes.adk_server import PROXY_VARS
+
+# The real Redis of tests/integration (and of the bot processes they start).
 REAL_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-# Tests talk to loopback only: no proxy may intercept them.
-for _var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+# Tests talk to loopback only: no proxy may intercept them. The one place the suite's own
+# environment is cleaned; the processes it starts inherit it.
+for _var in PROXY_VARS:
     os.environ.pop(_var, None)
 
 
@@ -27,39 +33,8 @@ def prefix() -> str:
     return f"test-{secrets.token_hex(4)}"
 
 
-async def _connect_real() -> aioredis.Redis:
-    client = aioredis.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        message = f"real Redis not reachable at {REAL_REDIS_URL}: {exc}"
-        if os.environ.get("REQUIRE_REAL_SERVICES"):
-            pytest.fail(message)  # CI must run these
-        pytest.skip(message)
-    return client
-
-
-async def _drop_prefix(client: aioredis.Redis, prefix: str) -> None:
+async def drop_prefix(client: aioredis.Redis, prefix: str) -> None:
+    """Delete a test's keys (fakeredis clients made without a server of their own share one)."""
     keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=500)]
     if keys:
         await client.delete(*keys)
-
-
-@pytest.fixture
-async def real_redis(prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = await _connect_real()
-    yield client
-    await _drop_prefix(client, prefix)
-    await client.aclose()
-
-
-@pytest.fixture(params=["fakeredis", "redis"])
-async def any_redis(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[aioredis.Redis]:
-    if request.param == "fakeredis":
-        client: aioredis.Redis = fakeredis.FakeAsyncRedis(decode_responses=True)
-    else:
-        client = await _connect_real()
-    yield client
-    await _drop_prefix(client, prefix)
-    await client.aclose()

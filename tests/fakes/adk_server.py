@@ -20,7 +20,9 @@ import httpx
 
 AGENTS_DIR = Path(__file__).resolve().parent.parent / "adk_agents"
 
-_PROXY_VARS = (
+# The proxy variables: the tests, the bench and the processes they start talk to loopback
+# only, and slack_sdk, aiohttp and httpx would send even loopback requests through a proxy.
+PROXY_VARS = (
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",
@@ -151,7 +153,7 @@ class AdkServer:
                 self.log_path.write_bytes(b"")  # this attempt's output is no news
 
     def _start(self, timeout: float) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+        env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
         env["PYTHONUNBUFFERED"] = "1"
         self._log = self.log_path.open("ab")

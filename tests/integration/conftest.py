@@ -1,21 +1,84 @@
+"""Fixtures of the integration tests: the real Redis (TEST_REDIS_URL), a real
+`adk api_server` with the deterministic test agent, the fake Slack and the bot as a
+process."""
+
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as aioredis
 
+from tests.conftest import REAL_REDIS_URL, drop_prefix
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
 
+# ---- the real Redis ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def real_redis(prefix: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the real Redis; the test's keys (its `prefix`) are deleted after it. When
+    Redis is not reachable the test skips, or fails with REQUIRE_REAL_SERVICES set (CI)."""
+    client = aioredis.Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        message = f"real Redis not reachable at {REAL_REDIS_URL}: {exc}"
+        if os.environ.get("REQUIRE_REAL_SERVICES"):
+            pytest.fail(message)  # CI must run these
+        pytest.skip(message)
+    yield client
+    await drop_prefix(client, prefix)
+    await client.aclose()
+
+
+@pytest.fixture
+def any_redis(real_redis: aioredis.Redis) -> aioredis.Redis:
+    """The real Redis, for the unit tests written against `any_redis` (fakeredis in
+    tests/unit) that tests/integration/test_real_redis.py runs again."""
+    return real_redis
+
+
+# ---- a real adk api_server -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving_adk() -> Iterator[AdkServer]:
+    """A real `adk api_server` with the test agent and in-memory sessions."""
+    server = AdkServer(memory=True)
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
 
 @pytest.fixture(scope="module")
-def adk() -> Iterator[AdkServer]:
-    """A real `adk api_server` with the deterministic test agent (in-memory sessions)."""
-    server = AdkServer(memory=True)
-    server.start()
-    yield server
-    server.cleanup()
+def adk_server() -> Iterator[AdkServer]:
+    """The module's `adk api_server`, shared by its tests."""
+    with serving_adk() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def adk(adk_server: AdkServer) -> AdkServer:
+    """The module's `adk api_server` (`adk_server`), under the name the bot tests use."""
+    return adk_server
+
+
+@pytest.fixture
+def own_adk() -> Iterator[AdkServer]:
+    """An `adk api_server` of the test's own, free to be stopped and restarted."""
+    with serving_adk() as server:
+        yield server
+
+
+# ---- the fake Slack and the bot ------------------------------------------------------------
 
 
 @pytest.fixture
@@ -30,14 +93,34 @@ async def slack() -> AsyncIterator[FakeSlack]:
     await fake.stop()
 
 
+@contextlib.asynccontextmanager
+async def running_bot(slack: FakeSlack, adk: AdkServer, prefix: str
+                      ) -> AsyncIterator[BotProcess]:
+    """The bot as a process (default settings) on `adk`, the real Redis and the fake Slack."""
+    process = BotProcess(slack, adk.base_url, prefix=prefix)
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.close()
+
+
 @pytest.fixture
 async def bot(
     slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object
 ) -> AsyncIterator[BotProcess]:
-    process = BotProcess(slack, adk.base_url, prefix=prefix)
-    await process.start()
-    yield process
-    await process.close()
+    """The bot on the module's `adk api_server`."""
+    async with running_bot(slack, adk, prefix) as process:
+        yield process
+
+
+@pytest.fixture
+async def own_bot(
+    slack: FakeSlack, own_adk: AdkServer, prefix: str, real_redis: object
+) -> AsyncIterator[BotProcess]:
+    """The bot on the test's own `adk api_server` (`own_adk`), which the test may stop."""
+    async with running_bot(slack, own_adk, prefix) as process:
+        yield process
 
 
 @pytest.fixture

@@ -18,14 +18,13 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from tests.fakes.adk_server import free_port, port_taken
+from tests.fakes.adk_server import PROXY_VARS, free_port, port_taken
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.slack_events import send_event
 from tests.waiting import eventually
 
 SIGNING_SECRET = "test-signing-secret"
 REPO = Path(__file__).resolve().parents[2]
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 class BotProcess:

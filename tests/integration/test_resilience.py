@@ -9,10 +9,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import REAL_REDIS_URL
 from tests.fakes import slack_events as ev
@@ -20,24 +17,6 @@ from tests.fakes.adk_server import AdkServer, closed_port, free_port
 from tests.fakes.fake_slack import FakeSlack, message_text
 from tests.integration.harness import PROXY_VARS, REPO, BotProcess
 from tests.integration.slack_user import dm_bot_messages, field, history, say, wait_replies
-
-
-@pytest.fixture
-def own_adk() -> Iterator[AdkServer]:
-    """An ADK server of this test's own, free to be stopped and restarted."""
-    server = AdkServer(memory=True)
-    server.start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-async def own_bot(slack: FakeSlack, own_adk: AdkServer, prefix: str, real_redis: object
-                  ) -> AsyncIterator[BotProcess]:
-    process = BotProcess(slack, own_adk.base_url, prefix=prefix)
-    await process.start()
-    yield process
-    await process.close()
 
 
 async def test_adk_down_then_back(slack: FakeSlack, own_adk: AdkServer, own_bot: BotProcess

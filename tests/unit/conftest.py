@@ -1,28 +1,23 @@
-"""Fixtures the unit tests share."""
+"""Fixtures of the unit tests. They need neither Redis nor ADK: the Redis they use is
+fakeredis, and nothing here starts an `adk api_server` (tests that need one, or the real
+Redis, are in tests/integration)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
+import fakeredis
 import pytest
+import redis.asyncio as aioredis
 
-from tests.fakes.adk_server import AdkServer
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """slack_sdk and aiohttp pick up proxy variables even for loopback URLs; every peer of a
-    unit test is on loopback."""
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+from tests.conftest import drop_prefix
 
 
-@pytest.fixture(scope="module")
-def adk_server() -> Iterator[AdkServer]:
-    """A real `adk api_server` with the test agent and in-memory sessions, one per module."""
-    server = AdkServer(memory=True)
-    server.start(timeout=60)
-    try:
-        yield server
-    finally:
-        server.cleanup()
+@pytest.fixture
+async def any_redis(prefix: str) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client for tests that hold on any Redis: fakeredis here.
+    tests/integration/test_real_redis.py runs the same tests with the real Redis."""
+    client: aioredis.Redis = fakeredis.FakeAsyncRedis(decode_responses=True)
+    yield client
+    await drop_prefix(client, prefix)
+    await client.aclose()

@@ -1,4 +1,6 @@
-"""The Redis store and the workers, on fakeredis and on the real Redis."""
+"""The Redis store and the workers, on fakeredis (`any_redis`).
+tests/integration/test_real_redis.py runs these tests again on the real Redis, beside the
+one that needs it."""
 
 from __future__ import annotations
 
@@ -203,27 +205,6 @@ async def test_threads_run_concurrently(any_redis, prefix) -> None:
     await worker.stop(1)
     assert len(set(done)) == 20
     assert elapsed < 5.0, f"20 threads of 0.5 s took {elapsed:.1f}s: not concurrent"
-
-
-async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, prefix) -> None:
-    store = make_store(real_redis, prefix)
-    await store.ensure_group()
-    t = turn("101.0", kind="mention")
-    await store.enqueue(t, engages=True)
-    # A worker takes the doorbell and the thread, then dies (never acks, lock expires).
-    bells = await store.read_doorbells("dead-worker", 10, 100)
-    assert [b.key for b in bells] == [t.key]
-    assert (await store.claim(t.key, 300))[0] is not None
-    answered: list[str] = []
-
-    async def handler(x: Turn, _context: object = None) -> str:
-        answered.append(x.ts)
-        return "answered"
-
-    worker = await _run_worker(store, handler, reclaim_idle_ms=500, lock_ttl_ms=1000)
-    await eventually(lambda: answered == ["101.0"])
-    await worker.stop(1)
-    assert await store.pending_count() == 0
 
 
 async def test_a_turn_whose_lock_was_lost_is_abandoned_not_answered_twice(

@@ -1,7 +1,8 @@
 """A new thread's ADK session is created while its first turn is still queued (ROLE=all),
 and the second event of a mention (its `message` twin) is a duplicate without asking Redis.
 Against a real `adk api_server` (test agent), the real intake, conversation and worker, on
-fakeredis, with the console's terminal in Slack's place."""
+fakeredis, with the console's terminal in Slack's place. The intake's memory of recent
+turns on its own is in tests/unit/test_recent_turns.py."""
 
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ from bot.access import AccessPolicy
 from bot.adk.client import AdkClient, AdkError, AdkTimeout, AdkUnavailable
 from bot.config import Settings
 from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
-from bot.intake import RecentTurns
 from bot.runtime import Parts, assemble
 from bot.slack.routing import BotIdentity
-from bot.turns import Turn, adk_user_id_for, session_id_for
+from bot.turns import adk_user_id_for, session_id_for
 from tests.waiting import eventually
 
 
@@ -174,22 +174,3 @@ async def test_an_event_redis_refused_causes_no_adk_call(adk_server) -> None:
     finally:
         await adk.aclose()
 
-
-def turn(ts: str, event_id: str) -> Turn:
-    return Turn(team="T1", channel="C1", thread_ts=ts, ts=ts, user="U1", text="q",
-                kind="mention", event_id=event_id)
-
-
-def test_recent_turns_know_twins_not_redeliveries_and_forget() -> None:
-    now = [0.0]
-    recent = RecentTurns(size=2, ttl=10.0, clock=lambda: now[0])
-    recent.add(turn("1.0", "EvA"))
-    assert recent.is_twin(turn("1.0", "EvB"))  # the message twin of the mention
-    assert not recent.is_twin(turn("1.0", "EvA"))  # a redelivery: Redis decides
-    assert not recent.is_twin(turn("2.0", "EvC"))
-    recent.add(turn("2.0", "EvC"))
-    recent.add(turn("3.0", "EvD"))  # over the size: the oldest is forgotten
-    assert not recent.is_twin(turn("1.0", "EvB"))
-    assert recent.is_twin(turn("3.0", "EvE"))
-    now[0] = 11.0
-    assert not recent.is_twin(turn("3.0", "EvE"))  # expired

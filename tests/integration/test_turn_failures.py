@@ -23,7 +23,7 @@ from bot.conversation import Conversation, ConversationConfig, HistoryMessage, R
 from bot.runtime import Parts
 from bot.store.redis_store import Store
 from bot.turns import Turn
-from tests.unit.test_prepared_sessions import build, console_for, mention_answered
+from tests.integration.test_prepared_sessions import build, console_for, mention_answered
 from tests.waiting import eventually
 
 
