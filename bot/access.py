@@ -15,14 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from bot.followup import FollowupPolicy
 from bot.turns import TurnKind
 
 if TYPE_CHECKING:
     from bot.config import Settings
 
-FollowupPolicy = Literal["always", "starter", "mention"]
 DEFAULT_DENIED_MESSAGE = (
     "Sorry, you don't have access to this agent here. Ask an admin if you think you should."
 )

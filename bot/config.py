@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, JsonValue, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.followup import FOLLOWUP_POLICY_NAMES, FollowupPolicy
+from bot.memory_budget import MEMORY_PER_FILE_BYTE
+
 APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 def json_list_or_split(value: str, separator: str) -> Any:
     """A setting given as a JSON list, or as items separated by `separator`."""
@@ -559,8 +562,6 @@ class Settings(BaseSettings):
     @classmethod
     def _memory_for_one_file(cls, value: int, info: ValidationInfo) -> int:
         # A file as large as MAX_ATTACHMENT_BYTES must fit, or it would never be passed on.
-        from bot.files import MEMORY_PER_FILE_BYTE
-
         largest = info.data.get("max_attachment_bytes")
         if isinstance(largest, int) and value < MEMORY_PER_FILE_BYTE * largest:
             raise ValueError(
@@ -636,7 +637,7 @@ class Settings(BaseSettings):
         ),
         json_schema_extra=group("Access policy"),
     )
-    followup_policy_default: Literal["always", "starter", "mention"] = Field(
+    followup_policy_default: FollowupPolicy = Field(
         default="always",
         description=(
             "Which un-mentioned follow-ups in an engaged thread are answered: `always`, "
@@ -645,9 +646,7 @@ class Settings(BaseSettings):
         ),
         json_schema_extra=group("Access policy"),
     )
-    followup_policy_channels: Annotated[
-        dict[str, Literal["always", "starter", "mention"]], NoDecode
-    ] = Field(
+    followup_policy_channels: Annotated[dict[str, FollowupPolicy], NoDecode] = Field(
         default_factory=dict,
         description=(
             "Per-channel follow-up policies, as `C0123=starter,C0456=mention` (CHANNEL=POLICY "
@@ -746,7 +745,7 @@ class Settings(BaseSettings):
     @classmethod
     def _followup_default(cls, value: Any) -> Any:
         name = value.strip().lower() if isinstance(value, str) else value
-        if name not in ("always", "starter", "mention"):
+        if name not in FOLLOWUP_POLICY_NAMES:
             raise ValueError(f"unknown follow-up policy {value!r}; use always, starter or mention")
         return name
 
@@ -782,7 +781,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"a channel id is missing before ={policy}")
             channel_id = ids[0]
             name = policy.strip().lower() if isinstance(policy, str) else policy
-            if name not in ("always", "starter", "mention"):
+            if name not in FOLLOWUP_POLICY_NAMES:
                 raise ValueError(
                     f"unknown follow-up policy {policy!r} for {channel_id}; "
                     "use always, starter or mention"

@@ -27,7 +27,6 @@ from bot.app import CountingWebClient, build_bolt_app, build_web_client
 from bot.approvals import Approvers
 from bot.config import Settings
 from bot.conversation import Conversation, ConversationConfig, ThreadIO, crash_text, new_ref
-from bot.files import parse_mimetypes
 from bot.intake import Intake
 from bot.limits import RateLimit
 from bot.memory_budget import MemoryBudget
@@ -36,7 +35,7 @@ from bot.notes import BackgroundNotes
 from bot.slack.assistant import register_assistant
 from bot.slack.controls import register_reset_command
 from bot.slack.feedback import register_feedback
-from bot.slack.replies import FileLimits, SlackThreadIO
+from bot.slack.replies import SlackThreadIO
 from bot.slack.routing import BotIdentity
 from bot.slack.usergroups import UserGroupResolver
 from bot.stops import Stops
@@ -259,16 +258,8 @@ def assemble(
     rate_limit = RateLimit(settings.user_rate_limit, settings.user_rate_window_seconds)
     conversation = Conversation(
         store, adk, io,
-        ConversationConfig(
-            app_name=settings.adk_app_name, bot_user_id=identity.user_id,
-            user_scope=settings.adk_user_scope, seed_limit=settings.seed_history_messages,
-            log_text=settings.log_message_text,
-            turn_timeout_seconds=settings.turn_timeout_seconds,
-            status_refresh_seconds=settings.status_refresh_seconds,
-            streaming=settings.adk_streaming, tool_status=settings.tool_status_messages,
-            feedback=feedback, max_upload_bytes=settings.max_upload_bytes,
-            approvers=Approvers.from_settings(settings),
-        ),
+        ConversationConfig.from_settings(settings, bot_user_id=identity.user_id,
+                                         feedback=feedback),
         stops, access, metrics,
         rate_limiter=UserRateLimiter(redis_client, store.keys, rate_limit)
         if rate_limit.enabled else None,
@@ -285,12 +276,7 @@ def assemble(
                     user_groups=conversation.io.user_groups)
     worker = Worker(
         store, make_handler(conversation, metrics),
-        WorkerConfig(
-            concurrency=settings.worker_concurrency,
-            lock_ttl_ms=int(settings.lock_ttl_seconds * 1000),
-            reclaim_idle_ms=int(settings.reclaim_idle_seconds * 1000),
-            blocking_reads=not embedded,
-        ),
+        WorkerConfig.from_settings(settings, blocking_reads=not embedded),
         GiveUp(settings.max_turn_attempts, make_give_up(conversation, metrics)),
     )
     return Parts(store, metrics, stops, intake, conversation, worker, notes)
@@ -341,15 +327,9 @@ def build_bot(
     file_memory = MemoryBudget(settings.max_attachment_memory_bytes)
 
     def make_io(store: Store, metrics: Metrics) -> ThreadIO:
-        return SlackThreadIO(
-            client, identity, store=store, metrics=metrics,
-            working_status=settings.working_status, streaming_mode=settings.streaming,
-            stream_starts_per_minute=settings.stream_starts_per_minute,
-            stream_client=stream_client, groups=groups,
-            file_limits=FileLimits(settings.max_attachment_bytes, settings.max_attachments,
-                                   parse_mimetypes(settings.attachment_mimetypes)),
-            file_memory=file_memory,
-            file_memory_wait=settings.attachment_memory_wait_seconds,
+        return SlackThreadIO.from_settings(
+            settings, client, identity, store=store, metrics=metrics,
+            stream_client=stream_client, groups=groups, file_memory=file_memory,
         )
 
     parts = assemble(settings, redis_client=redis_client, embedded=embedded, adk=adk,

@@ -18,7 +18,6 @@ from bot.adk.client import AdkClient
 from bot.adk.events import TurnResult
 from bot.config import Settings
 from bot.files import (
-    DEFAULT_ATTACHMENT_MIMETYPES,
     MB,
     MEMORY_PER_FILE_BYTE,
     Attachment,
@@ -46,7 +45,8 @@ from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.http_stub import serving
 
 TOKEN = "xoxb-test-token"
-ALLOWED = frozenset(DEFAULT_ATTACHMENT_MIMETYPES)
+ALLOWED = frozenset({"text/csv", "text/plain", "application/json", "image/png", "image/jpeg",
+                     "image/gif", "image/webp", "application/pdf"})  # ATTACHMENT_MIMETYPES
 PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 XLSX = b"PK\x03\x04" + b"\x00" * 60
 LONG_WAIT = 30.0  # a wait for memory that never runs out in these tests

@@ -33,6 +33,7 @@ from tests.fakes.adk_server import free_port
 from tests.fakes.broadcasts import broadcasts_in, broadcasts_in_calls
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.http_stub import serving
+from tests.settings import default_settings
 
 WJ = "\u2060"
 COMMANDS = ("here", "channel", "everyone", "group")
@@ -297,7 +298,8 @@ async def test_a_live_answer_streams_neutralised_pieces(slack: FakeSlack) -> Non
     root = slack.add_message("C1", user="U1", text="q")
     turn = Turn(team=slack.team_id, channel="C1", thread_ts=root, ts=root, user="U1",
                 text="q", kind="mention")
-    live = SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(Store(redis)),
+    budget = StreamBudget(Store(redis), default_settings().stream_starts_per_minute)
+    live = SlackLiveAnswer(client=client, turn=turn, budget=budget,
                            metrics=Metrics(), mode="native", update_interval=0,
                            append_interval=0)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import fakeredis
 import pytest
@@ -13,6 +14,7 @@ from bot.store.keys import Keys
 from bot.store.redis_store import IntakeResult, LockLost, Store
 from bot.turns import Turn
 from bot.worker import Worker, WorkerConfig
+from tests.settings import default_settings
 from tests.waiting import eventually
 
 
@@ -147,8 +149,14 @@ async def test_claim_reports_delivered_and_unreadable_heads(any_redis, prefix) -
     assert head is not None and head.raw == '{"ts": 5}' and head.state is None
 
 
+def worker_config(store: Store, **cfg) -> WorkerConfig:
+    """The default worker config for `store`, polling every 200 ms, changed by `cfg`."""
+    config = WorkerConfig.from_settings(default_settings(), blocking_reads=store.wakeup is None)
+    return replace(config, block_ms=200, **cfg)
+
+
 async def _run_worker(store: Store, handler, **cfg) -> Worker:
-    config = WorkerConfig(block_ms=200, blocking_reads=store.wakeup is None, **cfg)
+    config = worker_config(store, **cfg)
     worker = Worker(store, handler, config)
     await worker.start()
     return worker

@@ -23,6 +23,7 @@ from bot.conversation import Conversation, ConversationConfig, HistoryMessage, R
 from bot.runtime import Parts
 from bot.store.redis_store import Store
 from bot.turns import Turn
+from tests.settings import default_settings
 from tests.unit.test_prepared_sessions import build, console_for, mention_answered
 from tests.waiting import eventually
 
@@ -121,7 +122,9 @@ async def test_the_bot_s_earlier_replies_are_seeded_as_the_root_agent_s(adk_serv
     adk = RenamedRoot(adk_server.base_url, "test_agent")
     store = Store(fakeredis.FakeAsyncRedis(decode_responses=True))
     conversation = Conversation(store, adk, History(),  # type: ignore[arg-type]
-                                ConversationConfig(app_name="test_agent", bot_user_id="UBOT"))
+                                ConversationConfig.from_settings(
+                                    default_settings(adk_app_name="test_agent"),
+                                    bot_user_id="UBOT", feedback=True))
     turn = Turn(team="T1", channel="C1", thread_ts="1.0", ts="3.0", user="U2", text="and?",
                 kind="mention", event_id="Ev3")
     try:

@@ -1,0 +1,13 @@
+"""Settings for tests that build components directly: the defaults, untouched by the
+environment's `.env`, so component configs come from `Settings` as they do at run time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.config import Settings
+
+
+def default_settings(**values: Any) -> Settings:
+    """`Settings` with its defaults, except `values`, and no `.env` file."""
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
