@@ -17,6 +17,10 @@ from bot.followup import FOLLOWUP_POLICY_NAMES, FollowupPolicy
 from bot.memory_budget import MEMORY_PER_FILE_BYTE
 
 APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+DEFAULT_DENIED_MESSAGE = (
+    "Sorry, you don't have access to this agent here. Ask an admin if you think you should."
+)
+
 def json_list_or_split(value: str, separator: str) -> Any:
     """A setting given as a JSON list, or as items separated by `separator`."""
     text = value.strip()
@@ -656,10 +660,7 @@ class Settings(BaseSettings):
         json_schema_extra=group("Access policy"),
     )
     access_denied_message: str = Field(
-        default=(
-            "Sorry, you don't have access to this agent here. Ask an admin if you think you "
-            "should."
-        ),
+        default=DEFAULT_DENIED_MESSAGE,
         description="The ephemeral message a refused user sees.",
         json_schema_extra=group("Access policy"),
     )

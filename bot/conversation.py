@@ -322,9 +322,8 @@ def error_text(exc: BaseException, ref: str, app_name: str) -> str:
 
 class Conversation:
     def __init__(
-        self, store: Store, adk: AdkClient, io: ThreadIO, config: ConversationConfig,
-        stops: Stops | None = None, access: AccessPolicy | None = None,
-        metrics: Metrics | None = None,
+        self, store: Store, adk: AdkClient, io: ThreadIO, config: ConversationConfig, *,
+        access: AccessPolicy, stops: Stops | None = None, metrics: Metrics | None = None,
         rate_limiter: UserRateLimiter | None = None,
     ) -> None:
         self.store = store
@@ -332,7 +331,7 @@ class Conversation:
         self.io = io
         self.config = config
         self.stops = stops or Stops(store)
-        self.access = access or AccessPolicy()
+        self.access = access
         self.metrics = metrics or Metrics()
         self.rate_limiter = rate_limiter  # None: no per-user limit
         # The author ADK gives the agent's events (its root agent's name), looked up when a

@@ -251,6 +251,8 @@ def assemble(
     feedback: bool = True,
     metrics: Metrics | None = None,
 ) -> Parts:
+    """The store, conversation, intake and worker, wired. `access`: None for the console,
+    which answers everyone (`AccessPolicy.unrestricted`)."""
     store = build_store(settings, redis_client, embedded)
     metrics = metrics or Metrics()
     stops = Stops(store)
@@ -260,7 +262,7 @@ def assemble(
         store, adk, io,
         ConversationConfig.from_settings(settings, bot_user_id=identity.user_id,
                                          feedback=feedback),
-        stops, access, metrics,
+        access=access or AccessPolicy.unrestricted(settings), stops=stops, metrics=metrics,
         rate_limiter=UserRateLimiter(redis_client, store.keys, rate_limit)
         if rate_limit.enabled else None,
     )

@@ -3,11 +3,18 @@ environment's `.env`, so component configs come from `Settings` as they do at ru
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from bot.access import AccessPolicy
 from bot.config import Settings
 
 
 def default_settings(**values: Any) -> Settings:
     """`Settings` with its defaults, except `values`, and no `.env` file."""
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def access_policy(**values: Any) -> AccessPolicy:
+    """The unrestricted policy of the default settings, changed by `values`."""
+    return replace(AccessPolicy.unrestricted(default_settings()), **values)

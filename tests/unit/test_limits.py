@@ -13,7 +13,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bot.access import AccessPolicy
 from bot.adk.client import AdkClient
 from bot.console import BOT_USER, TEAM, USER, ConsoleIO, console_event, wait_answered
 from bot.limits import RateLimit, RateLimited, busy_text, duration, rate_limited_text
@@ -23,6 +22,7 @@ from bot.store.keys import Keys
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import IntakeResult
 from bot.turns import Turn, session_id_for
+from tests.settings import access_policy
 from tests.unit.test_prepared_sessions import build, console_for, twin_of
 from tests.unit.test_store_and_worker import make_store, turn
 
@@ -149,7 +149,7 @@ async def test_a_busy_thread_tells_only_those_the_bot_would_answer(adk_server: A
     console = console_for(HeldConsole)
     assert isinstance(console, HeldConsole)
     adk = AdkClient(adk_server.base_url, "test_agent")
-    policy = AccessPolicy(denied_users=frozenset({"U9"}), followup_default="mention")
+    policy = access_policy(denied_users=frozenset({"U9"}), followup_default="mention")
     parts, _out = build(adk, console=console, access=policy, max_queued_turns=1)
     root = "1700001100.000100"
     try:

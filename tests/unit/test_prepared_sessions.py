@@ -21,6 +21,7 @@ from bot.intake import RecentTurns
 from bot.runtime import Parts, assemble
 from bot.slack.routing import BotIdentity
 from bot.turns import Turn, adk_user_id_for, session_id_for
+from tests.settings import access_policy
 from tests.waiting import eventually
 
 
@@ -128,7 +129,7 @@ async def test_no_session_is_prepared_for_a_turn_that_may_not_run_here(
 ) -> None:
     adk = CountingAdk(adk_server.base_url, "test_agent")
     if case == "denied user":
-        parts, _ = build(adk, access=AccessPolicy(denied_users=frozenset({"UCONSOLE"})))
+        parts, _ = build(adk, access=access_policy(denied_users=frozenset({"UCONSOLE"})))
     else:
         parts, _ = build(adk, role="intake")
     ts = "1700000200.000100" if case == "denied user" else "1700000300.000100"

@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.slack_response import SlackResponse
 
 import bot.conversation as conversation_module
+from bot.access import AccessPolicy
 from bot.adk.auth import GoogleIdTokenAuth
 from bot.adk.client import AdkClient, AdkServerError
 from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
@@ -121,10 +122,11 @@ async def test_the_bot_s_earlier_replies_are_seeded_as_the_root_agent_s(adk_serv
 
     adk = RenamedRoot(adk_server.base_url, "test_agent")
     store = Store(fakeredis.FakeAsyncRedis(decode_responses=True))
+    settings = default_settings(adk_app_name="test_agent")
     conversation = Conversation(store, adk, History(),  # type: ignore[arg-type]
                                 ConversationConfig.from_settings(
-                                    default_settings(adk_app_name="test_agent"),
-                                    bot_user_id="UBOT", feedback=True))
+                                    settings, bot_user_id="UBOT", feedback=True),
+                                access=AccessPolicy.unrestricted(settings))
     turn = Turn(team="T1", channel="C1", thread_ts="1.0", ts="3.0", user="U2", text="and?",
                 kind="mention", event_id="Ev3")
     try:
