@@ -40,7 +40,6 @@ from bot.slack.routing import BotIdentity
 from bot.slack.usergroups import UserGroupResolver
 from bot.stops import Stops
 from bot.store.feedback import FeedbackStore
-from bot.store.keys import Keys
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, TurnContext
 from bot.turns import Turn
@@ -76,13 +75,7 @@ def connect_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
 
 
 def build_store(settings: Settings, client: aioredis.Redis, embedded: bool) -> Store:
-    return Store(
-        client,
-        keys=Keys(settings.redis_key_prefix),
-        dedupe_ttl=settings.dedupe_ttl_seconds,
-        thread_ttl=settings.thread_ttl_days * 86400,
-        wakeup=asyncio.Event() if embedded else None,
-    )
+    return Store.from_settings(settings, client, wakeup=asyncio.Event() if embedded else None)
 
 
 def build_adk(settings: Settings) -> AdkClient:

@@ -6,8 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from bot.access import AccessPolicy
 from bot.config import Settings
+from bot.store.redis_store import Store
 
 
 def default_settings(**values: Any) -> Settings:
@@ -18,3 +21,9 @@ def default_settings(**values: Any) -> Settings:
 def access_policy(**values: Any) -> AccessPolicy:
     """The unrestricted policy of the default settings, changed by `values`."""
     return replace(AccessPolicy.unrestricted(default_settings()), **values)
+
+
+def default_store(client: aioredis.Redis, prefix: str | None = None, **values: Any) -> Store:
+    """The store of the default settings on `client`, under `prefix` if given."""
+    settings = default_settings() if prefix is None else default_settings(redis_key_prefix=prefix)
+    return Store.from_settings(settings, client, **values)

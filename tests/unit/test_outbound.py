@@ -27,13 +27,12 @@ from bot.slack.outbound import neutralise, safe_cut, scrub, scrub_call
 from bot.slack.render import render_answer
 from bot.slack.routing import BotIdentity
 from bot.slack.stream import SlackLiveAnswer, StreamBudget, stream_chunks
-from bot.store.redis_store import Store
 from bot.turns import Turn
 from tests.fakes.adk_server import free_port
 from tests.fakes.broadcasts import broadcasts_in, broadcasts_in_calls
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.http_stub import serving
-from tests.settings import default_settings
+from tests.settings import default_settings, default_store
 
 WJ = "\u2060"
 COMMANDS = ("here", "channel", "everyone", "group")
@@ -298,7 +297,7 @@ async def test_a_live_answer_streams_neutralised_pieces(slack: FakeSlack) -> Non
     root = slack.add_message("C1", user="U1", text="q")
     turn = Turn(team=slack.team_id, channel="C1", thread_ts=root, ts=root, user="U1",
                 text="q", kind="mention")
-    budget = StreamBudget(Store(redis), default_settings().stream_starts_per_minute)
+    budget = StreamBudget(default_store(redis), default_settings().stream_starts_per_minute)
     live = SlackLiveAnswer(client=client, turn=turn, budget=budget,
                            metrics=Metrics(), mode="native", update_interval=0,
                            append_interval=0)

@@ -31,7 +31,7 @@ from bot.slack.stream import (
 from bot.store.redis_store import Store
 from bot.turns import Turn
 from tests.fakes.fake_slack import MAX_MARKDOWN, FakeSlack, message_text
-from tests.settings import default_settings
+from tests.settings import default_settings, default_store
 
 TOKEN = "xoxb-test-token"
 STREAMS_PER_MINUTE = default_settings().stream_starts_per_minute
@@ -48,7 +48,7 @@ async def slack() -> AsyncIterator[FakeSlack]:
 @pytest.fixture
 async def store() -> AsyncIterator[Store]:
     client = fakeredis.FakeAsyncRedis(decode_responses=True)
-    yield Store(client)
+    yield default_store(client)
     await client.aclose()
 
 

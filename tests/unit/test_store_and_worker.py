@@ -14,13 +14,13 @@ from bot.store.keys import Keys
 from bot.store.redis_store import IntakeResult, LockLost, Store
 from bot.turns import Turn
 from bot.worker import Worker, WorkerConfig
-from tests.settings import default_settings
+from tests.settings import default_settings, default_store
 from tests.waiting import eventually
 
 
 def make_store(client: aioredis.Redis, prefix: str) -> Store:
     embedded = isinstance(client, fakeredis.FakeAsyncRedis)
-    return Store(client, keys=Keys(prefix), wakeup=asyncio.Event() if embedded else None)
+    return default_store(client, prefix, wakeup=asyncio.Event() if embedded else None)
 
 
 def turn(ts: str, *, thread: str = "100.0", event_id: str | None = None, text: str = "q",

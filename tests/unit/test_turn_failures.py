@@ -22,9 +22,8 @@ from bot.adk.client import AdkClient, AdkServerError
 from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
 from bot.conversation import Conversation, ConversationConfig, HistoryMessage, Reply
 from bot.runtime import Parts
-from bot.store.redis_store import Store
 from bot.turns import Turn
-from tests.settings import default_settings
+from tests.settings import default_settings, default_store
 from tests.unit.test_prepared_sessions import build, console_for, mention_answered
 from tests.waiting import eventually
 
@@ -121,7 +120,7 @@ async def test_the_bot_s_earlier_replies_are_seeded_as_the_root_agent_s(adk_serv
             return "Alice"
 
     adk = RenamedRoot(adk_server.base_url, "test_agent")
-    store = Store(fakeredis.FakeAsyncRedis(decode_responses=True))
+    store = default_store(fakeredis.FakeAsyncRedis(decode_responses=True))
     settings = default_settings(adk_app_name="test_agent")
     conversation = Conversation(store, adk, History(),  # type: ignore[arg-type]
                                 ConversationConfig.from_settings(
