@@ -88,7 +88,7 @@ def build_adk(settings: Settings) -> AdkClient:
     )
 
 
-async def check_adk_app(adk: AdkClient, app_name: str, wait_seconds: float = 20.0) -> None:
+async def check_adk_app(adk: AdkClient, app_name: str, wait_seconds: float) -> None:
     """ADK must be reachable and serve the configured app."""
     deadline = asyncio.get_running_loop().time() + wait_seconds
     while True:

@@ -9,6 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bot.access import AccessPolicy
+from bot.adk.client import AdkClient
 from bot.config import Settings
 from bot.store.redis_store import Store
 
@@ -27,3 +28,16 @@ def default_store(client: aioredis.Redis, prefix: str | None = None, **values: A
     """The store of the default settings on `client`, under `prefix` if given."""
     settings = default_settings() if prefix is None else default_settings(redis_key_prefix=prefix)
     return Store.from_settings(settings, client, **values)
+
+
+def adk_timeouts() -> dict[str, float]:
+    """The `AdkClient` timeouts of the default settings, as its keyword arguments."""
+    settings = default_settings()
+    return {"connect_timeout": settings.adk_connect_timeout,
+            "run_timeout": settings.adk_run_timeout}
+
+
+def adk_client(base_url: str, app_name: str = "test_agent", *, cls: type[AdkClient] = AdkClient,
+               **values: Any) -> AdkClient:
+    """A client (of class `cls`) with the default settings' timeouts, changed by `values`."""
+    return cls(base_url, app_name, **(adk_timeouts() | values))

@@ -43,6 +43,7 @@ from tests.adk_agents.test_agent.agent import (
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.http_stub import serving
+from tests.settings import adk_client
 
 TOKEN = "xoxb-test-token"
 ALLOWED = frozenset({"text/csv", "text/plain", "application/json", "image/png", "image/jpeg",
@@ -64,7 +65,7 @@ def web_client(slack: FakeSlack, token: str = TOKEN) -> AsyncWebClient:
 
 @pytest.fixture
 async def adk(adk_server: AdkServer) -> AsyncIterator[AdkClient]:
-    client = AdkClient(adk_server.base_url, "test_agent")
+    client = adk_client(adk_server.base_url, "test_agent")
     yield client
     await client.aclose()
 
@@ -90,7 +91,7 @@ async def stub_adk(parts: dict[str, Any]) -> AsyncIterator[AdkClient]:
         return web.json_response(answer)
 
     async with serving(handler) as url:
-        client = AdkClient(url, "test_agent")
+        client = adk_client(url, "test_agent")
         try:
             yield client
         finally:
@@ -248,7 +249,7 @@ async def test_fetch_artifacts_refuses_names_outside_the_session() -> None:
     wanted = {"../../etc/passwd": 0, "/x": 0, "a\\..\\..\\b": 0, "": 0, "bad\nname": 0,
               "ok.txt": 0}
     async with serving(handler) as url:
-        adk = AdkClient(url, "test_agent")
+        adk = adk_client(url, "test_agent")
         try:
             attachments, notes = await fetch_artifacts(adk, "u1", "s1", wanted, max_bytes=MB)
         finally:

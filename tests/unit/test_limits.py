@@ -13,7 +13,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bot.adk.client import AdkClient
 from bot.console import BOT_USER, TEAM, USER, ConsoleIO, console_event, wait_answered
 from bot.limits import RateLimit, RateLimited, busy_text, duration, rate_limited_text
 from bot.metrics import Metrics
@@ -22,7 +21,7 @@ from bot.store.keys import Keys
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import IntakeResult
 from bot.turns import Turn, session_id_for
-from tests.settings import access_policy
+from tests.settings import access_policy, adk_client
 from tests.unit.test_prepared_sessions import build, console_for, twin_of
 from tests.unit.test_store_and_worker import make_store, turn
 
@@ -97,7 +96,7 @@ async def test_a_message_past_the_thread_s_queue_limit_is_refused_and_its_author
 ) -> None:
     console = console_for(HeldConsole)
     assert isinstance(console, HeldConsole)
-    adk = AdkClient(adk_server.base_url, "test_agent")
+    adk = adk_client(adk_server.base_url, "test_agent")
     parts, out = build(adk, console=console, max_queued_turns=2)
     root = "1700001000.000100"
     key = f"{KEY}:{root}"
@@ -148,7 +147,7 @@ async def test_a_busy_thread_tells_only_those_the_bot_would_answer(adk_server: A
     answer is told."""
     console = console_for(HeldConsole)
     assert isinstance(console, HeldConsole)
-    adk = AdkClient(adk_server.base_url, "test_agent")
+    adk = adk_client(adk_server.base_url, "test_agent")
     policy = access_policy(denied_users=frozenset({"U9"}), followup_default="mention")
     parts, _out = build(adk, console=console, access=policy, max_queued_turns=1)
     root = "1700001100.000100"
@@ -245,7 +244,7 @@ def test_the_rate_limit_note_says_the_limit_and_when_to_try_again() -> None:
 async def test_a_user_over_the_rate_limit_gets_a_note_and_the_agent_is_not_run(
     adk_server: Any,
 ) -> None:
-    adk = AdkClient(adk_server.base_url, "test_agent")
+    adk = adk_client(adk_server.base_url, "test_agent")
     parts, out = build(adk, user_rate_limit=2, user_rate_window_seconds=3600)
     root = "1700002000.000100"
     key = f"{KEY}:{root}"

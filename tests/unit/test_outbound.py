@@ -18,7 +18,6 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.models.blocks import SectionBlock
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adk.client import AdkClient
 from bot.app import build_web_client
 from bot.config import Settings
 from bot.metrics import Metrics
@@ -32,7 +31,7 @@ from tests.fakes.adk_server import free_port
 from tests.fakes.broadcasts import broadcasts_in, broadcasts_in_calls
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.http_stub import serving
-from tests.settings import default_settings, default_store
+from tests.settings import adk_client, default_settings, default_store
 
 WJ = "\u2060"
 COMMANDS = ("here", "channel", "everyone", "group")
@@ -327,7 +326,7 @@ async def bolt_bot(slack: FakeSlack) -> AsyncIterator[Any]:
     )
     redis = fakeredis.FakeAsyncRedis(decode_responses=True)
     client = build_web_client(slack.bot_token, slack.base_url)
-    adk = AdkClient(settings_.adk_base_url, "test_agent")
+    adk = adk_client(settings_.adk_base_url, "test_agent")
     bot = build_bot(settings_, client=client, identity=BotIdentity("UBOT", "BBOT", "T0001"),
                     redis_client=redis, embedded=True, adk=adk)
     yield bot
