@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from bot.config import Settings
 
 
-
 @dataclass(frozen=True)
 class Allow:
     """Answer the turn."""
