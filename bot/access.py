@@ -15,17 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from bot.followup import FollowupPolicy
 from bot.turns import TurnKind
 
 if TYPE_CHECKING:
     from bot.config import Settings
-
-FollowupPolicy = Literal["always", "starter", "mention"]
-DEFAULT_DENIED_MESSAGE = (
-    "Sorry, you don't have access to this agent here. Ask an admin if you think you should."
-)
 
 
 @dataclass(frozen=True)
@@ -52,7 +48,8 @@ Decision = Allow | Deny | Skip
 
 @dataclass(frozen=True)
 class AccessPolicy:
-    """The access settings, as immutable sets of Slack ids."""
+    """The access settings, as immutable sets of Slack ids; built by `from_settings` (or
+    `unrestricted`). Empty sets restrict nothing."""
 
     allowed_channels: frozenset[str] = frozenset()  # empty: every channel
     denied_channels: frozenset[str] = frozenset()
@@ -60,12 +57,12 @@ class AccessPolicy:
     denied_users: frozenset[str] = frozenset()
     allowed_usergroups: frozenset[str] = frozenset()
     denied_usergroups: frozenset[str] = frozenset()
-    followup_default: FollowupPolicy = "always"
+    followup_default: FollowupPolicy = field(kw_only=True)
     followup_channels: Mapping[str, FollowupPolicy] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
-    denied_message: str = DEFAULT_DENIED_MESSAGE
-    usergroup_cache_seconds: float = 300.0
+    denied_message: str = field(kw_only=True)
+    usergroup_cache_seconds: float = field(kw_only=True)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessPolicy:
@@ -78,6 +75,16 @@ class AccessPolicy:
             denied_usergroups=frozenset(settings.access_denied_usergroups),
             followup_default=settings.followup_policy_default,
             followup_channels=MappingProxyType(dict(settings.followup_policy_channels)),
+            denied_message=settings.access_denied_message,
+            usergroup_cache_seconds=settings.usergroup_cache_seconds,
+        )
+
+    @classmethod
+    def unrestricted(cls, settings: Settings) -> AccessPolicy:
+        """Everyone, everywhere, every follow-up answered: the console's policy, which ignores
+        the `ACCESS_*` and `FOLLOWUP_POLICY_*` settings."""
+        return cls(
+            followup_default="always",
             denied_message=settings.access_denied_message,
             usergroup_cache_seconds=settings.usergroup_cache_seconds,
         )

@@ -13,7 +13,16 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, JsonValue, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.followup import FOLLOWUP_POLICY_NAMES, FollowupPolicy
+from bot.memory_budget import MEMORY_PER_FILE_BYTE
+from bot.progress import WORKING
+
 APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+DEFAULT_DENIED_MESSAGE = (
+    "Sorry, you don't have access to this agent here. Ask an admin if you think you should."
+)
+
+
 def json_list_or_split(value: str, separator: str) -> Any:
     """A setting given as a JSON list, or as items separated by `separator`."""
     text = value.strip()
@@ -287,18 +296,6 @@ class Settings(BaseSettings):
         json_schema_extra=group("HTTP"),
     )
 
-    @field_validator("metrics_port", mode="before")
-    @classmethod
-    def _metrics_port_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("metrics_port")
-    @classmethod
-    def _metrics_port_apart(cls, value: int | None, info: ValidationInfo) -> int | None:
-        if value is not None and value == info.data.get("port"):
-            raise ValueError("must differ from PORT (the Slack-facing port)")
-        return value
-
     role: Literal["all", "intake", "worker"] = Field(
         default="all",
         description=(
@@ -345,23 +342,6 @@ class Settings(BaseSettings):
         json_schema_extra=group("Behaviour"),
     )
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url_scheme(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix:// "
-                             "(e.g. redis://localhost:6379/0)")
-        return value
-
-    @field_validator("reclaim_idle_seconds")
-    @classmethod
-    def _reclaim_after_lock_expiry(cls, value: float, info: ValidationInfo) -> float:
-        # A dead worker's doorbell is taken over after RECLAIM_IDLE_SECONDS; its lock must
-        # have expired by then, or the taker finds the thread held, and drops the doorbell.
-        lock = info.data.get("lock_ttl_seconds")
-        if isinstance(lock, int | float) and value <= lock:
-            raise ValueError(f"must be longer than LOCK_TTL_SECONDS ({lock:g})")
-        return value
     dedupe_ttl_seconds: int = Field(
         default=86400,
         ge=60,
@@ -400,7 +380,7 @@ class Settings(BaseSettings):
         json_schema_extra=group("Behaviour"),
     )
     working_status: str = Field(
-        default="is thinking…",
+        default=WORKING,
         description="Text of the Slack thread status while the agent works.",
         json_schema_extra=group("Behaviour"),
     )
@@ -555,21 +535,6 @@ class Settings(BaseSettings):
         json_schema_extra=group("Files"),
     )
 
-    @field_validator("max_attachment_memory_bytes")
-    @classmethod
-    def _memory_for_one_file(cls, value: int, info: ValidationInfo) -> int:
-        # A file as large as MAX_ATTACHMENT_BYTES must fit, or it would never be passed on.
-        from bot.files import MEMORY_PER_FILE_BYTE
-
-        largest = info.data.get("max_attachment_bytes")
-        if isinstance(largest, int) and value < MEMORY_PER_FILE_BYTE * largest:
-            raise ValueError(
-                f"must be at least {MEMORY_PER_FILE_BYTE} × MAX_ATTACHMENT_BYTES "
-                f"({MEMORY_PER_FILE_BYTE * largest}): a file takes about {MEMORY_PER_FILE_BYTE} "
-                "times its size in memory until it is sent to ADK (base64 and the request)"
-            )
-        return value
-
     log_level: str = Field(
         default="INFO",
         description=(
@@ -636,7 +601,7 @@ class Settings(BaseSettings):
         ),
         json_schema_extra=group("Access policy"),
     )
-    followup_policy_default: Literal["always", "starter", "mention"] = Field(
+    followup_policy_default: FollowupPolicy = Field(
         default="always",
         description=(
             "Which un-mentioned follow-ups in an engaged thread are answered: `always`, "
@@ -645,9 +610,7 @@ class Settings(BaseSettings):
         ),
         json_schema_extra=group("Access policy"),
     )
-    followup_policy_channels: Annotated[
-        dict[str, Literal["always", "starter", "mention"]], NoDecode
-    ] = Field(
+    followup_policy_channels: Annotated[dict[str, FollowupPolicy], NoDecode] = Field(
         default_factory=dict,
         description=(
             "Per-channel follow-up policies, as `C0123=starter,C0456=mention` (CHANNEL=POLICY "
@@ -657,10 +620,7 @@ class Settings(BaseSettings):
         json_schema_extra=group("Access policy"),
     )
     access_denied_message: str = Field(
-        default=(
-            "Sorry, you don't have access to this agent here. Ask an admin if you think you "
-            "should."
-        ),
+        default=DEFAULT_DENIED_MESSAGE,
         description="The ephemeral message a refused user sees.",
         json_schema_extra=group("Access policy"),
     )
@@ -694,16 +654,145 @@ class Settings(BaseSettings):
         json_schema_extra=group("Access policy"),
     )
 
-    @field_validator("approver_users", mode="before")
-    @classmethod
-    def _approver_user_ids(cls, value: Any) -> Any:
-        return cls._id_list(value, "UW", "user")
+    feedback_ttl_days: int = Field(
+        default=90,
+        ge=1,
+        description=(
+            "How long 👍/👎 votes on answers are kept in Redis, in days (≥ 1). Every vote on an "
+            "answer renews its record."
+        ),
+        json_schema_extra=group("Feedback and assistant pane"),
+    )
+    assistant_prompts: Annotated[list[tuple[str, str]], NoDecode] = Field(
+        default_factory=lambda: [
+            ("Top services last month", "What were our top 5 services by cost last month?"),
+            ("Spend by team", "Break down last month's cloud spend by team."),
+            ("Monthly trend",
+             "Show the month-over-month trend of our total cloud spend for the last 3 months."),
+            ("Anomalies", "Any cost anomalies or big increases last month?"),
+        ],
+        description=(
+            "Suggested prompts shown when a user starts a thread in the bot's assistant pane "
+            "(DMs). At most 4, as a JSON list of `[title, message]` pairs or "
+            "`title=message;title=message`. Empty: no suggested prompts."
+        ),
+        examples=[
+            "Top services last month=What were our top 5 services by cost last month?;"
+            "Anomalies=Any cost anomalies or big increases last month?"
+        ],
+        json_schema_extra=group("Feedback and assistant pane"),
+    )
+    assistant_title: str | None = Field(
+        default=None,
+        description=(
+            "Optional heading shown above the suggested prompts (for example `Try asking`)."
+        ),
+        examples=["Try asking"],
+        json_schema_extra=group("Feedback and assistant pane"),
+    )
 
-    @field_validator("approver_usergroups", mode="before")
-    @classmethod
-    def _approver_usergroup_ids(cls, value: Any) -> Any:
-        return cls._id_list(value, "S", "user group")
+    # ---- validators, by group: each accepts what its field's description says ----
 
+    # Slack
+    @field_validator("slack_bot_token", "slack_app_token")
+    @classmethod
+    def _token_kind(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        prefix, kind = TOKEN_PREFIXES[info.field_name or ""]
+        if value is not None and value.get_secret_value() and not (
+            value.get_secret_value().startswith(prefix)
+        ):
+            raise ValueError(f"must be {kind} (starts with {prefix})")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    # ADK
+    @field_validator("adk_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("adk_app_name")
+    @classmethod
+    def _app_name(cls, value: str) -> str:
+        if not APP_NAME_PATTERN.match(value):
+            raise ValueError(
+                "ADK app names are Python identifiers (letters, digits, underscores), "
+                f"e.g. {value.replace('-', '_')!r}"
+            )
+        return value
+
+    # Redis
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix:// "
+                             "(e.g. redis://localhost:6379/0)")
+        return value
+
+    # HTTP
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _metrics_port_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _metrics_port_apart(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value == info.data.get("port"):
+            raise ValueError("must differ from PORT (the Slack-facing port)")
+        return value
+
+    # Behaviour
+    @field_validator("reclaim_idle_seconds")
+    @classmethod
+    def _reclaim_after_lock_expiry(cls, value: float, info: ValidationInfo) -> float:
+        # A dead worker's doorbell is taken over after RECLAIM_IDLE_SECONDS; its lock must
+        # have expired by then, or the taker finds the thread held, and drops the doorbell.
+        lock = info.data.get("lock_ttl_seconds")
+        if isinstance(lock, int | float) and value <= lock:
+            raise ValueError(f"must be longer than LOCK_TTL_SECONDS ({lock:g})")
+        return value
+
+    @field_validator("tool_status_messages", mode="before")
+    @classmethod
+    def _tool_messages(cls, value: object) -> object:
+        """Accept `tool=status text;other=...` besides a JSON object."""
+        if isinstance(value, str) and not value.strip().startswith("{"):
+            pairs = [item.split("=", 1) for item in value.split(";") if "=" in item]
+            return {k.strip(): v.strip() for k, v in pairs}
+        return value
+
+    # Files
+    @field_validator("max_attachment_memory_bytes")
+    @classmethod
+    def _memory_for_one_file(cls, value: int, info: ValidationInfo) -> int:
+        # A file as large as MAX_ATTACHMENT_BYTES must fit, or it would never be passed on.
+        largest = info.data.get("max_attachment_bytes")
+        if isinstance(largest, int) and value < MEMORY_PER_FILE_BYTE * largest:
+            raise ValueError(
+                f"must be at least {MEMORY_PER_FILE_BYTE} × MAX_ATTACHMENT_BYTES "
+                f"({MEMORY_PER_FILE_BYTE * largest}): a file takes about {MEMORY_PER_FILE_BYTE} "
+                "times its size in memory until it is sent to ADK (base64 and the request)"
+            )
+        return value
+
+    # Logging
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+    # Access policy: lists of Slack ids, follow-up policies, approvers
     @staticmethod
     def _id_list(value: Any, prefixes: str, what: str) -> Any:
         """ "A,B , C" or a JSON list -> a list of upper-cased Slack ids with a known prefix."""
@@ -746,7 +835,7 @@ class Settings(BaseSettings):
     @classmethod
     def _followup_default(cls, value: Any) -> Any:
         name = value.strip().lower() if isinstance(value, str) else value
-        if name not in ("always", "starter", "mention"):
+        if name not in FOLLOWUP_POLICY_NAMES:
             raise ValueError(f"unknown follow-up policy {value!r}; use always, starter or mention")
         return name
 
@@ -782,7 +871,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"a channel id is missing before ={policy}")
             channel_id = ids[0]
             name = policy.strip().lower() if isinstance(policy, str) else policy
-            if name not in ("always", "starter", "mention"):
+            if name not in FOLLOWUP_POLICY_NAMES:
                 raise ValueError(
                     f"unknown follow-up policy {policy!r} for {channel_id}; "
                     "use always, starter or mention"
@@ -790,52 +879,17 @@ class Settings(BaseSettings):
             policies[channel_id] = name
         return policies
 
-    @field_validator("tool_status_messages", mode="before")
+    @field_validator("approver_users", mode="before")
     @classmethod
-    def _tool_messages(cls, value: object) -> object:
-        """Accept `tool=status text;other=...` besides a JSON object."""
-        if isinstance(value, str) and not value.strip().startswith("{"):
-            pairs = [item.split("=", 1) for item in value.split(";") if "=" in item]
-            return {k.strip(): v.strip() for k, v in pairs}
-        return value
+    def _approver_user_ids(cls, value: Any) -> Any:
+        return cls._id_list(value, "UW", "user")
 
-    feedback_ttl_days: int = Field(
-        default=90,
-        ge=1,
-        description=(
-            "How long 👍/👎 votes on answers are kept in Redis, in days (≥ 1). Every vote on an "
-            "answer renews its record."
-        ),
-        json_schema_extra=group("Feedback and assistant pane"),
-    )
-    assistant_prompts: Annotated[list[tuple[str, str]], NoDecode] = Field(
-        default_factory=lambda: [
-            ("Top services last month", "What were our top 5 services by cost last month?"),
-            ("Spend by team", "Break down last month's cloud spend by team."),
-            ("Monthly trend",
-             "Show the month-over-month trend of our total cloud spend for the last 3 months."),
-            ("Anomalies", "Any cost anomalies or big increases last month?"),
-        ],
-        description=(
-            "Suggested prompts shown when a user starts a thread in the bot's assistant pane "
-            "(DMs). At most 4, as a JSON list of `[title, message]` pairs or "
-            "`title=message;title=message`. Empty: no suggested prompts."
-        ),
-        examples=[
-            "Top services last month=What were our top 5 services by cost last month?;"
-            "Anomalies=Any cost anomalies or big increases last month?"
-        ],
-        json_schema_extra=group("Feedback and assistant pane"),
-    )
-    assistant_title: str | None = Field(
-        default=None,
-        description=(
-            "Optional heading shown above the suggested prompts (for example `Try asking`)."
-        ),
-        examples=["Try asking"],
-        json_schema_extra=group("Feedback and assistant pane"),
-    )
+    @field_validator("approver_usergroups", mode="before")
+    @classmethod
+    def _approver_usergroup_ids(cls, value: Any) -> Any:
+        return cls._id_list(value, "S", "user group")
 
+    # Feedback and assistant pane
     @field_validator("assistant_prompts", mode="before")
     @classmethod
     def _assistant_prompts(cls, value: Any) -> Any:
@@ -876,46 +930,6 @@ class Settings(BaseSettings):
     @classmethod
     def _assistant_title(cls, value: Any) -> Any:
         return (value.strip() or None) if isinstance(value, str) else value
-
-    @field_validator("slack_api_url")
-    @classmethod
-    def _trailing_slash(cls, value: str) -> str:
-        return value if value.endswith("/") else value + "/"
-
-    @field_validator("adk_base_url")
-    @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
-
-    @field_validator("adk_app_name")
-    @classmethod
-    def _app_name(cls, value: str) -> str:
-        if not APP_NAME_PATTERN.match(value):
-            raise ValueError(
-                "ADK app names are Python identifiers (letters, digits, underscores), "
-                f"e.g. {value.replace('-', '_')!r}"
-            )
-        return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        upper = value.upper()
-        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
-        return upper
-
-    @field_validator("slack_bot_token", "slack_app_token")
-    @classmethod
-    def _token_kind(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        prefix, kind = TOKEN_PREFIXES[info.field_name or ""]
-        if value is not None and value.get_secret_value() and not (
-            value.get_secret_value().startswith(prefix)
-        ):
-            raise ValueError(f"must be {kind} (starts with {prefix})")
-        return value
 
     @property
     def socket_mode(self) -> bool:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -60,6 +60,9 @@ from bot.stops import Stops
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, ThreadRecord, TurnContext
 from bot.turns import RetryLater, Turn, adk_user_id_for, session_id_for
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 log = logging.getLogger("bot.conversation")
 
@@ -194,21 +197,39 @@ class Progress:
             self.files.release()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConversationConfig:
+    """What a conversation needs from the settings; built by `from_settings`."""
+
     app_name: str
-    bot_user_id: str = ""
-    user_scope: str = "channel"
-    seed_limit: int = 50
-    log_text: bool = False
-    status_refresh_seconds: float = 90.0  # Slack clears a thread status after 2 minutes
-    turn_timeout_seconds: float = 900.0  # the ceiling of one turn, however busy the agent is
-    streaming: bool = True  # ask ADK for partial text (/run_sse streaming)
-    feedback: bool = True  # 👍/👎 under each answer
-    max_upload_bytes: int = 10 * 1024 * 1024  # artifacts larger than this are not uploaded
-    tool_status: Mapping[str, str] = field(default_factory=dict)
+    bot_user_id: str
+    user_scope: str
+    seed_limit: int
+    log_text: bool
+    status_refresh_seconds: float  # Slack clears a thread status after 2 minutes
+    turn_timeout_seconds: float  # the ceiling of one turn, however busy the agent is
+    streaming: bool  # ask ADK for partial text (/run_sse streaming)
+    feedback: bool  # 👍/👎 under each answer
+    max_upload_bytes: int  # artifacts larger than this are not uploaded
+    tool_status: Mapping[str, str]
     # Who besides the asker may answer the agent's requests for a human (bot/approvals.py).
-    approvers: Approvers = field(default_factory=Approvers)
+    approvers: Approvers
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, bot_user_id: str,
+                      feedback: bool) -> ConversationConfig:
+        """`feedback`: whether 👍/👎 buttons go under answers (Slack: yes; console: no)."""
+        return cls(
+            app_name=settings.adk_app_name, bot_user_id=bot_user_id,
+            user_scope=settings.adk_user_scope, seed_limit=settings.seed_history_messages,
+            log_text=settings.log_message_text,
+            turn_timeout_seconds=settings.turn_timeout_seconds,
+            status_refresh_seconds=settings.status_refresh_seconds,
+            streaming=settings.adk_streaming, tool_status=settings.tool_status_messages,
+            feedback=feedback,
+            max_upload_bytes=settings.max_upload_bytes,
+            approvers=Approvers.from_settings(settings),
+        )
 
 
 @dataclass(frozen=True)
@@ -301,9 +322,8 @@ def error_text(exc: BaseException, ref: str, app_name: str) -> str:
 
 class Conversation:
     def __init__(
-        self, store: Store, adk: AdkClient, io: ThreadIO, config: ConversationConfig,
-        stops: Stops | None = None, access: AccessPolicy | None = None,
-        metrics: Metrics | None = None,
+        self, store: Store, adk: AdkClient, io: ThreadIO, config: ConversationConfig, *,
+        access: AccessPolicy, stops: Stops | None = None, metrics: Metrics | None = None,
         rate_limiter: UserRateLimiter | None = None,
     ) -> None:
         self.store = store
@@ -311,7 +331,7 @@ class Conversation:
         self.io = io
         self.config = config
         self.stops = stops or Stops(store)
-        self.access = access or AccessPolicy()
+        self.access = access
         self.metrics = metrics or Metrics()
         self.rate_limiter = rate_limiter  # None: no per-user limit
         # The author ADK gives the agent's events (its root agent's name), looked up when a

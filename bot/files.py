@@ -30,24 +30,13 @@ import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adk.client import AdkClient, is_safe_artifact_name
-from bot.memory_budget import MemoryBudget, Reservation
+from bot.memory_budget import MEMORY_PER_FILE_BYTE, MemoryBudget, Reservation
 from bot.slack.render import Attachment, code_name
 
 log = logging.getLogger("bot.files")
 
 KB = 1024
 MB = 1024 * 1024
-
-DEFAULT_ATTACHMENT_MIMETYPES = (
-    "text/csv",
-    "text/plain",
-    "application/json",
-    "image/png",
-    "image/jpeg",
-    "image/gif",
-    "image/webp",
-    "application/pdf",
-)
 
 # Slack labels the same file type in several ways; these map to one canonical mimetype.
 _MIMETYPE_ALIASES = MappingProxyType({
@@ -78,11 +67,6 @@ _EXTENSIONS = MappingProxyType({
 # Hosts the bot token may be sent to (plus the host of the client's own API base URL).
 _SLACK_HOST_SUFFIXES = ("slack.com", "slack-gov.com")
 _CHUNK = 64 * KB
-# Memory one byte of an attached file takes until ADK has the message, reserved before its
-# download: while the request is built, the base64 text of its part (4/3), the JSON text of
-# the request (4/3) and that text encoded (4/3) are all held (the download itself is gone
-# by then).
-MEMORY_PER_FILE_BYTE = 4
 BUSY_NOTE = ("was not passed on: too many files are being processed right now; "
              "send it again in a moment")
 

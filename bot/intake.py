@@ -58,15 +58,15 @@ class RecentTurns:
 class Intake:
     def __init__(
         self, store: Store, bot: BotIdentity, metrics: Metrics, stops: Stops, *,
-        max_input_chars: int = 20000,
+        max_input_chars: int,
+        access: AccessPolicy,
+        max_queued_turns: int,
         on_new_thread: Callable[[Turn], None] | None = None,
-        access: AccessPolicy | None = None,
-        max_queued_turns: int = 0,
         notify: Callable[[Turn, str], None] | None = None,
         user_groups: UserGroupLookup | None = None,
     ) -> None:
         self.store = store
-        self.access = access or AccessPolicy()
+        self.access = access
         # Who may use a control; the user's groups are looked up only for a "stop" message.
         self.controls = ControlAccess(self.access, user_groups)
         # An edited mention is a question only while the dedupe still knows its message.

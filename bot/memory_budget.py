@@ -8,6 +8,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+# Memory one byte of an attached file takes until ADK has the message, reserved before its
+# download: while the request is built, the base64 text of its part (4/3), the JSON text of
+# the request (4/3) and that text encoded (4/3) are all held (the download itself is gone
+# by then).
+MEMORY_PER_FILE_BYTE = 4
+
 
 class Reservation:
     """Bytes granted by a :class:`MemoryBudget`, held until :meth:`release` (which may be

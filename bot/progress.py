@@ -15,6 +15,8 @@ _GERUNDS = {
     "save": "saving", "compare": "comparing", "estimate": "estimating", "forecast": "forecasting",
 }
 
+# The status of a turn before a tool call names one, and the default of WORKING_STATUS
+# (the Slack side shows that setting in its place).
 WORKING = "is thinking…"
 
 

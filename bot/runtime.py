@@ -27,7 +27,6 @@ from bot.app import CountingWebClient, build_bolt_app, build_web_client
 from bot.approvals import Approvers
 from bot.config import Settings
 from bot.conversation import Conversation, ConversationConfig, ThreadIO, crash_text, new_ref
-from bot.files import parse_mimetypes
 from bot.intake import Intake
 from bot.limits import RateLimit
 from bot.memory_budget import MemoryBudget
@@ -36,12 +35,11 @@ from bot.notes import BackgroundNotes
 from bot.slack.assistant import register_assistant
 from bot.slack.controls import register_reset_command
 from bot.slack.feedback import register_feedback
-from bot.slack.replies import FileLimits, SlackThreadIO
+from bot.slack.replies import SlackThreadIO
 from bot.slack.routing import BotIdentity
 from bot.slack.usergroups import UserGroupResolver
 from bot.stops import Stops
 from bot.store.feedback import FeedbackStore
-from bot.store.keys import Keys
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, TurnContext
 from bot.turns import Turn
@@ -77,13 +75,7 @@ def connect_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
 
 
 def build_store(settings: Settings, client: aioredis.Redis, embedded: bool) -> Store:
-    return Store(
-        client,
-        keys=Keys(settings.redis_key_prefix),
-        dedupe_ttl=settings.dedupe_ttl_seconds,
-        thread_ttl=settings.thread_ttl_days * 86400,
-        wakeup=asyncio.Event() if embedded else None,
-    )
+    return Store.from_settings(settings, client, wakeup=asyncio.Event() if embedded else None)
 
 
 def build_adk(settings: Settings) -> AdkClient:
@@ -96,7 +88,7 @@ def build_adk(settings: Settings) -> AdkClient:
     )
 
 
-async def check_adk_app(adk: AdkClient, app_name: str, wait_seconds: float = 20.0) -> None:
+async def check_adk_app(adk: AdkClient, app_name: str, wait_seconds: float) -> None:
     """ADK must be reachable and serve the configured app."""
     deadline = asyncio.get_running_loop().time() + wait_seconds
     while True:
@@ -252,6 +244,8 @@ def assemble(
     feedback: bool = True,
     metrics: Metrics | None = None,
 ) -> Parts:
+    """The store, conversation, intake and worker, wired. `access`: None for the console,
+    which answers everyone (`AccessPolicy.unrestricted`)."""
     store = build_store(settings, redis_client, embedded)
     metrics = metrics or Metrics()
     stops = Stops(store)
@@ -259,17 +253,9 @@ def assemble(
     rate_limit = RateLimit(settings.user_rate_limit, settings.user_rate_window_seconds)
     conversation = Conversation(
         store, adk, io,
-        ConversationConfig(
-            app_name=settings.adk_app_name, bot_user_id=identity.user_id,
-            user_scope=settings.adk_user_scope, seed_limit=settings.seed_history_messages,
-            log_text=settings.log_message_text,
-            turn_timeout_seconds=settings.turn_timeout_seconds,
-            status_refresh_seconds=settings.status_refresh_seconds,
-            streaming=settings.adk_streaming, tool_status=settings.tool_status_messages,
-            feedback=feedback, max_upload_bytes=settings.max_upload_bytes,
-            approvers=Approvers.from_settings(settings),
-        ),
-        stops, access, metrics,
+        ConversationConfig.from_settings(settings, bot_user_id=identity.user_id,
+                                         feedback=feedback),
+        access=access or AccessPolicy.unrestricted(settings), stops=stops, metrics=metrics,
         rate_limiter=UserRateLimiter(redis_client, store.keys, rate_limit)
         if rate_limit.enabled else None,
     )
@@ -285,12 +271,7 @@ def assemble(
                     user_groups=conversation.io.user_groups)
     worker = Worker(
         store, make_handler(conversation, metrics),
-        WorkerConfig(
-            concurrency=settings.worker_concurrency,
-            lock_ttl_ms=int(settings.lock_ttl_seconds * 1000),
-            reclaim_idle_ms=int(settings.reclaim_idle_seconds * 1000),
-            blocking_reads=not embedded,
-        ),
+        WorkerConfig.from_settings(settings, blocking_reads=not embedded),
         GiveUp(settings.max_turn_attempts, make_give_up(conversation, metrics)),
     )
     return Parts(store, metrics, stops, intake, conversation, worker, notes)
@@ -341,15 +322,9 @@ def build_bot(
     file_memory = MemoryBudget(settings.max_attachment_memory_bytes)
 
     def make_io(store: Store, metrics: Metrics) -> ThreadIO:
-        return SlackThreadIO(
-            client, identity, store=store, metrics=metrics,
-            working_status=settings.working_status, streaming_mode=settings.streaming,
-            stream_starts_per_minute=settings.stream_starts_per_minute,
-            stream_client=stream_client, groups=groups,
-            file_limits=FileLimits(settings.max_attachment_bytes, settings.max_attachments,
-                                   parse_mimetypes(settings.attachment_mimetypes)),
-            file_memory=file_memory,
-            file_memory_wait=settings.attachment_memory_wait_seconds,
+        return SlackThreadIO.from_settings(
+            settings, client, identity, store=store, metrics=metrics,
+            stream_client=stream_client, groups=groups, file_memory=file_memory,
         )
 
     parts = assemble(settings, redis_client=redis_client, embedded=embedded, adk=adk,

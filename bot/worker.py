@@ -11,11 +11,15 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from bot.store.redis_store import Doorbell, LockLost, Store, Taken, TurnContext
 from bot.turns import RetryLater, Turn
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 log = logging.getLogger("bot.worker")
 
@@ -44,14 +48,29 @@ class HeldLock:
     running: str = ""  # the ts of the turn being run
 
 
-@dataclass(frozen=True)
+BLOCK_MS = 1_000  # how long one read of the doorbell stream waits
+JANITOR_SECONDS = 3600.0  # how often expired entries leave the threads index
+
+
+@dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
-    concurrency: int = 500
-    lock_ttl_ms: int = 30_000
-    reclaim_idle_ms: int = 60_000
-    block_ms: int = 1_000
-    blocking_reads: bool = True  # False for fakeredis, whose XREADGROUP cannot block
-    janitor_seconds: float = 3600.0  # how often expired entries leave the threads index
+    """What a worker needs from the settings; built by `from_settings`."""
+
+    concurrency: int
+    lock_ttl_ms: int
+    reclaim_idle_ms: int
+    blocking_reads: bool  # False for fakeredis, whose XREADGROUP cannot block
+    block_ms: int = BLOCK_MS
+    janitor_seconds: float = JANITOR_SECONDS
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, blocking_reads: bool) -> WorkerConfig:
+        return cls(
+            concurrency=settings.worker_concurrency,
+            lock_ttl_ms=int(settings.lock_ttl_seconds * 1000),
+            reclaim_idle_ms=int(settings.reclaim_idle_seconds * 1000),
+            blocking_reads=blocking_reads,
+        )
 
 
 def consumer_name() -> str:

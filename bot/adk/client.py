@@ -20,6 +20,7 @@ from yarl import URL
 from bot.adk.auth import AdkAuth
 
 KEEPALIVE_EXPIRY_SECONDS = 2.0
+REQUEST_TIMEOUT_SECONDS = 30.0  # every call but /run_sse (its own ADK_RUN_TIMEOUT)
 
 
 class AdkError(Exception):
@@ -172,9 +173,9 @@ class AdkClient:
         base_url: str,
         app_name: str,
         *,
-        connect_timeout: float = 5.0,
-        run_timeout: float = 900.0,
-        request_timeout: float = 30.0,
+        connect_timeout: float,
+        run_timeout: float,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
         headers: Mapping[str, str] | None = None,
         auth: AdkAuth | None = None,
     ) -> None:

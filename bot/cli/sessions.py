@@ -20,7 +20,6 @@ from bot.adk.client import AdkError
 from bot.cli import local_time, parse_duration, render_fields, render_table, when
 from bot.cli.doctor import mask_url
 from bot.config import Settings, describe_validation_error
-from bot.store.keys import Keys
 from bot.store.redis_store import Store, ThreadRecord
 from bot.turns import DM_THREAD, session_id_for, thread_key
 
@@ -328,8 +327,7 @@ async def _purge(store: Store, age_text: str, seconds: float, dry_run: bool) -> 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     client = aioredis.Redis.from_url(settings.redis_url or "", decode_responses=True,
                                      socket_connect_timeout=5, socket_timeout=30)
-    store = Store(client, keys=Keys(settings.redis_key_prefix),
-                  thread_ttl=settings.thread_ttl_days * 86400)
+    store = Store.from_settings(settings, client)
     shown = mask_url(settings.redis_url or "")
     try:
         try:

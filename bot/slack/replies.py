@@ -6,16 +6,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import HistoryMessage, Reply
 from bot.files import (
-    DEFAULT_ATTACHMENT_MIMETYPES,
     FileParts,
     message_parts_for_files,
+    parse_mimetypes,
     upload_attachments,
 )
 from bot.memory_budget import MemoryBudget
@@ -29,6 +29,9 @@ from bot.slack.usergroups import UserGroupResolver
 from bot.store.redis_store import Store
 from bot.ttl_cache import TtlCache
 from bot.turns import Turn
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 log = logging.getLogger("bot.slack")
 
@@ -85,25 +88,30 @@ class _PartInSlack:
         return self.complete or (self.of > 1 and self.chunks >= set(range(self.of)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FileLimits:
-    """Which files users attach reach the agent."""
+    """Which files users attach reach the agent; built by `from_settings`."""
 
-    max_bytes: int = 5 * 1024 * 1024
-    max_files: int = 5
-    mimetypes: frozenset[str] = frozenset(DEFAULT_ATTACHMENT_MIMETYPES)
+    max_bytes: int
+    max_files: int
+    mimetypes: frozenset[str]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FileLimits:
+        return cls(max_bytes=settings.max_attachment_bytes, max_files=settings.max_attachments,
+                   mimetypes=parse_mimetypes(settings.attachment_mimetypes))
 
 
 class SlackThreadIO:
     def __init__(
         self, client: AsyncWebClient, bot: BotIdentity, *, store: Store, metrics: Metrics,
-        working_status: str = WORKING, streaming_mode: StreamingMode = "auto",
-        stream_starts_per_minute: int = 15, stream_client: AsyncWebClient | None = None,
-        groups: UserGroupResolver | None = None, file_limits: FileLimits | None = None,
-        file_memory: MemoryBudget | None = None, file_memory_wait: float = 0.0,
+        working_status: str, streaming_mode: StreamingMode, stream_starts_per_minute: int,
+        file_limits: FileLimits, file_memory_wait: float,
+        stream_client: AsyncWebClient | None = None, groups: UserGroupResolver | None = None,
+        file_memory: MemoryBudget | None = None,
     ) -> None:
         self.client = client
-        self.file_limits = file_limits or FileLimits()
+        self.file_limits = file_limits
         # The process's memory for attached files (MAX_ATTACHMENT_MEMORY_BYTES), and how long
         # a turn waits for it (ATTACHMENT_MEMORY_WAIT_SECONDS); None: not bounded.
         self.file_memory = file_memory
@@ -117,6 +125,23 @@ class SlackThreadIO:
         self.budget = StreamBudget(store, stream_starts_per_minute)
         self.names: TtlCache[str, str] = TtlCache(NAME_CACHE_SIZE, NAME_CACHE_SECONDS)
         self._reacted: set[tuple[str, str]] = set()  # messages carrying our working reaction
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, client: AsyncWebClient, bot: BotIdentity, *, store: Store,
+        metrics: Metrics, stream_client: AsyncWebClient | None = None,
+        groups: UserGroupResolver | None = None, file_memory: MemoryBudget | None = None,
+    ) -> SlackThreadIO:
+        """The Slack side of conversations, as the settings say (`WORKING_STATUS`,
+        `STREAMING`, `STREAM_STARTS_PER_MINUTE`, the attachment limits)."""
+        return cls(
+            client, bot, store=store, metrics=metrics,
+            working_status=settings.working_status, streaming_mode=settings.streaming,
+            stream_starts_per_minute=settings.stream_starts_per_minute,
+            file_limits=FileLimits.from_settings(settings),
+            file_memory_wait=settings.attachment_memory_wait_seconds,
+            stream_client=stream_client, groups=groups, file_memory=file_memory,
+        )
 
     def live(self, turn: Turn) -> SlackLiveAnswer:
         return SlackLiveAnswer(

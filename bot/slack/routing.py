@@ -66,7 +66,7 @@ def route_event(
     body: Mapping[str, Any],
     bot: BotIdentity,
     *,
-    max_input_chars: int = 20000,
+    max_input_chars: int,
     now: float | None = None,
     edit_window: float = EDIT_ANSWER_WINDOW_SECONDS,
 ) -> Route | Ignore:

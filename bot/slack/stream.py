@@ -152,7 +152,7 @@ class StreamBudget:
     and stopStream are Tier 2: about 20 a minute per workspace)."""
 
     store: Store
-    per_minute: int = 15
+    per_minute: int  # STREAM_STARTS_PER_MINUTE
 
     async def take(self, team: str) -> bool:
         if self.per_minute <= 0:

@@ -40,7 +40,7 @@ class UserGroupResolver:
         client: AsyncWebClient,
         groups: Iterable[str],
         *,
-        ttl: float = 300.0,
+        ttl: float,
         error_ttl: float = ERROR_TTL_SECONDS,
         fail_closed: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,

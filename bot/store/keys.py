@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Keys:
-    prefix: str = "asb"
+    prefix: str  # REDIS_KEY_PREFIX
 
     def _tag(self, key: str) -> str:
         return f"{self.prefix}:{{{key}}}"

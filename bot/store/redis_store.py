@@ -10,13 +10,16 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from bot.store.keys import Keys
 from bot.turns import Turn
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 # KEYS: thread hash, event key, message key, queue (one thread, one hash tag), work stream
 # ARGV: turn json, engages, dedupe ttl, thread ttl, now, thread key, most turns the queue may
@@ -284,13 +287,13 @@ class Store:
         self,
         client: aioredis.Redis,
         *,
-        keys: Keys | None = None,
-        dedupe_ttl: int = 86400,
-        thread_ttl: int = 90 * 86400,
+        keys: Keys,
+        dedupe_ttl: int,
+        thread_ttl: int,
         wakeup: asyncio.Event | None = None,
     ) -> None:
         self.redis = client
-        self.keys = keys or Keys()
+        self.keys = keys
         self.dedupe_ttl = dedupe_ttl
         self.thread_ttl = thread_ttl
         # An in-process nudge for backends whose XREADGROUP cannot block (fakeredis).
@@ -304,6 +307,15 @@ class Store:
         self._release_if_empty = client.register_script(_RELEASE_IF_EMPTY)
         self._save_outbox = client.register_script(_SAVE_OUTBOX)
         self._hand_back = client.register_script(_HAND_BACK)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: aioredis.Redis, *,
+                      wakeup: asyncio.Event | None = None) -> Store:
+        """The store of `REDIS_KEY_PREFIX`, `DEDUPE_TTL_SECONDS` and `THREAD_TTL_DAYS`;
+        `wakeup` for a backend whose XREADGROUP cannot block (fakeredis)."""
+        return cls(client, keys=Keys(settings.redis_key_prefix),
+                   dedupe_ttl=settings.dedupe_ttl_seconds,
+                   thread_ttl=settings.thread_ttl_days * 86400, wakeup=wakeup)
 
     # ---- intake -------------------------------------------------------------------------
 

@@ -16,12 +16,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.console import wait_answered
-from bot.store.keys import Keys
-from bot.store.redis_store import Store
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
 from tests.integration.slack_user import replies, say, wait_replies
+from tests.settings import default_store
 from tests.waiting import eventually
 
 TEAM = "T0001"
@@ -51,7 +50,7 @@ async def thread_record(redis: aioredis.Redis, prefix: str, root: str) -> dict[s
 
 async def finished(redis: aioredis.Redis, prefix: str, root: str, ts: str) -> None:
     """Wait until the turn of message `ts` in thread `root` is finished (state "d")."""
-    store = Store(redis, keys=Keys(prefix))
+    store = default_store(redis, prefix)
     assert await wait_answered(store, f"{TEAM}:C1:{root}", ts, 20), f"turn {ts} not finished"
 
 

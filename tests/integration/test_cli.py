@@ -16,12 +16,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.config import Settings
-from bot.store.keys import Keys
 from bot.store.redis_store import Store
 from tests.conftest import REAL_REDIS_URL
 from tests.fakes.adk_server import AdkServer, closed_port, free_port
 from tests.fakes.fake_slack import DEFAULT_SCOPES, FakeSlack
 from tests.integration.harness import PROXY_VARS, REPO
+from tests.settings import default_store
 
 ALL_SCOPES = (*DEFAULT_SCOPES, "commands", "usergroups:read")
 SETTING_VARS = {name.upper() for name in Settings.model_fields}
@@ -198,7 +198,7 @@ async def make_threads(redis_client: aioredis.Redis, prefix: str, adk: AdkServer
                        ) -> tuple[Store, dict[str, str]]:
     """Threads as the bot writes them: one recent with a real ADK session and a turn, one
     idle for 5h (its session not in ADK), one idle but busy, one index-only entry."""
-    store = Store(redis_client, keys=Keys(prefix))
+    store = default_store(redis_client, prefix)
     now = time.time()
     keys = {"new": f"T0001:C1:{ROOT_NEW}", "old": f"T0001:C1:{ROOT_OLD}",
             "busy": "T0001:C2:1700000100.000100", "ghost": "T0001:C3:1700000200.000100"}

@@ -29,6 +29,7 @@ from tests.adk_agents.test_agent.agent import (
 )
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
+from tests.settings import adk_client
 from tests.unit.test_files import ALLOWED, unpack, web_client
 
 
@@ -36,7 +37,7 @@ from tests.unit.test_files import ALLOWED, unpack, web_client
 async def adk(adk_server: AdkServer) -> AsyncIterator[AdkClient]:
     """The bot's ADK client on the module's `adk api_server` (here `adk` is the client, not
     the server the conftest's `adk` names)."""
-    client = AdkClient(adk_server.base_url, "test_agent")
+    client = adk_client(adk_server.base_url, "test_agent")
     yield client
     await client.aclose()
 

@@ -19,8 +19,6 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from bot.access import AccessPolicy
-from bot.adk.client import AdkClient
 from bot.console import BOT_USER, TEAM, USER, ConsoleIO, console_event, wait_answered
 from bot.limits import busy_text
 from bot.store.keys import Keys
@@ -32,6 +30,7 @@ from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
 from tests.integration.slack_user import replies, say, wait_replies
 from tests.integration.test_prepared_sessions import build, console_for, twin_of
+from tests.settings import access_policy, adk_client
 from tests.unit.test_limits import sample
 
 SAID_RE = re.compile(r"^said=(.*)$", re.MULTILINE)
@@ -172,7 +171,7 @@ async def test_a_message_past_the_thread_s_queue_limit_is_refused_and_its_author
 ) -> None:
     console = console_for(HeldConsole)
     assert isinstance(console, HeldConsole)
-    adk = AdkClient(adk_server.base_url, "test_agent")
+    adk = adk_client(adk_server.base_url, "test_agent")
     parts, out = build(adk, console=console, max_queued_turns=2)
     root = "1700001000.000100"
     key = f"{KEY}:{root}"
@@ -223,8 +222,8 @@ async def test_a_busy_thread_tells_only_those_the_bot_would_answer(adk_server: A
     answer is told."""
     console = console_for(HeldConsole)
     assert isinstance(console, HeldConsole)
-    adk = AdkClient(adk_server.base_url, "test_agent")
-    policy = AccessPolicy(denied_users=frozenset({"U9"}), followup_default="mention")
+    adk = adk_client(adk_server.base_url, "test_agent")
+    policy = access_policy(denied_users=frozenset({"U9"}), followup_default="mention")
     parts, _out = build(adk, console=console, access=policy, max_queued_turns=1)
     root = "1700001100.000100"
     try:
@@ -250,7 +249,7 @@ async def test_a_busy_thread_tells_only_those_the_bot_would_answer(adk_server: A
 async def test_a_user_over_the_rate_limit_gets_a_note_and_the_agent_is_not_run(
     adk_server: Any,
 ) -> None:
-    adk = AdkClient(adk_server.base_url, "test_agent")
+    adk = adk_client(adk_server.base_url, "test_agent")
     parts, out = build(adk, user_rate_limit=2, user_rate_window_seconds=3600)
     root = "1700002000.000100"
     key = f"{KEY}:{root}"

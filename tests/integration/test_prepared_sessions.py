@@ -21,6 +21,7 @@ from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
 from bot.runtime import Parts, assemble
 from bot.slack.routing import BotIdentity
 from bot.turns import adk_user_id_for, session_id_for
+from tests.settings import access_policy, adk_client
 from tests.waiting import eventually
 
 
@@ -100,7 +101,7 @@ async def created_in_adk(adk: AdkClient, ts: str) -> bool:
 
 
 async def test_the_session_is_ready_before_a_worker_takes_the_turn(adk_server) -> None:
-    adk = CountingAdk(adk_server.base_url, "test_agent")
+    adk = adk_client(adk_server.base_url, "test_agent", cls=CountingAdk)
     parts, out = build(adk)
     ts = "1700000100.000100"
     mention = console_event(f"<@{BOT_USER}> hello", ts, ts, mention=True)
@@ -126,9 +127,9 @@ async def test_the_session_is_ready_before_a_worker_takes_the_turn(adk_server) -
 async def test_no_session_is_prepared_for_a_turn_that_may_not_run_here(
     adk_server, case: str
 ) -> None:
-    adk = CountingAdk(adk_server.base_url, "test_agent")
+    adk = adk_client(adk_server.base_url, "test_agent", cls=CountingAdk)
     if case == "denied user":
-        parts, _ = build(adk, access=AccessPolicy(denied_users=frozenset({"UCONSOLE"})))
+        parts, _ = build(adk, access=access_policy(denied_users=frozenset({"UCONSOLE"})))
     else:
         parts, _ = build(adk, role="intake")
     ts = "1700000200.000100" if case == "denied user" else "1700000300.000100"
@@ -145,7 +146,7 @@ async def test_no_session_is_prepared_for_a_turn_that_may_not_run_here(
 async def test_a_failed_preparation_is_retried_only_when_retrying_can_help(
     adk_server, error: type[AdkError], answered: bool
 ) -> None:
-    adk = FlakyAdk(adk_server.base_url, "test_agent", first_error=error)
+    adk = adk_client(adk_server.base_url, "test_agent", cls=FlakyAdk, first_error=error)
     parts, out = build(adk)
     ts = "1700000400.000100" if answered else "1700000500.000100"
     try:
@@ -161,7 +162,7 @@ async def test_a_failed_preparation_is_retried_only_when_retrying_can_help(
 
 
 async def test_an_event_redis_refused_causes_no_adk_call(adk_server) -> None:
-    adk = CountingAdk(adk_server.base_url, "test_agent")
+    adk = adk_client(adk_server.base_url, "test_agent", cls=CountingAdk)
     server = fakeredis.FakeServer()
     parts, _ = build(adk, server=server)
     ts = "1700000600.000100"

@@ -14,6 +14,7 @@ from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
 from tests.integration.slack_user import say, wait_replies
+from tests.settings import default_settings
 
 
 async def test_every_per_thread_key_expires(
@@ -49,7 +50,8 @@ async def test_every_per_thread_key_expires(
 
 
 async def test_janitor_trims_the_threads_index(real_redis: aioredis.Redis, prefix: str) -> None:
-    store = Store(real_redis, keys=Keys(prefix), thread_ttl=3600)
+    store = Store(real_redis, keys=Keys(prefix),
+                  dedupe_ttl=default_settings().dedupe_ttl_seconds, thread_ttl=3600)
     await real_redis.zadd(store.keys.threads_index,
                           {"T:C:old": time.time() - 7200, "T:C:new": time.time()})
     assert await store.trim_threads_index() == 1

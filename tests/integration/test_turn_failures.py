@@ -16,14 +16,15 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.slack_response import SlackResponse
 
 import bot.conversation as conversation_module
+from bot.access import AccessPolicy
 from bot.adk.auth import GoogleIdTokenAuth
 from bot.adk.client import AdkClient, AdkServerError
 from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
 from bot.conversation import Conversation, ConversationConfig, HistoryMessage, Reply
 from bot.runtime import Parts
-from bot.store.redis_store import Store
 from bot.turns import Turn
 from tests.integration.test_prepared_sessions import build, console_for, mention_answered
+from tests.settings import adk_client, default_settings, default_store
 from tests.waiting import eventually
 
 
@@ -64,7 +65,7 @@ async def ask(adk: AdkClient, text: str, ts: str) -> str:
 
 
 async def test_an_answer_followed_by_an_agent_error_is_kept_with_a_warning(adk_server) -> None:
-    said = await ask(AdkClient(adk_server.base_url, "test_agent"), "costs? failafter",
+    said = await ask(adk_client(adk_server.base_url, "test_agent"), "costs? failafter",
                      "1700000700.000100")
     assert "said=alice: costs? failafter" in said  # the answer the agent gave
     assert "ran into an error" in said and "may be incomplete" in said
@@ -74,7 +75,7 @@ async def test_a_credential_that_cannot_be_had_is_reported_in_the_thread(adk_ser
     def no_credentials(audience: str) -> tuple[str, float | None]:
         raise OSError("no metadata server")
 
-    adk = AdkClient(adk_server.base_url, "test_agent",
+    adk = adk_client(adk_server.base_url, "test_agent",
                     auth=GoogleIdTokenAuth(adk_server.base_url, fetch=no_credentials))
     said = await ask(adk, "hello", "1700000800.000100")
     assert "couldn't sign in to the agent service" in said and "ref `" in said
@@ -84,7 +85,7 @@ async def test_the_agent_pausing_for_approval_is_answered_by_the_next_reply(adk_
     """ADK's tool confirmation (and request for input): the thread is asked, and the next
     message in it goes back to ADK as the function response, not as a new question."""
     root = "1700000900.000100"
-    async with running(AdkClient(adk_server.base_url, "test_agent")) as (parts, out):
+    async with running(adk_client(adk_server.base_url, "test_agent")) as (parts, out):
         async def say(text: str, ts: str) -> str:
             return await say_in_thread(parts, out, root, text, ts)
 
@@ -118,10 +119,13 @@ async def test_the_bot_s_earlier_replies_are_seeded_as_the_root_agent_s(adk_serv
         async def display_name(self, user: str) -> str:
             return "Alice"
 
-    adk = RenamedRoot(adk_server.base_url, "test_agent")
-    store = Store(fakeredis.FakeAsyncRedis(decode_responses=True))
+    adk = adk_client(adk_server.base_url, "test_agent", cls=RenamedRoot)
+    store = default_store(fakeredis.FakeAsyncRedis(decode_responses=True))
+    settings = default_settings(adk_app_name="test_agent")
     conversation = Conversation(store, adk, History(),  # type: ignore[arg-type]
-                                ConversationConfig(app_name="test_agent", bot_user_id="UBOT"))
+                                ConversationConfig.from_settings(
+                                    settings, bot_user_id="UBOT", feedback=True),
+                                access=AccessPolicy.unrestricted(settings))
     turn = Turn(team="T1", channel="C1", thread_ts="1.0", ts="3.0", user="U2", text="and?",
                 kind="mention", event_id="Ev3")
     try:
@@ -164,7 +168,7 @@ async def test_an_answer_slack_failed_to_take_is_posted_once_slack_is_back(
     slack = console_for(FlakySlack, failures=failures, error=error, status=status)
     ts = f"1700001{failures:03d}.000100"
     key = f"{TEAM}:CCONSOLE:{ts}"
-    async with running(AdkClient(adk_server.base_url, "test_agent"), slack,
+    async with running(adk_client(adk_server.base_url, "test_agent"), slack,
                        reclaim_idle_seconds=1.5, lock_ttl_seconds=1) as (parts, out):
         done = await mention_answered(parts, "costs?", ts)
         said = out.getvalue()
@@ -206,7 +210,7 @@ async def test_a_failed_upload_is_retried_without_posting_its_message_again(
     monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
     slack = console_for(FlakyUploads)
     ts = "1700002000.000100"
-    async with running(AdkClient(adk_server.base_url, "test_agent"), slack) as (parts, out):
+    async with running(adk_client(adk_server.base_url, "test_agent"), slack) as (parts, out):
         # A table too big for a block: its CSV is attached to the answer's own message.
         assert await mention_answered(parts, "report bigtable=150", ts)
         said = out.getvalue()
@@ -237,7 +241,7 @@ async def test_a_put_off_delivery_survives_slack_failing_again_on_resume(
     monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
     monkeypatch.setattr(conversation_module, "MAX_DELIVERY_DEFERRALS", 3)
     slack = console_for(FlakyResume, failures=4, read_failures=4)
-    async with running(AdkClient(adk_server.base_url, "test_agent"), slack,
+    async with running(adk_client(adk_server.base_url, "test_agent"), slack,
                        reclaim_idle_seconds=1.5, lock_ttl_seconds=1) as (parts, out):
         assert await mention_answered(parts, "costs?", "1700003000.000100", within=30)
         assert out.getvalue().count("said=alice: costs?") == 1
@@ -258,7 +262,8 @@ async def test_a_failed_reply_to_the_agent_does_not_swallow_the_next_question(
     adk_server
 ) -> None:
     root = "1700004000.000100"
-    async with running(RunFailsOnReplies(adk_server.base_url, "test_agent")) as (parts, out):
+    adk = adk_client(adk_server.base_url, "test_agent", cls=RunFailsOnReplies)
+    async with running(adk) as (parts, out):
         async def say(text: str, ts: str) -> str:
             return await say_in_thread(parts, out, root, text, ts)
 
@@ -277,7 +282,7 @@ async def test_a_worker_that_lost_the_thread_during_the_run_posts_nothing(
     checks the lock, so this worker posts nothing: the thread's holder answers."""
     ts = "1700005000.000100"
     key = f"{TEAM}:CCONSOLE:{ts}"
-    async with running(AdkClient(adk_server.base_url, "test_agent")) as (parts, out):
+    async with running(adk_client(adk_server.base_url, "test_agent")) as (parts, out):
         mention = console_event(f"<@{BOT_USER}> slow sleep=1", ts, ts, mention=True)
         assert await parts.intake.handle(mention, {}) == "queued"
         async def started() -> bool:
@@ -308,7 +313,7 @@ async def test_a_refused_upload_costs_only_its_files(
     adk_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
-    async with running(AdkClient(adk_server.base_url, "test_agent"),
+    async with running(adk_client(adk_server.base_url, "test_agent"),
                        console_for(RefusesTableCsv)) as (parts, out):
         assert await mention_answered(parts, "report bigtable=150 artifact",
                                       "1700006000.000100")

@@ -12,7 +12,6 @@ from pydantic import ValidationError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import (
-    DEFAULT_DENIED_MESSAGE,
     AccessPolicy,
     Allow,
     Decision,
@@ -23,9 +22,10 @@ from bot.access import (
     followup_policy,
     needs_user_groups,
 )
-from bot.config import Settings, describe_validation_error
+from bot.config import DEFAULT_DENIED_MESSAGE, Settings, describe_validation_error
 from bot.slack.usergroups import UserGroupResolver
 from tests.fakes.fake_slack import FakeSlack
+from tests.settings import access_policy
 
 TOKEN = "xoxb-test-token"
 LIST = "usergroups.users.list"
@@ -37,7 +37,7 @@ def make(**values: object) -> Settings:
 
 def policy(**values: Any) -> AccessPolicy:
     sets = {k: frozenset(v) for k, v in values.items() if isinstance(v, set)}
-    return AccessPolicy(**(values | sets))
+    return access_policy(**(values | sets))
 
 
 # ---- decide ------------------------------------------------------------------------------
@@ -195,7 +195,8 @@ def test_needs_user_groups_and_followup_policy() -> None:
 def test_access_defaults_allow_everything() -> None:
     s = make()
     p = AccessPolicy.from_settings(s)
-    assert p == AccessPolicy()
+    assert p == AccessPolicy(followup_default="always", denied_message=DEFAULT_DENIED_MESSAGE,
+                             usergroup_cache_seconds=300)
     assert s.access_denied_message == DEFAULT_DENIED_MESSAGE == p.denied_message
     assert s.usergroup_cache_seconds == 300 and s.followup_policy_default == "always"
     assert isinstance(run(p, FOLLOWUP | {"user": "U9"}), Allow)
@@ -311,7 +312,7 @@ async def test_resolver_asks_only_for_the_policy_groups(
     assert await resolver.groups_of("U3") == {"S2"}
     assert await resolver.groups_of("U2") == {"S1"}
     assert sorted(c.params["usergroup"] for c in slack.calls_to(LIST)) == ["S1", "S2"]
-    assert await UserGroupResolver(client, []).groups_of("U1") == frozenset()
+    assert await UserGroupResolver(client, [], ttl=300).groups_of("U1") == frozenset()
     assert len(slack.calls_to(LIST)) == 2
 
 
@@ -319,7 +320,7 @@ async def test_concurrent_lookups_share_one_call(
     slack: FakeSlack, client: AsyncWebClient
 ) -> None:
     slack.set_delay(LIST, 0.1)
-    resolver = UserGroupResolver(client, ["S1"])
+    resolver = UserGroupResolver(client, ["S1"], ttl=300)
     results = await asyncio.gather(*(resolver.groups_of(u) for u in ("U1", "U2", "U3") * 5))
     assert results[:3] == [{"S1"}, {"S1"}, frozenset()]
     assert len(slack.calls_to(LIST)) == 1
@@ -360,7 +361,7 @@ async def test_slack_error_means_not_a_member_for_a_while(
 async def test_unknown_group_and_http_errors_count_as_empty(
     slack: FakeSlack, client: AsyncWebClient
 ) -> None:
-    resolver = UserGroupResolver(client, ["S1", "S404"])
+    resolver = UserGroupResolver(client, ["S1", "S404"], ttl=300)
     slack.fail_next(LIST, status=500)
     assert await resolver.groups_of("U1") == frozenset()  # S1: 500, S404: no_such_subteam
     errors = {c.error for c in slack.calls_to(LIST)} | {c.status for c in slack.calls_to(LIST)}

@@ -9,10 +9,11 @@ import pytest
 from aiohttp import web
 
 from bot.adk.auth import REFRESH_MARGIN_SECONDS, BearerAuth, GoogleIdTokenAuth, build_auth
-from bot.adk.client import AdkAuthError, AdkClient
+from bot.adk.client import AdkAuthError
 from bot.config import Settings
 from bot.runtime import build_adk
 from tests.fakes.http_stub import serving
+from tests.settings import adk_client
 
 
 @pytest.fixture
@@ -36,12 +37,12 @@ async def recording() -> AsyncIterator[tuple[list[str], str]]:
 
 async def test_static_bearer_token_is_sent(recording: tuple[list[str], str]) -> None:
     seen, url = recording
-    adk = AdkClient(url, "x", auth=BearerAuth("s3cret"))
+    adk = adk_client(url, "x", auth=BearerAuth("s3cret"))
     try:
         assert await adk.list_apps() == ["finops_cost_data_analyst"]
         assert seen == ["Bearer s3cret"]
         # A static token cannot get better by asking again: a 401 is reported at once.
-        wrong = AdkClient(url, "x", auth=BearerAuth("wrong"))
+        wrong = adk_client(url, "x", auth=BearerAuth("wrong"))
         with pytest.raises(AdkAuthError, match="401"):
             await wrong.list_apps()
         await wrong.aclose()
@@ -62,7 +63,7 @@ async def test_id_tokens_are_cached_refreshed_before_expiry_and_after_401(
 
     auth = GoogleIdTokenAuth("https://adk.example.run.app", fetch=fetch, clock=lambda: now[0])
     seen, url = recording
-    adk = AdkClient(url, "x", auth=auth)
+    adk = adk_client(url, "x", auth=auth)
     await adk.list_apps()
     await adk.list_apps()
     assert seen == ["Bearer tok1", "Bearer tok1"] and fetched == ["https://adk.example.run.app"]
@@ -93,7 +94,7 @@ async def test_a_credential_that_cannot_be_had_is_an_auth_error(
         raise RefreshError("metadata server unreachable")
 
     seen, url = recording
-    adk = AdkClient(url, "x", auth=GoogleIdTokenAuth("https://adk.example", fetch=fetch))
+    adk = adk_client(url, "x", auth=GoogleIdTokenAuth("https://adk.example", fetch=fetch))
     try:
         with pytest.raises(AdkAuthError, match="RefreshError"):
             await adk.list_apps()

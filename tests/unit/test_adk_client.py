@@ -24,10 +24,11 @@ from bot.adk.client import (
 )
 from tests.fakes.adk_server import closed_port
 from tests.fakes.http_stub import drop, serving
+from tests.settings import adk_client
 
 
 def client_for(base_url: str, **kwargs: float) -> AdkClient:
-    return AdkClient(base_url, "finops_cost_data_analyst", **kwargs)
+    return adk_client(base_url, "finops_cost_data_analyst", **kwargs)
 
 
 async def collect(client: AdkClient) -> list[dict]:

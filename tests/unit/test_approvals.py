@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 from pydantic import ValidationError
 
+from bot.access import AccessPolicy
 from bot.adk.events import (
     CONFIRMATION,
     CREDENTIAL,
@@ -31,10 +32,10 @@ from bot.intake import Intake
 from bot.metrics import Metrics
 from bot.slack.routing import BotIdentity
 from bot.stops import Stops
-from bot.store.keys import Keys
 from bot.store.redis_store import Store
 from bot.turns import Turn
 from tests.fakes import slack_events as ev
+from tests.settings import default_settings, default_store
 
 CONFIRM = HumanRequest("c1", CONFIRMATION, "Delete the Q3 budget?", "delete_budget", "U1")
 ASK = HumanRequest("i1", INPUT, "Which billing project?", asker="U1")
@@ -120,9 +121,12 @@ class CommandLog:
 @pytest.fixture
 def intake() -> tuple[Intake, Store, CommandLog]:
     client = fakeredis.FakeAsyncRedis(decode_responses=True)
-    store = Store(client, keys=Keys("approvals"))
+    store = default_store(client, "approvals")
+    settings = default_settings()
     return (Intake(store, BotIdentity(user_id="UBOT", team_id="T0001"), Metrics(),
-                   Stops(store)), store, CommandLog(client))
+                   Stops(store), max_input_chars=settings.max_input_chars,
+                   max_queued_turns=settings.max_queued_turns,
+                   access=AccessPolicy.unrestricted(settings)), store, CommandLog(client))
 
 
 def reply(text: str, ts: str) -> dict[str, Any]:

@@ -17,6 +17,9 @@ from bot.config import Settings
 from bot.slack.assistant import prompt_objects, register_assistant
 from bot.slack.routing import BotIdentity, Route, route_event
 from tests.fakes.fake_slack import FakeSlack
+from tests.settings import default_settings
+
+MAX_INPUT_CHARS = default_settings().max_input_chars
 
 TOKEN = "xoxb-test-token"
 TEAM, DM, THREAD_TS = "T0001", "D0789", "1729999327.187299"
@@ -183,7 +186,8 @@ def test_a_message_in_the_assistant_thread_is_an_ordinary_dm_thread_turn() -> No
         "channel_type": "im", "event_ts": "1729999400.000200",
         "client_msg_id": "5f0e8d7c-1b2a-4c3d-9e8f-7a6b5c4d3e2f",
     }, event_id="Ev0004")
-    route = route_event(body, BotIdentity(user_id="UBOT", bot_id="BBOT", team_id=TEAM))
+    route = route_event(body, BotIdentity(user_id="UBOT", bot_id="BBOT", team_id=TEAM),
+                        max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(route, Route) and route.engages
     assert route.turn.kind == "dm" and route.turn.key == f"{TEAM}:{DM}:{THREAD_TS}"
 

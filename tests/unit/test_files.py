@@ -19,7 +19,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adk.client import AdkClient
 from bot.config import Settings
 from bot.files import (
-    DEFAULT_ATTACHMENT_MIMETYPES,
     MB,
     MEMORY_PER_FILE_BYTE,
     Attachment,
@@ -40,9 +39,11 @@ from tests.adk_agents.test_agent.agent import (
 )
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.http_stub import serving
+from tests.settings import adk_client
 
 TOKEN = "xoxb-test-token"
-ALLOWED = frozenset(DEFAULT_ATTACHMENT_MIMETYPES)
+ALLOWED = frozenset({"text/csv", "text/plain", "application/json", "image/png", "image/jpeg",
+                     "image/gif", "image/webp", "application/pdf"})  # ATTACHMENT_MIMETYPES
 PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 XLSX = b"PK\x03\x04" + b"\x00" * 60
 LONG_WAIT = 30.0  # a wait for memory that never runs out in these tests
@@ -71,7 +72,7 @@ async def stub_adk(parts: dict[str, Any]) -> AsyncIterator[AdkClient]:
         return web.json_response(answer)
 
     async with serving(handler) as url:
-        client = AdkClient(url, "test_agent")
+        client = adk_client(url, "test_agent")
         try:
             yield client
         finally:
@@ -185,7 +186,7 @@ async def test_fetch_artifacts_refuses_names_outside_the_session() -> None:
     wanted = {"../../etc/passwd": 0, "/x": 0, "a\\..\\..\\b": 0, "": 0, "bad\nname": 0,
               "ok.txt": 0}
     async with serving(handler) as url:
-        adk = AdkClient(url, "test_agent")
+        adk = adk_client(url, "test_agent")
         try:
             attachments, notes = await fetch_artifacts(adk, "u1", "s1", wanted, max_bytes=MB)
         finally:

@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from bot.adk.client import AdkClient
 from bot.app import build_web_client
 from bot.config import Settings
 from bot.intake import RecentTurns
@@ -32,6 +31,7 @@ from bot.turns import Turn
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import free_port
 from tests.fakes.fake_slack import FakeSlack
+from tests.settings import adk_client
 
 SECRET = "fuzz-signing-secret"
 IDENTITY = BotIdentity(user_id="UBOT", bot_id="BBOT", team_id="T0001")
@@ -211,7 +211,7 @@ def endpoint() -> Iterator[Endpoint]:
         )
         redis = fakeredis.FakeAsyncRedis(decode_responses=True)
         client = build_web_client(fake.bot_token, fake.base_url)
-        adk = AdkClient(adk_url, "test_agent")
+        adk = adk_client(adk_url, "test_agent")
         bot = build_bot(config, client=client, identity=IDENTITY, redis_client=redis,
                         embedded=True, adk=adk)
         transport = httpx.ASGITransport(build_http_app(bot, events=True))

@@ -18,7 +18,6 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.models.blocks import SectionBlock
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adk.client import AdkClient
 from bot.app import build_web_client
 from bot.config import Settings
 from bot.metrics import Metrics
@@ -27,12 +26,12 @@ from bot.slack.outbound import neutralise, safe_cut, scrub, scrub_call
 from bot.slack.render import render_answer
 from bot.slack.routing import BotIdentity
 from bot.slack.stream import SlackLiveAnswer, StreamBudget, stream_chunks
-from bot.store.redis_store import Store
 from bot.turns import Turn
 from tests.fakes.adk_server import free_port
 from tests.fakes.broadcasts import broadcasts_in, broadcasts_in_calls
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.http_stub import serving
+from tests.settings import adk_client, default_settings, default_store
 
 WJ = "\u2060"
 COMMANDS = ("here", "channel", "everyone", "group")
@@ -297,7 +296,8 @@ async def test_a_live_answer_streams_neutralised_pieces(slack: FakeSlack) -> Non
     root = slack.add_message("C1", user="U1", text="q")
     turn = Turn(team=slack.team_id, channel="C1", thread_ts=root, ts=root, user="U1",
                 text="q", kind="mention")
-    live = SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(Store(redis)),
+    budget = StreamBudget(default_store(redis), default_settings().stream_starts_per_minute)
+    live = SlackLiveAnswer(client=client, turn=turn, budget=budget,
                            metrics=Metrics(), mode="native", update_interval=0,
                            append_interval=0)
     try:
@@ -326,7 +326,7 @@ async def bolt_bot(slack: FakeSlack) -> AsyncIterator[Any]:
     )
     redis = fakeredis.FakeAsyncRedis(decode_responses=True)
     client = build_web_client(slack.bot_token, slack.base_url)
-    adk = AdkClient(settings_.adk_base_url, "test_agent")
+    adk = adk_client(settings_.adk_base_url, "test_agent")
     bot = build_bot(settings_, client=client, identity=BotIdentity("UBOT", "BBOT", "T0001"),
                     redis_client=redis, embedded=True, adk=adk)
     yield bot

@@ -31,8 +31,10 @@ from bot.slack.stream import (
 from bot.store.redis_store import Store
 from bot.turns import Turn
 from tests.fakes.fake_slack import MAX_MARKDOWN, FakeSlack, message_text
+from tests.settings import default_settings, default_store
 
 TOKEN = "xoxb-test-token"
+STREAMS_PER_MINUTE = default_settings().stream_starts_per_minute
 TEAM, CHANNEL = "T0001", "C0456"
 CSV = Attachment("table-1.csv", b"a,b\r\n1,2\r\n", "table-1.csv", "text/csv")
 
@@ -46,7 +48,7 @@ async def slack() -> AsyncIterator[FakeSlack]:
 @pytest.fixture
 async def store() -> AsyncIterator[Store]:
     client = fakeredis.FakeAsyncRedis(decode_responses=True)
-    yield Store(client)
+    yield default_store(client)
     await client.aclose()
 
 
@@ -64,8 +66,9 @@ def turn(slack: FakeSlack) -> Turn:
 
 @pytest.fixture
 def io(client: AsyncWebClient, store: Store) -> SlackThreadIO:
-    return SlackThreadIO(client, BotIdentity("UBOT", "BBOT", TEAM), store=store,
-                         metrics=Metrics())
+    return SlackThreadIO.from_settings(default_settings(), client,
+                                       BotIdentity("UBOT", "BBOT", TEAM), store=store,
+                                       metrics=Metrics())
 
 
 async def live_message(client: AsyncWebClient, turn: Turn, text: str = "half an answer…"
@@ -223,7 +226,7 @@ async def test_update_of_a_message_still_streaming_stops_it_first(
 
 
 def live_answer(client: AsyncWebClient, store: Store, turn: Turn) -> SlackLiveAnswer:
-    return SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(store),
+    return SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(store, STREAMS_PER_MINUTE),
                            metrics=Metrics(), update_interval=0, append_interval=0)
 
 
@@ -362,7 +365,7 @@ async def test_a_rate_limited_placeholder_waits_out_retry_after(
 ) -> None:
     """chat.update is limited per workspace: after a 429 the preview is not updated again
     before Slack's Retry-After, instead of trying every interval."""
-    live = SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(store),
+    live = SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(store, STREAMS_PER_MINUTE),
                            metrics=Metrics(), mode="placeholder", update_interval=0.05)
     await live.delta("First line\n")
     await settle(live)

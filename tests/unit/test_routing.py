@@ -6,6 +6,9 @@ import pytest
 
 from bot.slack.routing import BotIdentity, Ignore, Route, cap_text, retry_number, route_event
 from bot.turns import Turn, adk_safe, adk_user_id_for, session_id_for, thread_key
+from tests.settings import default_settings
+
+MAX_INPUT_CHARS = default_settings().max_input_chars
 
 BOT = BotIdentity(user_id="UBOT", bot_id="BBOT", team_id="T1")
 
@@ -16,7 +19,7 @@ def body(event: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 def test_top_level_mention_starts_a_thread_at_its_own_ts() -> None:
     r = route_event(body({"type": "app_mention", "user": "U1", "text": "<@UBOT> hi",
-                          "ts": "100.1", "channel": "C1"}), BOT)
+                          "ts": "100.1", "channel": "C1"}), BOT, max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(r, Route)
     assert r.engages and r.turn.kind == "mention"
     assert r.turn.thread_ts == "100.1" and r.turn.key == "T1:C1:100.1"
@@ -25,7 +28,8 @@ def test_top_level_mention_starts_a_thread_at_its_own_ts() -> None:
 
 def test_mention_inside_a_thread_uses_the_thread_and_marks_existing_thread() -> None:
     r = route_event(body({"type": "app_mention", "user": "U1", "text": "<@UBOT> and?",
-                          "ts": "105.0", "thread_ts": "100.1", "channel": "C1"}), BOT)
+                          "ts": "105.0", "thread_ts": "100.1", "channel": "C1"}), BOT,
+                    max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(r, Route)
     assert r.turn.key == "T1:C1:100.1" and r.turn.in_existing_thread and r.engages
 
@@ -33,30 +37,34 @@ def test_mention_inside_a_thread_uses_the_thread_and_marks_existing_thread() -> 
 def test_message_event_with_the_bot_mention_is_a_mention_too() -> None:
     r = route_event(body({"type": "message", "user": "U1", "text": "hey <@UBOT> look",
                           "ts": "105.0", "thread_ts": "100.1", "channel": "C1",
-                          "channel_type": "channel"}), BOT)
+                          "channel_type": "channel"}), BOT, max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(r, Route) and r.engages and r.turn.kind == "mention"
 
 
 def test_unmentioned_thread_reply_is_a_followup_that_needs_an_engaged_thread() -> None:
     r = route_event(body({"type": "message", "user": "U2", "text": "more", "ts": "106.0",
-                          "thread_ts": "100.1", "channel": "C1", "channel_type": "channel"}), BOT)
+                          "thread_ts": "100.1", "channel": "C1", "channel_type": "channel"}), BOT,
+                    max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(r, Route) and not r.engages and r.turn.kind == "followup"
     assert r.turn.key == "T1:C1:100.1"
 
 
 def test_top_level_channel_message_without_mention_is_ignored() -> None:
     r = route_event(body({"type": "message", "user": "U2", "text": "lunch?", "ts": "106.0",
-                          "channel": "C1", "channel_type": "channel"}), BOT)
+                          "channel": "C1", "channel_type": "channel"}), BOT,
+                    max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(r, Ignore)
 
 
 def test_dm_top_level_and_dm_thread() -> None:
     top = route_event(body({"type": "message", "user": "U2", "text": "hi", "ts": "1.0",
-                            "channel": "D1", "channel_type": "im"}), BOT)
+                            "channel": "D1", "channel_type": "im"}), BOT,
+                      max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(top, Route) and top.engages and top.turn.kind == "dm"
     assert top.turn.key == "T1:D1:dm" and top.turn.reply_thread_ts is None
     threaded = route_event(body({"type": "message", "user": "U2", "text": "hi", "ts": "2.0",
-                                 "thread_ts": "1.0", "channel": "D1", "channel_type": "im"}), BOT)
+                                 "thread_ts": "1.0", "channel": "D1", "channel_type": "im"}), BOT,
+                           max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(threaded, Route) and threaded.turn.key == "T1:D1:1.0"
     assert threaded.turn.reply_thread_ts == "1.0"
 
@@ -78,19 +86,20 @@ def test_dm_top_level_and_dm_thread() -> None:
     {"type": "app_mention", "user": "U1", "text": "no channel", "ts": "1.0"},
 ])
 def test_non_user_messages_are_ignored(event: dict[str, Any]) -> None:
-    assert isinstance(route_event(body(event), BOT), Ignore)
+    assert isinstance(route_event(body(event), BOT, max_input_chars=MAX_INPUT_CHARS), Ignore)
 
 
 @pytest.mark.parametrize("raw", [{}, {"event": "x"}, {"event": None}, {"event": []}])
 def test_malformed_bodies_are_ignored(raw: dict[str, Any]) -> None:
-    assert isinstance(route_event(raw, BOT), Ignore)
+    assert isinstance(route_event(raw, BOT, max_input_chars=MAX_INPUT_CHARS), Ignore)
 
 
 def test_thread_broadcast_and_file_share_are_user_messages() -> None:
     for subtype in ("thread_broadcast", "file_share"):
         r = route_event(body({"type": "message", "subtype": subtype, "user": "U2", "text": "x",
                               "ts": "2.0", "thread_ts": "1.0", "channel": "C1",
-                              "files": [{"id": "F1", "name": "a.csv", "secret": "no"}]}), BOT)
+                              "files": [{"id": "F1", "name": "a.csv", "secret": "no"}]}), BOT,
+                        max_input_chars=MAX_INPUT_CHARS)
         assert isinstance(r, Route)
         assert r.turn.files in ([], [{"id": "F1", "name": "a.csv"}])
 
@@ -106,9 +115,9 @@ def test_huge_text_is_capped_and_remembers_its_length() -> None:
 
 def test_team_falls_back_to_event_then_bot() -> None:
     event = {"type": "app_mention", "user": "U1", "text": "x", "ts": "1.0", "channel": "C1"}
-    r = route_event({"event": {**event, "team": "T9"}}, BOT)
+    r = route_event({"event": {**event, "team": "T9"}}, BOT, max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(r, Route) and r.turn.team == "T9"
-    r2 = route_event({"event": event}, BOT)
+    r2 = route_event({"event": event}, BOT, max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(r2, Route) and r2.turn.team == "T1"
 
 
@@ -148,12 +157,13 @@ def test_an_edited_mention_is_answered_only_soon_after_posting(edited_at: str,
                                                                answered: bool) -> None:
     event = {"type": "app_mention", "user": "U1", "text": "<@UBOT> hi", "ts": "100.1",
              "channel": "C1", "edited": {"user": "U1", "ts": edited_at}}
-    r = route_event(body(event), BOT)
+    r = route_event(body(event), BOT, max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(r, Route) == answered, r
 
 
 def test_the_edit_window_never_outlasts_the_dedupe() -> None:
     event = {"type": "app_mention", "user": "U1", "text": "<@UBOT> hi", "ts": "100.0",
              "channel": "C1", "edited": {"user": "U1", "ts": "400.0"}}
-    assert isinstance(route_event(body(event), BOT), Route)
-    assert isinstance(route_event(body(event), BOT, edit_window=120), Ignore)
+    assert isinstance(route_event(body(event), BOT, max_input_chars=MAX_INPUT_CHARS), Route)
+    assert isinstance(route_event(body(event), BOT, edit_window=120,
+                                  max_input_chars=MAX_INPUT_CHARS), Ignore)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.stops import StopRequest, Stops
-from bot.store.keys import Keys
-from bot.store.redis_store import Store
+from tests.settings import default_store
 from tests.waiting import eventually
 
 
@@ -24,7 +23,7 @@ def test_a_request_stops_only_the_turn_it_means() -> None:
 
 
 async def test_a_stop_reaches_the_replica_running_the_turn(any_redis, prefix) -> None:
-    here, there = (Stops(Store(any_redis, keys=Keys(prefix))) for _ in range(2))
+    here, there = (Stops(default_store(any_redis, prefix)) for _ in range(2))
     await there.start()
     run = asyncio.create_task(asyncio.sleep(30))
     there.register("T1:C1:1.0", run, "105.0")  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import fakeredis
 import pytest
@@ -15,12 +16,13 @@ from bot.store.keys import Keys
 from bot.store.redis_store import IntakeResult, LockLost, Store
 from bot.turns import Turn
 from bot.worker import Worker, WorkerConfig
+from tests.settings import default_settings, default_store
 from tests.waiting import eventually
 
 
 def make_store(client: aioredis.Redis, prefix: str) -> Store:
     embedded = isinstance(client, fakeredis.FakeAsyncRedis)
-    return Store(client, keys=Keys(prefix), wakeup=asyncio.Event() if embedded else None)
+    return default_store(client, prefix, wakeup=asyncio.Event() if embedded else None)
 
 
 def turn(ts: str, *, thread: str = "100.0", event_id: str | None = None, text: str = "q",
@@ -149,8 +151,14 @@ async def test_claim_reports_delivered_and_unreadable_heads(any_redis, prefix) -
     assert head is not None and head.raw == '{"ts": 5}' and head.state is None
 
 
+def worker_config(store: Store, **cfg) -> WorkerConfig:
+    """The default worker config for `store`, polling every 200 ms, changed by `cfg`."""
+    config = WorkerConfig.from_settings(default_settings(), blocking_reads=store.wakeup is None)
+    return replace(config, block_ms=200, **cfg)
+
+
 async def _run_worker(store: Store, handler, **cfg) -> Worker:
-    config = WorkerConfig(block_ms=200, blocking_reads=store.wakeup is None, **cfg)
+    config = worker_config(store, **cfg)
     worker = Worker(store, handler, config)
     await worker.start()
     return worker

@@ -11,8 +11,8 @@ from redis.crc import key_slot
 from bot.store.keys import Keys
 from bot.store.redis_store import Store, TurnContext
 from bot.turns import Turn
-from bot.worker import GiveUp, Worker, WorkerConfig
-from tests.unit.test_store_and_worker import make_store, turn
+from bot.worker import GiveUp, Worker
+from tests.unit.test_store_and_worker import make_store, turn, worker_config
 from tests.waiting import eventually
 
 
@@ -114,7 +114,7 @@ async def test_a_turn_is_given_up_after_max_attempts_and_the_thread_goes_on(
         return "given_up"
 
     worker = Worker(store, handler,
-                    WorkerConfig(block_ms=200, blocking_reads=store.wakeup is None),
+                    worker_config(store),
                     GiveUp(3, give_up))
     await worker.start()
     try:
@@ -143,7 +143,7 @@ async def test_below_max_attempts_the_turn_runs_again(any_redis, prefix) -> None
         raise AssertionError("given up too early")
 
     worker = Worker(store, handler,
-                    WorkerConfig(block_ms=200, blocking_reads=store.wakeup is None),
+                    worker_config(store),
                     GiveUp(3, give_up))
     await worker.start()
     try:
@@ -164,7 +164,7 @@ async def test_shutting_down_mid_turn_queues_it_again(any_redis, prefix) -> None
         return "answered"
 
     worker = Worker(store, handler,
-                    WorkerConfig(block_ms=200, blocking_reads=store.wakeup is None))
+                    worker_config(store))
     await worker.start()
     await store.enqueue(t, engages=True)
     await asyncio.wait_for(started.wait(), 5)
@@ -200,7 +200,7 @@ async def test_last_attempts_run_one_at_a_time_and_a_waiting_one_is_not_counted(
         raise AssertionError("given up too early")
 
     worker = Worker(store, handler,
-                    WorkerConfig(block_ms=200, blocking_reads=store.wakeup is None),
+                    worker_config(store),
                     GiveUp(3, give_up))
     await worker.start()
     try:
@@ -247,7 +247,7 @@ async def test_a_shutdown_while_the_next_turn_is_taken_queues_that_turn_again(
         return "answered"
 
     worker = Worker(store, handler,
-                    WorkerConfig(block_ms=200, blocking_reads=store.wakeup is None))
+                    worker_config(store))
     await worker.start()
     await asyncio.wait_for(finishing.wait(), 5)
     await eventually(lambda: _state_is(store, nxt, "r"))

@@ -11,6 +11,9 @@ import pytest
 from bot.config import Settings
 from bot.slack.routing import BotIdentity, Route, route_event
 from bot.turns import adk_user_id_for, is_public_channel, thread_key
+from tests.settings import default_settings
+
+MAX_INPUT_CHARS = default_settings().max_input_chars
 
 BOT = BotIdentity(user_id="UBOT", team_id="T1")
 TS = "1700000000.000100"
@@ -77,6 +80,7 @@ def body(event: dict[str, Any]) -> dict[str, Any]:
 def test_each_kind_of_event_brings_its_channel_type_to_the_turn(
     event: dict[str, Any], channel_type: str
 ) -> None:
-    route = route_event(body({"user": "U1", "ts": "2.0", **event}), BOT)
+    route = route_event(body({"user": "U1", "ts": "2.0", **event}), BOT,
+                        max_input_chars=MAX_INPUT_CHARS)
     assert isinstance(route, Route)
     assert route.turn.channel_type == channel_type
