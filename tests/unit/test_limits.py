@@ -8,7 +8,6 @@ tests/integration/test_limits.py."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -20,18 +19,12 @@ from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import IntakeResult
 from bot.turns import Turn
 from tests.unit.test_store_and_worker import make_store, turn
+from tests.waiting import eventually
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return value if value is not None else 0.0
-
-
-async def wait_until(predicate: Any, within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 # ---- a. the thread's queue has a maximum length ------------------------------------------
@@ -103,7 +96,8 @@ async def test_the_rate_limit_counts_each_user_in_a_window_of_their_own(
     # The window ends (the counter expires: hastened here): the user may go on, in a new
     # window of the full length.
     await any_redis.pexpire(keys.user_rate("T1", "U1"), 1)
-    await wait_until(lambda: _gone(any_redis, keys.user_rate("T1", "U1")), within=5)
+    await eventually(lambda: _gone(any_redis, keys.user_rate("T1", "U1")), timeout=5,
+                     what="the rate window to end")
     assert await limiter.hit("T1", "U1") is None
     assert 50_000 < await any_redis.pttl(keys.user_rate("T1", "U1")) <= 60_000
     # A counter that lost its expiry is given one again rather than holding a user back.
