@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -130,3 +130,24 @@ async def people(slack: FakeSlack) -> FakeSlack:
     slack.add_usergroup("S2", ["U2"])
     slack.add_channel("C2", "budgets")
     return slack
+
+
+MakeBot = Callable[..., Awaitable[BotProcess]]
+
+
+@pytest.fixture
+async def make_bot(slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object
+                   ) -> AsyncIterator[MakeBot]:
+    """Start bots (`python -m bot serve`) with the settings given, on the test's Redis
+    prefix; all stopped at the end."""
+    started: list[BotProcess] = []
+
+    async def make(**settings: str) -> BotProcess:
+        process = BotProcess(slack, adk.base_url, prefix=prefix, **settings)
+        await process.start()
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        await process.close()

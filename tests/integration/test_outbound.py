@@ -4,8 +4,6 @@ shown as written, and artifact names that would leave the session's artifacts ar
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-
 import pytest
 
 from tests.adk_agents.test_agent.agent import TRAVERSAL_ARTIFACTS
@@ -13,27 +11,11 @@ from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.broadcasts import broadcasts_in_calls
 from tests.fakes.fake_slack import FakeSlack, message_text
+from tests.integration.conftest import MakeBot
 from tests.integration.harness import BotProcess
 from tests.integration.slack_user import say
 
-MakeBot = Callable[..., Awaitable[BotProcess]]
 WJ = "\u2060"
-
-
-@pytest.fixture
-async def make_bot(slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object
-                   ) -> AsyncIterator[MakeBot]:
-    started: list[BotProcess] = []
-
-    async def make(**settings: str) -> BotProcess:
-        process = BotProcess(slack, adk.base_url, prefix=prefix, **settings)
-        await process.start()
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        await process.close()
 
 
 def reply_texts(slack: FakeSlack, thread_ts: str) -> list[str]:

@@ -7,7 +7,6 @@ ADK_USER_SCOPE changes, through a reset and a session ADK lost."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -15,32 +14,19 @@ import pytest
 
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack, message_text
+from tests.integration.conftest import MakeBot
 from tests.integration.harness import BotProcess
 from tests.integration.slack_user import dm_bot_messages, say, wait_replies
 
-MakeBot = Callable[..., Awaitable[BotProcess]]
 
-
-@pytest.fixture
-async def make_bot(slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object
-                   ) -> AsyncIterator[MakeBot]:
-    """Start bots with the settings given, on the test's Redis prefix; all stopped at the
-    end. Also adds a public channel C2, a private channel with a C id (C9) and a group DM
-    (C8) to the fake Slack."""
+@pytest.fixture(autouse=True)
+def channels(slack: FakeSlack) -> FakeSlack:
+    """A public channel C2, a private channel with a C id (C9) and a group DM (C8) in the
+    fake Slack."""
     slack.add_channel("C2", "finops-eu")
     slack.add_channel("C9", "budget-cuts", is_private=True)
     slack.add_channel("C8", "mpdm-alice--bob-1", is_private=True)
-    started: list[BotProcess] = []
-
-    async def make(**settings: str) -> BotProcess:
-        process = BotProcess(slack, adk.base_url, prefix=prefix, **settings)
-        await process.start()
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        await process.close()
+    return slack
 
 
 def owner(answer: str) -> str:

@@ -11,15 +11,14 @@ import json
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from tests.fakes import slack_events as ev
-from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack, message_text
+from tests.integration.conftest import MakeBot
 from tests.integration.harness import SIGNING_SECRET, BotProcess
 from tests.integration.slack_user import replies, say, wait_replies
 from tests.unit.test_feedback import block_actions
@@ -41,19 +40,8 @@ def outside_code(text: str) -> str:
 
 
 @pytest.fixture
-async def custom_bot(slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object
-                     ) -> AsyncIterator[Any]:
-    started: list[BotProcess] = []
-
-    async def make(**settings: str) -> BotProcess:
-        process = BotProcess(slack, adk.base_url, prefix=prefix, **settings)
-        await process.start()
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        await process.close()
+def custom_bot(make_bot: MakeBot) -> MakeBot:
+    return make_bot
 
 
 # ---- 1. streaming ------------------------------------------------------------------------
