@@ -1,6 +1,6 @@
 """`python -m bot console`: a Slack thread in the terminal. Each input line is a message in
-one thread; it goes through the same routing, store, workers, ADK client and rendering as
-Slack, with the terminal in Slack's place."""
+one thread; it goes through the same routing, store, workers and ADK client as
+Slack, with the terminal in Slack's place, which shows answers as terminal text."""
 
 from __future__ import annotations
 
@@ -12,30 +12,14 @@ from typing import Any, TextIO
 
 from bot.adk.client import AdkClient
 from bot.config import Settings
-from bot.conversation import HistoryMessage, Reply
-from bot.files import FileParts
 from bot.runtime import NOTES_DRAIN_SECONDS, assemble, build_adk, check_adk_app, connect_redis
-from bot.slack.render import table_to_code_block
 from bot.slack.routing import BotIdentity
 from bot.store.redis_store import Store
+from bot.terminal_text import terminal_text
+from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
 from bot.turns import Turn
 
 TEAM, CHANNEL, USER, BOT_USER = "TCONSOLE", "CCONSOLE", "UCONSOLE", "UCONSOLEBOT"
-
-
-def block_text(block: dict[str, Any]) -> str:
-    """A Block Kit block as terminal text: markdown as written, tables aligned."""
-    if block.get("type") == "table":
-        rows = [[str(cell.get("text", "")) for cell in row] for row in block.get("rows", [])]
-        if not rows:
-            return ""
-        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-        lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
-        return table_to_code_block(lines).strip("`\n")
-    text = block.get("text")
-    if isinstance(text, dict):
-        text = text.get("text")
-    return text if isinstance(text, str) else ""
 
 
 class NoLive:
@@ -70,11 +54,20 @@ class ConsoleIO:
     async def done_working(self, turn: Turn) -> None:
         return None
 
+    def answer_replies(self, markdown: str) -> list[Reply]:
+        """The answer as one message of terminal text (`terminal_text`)."""
+        return [Reply(text=terminal_text(markdown), answer=True)]
+
+    def with_feedback(self, replies: list[Reply], feedback: FeedbackRef) -> list[Reply]:
+        return replies  # a terminal has no buttons to rate an answer with
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, OSError)
+
     async def send(self, turn: Turn, part: int, reply: Reply) -> None:
-        body = "\n\n".join(filter(None, (block_text(b) for b in reply.blocks)))
         files = "\n".join(f"[file: {f.filename}, {f.mimetype}, {len(f.content):,} bytes]"
                           for f in reply.files)
-        self._say("\n".join(filter(None, (body or reply.text, files))))
+        self._say("\n".join(filter(None, (reply.text, files))))
         self.sent.add((turn.ts, part))
 
     async def sent_parts(self, turn: Turn) -> set[int]:

@@ -20,7 +20,6 @@ import binascii
 import logging
 import mimetypes
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any
@@ -31,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adk.client import AdkClient, is_safe_artifact_name
 from bot.memory_budget import MEMORY_PER_FILE_BYTE, MemoryBudget, Reservation
-from bot.slack.render import Attachment, code_name
+from bot.thread_io import Attachment, FileParts, code_name
 
 log = logging.getLogger("bot.files")
 
@@ -84,15 +83,6 @@ def parse_mimetypes(value: str) -> frozenset[str]:
     """The ``ATTACHMENT_MIMETYPES`` setting (comma-separated) as a set of canonical types."""
     types = (t.split(";")[0].strip().lower() for t in value.split(","))
     return frozenset(_MIMETYPE_ALIASES.get(t, t) for t in types if t)
-
-
-def notes_text(notes: Sequence[str]) -> str:
-    """The notes of a turn as one short Slack message; empty when there are none."""
-    if not notes:
-        return ""
-    if len(notes) == 1:
-        return f":paperclip: {notes[0]}."
-    return ":paperclip: " + "\n".join(f"• {note}" for note in notes)
 
 
 # ---- agent → Slack: artifacts -----------------------------------------------------------
@@ -374,23 +364,6 @@ async def _part_for_file(
         return None, f"{name} is empty"
     data = base64.b64encode(content).decode("ascii")
     return {"inlineData": {"mimeType": mimetype, "data": data}}, ""
-
-
-@dataclass
-class FileParts:
-    """A message's attached files as ADK message parts, notes on the files left out, and
-    the memory the parts hold in the process's budget until :meth:`release`."""
-
-    parts: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    reservation: Reservation | None = None
-
-    def release(self) -> None:
-        """ADK has the message (or the turn ended): drop the parts, give the memory back.
-        Safe to call more than once."""
-        self.parts.clear()
-        if self.reservation is not None:
-            self.reservation.release()
 
 
 def _declared_size(file: Mapping[str, Any], max_bytes: int) -> int:

@@ -8,11 +8,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.access import AccessPolicy, Allow, Deny, decide
-from bot.conversation import control_command
 from bot.limits import busy_text
+from bot.message_text import readable_input
 from bot.metrics import Metrics
 from bot.slack.controls import ControlAccess, UserGroupLookup
-from bot.slack.render import readable_input
 from bot.slack.routing import (
     EDIT_ANSWER_WINDOW_SECONDS,
     BotIdentity,
@@ -22,6 +21,7 @@ from bot.slack.routing import (
 )
 from bot.stops import Stops
 from bot.store.redis_store import IntakeResult, Store
+from bot.thread_io import control_command
 from bot.ttl_cache import TtlCache
 from bot.turns import Turn
 

@@ -26,7 +26,7 @@ from bot.adk.client import AdkClient, AdkError
 from bot.app import CountingWebClient, build_bolt_app, build_web_client
 from bot.approvals import Approvers
 from bot.config import Settings
-from bot.conversation import Conversation, ConversationConfig, ThreadIO, crash_text, new_ref
+from bot.conversation import Conversation, ConversationConfig
 from bot.intake import Intake
 from bot.limits import RateLimit
 from bot.memory_budget import MemoryBudget
@@ -42,6 +42,8 @@ from bot.stops import Stops
 from bot.store.feedback import FeedbackStore
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, TurnContext
+from bot.thread_io import ThreadIO
+from bot.turn_replies import crash_text, new_ref
 from bot.turns import Turn
 from bot.worker import GiveUp, GiveUpHandler, TurnHandler, Worker, WorkerConfig
 

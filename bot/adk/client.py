@@ -349,14 +349,14 @@ class AdkClient:
         custom_metadata: Mapping[str, Any] | None = None,
         streaming: bool = False,
         parts: Sequence[Mapping[str, Any]] = (),
-        replies: Sequence[Mapping[str, Any]] = (),
+        function_responses: Sequence[Mapping[str, Any]] = (),
         on_sent: Callable[[], None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Run one turn and yield its events as they arrive. Never retried. `replies`
-        (function responses to a paused run's requests) are sent instead of the text.
+        """Run one turn and yield its events as they arrive. Never retried.
+        `function_responses` (answers to a paused run's requests) are sent instead of the text.
         `on_sent` is called once ADK has taken the request (it answered 2xx/3xx), before
         the first event: the caller may drop the message's parts then (attached files)."""
-        message = list(replies) if replies else [{"text": text}, *parts]
+        message = list(function_responses) if function_responses else [{"text": text}, *parts]
         body: dict[str, Any] = {
             "appName": self.app_name,
             "userId": user_id,

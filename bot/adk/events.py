@@ -67,7 +67,7 @@ class HumanRequest:
     # The Slack user whose message made the agent ask ("" until the conversation sets it).
     asker: str = ""
 
-    def reply_part(self, answer: str) -> dict[str, Any]:
+    def function_response(self, answer: str) -> dict[str, Any]:
         """The function response that answers this request with a user's message."""
         response: dict[str, Any]
         if self.name == CONFIRMATION:

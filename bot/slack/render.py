@@ -7,7 +7,6 @@ Everything in this module is pure (no I/O) and must never raise on arbitrary tex
   ``text``; tables too large for a ``table`` block are also attached as CSV files.
 * :func:`split_markdown` splits Markdown into size-limited chunks without breaking code fences.
 * :func:`markdown_to_mrkdwn` converts Markdown into Slack's own ``mrkdwn`` dialect.
-* :func:`readable_input` turns raw Slack message text into plain text for the agent.
 
 Limits (see the Slack platform notes, section 2.5): a message may carry at most 50 blocks,
 markdown blocks share a cumulative 12,000-character budget per message and ``text`` is
@@ -18,7 +17,6 @@ most 100 rows of at most 20 cells; Slack also caps the text of all cells of a ta
 
 from __future__ import annotations
 
-import base64
 import bisect
 import copy
 import csv
@@ -33,6 +31,8 @@ from typing import Any, Literal
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 
+from bot.thread_io import Attachment
+
 __all__ = [
     "MAX_BLOCKS_PER_MESSAGE",
     "MAX_MARKDOWN_CHARS_PER_MESSAGE",
@@ -40,11 +40,8 @@ __all__ = [
     "MAX_TABLE_CHARS",
     "MAX_TABLE_ROWS",
     "MAX_TEXT_CHARS",
-    "Attachment",
     "SlackMessage",
     "markdown_to_mrkdwn",
-    "mentioned_user_ids",
-    "readable_input",
     "render_answer",
     "split_markdown",
     "table_to_code_block",
@@ -62,35 +59,6 @@ MAX_TABLE_CELLS_PER_ROW = 20
 """Cells per row of a ``table`` block."""
 MAX_TABLE_CHARS = 10_000
 """Cumulative length of all cell texts of a ``table`` block."""
-
-
-@dataclass(frozen=True)
-class Attachment:
-    """A file to upload next to a message (e.g. the full CSV of a truncated table)."""
-
-    filename: str
-    content: bytes
-    title: str
-    mimetype: str
-
-    def to_dict(self) -> dict[str, str]:
-        """JSON-ready form; ``content`` is base64-encoded as ``content_b64``."""
-        return {
-            "filename": self.filename,
-            "title": self.title,
-            "mimetype": self.mimetype,
-            "content_b64": base64.b64encode(self.content).decode("ascii"),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Attachment:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            filename=str(data["filename"]),
-            content=base64.b64decode(str(data["content_b64"]), validate=True),
-            title=str(data["title"]),
-            mimetype=str(data["mimetype"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -1081,31 +1049,6 @@ def markdown_to_mrkdwn(markdown: str) -> str:
         return _protect_tokens(markdown, _escape)
 
 
-# Names and questions from users or the agent, put into a notice (Markdown that
-# `markdown_to_mrkdwn` renders): Slack must show them as written, never as a mention or a
-# link (Slack reads `&`, `<` and `>` as control characters:
-# https://docs.slack.dev/messaging/formatting-message-text/).
-_ENTITIES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
-_ANGLES = str.maketrans({"<": "&lt;", ">": "&gt;"})
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
-
-
-def code_name(name: str) -> str:
-    """A file or artifact name as an inline code span of a notice, shown as written: ``&``,
-    ``<`` and ``>`` as entities (Markdown keeps them as they are inside code, and Slack shows
-    the characters), a backtick (which would end the span) as ``ˋ``, line breaks and other
-    control characters as a space. A blank name is ``(no name)``."""
-    shown = _CONTROL_CHARS.sub(" ", name).replace("`", "ˋ").translate(_ENTITIES).strip()
-    return f"`{shown}`" if shown else "(no name)"
-
-
-def plain_text(text: str) -> str:
-    """Prose from the agent (a question it asks, an error message) for a notice: its Markdown
-    kept, ``<`` and ``>`` as entities, so that no part of it becomes a Slack mention or link
-    (``markdown_to_mrkdwn`` escapes ``&`` itself)."""
-    return text.translate(_ANGLES)
-
-
 def _protect_tokens(text: str, transform: Callable[[str], str]) -> str:
     """Apply ``transform`` to ``text`` except to the Slack tokens in it."""
     parts: list[str] = []
@@ -1171,66 +1114,3 @@ def _markdown_to_mrkdwn(markdown: str) -> str:
     root = SyntaxTreeNode(parser.parse(text))
     out = _MrkdwnRenderer(placeholders).render(root)
     return placeholders.restore(out, raw=False)
-
-
-# --------------------------------------------------------------------------------------------
-# Slack input -> agent text
-# --------------------------------------------------------------------------------------------
-
-_ANGLE_TOKEN_RE = re.compile(r"<([^<>\n]*)>")
-_USER_MENTION_RE = re.compile(r"<@([A-Za-z0-9]+)(?:\|[^<>]*)?>")
-_SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
-
-
-def mentioned_user_ids(text: str) -> list[str]:
-    """User ids of the ``<@U…>`` / ``<@U…|name>`` tokens in ``text``, in order, unique."""
-    return list(dict.fromkeys(_USER_MENTION_RE.findall(text or "")))
-
-
-def _unescape(text: str) -> str:
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-
-def _readable_token(body: str, user_names: Mapping[str, str]) -> str:
-    target, _, label = body.partition("|")
-    if target.startswith("@"):
-        user_id = target[1:]
-        if label:
-            return label if label.startswith("@") else f"@{label}"
-        return f"@{user_names.get(user_id, user_id)}"
-    if target.startswith("#"):
-        return f"#{label or target[1:]}"
-    if target.startswith("!"):
-        command, _, argument = target[1:].partition("^")
-        if command in ("here", "channel", "everyone"):
-            return f"@{command}"
-        if command == "subteam":
-            if label:
-                return label if label.startswith("@") else f"@{label}"
-            return f"@{argument}" if argument else "@subteam"
-        return label  # <!date^…|fallback> and unknown commands: the fallback text
-    if target.lower().startswith("mailto:"):
-        return label or target[len("mailto:") :]
-    if not label:
-        return target
-    if label == target or _SCHEME_RE.sub("", target).rstrip("/") == label.rstrip("/"):
-        return label
-    return f"{label} ({target})"
-
-
-def readable_input(text: str, *, bot_user_id: str | None, user_names: Mapping[str, str]) -> str:
-    """Turn raw Slack message text into plain text for the agent.
-
-    Removes the bot's own mention (with a leading ``:``/``,`` when it opens the message),
-    resolves ``<@U…>`` to ``@Name``, channels to ``#name``, links to ``label (url)``,
-    ``<!here>`` etc. to ``@here``, dates to their fallback, then unescapes ``&lt;``, ``&gt;``
-    and ``&amp;``.
-    """
-    if not text:
-        return ""
-    if bot_user_id:
-        bot = re.escape(bot_user_id)
-        text = re.sub(rf"^\s*<@{bot}(?:\|[^<>]*)?>\s*[:,]?[ \t]*", "", text)
-        text = re.sub(rf"[ \t]?<@{bot}(?:\|[^<>]*)?>", "", text)
-    text = _ANGLE_TOKEN_RE.sub(lambda m: _readable_token(m.group(1), user_names), text)
-    return _unescape(text).strip()

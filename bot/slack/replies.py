@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.conversation import HistoryMessage, Reply
 from bot.files import (
-    FileParts,
     message_parts_for_files,
     parse_mimetypes,
     upload_attachments,
@@ -21,12 +19,19 @@ from bot.files import (
 from bot.memory_budget import MemoryBudget
 from bot.metrics import Metrics
 from bot.progress import WORKING
-from bot.slack.errors import slack_error
-from bot.slack.render import markdown_to_mrkdwn, split_markdown
+from bot.slack.errors import is_transient, slack_error
+from bot.slack.feedback_block import feedback_block
+from bot.slack.render import (
+    MAX_BLOCKS_PER_MESSAGE,
+    markdown_to_mrkdwn,
+    render_answer,
+    split_markdown,
+)
 from bot.slack.routing import BotIdentity
 from bot.slack.stream import SlackLiveAnswer, StreamBudget, StreamingMode
 from bot.slack.usergroups import UserGroupResolver
 from bot.store.redis_store import Store
+from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
 from bot.ttl_cache import TtlCache
 from bot.turns import Turn
 
@@ -177,6 +182,31 @@ class SlackThreadIO:
             )
         except SlackApiError as exc:
             log.debug("could not remove the working reaction: %s", exc.response.get("error"))
+
+    @staticmethod
+    def answer_replies(markdown: str) -> list[Reply]:
+        """The answer as Block Kit messages (`render_answer`: markdown and table blocks, at
+        most 50 blocks a message, tables too large for a block also attached as CSV)."""
+        return [Reply(text=m.text, blocks=list(m.blocks), files=list(m.files), answer=True)
+                for m in render_answer(markdown)]
+
+    def with_feedback(self, replies: list[Reply], feedback: FeedbackRef) -> list[Reply]:
+        """👍/👎 under the last message of the answer, if it has room for one more block."""
+        answers = [i for i, r in enumerate(replies) if r.answer and r.blocks]
+        if not answers or len(replies[answers[-1]].blocks) >= MAX_BLOCKS_PER_MESSAGE:
+            return replies
+        last = replies[answers[-1]]
+        block = feedback_block(turn_ts=feedback.turn_ts, session_id=feedback.session_id,
+                               invocation_id=feedback.invocation_id,
+                               thread_key=feedback.thread_key)
+        rated = list(replies)
+        rated[answers[-1]] = replace(last, blocks=[*last.blocks, block])
+        return rated
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        """Slack overloaded or down (5xx, `ratelimited` …), or the network."""
+        return is_transient(exc)
 
     async def send(self, turn: Turn, part: int, reply: Reply) -> None:
         """Post part `part` of the turn's replies (or make the live message its final form),

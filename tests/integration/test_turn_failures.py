@@ -15,13 +15,15 @@ import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.slack_response import SlackResponse
 
-import bot.conversation as conversation_module
+import bot.delivery as delivery_module
 from bot.access import AccessPolicy
 from bot.adk.auth import GoogleIdTokenAuth
 from bot.adk.client import AdkClient, AdkServerError
 from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
-from bot.conversation import Conversation, ConversationConfig, HistoryMessage, Reply
+from bot.conversation import Conversation, ConversationConfig
 from bot.runtime import Parts
+from bot.slack.replies import SlackThreadIO
+from bot.thread_io import HistoryMessage, Reply
 from bot.turns import Turn
 from tests.integration.test_prepared_sessions import build, console_for, mention_answered
 from tests.settings import adk_client, default_settings, default_store
@@ -129,7 +131,7 @@ async def test_the_bot_s_earlier_replies_are_seeded_as_the_root_agent_s(adk_serv
     turn = Turn(team="T1", channel="C1", thread_ts="1.0", ts="3.0", user="U2", text="and?",
                 kind="mention", event_id="Ev3")
     try:
-        events = await conversation._seed_events(turn)
+        events = await conversation.sessions.seed_events(turn)
         assert [(e["author"], e["content"]["role"]) for e in events] == [
             ("user", "user"), ("finops_analyst", "model")]
         assert events[0]["content"]["parts"][0]["text"] == "Alice: what did we spend?"
@@ -137,7 +139,16 @@ async def test_the_bot_s_earlier_replies_are_seeded_as_the_root_agent_s(adk_serv
         await adk.aclose()
 
 
-class FlakySlack(ConsoleIO):
+class SlackAnswers:
+    """For a console in Slack's place: answers rendered as the Slack ThreadIO renders them
+    (Block Kit; a table too big for a block also as a CSV file), and Slack's failures judged
+    as it judges them."""
+
+    answer_replies = staticmethod(SlackThreadIO.answer_replies)
+    is_transient = staticmethod(SlackThreadIO.is_transient)
+
+
+class FlakySlack(SlackAnswers, ConsoleIO):
     """The console in Slack's place, failing the first `failures` posts as Slack does when
     it is down (HTTP 500, after the Web API client's own retries)."""
 
@@ -163,8 +174,8 @@ async def test_an_answer_slack_failed_to_take_is_posted_once_slack_is_back(
     adk_server, monkeypatch: pytest.MonkeyPatch, failures: int, error: str, status: int,
     answered: bool,
 ) -> None:
-    monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
-    monkeypatch.setattr(conversation_module, "MAX_DELIVERY_DEFERRALS", 2)
+    monkeypatch.setattr(delivery_module, "DELIVERY_BACKOFF", 0.01)
+    monkeypatch.setattr(delivery_module, "MAX_DELIVERY_DEFERRALS", 2)
     slack = console_for(FlakySlack, failures=failures, error=error, status=status)
     ts = f"1700001{failures:03d}.000100"
     key = f"{TEAM}:CCONSOLE:{ts}"
@@ -185,7 +196,7 @@ async def test_an_answer_slack_failed_to_take_is_posted_once_slack_is_back(
             await eventually(queue_empty, timeout=5, what="the turn is still queued")
 
 
-class FlakyUploads(ConsoleIO):
+class FlakyUploads(SlackAnswers, ConsoleIO):
     """The console in Slack's place, whose first file upload fails (a 5xx from
     files.completeUploadExternal, say) after the message itself was posted."""
 
@@ -207,7 +218,7 @@ class FlakyUploads(ConsoleIO):
 async def test_a_failed_upload_is_retried_without_posting_its_message_again(
     adk_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
+    monkeypatch.setattr(delivery_module, "DELIVERY_BACKOFF", 0.01)
     slack = console_for(FlakyUploads)
     ts = "1700002000.000100"
     async with running(adk_client(adk_server.base_url, "test_agent"), slack) as (parts, out):
@@ -238,8 +249,8 @@ class FlakyResume(FlakySlack):
 async def test_a_put_off_delivery_survives_slack_failing_again_on_resume(
     adk_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
-    monkeypatch.setattr(conversation_module, "MAX_DELIVERY_DEFERRALS", 3)
+    monkeypatch.setattr(delivery_module, "DELIVERY_BACKOFF", 0.01)
+    monkeypatch.setattr(delivery_module, "MAX_DELIVERY_DEFERRALS", 3)
     slack = console_for(FlakyResume, failures=4, read_failures=4)
     async with running(adk_client(adk_server.base_url, "test_agent"), slack,
                        reclaim_idle_seconds=1.5, lock_ttl_seconds=1) as (parts, out):
@@ -251,10 +262,10 @@ async def test_a_put_off_delivery_survives_slack_failing_again_on_resume(
 class RunFailsOnReplies(AdkClient):
     """ADK failing the run that carries the replies to its requests (a 500, say)."""
 
-    async def run_sse(self, *args: Any, replies: Any = (), **kwargs: Any):  # type: ignore[override]
-        if replies:
+    async def run_sse(self, *args: Any, function_responses: Any = (), **kwargs: Any):  # type: ignore[override]
+        if function_responses:
             raise AdkServerError(500, "Internal Server Error")
-        async for event in super().run_sse(*args, replies=replies, **kwargs):
+        async for event in super().run_sse(*args, function_responses=function_responses, **kwargs):
             yield event
 
 
@@ -300,7 +311,7 @@ async def test_a_worker_that_lost_the_thread_during_the_run_posts_nothing(
         assert await parts.store.queue_length(key) == 1
 
 
-class RefusesTableCsv(ConsoleIO):
+class RefusesTableCsv(SlackAnswers, ConsoleIO):
     """The console in Slack's place, refusing for good the upload of a table's CSV."""
 
     async def send(self, turn: Turn, part: int, reply: Reply) -> None:
@@ -312,7 +323,7 @@ class RefusesTableCsv(ConsoleIO):
 async def test_a_refused_upload_costs_only_its_files(
     adk_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(conversation_module, "DELIVERY_BACKOFF", 0.01)
+    monkeypatch.setattr(delivery_module, "DELIVERY_BACKOFF", 0.01)
     async with running(adk_client(adk_server.base_url, "test_agent"),
                        console_for(RefusesTableCsv)) as (parts, out):
         assert await mention_answered(parts, "report bigtable=150 artifact",

@@ -130,16 +130,16 @@ def test_a_paused_run_s_requests_for_a_human_are_found_and_answered() -> None:
     [request] = r.requests
     assert (request.call_id, request.tool, request.prompt) == ("c1", "delete_budget",
                                                                "Delete the Q3 budget?")
-    assert request.reply_part("Yes!")["functionResponse"] == {
+    assert request.function_response("Yes!")["functionResponse"] == {
         "id": "c1", "name": "adk_request_confirmation", "response": {"confirmed": True}}
-    assert request.reply_part("no, wait")["functionResponse"]["response"] == {
+    assert request.function_response("no, wait")["functionResponse"]["response"] == {
         "confirmed": False}
     [back] = decode_requests(encode_requests(r.requests))
     assert back == request
     ask = {"author": "agent", "id": "q", "longRunningToolIds": ["i1"], "content": {
         "parts": [{"functionCall": {"id": "i1", "name": "adk_request_input",
                                     "args": {"message": "Which project?"}}}]}}
-    assert human_requests(ask)[0].reply_part("billing-prod")["functionResponse"][
+    assert human_requests(ask)[0].function_response("billing-prod")["functionResponse"][
         "response"] == {"result": "billing-prod"}
     # An ordinary tool call, or a long-running tool of the agent's own, is no request.
     plain = {"author": "agent", "content": {"parts": [{"functionCall": {

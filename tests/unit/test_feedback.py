@@ -21,12 +21,10 @@ from bot.slack.feedback import (
     SAVE_FAILED,
     THANKS_DOWN,
     THANKS_UP,
-    Vote,
-    feedback_block,
     handle_feedback,
-    parse_feedback_action,
     register_feedback,
 )
+from bot.slack.feedback_block import Vote, feedback_block, parse_feedback_action
 from bot.store.feedback import FeedbackStore
 from bot.store.keys import Keys
 from tests.fakes.fake_slack import FakeSlack

@@ -21,18 +21,17 @@ from bot.config import Settings
 from bot.files import (
     MB,
     MEMORY_PER_FILE_BYTE,
-    Attachment,
-    FileParts,
     fetch_artifacts,
     file_mimetype,
     human_size,
     message_parts_for_files,
-    notes_text,
     parse_mimetypes,
     upload_attachments,
     upload_filename,
 )
 from bot.memory_budget import MemoryBudget
+from bot.thread_io import Attachment, FileParts
+from bot.turn_replies import notes_text
 from tests.adk_agents.test_agent.agent import (
     ARTIFACT_CSV,
     CHART_PNG,

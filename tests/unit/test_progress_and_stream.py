@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.conversation import control_command
 from bot.progress import handoff_status, tool_status
 from bot.slack.stream import displayable, stable_prefix
+from bot.thread_io import control_command
 
 
 @pytest.mark.parametrize(("name", "status"), [

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import RawTextObject, TableBlock, TableBlockColumnSettings
 
+from bot.message_text import mentioned_user_ids, readable_input
 from bot.slack import render as render_module
 from bot.slack.render import (
     MAX_BLOCKS_PER_MESSAGE,
@@ -22,17 +23,13 @@ from bot.slack.render import (
     MAX_TABLE_CHARS,
     MAX_TABLE_ROWS,
     MAX_TEXT_CHARS,
-    Attachment,
     SlackMessage,
-    code_name,
     markdown_to_mrkdwn,
-    mentioned_user_ids,
-    plain_text,
-    readable_input,
     render_answer,
     split_markdown,
     table_to_code_block,
 )
+from bot.thread_io import Attachment, code_name, plain_text
 from tests.fakes.fake_slack import FakeSlack, SlackApiFail
 
 # ---------------------------------------------------------------------------------------------

@@ -15,10 +15,8 @@ import fakeredis
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.conversation import Reply
 from bot.metrics import Metrics
-from bot.slack.feedback import feedback_block
-from bot.slack.render import Attachment, render_answer
+from bot.slack.feedback_block import feedback_block
 from bot.slack.replies import SlackThreadIO
 from bot.slack.routing import BotIdentity
 from bot.slack.stream import (
@@ -29,6 +27,7 @@ from bot.slack.stream import (
     stream_chunks,
 )
 from bot.store.redis_store import Store
+from bot.thread_io import Attachment, Reply
 from bot.turns import Turn
 from tests.fakes.fake_slack import MAX_MARKDOWN, FakeSlack, message_text
 from tests.settings import default_settings, default_store
@@ -79,7 +78,7 @@ async def live_message(client: AsyncWebClient, turn: Turn, text: str = "half an 
 
 
 def answer(markdown: str, *, update_ts: str, feedback: bool = False) -> Reply:
-    [part] = Reply.answer_parts(render_answer(markdown))
+    [part] = SlackThreadIO.answer_replies(markdown)
     if feedback:
         part = replace(part, blocks=[*part.blocks, feedback_block(turn_ts="1.1", session_id="s",
                                                                   invocation_id="e-1")])
