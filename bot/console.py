@@ -13,11 +13,10 @@ from typing import Any, TextIO
 from bot.adk.client import AdkClient
 from bot.config import Settings
 from bot.runtime import NOTES_DRAIN_SECONDS, assemble, build_adk, check_adk_app, connect_redis
-from bot.slack.routing import BotIdentity
 from bot.store.redis_store import Store
 from bot.terminal_text import terminal_text
 from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
-from bot.turns import Turn
+from bot.turns import BotIdentity, Turn
 
 TEAM, CHANNEL, USER, BOT_USER = "TCONSOLE", "CCONSOLE", "UCONSOLE", "UCONSOLEBOT"
 

@@ -19,8 +19,8 @@ from bot.adk.client import AdkAuthError, AdkClient, AdkConfigError, AdkError, Ad
 from bot.adk.events import CREDENTIAL, HumanRequest, decode_requests, encode_requests
 from bot.agent_run import AgentRun, AgentRunner, Progress, keep_working, show_status
 from bot.approvals import Approvers, answerable
+from bot.artifacts import fetch_artifacts
 from bot.delivery import Delivery
-from bot.files import fetch_artifacts
 from bot.message_text import readable_input
 from bot.metrics import Metrics
 from bot.stops import Stops

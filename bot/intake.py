@@ -8,13 +8,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.access import AccessPolicy, Allow, Deny, decide
+from bot.control_access import ControlAccess, UserGroupLookup
 from bot.limits import busy_text
 from bot.message_text import readable_input
 from bot.metrics import Metrics
-from bot.slack.controls import ControlAccess, UserGroupLookup
 from bot.slack.routing import (
     EDIT_ANSWER_WINDOW_SECONDS,
-    BotIdentity,
     Ignore,
     retry_number,
     route_event,
@@ -23,7 +22,7 @@ from bot.stops import Stops
 from bot.store.redis_store import IntakeResult, Store
 from bot.thread_io import control_command
 from bot.ttl_cache import TtlCache
-from bot.turns import Turn
+from bot.turns import BotIdentity, Turn
 
 log = logging.getLogger("bot.intake")
 

@@ -36,7 +36,6 @@ from bot.slack.assistant import register_assistant
 from bot.slack.controls import register_reset_command
 from bot.slack.feedback import register_feedback
 from bot.slack.replies import SlackThreadIO
-from bot.slack.routing import BotIdentity
 from bot.slack.usergroups import UserGroupResolver
 from bot.stops import Stops
 from bot.store.feedback import FeedbackStore
@@ -44,7 +43,7 @@ from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, TurnContext
 from bot.thread_io import ThreadIO
 from bot.turn_replies import crash_text, new_ref
-from bot.turns import Turn
+from bot.turns import BotIdentity, Turn
 from bot.worker import GiveUp, GiveUpHandler, TurnHandler, Worker, WorkerConfig
 
 log = logging.getLogger("bot.runtime")

@@ -13,6 +13,16 @@ DM_THREAD = "dm"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
+@dataclass(frozen=True)
+class BotIdentity:
+    """Who the bot is in its workspace: its user id (the one mentions name), its bot id
+    (on the messages it posts) and its team."""
+
+    user_id: str
+    bot_id: str = ""
+    team_id: str = ""
+
+
 class RetryLater(Exception):
     """The turn cannot finish now for a reason that passes (Slack failing): it stays
     queued, and a worker takes it up again after RECLAIM_IDLE_SECONDS."""

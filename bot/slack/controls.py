@@ -1,5 +1,5 @@
-"""Controls: who may use them, the private note to someone they refuse, and the /adk-reset
-slash command.
+"""Controls in Slack: the private note to someone a control refuses, and the /adk-reset
+slash command (who may use a control: `bot/control_access.py`).
 
 Stop (a "stop" message, a Stop button, Slack's own stop on a streamed answer), reset (a
 "reset" message, /adk-reset) and the feedback buttons obey the access policy of questions
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -20,7 +19,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.access import AccessPolicy, Allow, Decision, decide_control, needs_user_groups
+from bot.access import Allow
+from bot.control_access import ControlAccess
 from bot.slack.render import markdown_to_mrkdwn
 from bot.store.redis_store import Store
 from bot.turns import thread_key
@@ -35,36 +35,6 @@ THREAD_HINT = (
 # A button click or a stop event is acked only after its listener: the note must not hold it
 # past Slack's 3-second budget.
 NOTE_TIMEOUT_SECONDS = 2.0
-
-UserGroupLookup = Callable[[str], Awaitable[frozenset[str]]]
-
-
-class ControlAccess:
-    """The access policy applied to one use of a control. The user's groups are looked up
-    (through the cached `user_groups`, e.g. `UserGroupResolver.groups_of`) only when the
-    policy names groups."""
-
-    def __init__(self, policy: AccessPolicy, user_groups: UserGroupLookup | None = None) -> None:
-        self.policy = policy
-        self._user_groups = user_groups
-
-    @property
-    def denied_message(self) -> str:
-        return self.policy.denied_message
-
-    async def decide(self, *, control: str, channel: str, user: str, addressed: bool = True,
-                     log_extra: Mapping[str, str] | None = None) -> Decision:
-        """`control` names the control in the log line of a refusal (with `log_extra`)."""
-        groups = (await self._user_groups(user)
-                  if self._user_groups is not None and needs_user_groups(self.policy)
-                  else frozenset[str]())
-        decision = decide_control(self.policy, channel=channel, user=user, user_groups=groups,
-                                  addressed=addressed)
-        if not isinstance(decision, Allow):
-            log.info("%s refused: %s", control, decision.reason,
-                     extra={**(log_extra or {}), "outcome": "denied"})
-        return decision
-
 
 async def tell_refused(client: AsyncWebClient, *, channel: str, user: str,
                        thread_ts: str | None, text: str) -> None:

@@ -5,7 +5,7 @@ A click arrives as a `block_actions` interaction. It is parsed (`parse_feedback_
 stored in Redis under the thread (`FeedbackStore`, one vote per user per answer: voting again
 replaces the earlier vote), counted in `slackbot_feedback_total{rating}`, and acknowledged to
 the voter alone with an ephemeral message in the thread. A voter the access policy refuses
-(`bot.slack.controls.ControlAccess`) gets its denied message instead, and nothing is stored.
+(`bot.control_access.ControlAccess`) gets its denied message instead, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import Allow
+from bot.control_access import ControlAccess
 from bot.metrics import Metrics
-from bot.slack.controls import ControlAccess, tell_refused
+from bot.slack.controls import tell_refused
 from bot.slack.feedback_block import ACTION_ID_PATTERN, Vote, parse_feedback_action
 from bot.store.feedback import FeedbackStore
 

@@ -11,29 +11,24 @@ from typing import TYPE_CHECKING, Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.files import (
-    message_parts_for_files,
-    parse_mimetypes,
-    upload_attachments,
-)
 from bot.memory_budget import MemoryBudget
 from bot.metrics import Metrics
 from bot.progress import WORKING
 from bot.slack.errors import is_transient, slack_error
 from bot.slack.feedback_block import feedback_block
+from bot.slack.files import message_parts_for_files, parse_mimetypes, upload_attachments
 from bot.slack.render import (
     MAX_BLOCKS_PER_MESSAGE,
     markdown_to_mrkdwn,
     render_answer,
     split_markdown,
 )
-from bot.slack.routing import BotIdentity
 from bot.slack.stream import SlackLiveAnswer, StreamBudget, StreamingMode
 from bot.slack.usergroups import UserGroupResolver
 from bot.store.redis_store import Store
 from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
 from bot.ttl_cache import TtlCache
-from bot.turns import Turn
+from bot.turns import BotIdentity, Turn
 
 if TYPE_CHECKING:
     from bot.config import Settings

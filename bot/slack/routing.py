@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.turns import Turn, TurnKind
+from bot.turns import BotIdentity, Turn, TurnKind
 
 # Message subtypes that are a person saying something; every other subtype is ignored.
 USER_MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
@@ -21,13 +21,6 @@ USER_MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 # longer than DEDUPE_TTL_SECONDS: the intake passes the smaller of the two).
 EDIT_ANSWER_WINDOW_SECONDS = 3600.0
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-@dataclass(frozen=True)
-class BotIdentity:
-    user_id: str
-    bot_id: str = ""
-    team_id: str = ""
 
 
 @dataclass(frozen=True)

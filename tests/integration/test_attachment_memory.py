@@ -4,7 +4,7 @@ long, and every turn is answered. A real bot process, files served by the fake S
 
 from __future__ import annotations
 
-from bot.files import MEMORY_PER_FILE_BYTE
+from bot.memory_budget import MEMORY_PER_FILE_BYTE
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack

@@ -1,4 +1,5 @@
-"""bot/files.py against a real `adk api_server` (test agent) and the fake Slack Web API:
+"""bot/artifacts.py and bot/slack/files.py against a real `adk api_server` (test agent)
+and the fake Slack Web API:
 artifacts fetched from a real turn and uploaded into Slack, and ADK taking a message with
 file parts. What needs no ADK (file parts, downloads, sizes, memory) is in
 tests/unit/test_files.py."""
@@ -12,13 +13,10 @@ import pytest
 
 from bot.adk.client import AdkClient
 from bot.adk.events import TurnResult
-from bot.files import (
-    MB,
-    Attachment,
-    fetch_artifacts,
-    message_parts_for_files,
-    upload_attachments,
-)
+from bot.artifacts import fetch_artifacts
+from bot.file_types import MB
+from bot.slack.files import message_parts_for_files, upload_attachments
+from bot.thread_io import Attachment
 from tests.adk_agents.test_agent.agent import (
     ARTIFACT_CSV,
     ARTIFACT_NAME,

@@ -19,8 +19,7 @@ from bot.adk.client import AdkClient, AdkError, AdkTimeout, AdkUnavailable
 from bot.config import Settings
 from bot.console import BOT_USER, TEAM, ConsoleIO, console_event, wait_answered
 from bot.runtime import Parts, assemble
-from bot.slack.routing import BotIdentity
-from bot.turns import adk_user_id_for, session_id_for
+from bot.turns import BotIdentity, adk_user_id_for, session_id_for
 from tests.settings import access_policy, adk_client
 from tests.waiting import eventually
 

@@ -30,10 +30,9 @@ from bot.approvals import (
 from bot.config import Settings
 from bot.intake import Intake
 from bot.metrics import Metrics
-from bot.slack.routing import BotIdentity
 from bot.stops import Stops
 from bot.store.redis_store import Store
-from bot.turns import Turn
+from bot.turns import BotIdentity, Turn
 from tests.fakes import slack_events as ev
 from tests.settings import default_settings, default_store
 

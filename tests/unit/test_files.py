@@ -1,4 +1,5 @@
-"""bot/files.py against the fake Slack Web API and a loopback stand-in for ADK's artifact
+"""bot/artifacts.py and bot/slack/files.py against the fake Slack Web API and a loopback
+stand-in for ADK's artifact
 endpoints. Artifacts from a real turn of a real `adk api_server` are in
 tests/integration/test_files.py."""
 
@@ -17,19 +18,17 @@ from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adk.client import AdkClient
+from bot.artifacts import fetch_artifacts
 from bot.config import Settings
-from bot.files import (
-    MB,
-    MEMORY_PER_FILE_BYTE,
-    fetch_artifacts,
+from bot.file_types import MB, human_size
+from bot.memory_budget import MEMORY_PER_FILE_BYTE, MemoryBudget
+from bot.slack.files import (
     file_mimetype,
-    human_size,
     message_parts_for_files,
     parse_mimetypes,
     upload_attachments,
     upload_filename,
 )
-from bot.memory_budget import MemoryBudget
 from bot.thread_io import Attachment, FileParts
 from bot.turn_replies import notes_text
 from tests.adk_agents.test_agent.agent import (

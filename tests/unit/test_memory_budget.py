@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from bot.config import Settings, describe_validation_error
-from bot.files import MB, MEMORY_PER_FILE_BYTE
-from bot.memory_budget import MemoryBudget, Reservation
+from bot.file_types import MB
+from bot.memory_budget import MEMORY_PER_FILE_BYTE, MemoryBudget, Reservation
 
 LONG = 30.0  # a wait that never runs out in these tests
 

@@ -24,9 +24,8 @@ from bot.metrics import Metrics
 from bot.runtime import build_bot
 from bot.slack.outbound import neutralise, safe_cut, scrub, scrub_call
 from bot.slack.render import render_answer
-from bot.slack.routing import BotIdentity
 from bot.slack.stream import SlackLiveAnswer, StreamBudget, stream_chunks
-from bot.turns import Turn
+from bot.turns import BotIdentity, Turn
 from tests.fakes.adk_server import free_port
 from tests.fakes.broadcasts import broadcasts_in, broadcasts_in_calls
 from tests.fakes.fake_slack import FakeSlack

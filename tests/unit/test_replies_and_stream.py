@@ -18,7 +18,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.metrics import Metrics
 from bot.slack.feedback_block import feedback_block
 from bot.slack.replies import SlackThreadIO
-from bot.slack.routing import BotIdentity
 from bot.slack.stream import (
     STREAM_CHUNK_CHARS,
     SlackLiveAnswer,
@@ -28,7 +27,7 @@ from bot.slack.stream import (
 )
 from bot.store.redis_store import Store
 from bot.thread_io import Attachment, Reply
-from bot.turns import Turn
+from bot.turns import BotIdentity, Turn
 from tests.fakes.fake_slack import MAX_MARKDOWN, FakeSlack, message_text
 from tests.settings import default_settings, default_store
 

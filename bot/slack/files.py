@@ -1,8 +1,7 @@
-"""Files between Slack and the agent, both ways.
+"""Files between Slack and the agent, on the Slack side.
 
-- **Agent → Slack.** ADK artifacts a turn created (``TurnResult.artifacts``, from
-  ``artifactDelta``) are fetched from ADK (:func:`fetch_artifacts`) and uploaded into the
-  thread with ``files_upload_v2`` (:func:`upload_attachments`).
+- **Agent → Slack.** The turn's attachments (agent artifacts, CSVs of big tables) are
+  uploaded into the thread with ``files_upload_v2`` (:func:`upload_attachments`).
 - **Slack → agent.** Files a user attached to a message are downloaded from Slack with the bot
   token and become ``inlineData`` parts of the ADK message (:func:`message_parts_for_files`).
   The memory they take is reserved first in the process's budget
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import logging
 import mimetypes
 from collections.abc import Mapping, Sequence
@@ -28,28 +26,20 @@ from urllib.parse import urlsplit
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adk.client import AdkClient, is_safe_artifact_name
+from bot.file_types import (
+    KB,
+    UNTYPED,
+    base64_size,
+    canonical_mimetype,
+    guess_mimetype,
+    human_size,
+)
 from bot.memory_budget import MEMORY_PER_FILE_BYTE, MemoryBudget, Reservation
 from bot.thread_io import Attachment, FileParts, code_name
 
 log = logging.getLogger("bot.files")
 
-KB = 1024
-MB = 1024 * 1024
-
-# Slack labels the same file type in several ways; these map to one canonical mimetype.
-_MIMETYPE_ALIASES = MappingProxyType({
-    "image/jpg": "image/jpeg",
-    "image/pjpeg": "image/jpeg",
-    "application/x-pdf": "application/pdf",
-    "text/json": "application/json",
-    "application/csv": "text/csv",
-    "application/x-csv": "text/csv",
-    "text/x-csv": "text/csv",
-    "text/comma-separated-values": "text/csv",
-})
 _EXCEL_FILETYPES = frozenset({"xls", "xlsx", "xlsm"})
-_UNTYPED = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 # Extensions Slack needs to show an uploaded image inline (first one is used when missing).
 _EXTENSIONS = MappingProxyType({
     "image/png": (".png",),
@@ -70,132 +60,12 @@ BUSY_NOTE = ("was not passed on: too many files are being processed right now; "
              "send it again in a moment")
 
 
-def human_size(n: int) -> str:
-    """``12.3 MB``, ``5 MB``, ``812 KB``, ``300 bytes`` (binary units)."""
-    if n >= MB:
-        return f"{n / MB:.1f}".removesuffix(".0") + " MB"
-    if n >= KB:
-        return f"{n / KB:.1f}".removesuffix(".0") + " KB"
-    return f"{n} bytes"
 
 
 def parse_mimetypes(value: str) -> frozenset[str]:
     """The ``ATTACHMENT_MIMETYPES`` setting (comma-separated) as a set of canonical types."""
     types = (t.split(";")[0].strip().lower() for t in value.split(","))
-    return frozenset(_MIMETYPE_ALIASES.get(t, t) for t in types if t)
-
-
-# ---- agent → Slack: artifacts -----------------------------------------------------------
-
-
-def _display_name(artifact_name: str) -> str:
-    """What a user sees: user-scoped ``user:`` prefix and folders dropped."""
-    name = artifact_name.removeprefix("user:")
-    return PurePosixPath(name).name or name.strip("/") or "artifact"
-
-
-def _b64_size(data: str) -> int:
-    """Decoded size of base64 text (standard or URL-safe, padded or not) without decoding."""
-    n = len(data.rstrip("="))
-    return n * 3 // 4
-
-
-def decode_base64(data: str) -> bytes:
-    """Decodes standard or URL-safe base64, with or without padding; ValueError if invalid."""
-    text = "".join(data.split()).replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
-    try:
-        return base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
-        raise ValueError(f"invalid base64: {exc}") from exc
-
-
-def _guess_mimetype(name: str, default: str = "application/octet-stream") -> str:
-    guessed, _ = mimetypes.guess_type(name, strict=False)
-    return _MIMETYPE_ALIASES.get(guessed or "", guessed or default)
-
-
-def _artifact_attachment(
-    name: str, part: Mapping[str, Any], max_bytes: int
-) -> tuple[Attachment | None, str]:
-    """One artifact Part as an Attachment, or None and the note saying why not."""
-    shown = _display_name(name)
-    quoted = code_name(shown)
-    inline = part.get("inlineData", part.get("inline_data"))
-    if isinstance(inline, Mapping):
-        data = inline.get("data")
-        if not isinstance(data, str):
-            return None, f"{quoted} has no content, so it was not uploaded"
-        size = _b64_size("".join(data.split()))
-        if size > max_bytes:
-            return None, (
-                f"{quoted} was too large to upload ({human_size(size)} > {human_size(max_bytes)})"
-            )
-        try:
-            content = decode_base64(data)
-        except ValueError:
-            return None, f"{quoted} could not be read, so it was not uploaded"
-        mimetype = str(inline.get("mimeType") or inline.get("mime_type") or "").lower()
-        if mimetype in _UNTYPED:
-            mimetype = _guess_mimetype(shown)
-    elif isinstance(part.get("text"), str):
-        content = part["text"].encode("utf-8")
-        guessed = _guess_mimetype(shown, "text/plain")
-        mimetype = guessed if guessed.startswith("text/") else "text/plain"
-        if len(content) > max_bytes:
-            return None, (
-                f"{quoted} was too large to upload "
-                f"({human_size(len(content))} > {human_size(max_bytes)})"
-            )
-    elif isinstance(part.get("fileData", part.get("file_data")), Mapping):
-        return None, f"{quoted} is stored outside the agent (a file link), so it was not uploaded"
-    else:
-        return None, f"{quoted} has no content, so it was not uploaded"
-    if not content:
-        return None, f"{quoted} is empty, so it was not uploaded"
-    return Attachment(filename=shown, content=content, title=shown, mimetype=mimetype), ""
-
-
-async def _fetch_one(
-    adk: AdkClient, user_id: str, session_id: str, name: str, version: int, max_bytes: int
-) -> tuple[Attachment | None, str]:
-    if not is_safe_artifact_name(name):
-        # An absolute path, a `..` segment, a backslash, a control character or no name at
-        # all would point the ADK URL outside the session's artifacts: never requested.
-        log.warning("refused an artifact with an unsafe name", extra={"session": session_id})
-        return None, f"{code_name(name)} was not uploaded: its name is not a safe file name"
-    try:
-        part = await adk.get_artifact(user_id, session_id, name, version)
-    except Exception as exc:  # one bad artifact must not cost the turn its answer
-        log.warning(
-            "could not fetch artifact %r version %s: %s",
-            name, version, exc, extra={"session": session_id},
-        )
-        return None, f"{code_name(_display_name(name))} could not be fetched from the agent"
-    return _artifact_attachment(name, part, max_bytes)
-
-
-async def fetch_artifacts(
-    adk: AdkClient,
-    user_id: str,
-    session_id: str,
-    artifacts: Mapping[str, int],
-    *,
-    max_bytes: int,
-) -> tuple[list[Attachment], list[str]]:
-    """Fetch the artifact versions of a turn (``{filename: version}``, e.g.
-    ``TurnResult.artifacts``) from ADK. Returns the attachments, in the order given, and notes
-    for the ones left out (too large, empty, a file link, or failed). Never raises for one
-    artifact."""
-    results = await asyncio.gather(
-        *(
-            _fetch_one(adk, user_id, session_id, name, version, max_bytes)
-            for name, version in artifacts.items()
-        )
-    )
-    attachments = [a for a, _ in results if a is not None]
-    notes = [note for a, note in results if a is None and note]
-    return attachments, notes
+    return frozenset(canonical_mimetype(t) for t in types if t)
 
 
 def upload_filename(attachment: Attachment) -> str:
@@ -238,9 +108,6 @@ async def upload_attachments(
     await client.files_upload_v2(file_uploads=uploads, channel=channel, thread_ts=thread_ts)
 
 
-# ---- Slack → agent: files users attach ----------------------------------------------------
-
-
 def file_mimetype(file: Mapping[str, Any]) -> str:
     """The canonical mimetype of a Slack file object. CSVs come as ``text/csv``, as
     ``application/vnd.ms-excel`` (Windows) or with only ``filetype: csv``: all give text/csv."""
@@ -248,13 +115,13 @@ def file_mimetype(file: Mapping[str, Any]) -> str:
     filetype = str(file.get("filetype") or "").strip().lower()
     name = str(file.get("name") or "")
     suffix = PurePosixPath(name.lower()).suffix.lstrip(".")
-    if filetype == "csv" or (suffix == "csv" and mimetype in _UNTYPED | {"text/plain"}):
+    if filetype == "csv" or (suffix == "csv" and mimetype in UNTYPED | {"text/plain"}):
         return "text/csv"
     if mimetype == "application/vnd.ms-excel":
         return "application/vnd.ms-excel" if {filetype, suffix} & _EXCEL_FILETYPES else "text/csv"
-    if mimetype in _UNTYPED:
-        return _guess_mimetype(name) if name else "application/octet-stream"
-    return _MIMETYPE_ALIASES.get(mimetype, mimetype)
+    if mimetype in UNTYPED:
+        return guess_mimetype(name) if name else "application/octet-stream"
+    return canonical_mimetype(mimetype)
 
 
 def _file_name(file: Mapping[str, Any]) -> str:
@@ -395,7 +262,7 @@ async def message_parts_for_files(
     a note. The caller gives it back with :meth:`FileParts.release`."""
     notes: list[str] = []
     wanted: list[tuple[Mapping[str, Any], str]] = []
-    allowed = frozenset(_MIMETYPE_ALIASES.get(t, t) for t in allowed_mimetypes)
+    allowed = frozenset(canonical_mimetype(t) for t in allowed_mimetypes)
     for file in files:
         name = code_name(_file_name(file))
         mimetype = file_mimetype(file)
@@ -433,7 +300,7 @@ async def message_parts_for_files(
         # Only what was read stays reserved (a failed or smaller download gives back the
         # rest at once).
         reservation.shrink(MEMORY_PER_FILE_BYTE * sum(
-            _b64_size(part["inlineData"]["data"]) for part, _ in results if part is not None))
+            base64_size(part["inlineData"]["data"]) for part, _ in results if part is not None))
     return FileParts(parts, notes, reservation)
 
 
