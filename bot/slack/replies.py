@@ -24,14 +24,14 @@ from bot.progress import WORKING
 from bot.slack.errors import slack_error
 from bot.slack.render import markdown_to_mrkdwn, split_markdown
 from bot.slack.routing import BotIdentity
-from bot.slack.stream import SlackLiveAnswer, StreamBudget, StreamingMode
+from bot.slack.stream import SlackLiveAnswer, StreamBudget
 from bot.slack.usergroups import UserGroupResolver
 from bot.store.redis_store import Store
 from bot.ttl_cache import TtlCache
 from bot.turns import Turn
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.config import Settings, StreamingMode
 
 log = logging.getLogger("bot.slack")
 
