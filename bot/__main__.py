@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import sys
 
 from pydantic import ValidationError
@@ -13,6 +14,8 @@ from bot.cli.sessions import add_sessions_parser, run_sessions
 from bot.config import Settings, describe_validation_error
 from bot.logs import setup_logging
 from bot.runtime import StartupError
+
+log = logging.getLogger("bot.config")
 
 
 def load_settings() -> Settings | None:
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         settings.log_level if args.command == "serve" else "WARNING",
         json_lines=args.command == "serve",
     )
+    for line in settings.deprecation_warnings():
+        log.warning(line)
     try:
         if args.command == "serve":
             return asyncio.run(_serve(settings))

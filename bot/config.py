@@ -8,10 +8,31 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, JsonValue, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    Field,
+    JsonValue,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from bot.followup import FOLLOWUP_POLICY_NAMES, FollowupPolicy
 from bot.memory_budget import MEMORY_PER_FILE_BYTE
@@ -21,6 +42,9 @@ APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 DEFAULT_DENIED_MESSAGE = (
     "Sorry, you don't have access to this agent here. Ask an admin if you think you should."
 )
+
+# How a live answer is shown in Slack (STREAMING); the Slack thread io takes it from here.
+StreamingMode = Literal["auto", "native", "placeholder", "off"]
 
 
 def json_list_or_split(value: str, separator: str) -> Any:
@@ -65,12 +89,58 @@ def group(name: str) -> dict[str, JsonValue]:
     return {"group": name}
 
 
+def _seconds(value: Any) -> Any:
+    """ADK_RUN_TIMEOUT's value, as TURN_TIMEOUT_SECONDS takes it (> 0)."""
+    return TypeAdapter(Annotated[float, Field(gt=0)]).validate_python(value)
+
+
+def _streaming(value: Any) -> Any:
+    """ADK_STREAMING's value as STREAMING's: `false` is `off`, `true` changes nothing."""
+    return None if TypeAdapter(bool).validate_python(value) else "off"
+
+
+@dataclass(frozen=True)
+class DeprecatedName:
+    """A name read for one release beside the setting that replaces it."""
+
+    replacement: str  # the field that replaces it
+    convert: Callable[[Any], Any]  # its value as the replacement's value; None: no change
+
+
+# Deprecated names by field name. `Settings` reads them from the environment, the `.env`
+# file and keyword arguments; a value set under the replacement's own name wins. The ones in
+# use are in `Settings.deprecation_warnings()`, which `python -m bot` logs at start.
+DEPRECATED_NAMES: Mapping[str, DeprecatedName] = MappingProxyType({
+    "adk_run_timeout": DeprecatedName("turn_timeout_seconds", _seconds),
+    "adk_streaming": DeprecatedName("streaming", _streaming),
+})
+
+
+class DeprecatedNamesFromEnvironment(PydanticBaseSettingsSource):
+    """The deprecated names set in the environment. The environment source reads only the
+    names of fields; the `.env` source and keyword arguments pass every name on."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environment: Mapping[str, str | None]):
+        super().__init__(settings_cls)
+        self.environment = environment
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # no field of its own: __call__ reads the names
+
+    def __call__(self) -> dict[str, Any]:
+        return {name: self.environment[name] for name in DEPRECATED_NAMES
+                if self.environment.get(name) is not None}
+
+
 class Settings(BaseSettings):
     """Every setting of the bot. Names are the environment variables (case-insensitive)."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
+
+    # The deprecated names that were set, each with whether its replacement was set too.
+    _deprecated_in_use: tuple[tuple[str, bool], ...] = PrivateAttr(default=())
 
     slack_bot_token: SecretStr | None = Field(
         default=None,
@@ -137,15 +207,6 @@ class Settings(BaseSettings):
         ),
         json_schema_extra=group("ADK"),
     )
-    adk_run_timeout: float = Field(
-        default=900.0,
-        gt=0,
-        description=(
-            "Read timeout of one turn's `/run_sse` call, in seconds (> 0). If ADK sends nothing "
-            "for this long, the turn is abandoned and the user is told."
-        ),
-        json_schema_extra=group("ADK"),
-    )
     adk_user_scope: Literal["channel", "workspace", "thread"] = Field(
         default="channel",
         description=(
@@ -200,8 +261,11 @@ class Settings(BaseSettings):
         default=900.0,
         gt=0,
         description=(
-            "The ceiling of one whole turn, in seconds (> 0), however busy the agent is; past "
-            "it the user is told the turn was abandoned."
+            "The ceiling of one whole turn, in seconds (> 0), however busy the agent is, and "
+            "the read timeout of its `/run_sse` call: past the ceiling, or when ADK sends "
+            "nothing for this long, the turn is abandoned and the user is told. "
+            "`ADK_RUN_TIMEOUT` is a deprecated name of this setting, read for one release "
+            "with a warning at start; `TURN_TIMEOUT_SECONDS` wins when both are set."
         ),
         json_schema_extra=group("ADK"),
     )
@@ -393,20 +457,16 @@ class Settings(BaseSettings):
         ),
         json_schema_extra=group("Behaviour"),
     )
-    adk_streaming: bool = Field(
-        default=True,
-        description=(
-            "Ask ADK for partial text (`/run_sse` with `streaming: true`) so answers appear "
-            "while the agent writes them."
-        ),
-        json_schema_extra=group("Behaviour"),
-    )
-    streaming: Literal["auto", "native", "placeholder", "off"] = Field(
+    streaming: StreamingMode = Field(
         default="auto",
         description=(
             "How a live answer is shown: `auto` (Slack's native streaming, falling back to a "
             "placeholder), `native`, `placeholder` (a message updated about once a second), or "
-            "`off` (post only the finished answer)."
+            "`off` (post only the finished answer). Unless it is `off`, ADK is asked for "
+            "partial text (`/run_sse` with `streaming: true`) so answers appear while the "
+            "agent writes them. `ADK_STREAMING` is a deprecated setting read for one release "
+            "with a warning at start: `ADK_STREAMING=false` is `STREAMING=off`, "
+            "`ADK_STREAMING=true` changes nothing, and `STREAMING` wins when both are set."
         ),
         json_schema_extra=group("Behaviour"),
     )
@@ -693,6 +753,50 @@ class Settings(BaseSettings):
 
     # ---- validators, by group: each accepts what its field's description says ----
 
+    # Deprecated names (DEPRECATED_NAMES): read from the environment too, and each becomes
+    # its replacement's value unless the replacement is set too.
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources in the usual order, the environment's deprecated names right
+        after the environment."""
+        environment = env_settings.env_vars if isinstance(env_settings, EnvSettingsSource) else {}
+        return (init_settings, env_settings,
+                DeprecatedNamesFromEnvironment(settings_cls, environment), dotenv_settings,
+                file_secret_settings)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _deprecated_names(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]
+                          ) -> Settings:
+        in_use: list[tuple[str, bool]] = []
+        if isinstance(data, dict):
+            data = dict(data)
+            for name, deprecated in DEPRECATED_NAMES.items():
+                if name not in data:
+                    continue
+                value = data.pop(name)
+                replaced = deprecated.replacement in data
+                in_use.append((name, replaced))
+                if replaced:
+                    continue
+                try:
+                    converted = deprecated.convert(value)
+                except ValidationError as exc:
+                    reason = exc.errors()[0]["msg"] if exc.errors() else "invalid"
+                    raise ValueError(f"{name.upper()}: {reason}") from None
+                if converted is not None:
+                    data[deprecated.replacement] = converted
+        settings = handler(data)
+        settings._deprecated_in_use = tuple(in_use)
+        return settings
+
     # Slack
     @field_validator("slack_bot_token", "slack_app_token")
     @classmethod
@@ -930,6 +1034,20 @@ class Settings(BaseSettings):
     @classmethod
     def _assistant_title(cls, value: Any) -> Any:
         return (value.strip() or None) if isinstance(value, str) else value
+
+    def deprecation_warnings(self) -> list[str]:
+        """A line for each deprecated name that is set, naming the setting that replaces it
+        and never a value (a value may be a secret)."""
+        lines: list[str] = []
+        for name, replaced in self._deprecated_in_use:
+            old, new = name.upper(), DEPRECATED_NAMES[name].replacement.upper()
+            if replaced:
+                lines.append(f"{old} is deprecated and ignored: {new}, which replaces it, is "
+                             f"set too; remove {old}")
+            else:
+                lines.append(f"{old} is deprecated and read for one release only: set {new} "
+                             "instead (docs/configuration.md)")
+        return lines
 
     @property
     def socket_mode(self) -> bool:

@@ -75,7 +75,7 @@ class ConversationConfig:
             log_text=settings.log_message_text,
             turn_timeout_seconds=settings.turn_timeout_seconds,
             status_refresh_seconds=settings.status_refresh_seconds,
-            streaming=settings.adk_streaming, tool_status=settings.tool_status_messages,
+            streaming=settings.streaming != "off", tool_status=settings.tool_status_messages,
             feedback=feedback,
             max_upload_bytes=settings.max_upload_bytes,
             approvers=Approvers.from_settings(settings),

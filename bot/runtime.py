@@ -85,7 +85,7 @@ def build_adk(settings: Settings) -> AdkClient:
                       audience=settings.adk_id_token_audience or settings.adk_base_url)
     return AdkClient(
         settings.adk_base_url, settings.adk_app_name, auth=auth,
-        connect_timeout=settings.adk_connect_timeout, run_timeout=settings.adk_run_timeout,
+        connect_timeout=settings.adk_connect_timeout, run_timeout=settings.turn_timeout_seconds,
     )
 
 

@@ -34,7 +34,7 @@ def adk_timeouts() -> dict[str, float]:
     """The `AdkClient` timeouts of the default settings, as its keyword arguments."""
     settings = default_settings()
     return {"connect_timeout": settings.adk_connect_timeout,
-            "run_timeout": settings.adk_run_timeout}
+            "run_timeout": settings.turn_timeout_seconds}
 
 
 def adk_client(base_url: str, app_name: str = "test_agent", *, cls: type[AdkClient] = AdkClient,

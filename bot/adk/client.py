@@ -20,7 +20,7 @@ from yarl import URL
 from bot.adk.auth import AdkAuth
 
 KEEPALIVE_EXPIRY_SECONDS = 2.0
-REQUEST_TIMEOUT_SECONDS = 30.0  # every call but /run_sse (its own ADK_RUN_TIMEOUT)
+REQUEST_TIMEOUT_SECONDS = 30.0  # every call but /run_sse (its own run_timeout)
 
 
 class AdkError(Exception):
@@ -369,8 +369,9 @@ class AdkClient:
         if custom_metadata:
             body["customMetadata"] = dict(custom_metadata)
         data = json.dumps(body).encode()
-        # A turn may think for minutes: the limit is on silence (no bytes for run_timeout),
-        # not on the whole turn (TURN_TIMEOUT_SECONDS is the ceiling of a turn).
+        # A turn may think for minutes: the limit here is on silence (no bytes for
+        # run_timeout, TURN_TIMEOUT_SECONDS), not on the whole turn, whose ceiling the
+        # conversation keeps.
         limit = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
                                       sock_read=self.run_timeout)
         try:

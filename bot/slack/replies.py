@@ -23,7 +23,7 @@ from bot.slack.render import (
     render_answer,
     split_markdown,
 )
-from bot.slack.stream import SlackLiveAnswer, StreamBudget, StreamingMode
+from bot.slack.stream import SlackLiveAnswer, StreamBudget
 from bot.slack.usergroups import UserGroupResolver
 from bot.store.redis_store import Store
 from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
@@ -31,7 +31,7 @@ from bot.ttl_cache import TtlCache
 from bot.turns import BotIdentity, Turn
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.config import Settings, StreamingMode
 
 log = logging.getLogger("bot.slack")
 

@@ -9,12 +9,13 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.config import StreamingMode
 from bot.metrics import Metrics
 from bot.slack.errors import retry_after, slack_error
 from bot.slack.outbound import safe_cut
@@ -24,7 +25,6 @@ from bot.turns import Turn
 
 log = logging.getLogger("bot.slack.stream")
 
-StreamingMode = Literal["auto", "native", "placeholder", "off"]
 PREVIEW_CHARS = 11_000
 STREAM_CHUNK_CHARS = 11_000  # per startStream/appendStream call (markdown_text: <= 12,000)
 _FENCES = ("```", "~~~")

@@ -100,7 +100,7 @@ async def test_unknown_agent_is_a_configuration_error(
 async def test_slow_agent_turn_is_abandoned_with_a_message(
     slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object
 ) -> None:
-    bot = BotProcess(slack, adk.base_url, prefix=prefix, adk_run_timeout="1")
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, turn_timeout_seconds="1")
     await bot.start()
     try:
         root = await say(slack, bot, user="U1", text="slow sleep=3", mention=True)

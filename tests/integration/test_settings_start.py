@@ -21,7 +21,7 @@ import fakeredis
 import httpx
 import pytest
 
-from bot.config import Settings
+from bot.config import DEPRECATED_NAMES, Settings
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_front import AdkFront, GoogleTokenEndpoint
 from tests.fakes.adk_server import AdkServer, free_port
@@ -89,12 +89,14 @@ def _runs(env: Env) -> list[dict[str, Any]]:
     return [s.body for s in env.front.runs()]
 
 
-def streaming_case(mode: str, adk_streaming: bool) -> Case:
+def check_streaming(mode: str) -> Callable[[Env, Running], Awaitable[None]]:
+    """The check of a start whose live answers are shown as STREAMING=`mode` says: ADK is
+    asked for partial text unless it is `off`."""
     async def check(env: Env, bot: Running) -> None:
         slack = env.slack
         root = await answered(slack, bot, text="stream chunks=3 gap=0.05")
         [run] = _runs(env)
-        assert run["streaming"] is adk_streaming
+        assert run["streaming"] is (mode != "off")
         starts = [c for c in slack.calls_to("chat.startStream") if c.ok]
         placeholders = [c for c in slack.calls_to("chat.postMessage")
                         if c.params.get("thread_ts") == root
@@ -107,8 +109,11 @@ def streaming_case(mode: str, adk_streaming: bool) -> Case:
         else:
             assert not starts and not placeholders
             assert not [c for c in slack.calls_to("chat.update") if c.ok]
-    return Case(f"streaming={mode}-adk_streaming={adk_streaming}",
-                {"streaming": mode, "adk_streaming": adk_streaming}, check)
+    return check
+
+
+def streaming_case(mode: str) -> Case:
+    return Case(f"streaming={mode}", {"streaming": mode}, check_streaming(mode))
 
 
 async def _check_starts_budget(env: Env, bot: Running) -> None:
@@ -205,6 +210,7 @@ async def _check_values(env: Env, bot: Running) -> None:
                 if c.params.get("thread_ts") == root]
     assert statuses[0] == "is on it…"
     assert bot.bot.worker.config.concurrency == 7
+    assert bot.bot.adk.run_timeout == 120.0  # TURN_TIMEOUT_SECONDS: the read timeout too
 
 
 def _scope_case(scope: str) -> Case:
@@ -219,7 +225,7 @@ STREAMING_MODES = typing.get_args(Settings.model_fields["streaming"].annotation)
 USER_SCOPES = typing.get_args(Settings.model_fields["adk_user_scope"].annotation)
 
 IN_PROCESS: list[Case] = [
-    *(streaming_case(mode, adk) for mode in STREAMING_MODES for adk in (True, False)),
+    *(streaming_case(mode) for mode in STREAMING_MODES),
     Case("stream_starts_per_minute=0", {"streaming": "auto", "stream_starts_per_minute": 0},
          _check_starts_budget),
     Case("tool_status_messages",
@@ -241,7 +247,7 @@ IN_PROCESS: list[Case] = [
     *(_scope_case(scope) for scope in USER_SCOPES),
     # Settings that are values handed to the parts: all of them away from their defaults.
     Case("values", {
-        "adk_connect_timeout": 3.0, "adk_run_timeout": 120.0, "adk_startup_wait_seconds": 5.0,
+        "adk_connect_timeout": 3.0, "adk_startup_wait_seconds": 5.0,
         "turn_timeout_seconds": 120.0, "worker_concurrency": 7, "lock_ttl_seconds": 10.0,
         "reclaim_idle_seconds": 20.0, "dedupe_ttl_seconds": 3600, "thread_ttl_days": 3,
         "max_input_chars": 150, "seed_history_messages": 0, "working_status": "is on it…",
@@ -257,7 +263,26 @@ IN_PROCESS: list[Case] = [
 ]
 
 
-@pytest.mark.parametrize("case", IN_PROCESS, ids=[c.id for c in IN_PROCESS])
+async def _check_old_run_timeout(env: Env, bot: Running) -> None:
+    await answered(env.slack, bot)
+    assert bot.bot.adk.run_timeout == 120.0
+    assert bot.bot.conversation.config.turn_timeout_seconds == 120.0
+
+
+# The deprecated names (bot.config.DEPRECATED_NAMES), alone and beside their replacements.
+DEPRECATED: list[Case] = [
+    Case("adk_streaming=false", {"adk_streaming": False}, check_streaming("off")),
+    Case("adk_streaming=true", {"adk_streaming": True}, check_streaming("auto")),
+    Case("adk_streaming=false-streaming=placeholder",
+         {"adk_streaming": False, "streaming": "placeholder"}, check_streaming("placeholder")),
+    Case("adk_run_timeout", {"adk_run_timeout": 120.0}, _check_old_run_timeout),
+    Case("adk_run_timeout-turn_timeout_seconds",
+         {"adk_run_timeout": 5.0, "turn_timeout_seconds": 120.0}, _check_old_run_timeout),
+]
+
+
+@pytest.mark.parametrize("case", IN_PROCESS + DEPRECATED,
+                         ids=[c.id for c in IN_PROCESS + DEPRECATED])
 async def test_the_runtime_starts_and_answers(
     case: Case, people: FakeSlack, front: AdkFront, prefix: str, real_redis: object
 ) -> None:
@@ -412,6 +437,21 @@ async def test_serve_with_google_id_tokens(serve: Any, people: FakeSlack, adk: A
         await front.stop()
 
 
+async def test_serve_with_the_deprecated_names(serve: Any, people: FakeSlack, front: AdkFront
+                                               ) -> None:
+    """ADK_RUN_TIMEOUT and ADK_STREAMING from the environment: the bot starts, ADK is asked
+    for no partial text, and the start-up log names each old name and its replacement once."""
+    bot = await serve(front.url, adk_run_timeout="120", adk_streaming="false")
+    await readyz(bot.http, bot.url)
+    await answered(people, bot)
+    [run] = front.runs()
+    assert run.body["streaming"] is False
+    log = bot.log()
+    for old, new in (("ADK_RUN_TIMEOUT", "TURN_TIMEOUT_SECONDS"), ("ADK_STREAMING", "STREAMING")):
+        [line] = [line for line in log.splitlines() if f"{old} is deprecated" in line]
+        assert f"set {new} instead" in line
+
+
 # ---- every setting is started by a test above, or said not to change what gets built -------
 
 # Set by every start: settings_for (in-process) and BotProcess (the real process).
@@ -470,3 +510,5 @@ def test_every_setting_is_started_or_listed() -> None:
         "serve test), or list the setting in NOT_BUILD_CHANGING with the reason")
     for name in OTHER_STARTS:
         assert callable(globals().get(name)), f"{name} is not a test in this module"
+    deprecated = set().union(*(c.settings for c in DEPRECATED))
+    assert deprecated - fields == set(DEPRECATED_NAMES), "a deprecated name is not started"

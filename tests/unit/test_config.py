@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from bot.config import Settings, describe_validation_error
+import bot.__main__ as bot_main
+from bot.config import DEPRECATED_NAMES, Settings, describe_validation_error
 from bot.logs import JsonFormatter
 
 
@@ -53,3 +55,112 @@ def test_json_log_lines_carry_correlation_fields() -> None:
     data = json.loads(JsonFormatter().format(record))
     assert data["message"] == "turn answered" and data["ref"] == "ab12"
     assert data["thread_key"] == "T:C:1.0" and data["session"] == "T-C-1_0"
+
+
+# ---- deprecated names: ADK_RUN_TIMEOUT (TURN_TIMEOUT_SECONDS), ADK_STREAMING (STREAMING) ----
+
+DEPRECATED_VARS = ("ADK_RUN_TIMEOUT", "ADK_STREAMING", "TURN_TIMEOUT_SECONDS", "STREAMING")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No deprecated name or its replacement in the environment, unless the test sets it."""
+    for name in DEPRECATED_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_deprecated_names_by_keyword_set_their_replacements(clean_env: object) -> None:
+    s = make(adk_run_timeout=42.5, adk_streaming=False)
+    assert s.turn_timeout_seconds == 42.5 and s.streaming == "off"
+    warnings = s.deprecation_warnings()
+    assert len(warnings) == 2
+    assert "ADK_RUN_TIMEOUT" in warnings[0] and "TURN_TIMEOUT_SECONDS" in warnings[0]
+    assert "ADK_STREAMING" in warnings[1] and "STREAMING instead" in warnings[1]
+    assert not any("42.5" in line or "false" in line.lower() for line in warnings)
+
+
+def test_adk_streaming_true_changes_nothing_but_warns(clean_env: object) -> None:
+    s = make(adk_streaming=True)
+    assert s.streaming == "auto"
+    [warning] = s.deprecation_warnings()
+    assert warning.startswith("ADK_STREAMING is deprecated")
+
+
+def test_the_new_names_win_over_the_old(clean_env: object) -> None:
+    s = make(adk_run_timeout=5, turn_timeout_seconds=7, adk_streaming=False,
+             streaming="placeholder")
+    assert s.turn_timeout_seconds == 7 and s.streaming == "placeholder"
+    warnings = s.deprecation_warnings()
+    assert [line.split()[0] for line in warnings] == ["ADK_RUN_TIMEOUT", "ADK_STREAMING"]
+    assert all("ignored" in line for line in warnings)
+    assert not any(" 5" in line or " 7" in line for line in warnings)
+
+
+def test_no_deprecated_name_no_warning(clean_env: object) -> None:
+    s = make(turn_timeout_seconds=30, streaming="off")
+    assert s.deprecation_warnings() == []
+    assert Settings.model_construct().deprecation_warnings() == []
+
+
+def test_deprecated_names_from_the_environment(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ADK_RUN_TIMEOUT", "12")
+    clean_env.setenv("adk_streaming", "no")
+    s = make()
+    assert s.turn_timeout_seconds == 12 and s.streaming == "off"
+    assert len(s.deprecation_warnings()) == 2
+    clean_env.setenv("TURN_TIMEOUT_SECONDS", "20")
+    clean_env.setenv("STREAMING", "native")
+    s = make()
+    assert s.turn_timeout_seconds == 20 and s.streaming == "native"
+    assert all("ignored" in line for line in s.deprecation_warnings())
+
+
+def test_deprecated_names_from_the_env_file(clean_env: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("ADK_RUN_TIMEOUT=33\nADK_STREAMING=false\n", encoding="utf-8")
+    s = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert s.turn_timeout_seconds == 33 and s.streaming == "off"
+    assert len(s.deprecation_warnings()) == 2
+    clean_env.setenv("STREAMING", "placeholder")  # the environment's new name wins
+    s = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert s.turn_timeout_seconds == 33 and s.streaming == "placeholder"
+
+
+def test_an_invalid_deprecated_value_names_the_old_variable(clean_env: object) -> None:
+    for values in ({"adk_run_timeout": 0}, {"adk_streaming": "sometimes"}):
+        with pytest.raises(ValidationError) as info:
+            make(**values)
+        [line] = describe_validation_error(info.value)
+        assert line.startswith(next(iter(values)).upper() + ": "), line
+
+
+def test_the_replaced_fields_are_not_settings() -> None:
+    assert not {"adk_run_timeout", "adk_streaming"} & set(Settings.model_fields)
+    assert set(DEPRECATED_NAMES) == {"adk_run_timeout", "adk_streaming"}
+    for deprecated in DEPRECATED_NAMES.values():
+        assert deprecated.replacement in Settings.model_fields
+
+
+def test_python_m_bot_logs_each_deprecated_name_once_at_start(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clean_env.chdir(tmp_path)  # no .env
+    clean_env.setenv("ADK_RUN_TIMEOUT", "77")
+    clean_env.setenv("ADK_STREAMING", "false")
+    clean_env.setattr(bot_main, "setup_logging", lambda *args, **kwargs: None)
+    started: list[Settings] = []
+
+    async def serve(settings: Settings) -> int:
+        started.append(settings)
+        return 0
+
+    clean_env.setattr(bot_main, "_serve", serve)
+    with caplog.at_level(logging.WARNING):
+        assert bot_main.main(["serve"]) == 0
+    [settings] = started
+    assert settings.turn_timeout_seconds == 77 and settings.streaming == "off"
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert lines == settings.deprecation_warnings() and len(lines) == 2
+    assert not any("77" in line for line in lines)
