@@ -32,10 +32,10 @@ from bot.turn_gate import TurnGate, command_of
 from bot.turn_replies import (
     FILES_NOT_PASSED_TEXT,
     RESET_TEXT,
-    answer_replies,
     error_text,
     new_ref,
     notes_text,
+    run_replies,
     stopped_replies,
     truncated_text,
 )
@@ -337,7 +337,7 @@ class Conversation:
 
     async def _compose(self, run: AgentRun, ref: str, ctx: dict[str, Any]
                        ) -> tuple[list[Reply], str]:
-        """A finished run's replies (`answer_replies`), its files, and 👍/👎 under an
+        """A finished run's replies (`run_replies`), its files, and 👍/👎 under an
         answer; and the turn's outcome."""
         turn, result = run.turn, run.result
         ctx["invocation"] = result.invocation_id
@@ -349,7 +349,7 @@ class Conversation:
         elif result.error_code:
             log.warning("agent error code %s", result.error_code,
                         extra={"ref": ref, "thread_key": turn.key})
-        replies, outcome = answer_replies(result, ref, self.io.answer_replies)
+        replies, outcome = run_replies(result, ref, self.io.answer_replies)
         if result.artifacts:
             files, notes = await fetch_artifacts(
                 self.adk, run.session.adk_user_id, run.session.session_id, result.artifacts,

@@ -119,7 +119,7 @@ def stopped_replies(partial_answer: str, render: Render) -> list[Reply]:
     return [*kept, Reply(STOPPED_TEXT)]
 
 
-def answer_replies(result: TurnResult, ref: str, render: Render) -> tuple[list[Reply], str]:
+def run_replies(result: TurnResult, ref: str, render: Render) -> tuple[list[Reply], str]:
     """A finished run's replies (the answer, the warnings, the agent's questions to a
     human) and the turn's outcome: answered, asked, agent_error or empty."""
     answer = result.answer
