@@ -1110,7 +1110,12 @@ def _markdown_to_mrkdwn(markdown: str) -> str:
         # Keep placeholders intact so that link targets can be restored.
         return url if placeholders.holds(url) else default_normalize(url)
 
+    # The parser is shared: it gets its own normalizeLink back, or every call would wrap
+    # the previous call's and the chain would outgrow the recursion limit.
     parser.normalizeLink = normalize_link  # type: ignore[method-assign]
-    root = SyntaxTreeNode(parser.parse(text))
+    try:
+        root = SyntaxTreeNode(parser.parse(text))
+    finally:
+        parser.normalizeLink = default_normalize  # type: ignore[method-assign]
     out = _MrkdwnRenderer(placeholders).render(root)
     return placeholders.restore(out, raw=False)

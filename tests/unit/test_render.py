@@ -7,6 +7,7 @@ import io
 import json
 import random
 import re
+import sys
 import warnings
 from typing import Any
 
@@ -227,6 +228,15 @@ def test_markdown_to_mrkdwn_table_becomes_code_block() -> None:
 def test_markdown_to_mrkdwn_list_item_with_paragraphs() -> None:
     markdown = "- first\n\n  continued\n- second"
     assert markdown_to_mrkdwn(markdown) == "• first\n  continued\n• second"
+
+
+def test_markdown_to_mrkdwn_keeps_working_after_many_conversions() -> None:
+    """The parser is shared by every conversion of the process: none may leave it changed."""
+    for _ in range(sys.getrecursionlimit() + 100):
+        markdown_to_mrkdwn("[x](https://e.com/x)")
+    assert markdown_to_mrkdwn("[docs](https://e.com/a)") == "<https://e.com/a|docs>"
+    table = ["| a |", "|---|", "| [b](https://e.com) |"]
+    assert "| b (https://e.com) |" in table_to_code_block(table)
 
 
 def test_markdown_to_mrkdwn_handles_private_use_characters() -> None:
