@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import Allow
 from bot.control_access import ControlAccess
-from bot.slack.render import markdown_to_mrkdwn
+from bot.slack.mrkdwn import markdown_to_mrkdwn
 from bot.store.redis_store import Store
 from bot.turns import thread_key
 

@@ -14,15 +14,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.memory_budget import MemoryBudget
 from bot.metrics import Metrics
 from bot.progress import WORKING
+from bot.slack.blocks import MAX_BLOCKS_PER_MESSAGE, render_answer
 from bot.slack.errors import is_transient, slack_error
 from bot.slack.feedback_block import feedback_block
 from bot.slack.files import message_parts_for_files, parse_mimetypes, upload_attachments
-from bot.slack.render import (
-    MAX_BLOCKS_PER_MESSAGE,
-    markdown_to_mrkdwn,
-    render_answer,
-    split_markdown,
-)
+from bot.slack.mrkdwn import markdown_to_mrkdwn
+from bot.slack.splitting import split_markdown
 from bot.slack.stream import SlackLiveAnswer, StreamBudget
 from bot.slack.usergroups import UserGroupResolver
 from bot.store.redis_store import Store

@@ -18,8 +18,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import StreamingMode
 from bot.metrics import Metrics
 from bot.slack.errors import retry_after, slack_error
+from bot.slack.mrkdwn import markdown_to_mrkdwn
 from bot.slack.outbound import safe_cut
-from bot.slack.render import markdown_to_mrkdwn, table_to_code_block
+from bot.slack.tables import table_to_code_block
 from bot.store.redis_store import Store
 from bot.turns import Turn
 

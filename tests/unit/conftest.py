@@ -12,6 +12,9 @@ import redis.asyncio as aioredis
 
 from tests.conftest import drop_prefix
 
+# The checks the rendering tests share report their failures as the tests' own asserts do.
+pytest.register_assert_rewrite("tests.unit.rendering_checks")
+
 
 @pytest.fixture
 async def any_redis(prefix: str) -> AsyncIterator[aioredis.Redis]:

@@ -22,8 +22,8 @@ from bot.app import build_web_client
 from bot.config import Settings
 from bot.metrics import Metrics
 from bot.runtime import build_bot
+from bot.slack.blocks import render_answer
 from bot.slack.outbound import neutralise, safe_cut, scrub, scrub_call
-from bot.slack.render import render_answer
 from bot.slack.stream import SlackLiveAnswer, StreamBudget, stream_chunks
 from bot.turns import BotIdentity, Turn
 from tests.fakes.adk_server import free_port
