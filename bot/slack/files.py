@@ -261,6 +261,41 @@ async def message_parts_for_files(
     starts, waiting up to `budget_wait` seconds; files that get no memory are left out with
     a note. The caller gives it back with :meth:`FileParts.release`."""
     notes: list[str] = []
+    wanted = _files_to_fetch(files, max_bytes=max_bytes, max_files=max_files,
+                             allowed_mimetypes=allowed_mimetypes, notes=notes)
+    reservation: Reservation | None = None
+    if wanted and budget is not None:
+        wanted, reservation = await _reserve(budget, budget_wait, wanted, max_bytes, notes)
+    if not wanted:
+        return FileParts([], notes)
+
+    try:
+        results = await _fetch_parts(client, wanted, max_bytes)
+    except BaseException:
+        if reservation is not None:
+            reservation.release()
+        raise
+    parts = _named_parts(wanted, results)
+    notes.extend(note for part, note in results if part is None and note)
+    if reservation is not None:
+        # Only what was read stays reserved (a failed or smaller download gives back the
+        # rest at once).
+        reservation.shrink(MEMORY_PER_FILE_BYTE * sum(
+            base64_size(part["inlineData"]["data"]) for part, _ in results if part is not None))
+    return FileParts(parts, notes, reservation)
+
+
+def _files_to_fetch(
+    files: Sequence[Mapping[str, Any]],
+    *,
+    max_bytes: int,
+    max_files: int,
+    allowed_mimetypes: frozenset[str],
+    notes: list[str],
+) -> list[tuple[Mapping[str, Any], str]]:
+    """The files to download, each with its mimetype, in message order. Those of a type not
+    allowed, over `max_bytes` as Slack gives their size, or beyond `max_files` are noted and
+    left out."""
     wanted: list[tuple[Mapping[str, Any], str]] = []
     allowed = frozenset(canonical_mimetype(t) for t in allowed_mimetypes)
     for file in files:
@@ -277,31 +312,21 @@ async def message_parts_for_files(
             notes.append(f"{name} was not passed on (at most {max_files} files per message)")
             continue
         wanted.append((file, mimetype))
-    reservation: Reservation | None = None
-    if wanted and budget is not None:
-        wanted, reservation = await _reserve(budget, budget_wait, wanted, max_bytes, notes)
-    if not wanted:
-        return FileParts([], notes)
+    return wanted
 
-    try:
-        results = await _fetch_parts(client, wanted, max_bytes)
-    except BaseException:
-        if reservation is not None:
-            reservation.release()
-        raise
+
+def _named_parts(
+    wanted: list[tuple[Mapping[str, Any], str]],
+    results: list[tuple[dict[str, Any] | None, str]],
+) -> list[dict[str, Any]]:
+    """The downloaded files' parts, each after a text part naming it."""
     parts: list[dict[str, Any]] = []
     for (file, mimetype), (part, _) in zip(wanted, results, strict=True):
         if part is not None:
             # Each file is named just before its data: a part has no name of its own, and
             # the agent must tell two CSVs apart (and know which files it did not get).
             parts += [{"text": f"\n(attached file: {_file_name(file)}, {mimetype})"}, part]
-    notes.extend(note for part, note in results if part is None and note)
-    if reservation is not None:
-        # Only what was read stays reserved (a failed or smaller download gives back the
-        # rest at once).
-        reservation.shrink(MEMORY_PER_FILE_BYTE * sum(
-            base64_size(part["inlineData"]["data"]) for part, _ in results if part is not None))
-    return FileParts(parts, notes, reservation)
+    return parts
 
 
 async def _reserve(

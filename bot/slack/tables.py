@@ -290,79 +290,107 @@ def render_table(lines: Sequence[str], number: int, *, max_fallback_chars: int) 
     if parsed is None:  # pragma: no cover - callers only pass parsed tables
         parsed = Table(header=[" ".join(lines)], rows=[], aligns=["auto"])
     table = _plain_table(parsed)
-    aligns = _resolved_aligns(table)
-    total_cols = len(table.header)
-    cols = min(total_cols, MAX_TABLE_CELLS_PER_ROW)
+    aligns = _resolved_aligns(table)[:MAX_TABLE_CELLS_PER_ROW]
+    cols = min(len(table.header), MAX_TABLE_CELLS_PER_ROW)
+    shown, clamped = _shown_cells(table, cols)
+    note, attachment = _truncation(table, number, shown_rows=len(shown) - 1, cols=cols,
+                                   clamped=clamped)
+    fallback = _table_fallback(table, shown, aligns, note=note,
+                               max_fallback_chars=max_fallback_chars)
+    return RenderedTable(block=_table_block(shown, aligns), note=note, fallback=fallback,
+                         attachment=attachment)
+
+
+def _block_cells(row: Sequence[str], cols: int, cell_limit: int) -> tuple[list[str], bool]:
+    """The first `cols` cells of a row as a block shows them (whitespace collapsed, never
+    empty, at most `cell_limit` characters), and whether any was shortened."""
+    out: list[str] = []
+    shortened = False
+    for text in row[:cols]:
+        text = " ".join(text.split()) or " "  # Slack rejects empty cell texts.
+        if len(text) > cell_limit:
+            text = text[: cell_limit - 1] + "…"
+            shortened = True
+        out.append(text)
+    return out, shortened
+
+
+def _shown_cells(table: Table, cols: int) -> tuple[list[list[str]], bool]:
+    """The header and as many body rows as a block holds (MAX_TABLE_ROWS, MAX_TABLE_CHARS),
+    `cols` cells each; and whether a cell was shortened (in the row that did not fit too)."""
     # Header plus one body row always fit into the character budget.
     cell_limit = max(1, MAX_TABLE_CHARS // (2 * cols))
-    clamped = False
-
-    def cells(row: Sequence[str]) -> list[str]:
-        nonlocal clamped
-        out: list[str] = []
-        for text in row[:cols]:
-            text = " ".join(text.split()) or " "  # Slack rejects empty cell texts.
-            if len(text) > cell_limit:
-                text = text[: cell_limit - 1] + "…"
-                clamped = True
-            out.append(text)
-        return out
-
-    shown = [cells(table.header)]
-    used = sum(len(text) for text in shown[0])
+    header, clamped = _block_cells(table.header, cols, cell_limit)
+    shown = [header]
+    used = sum(len(text) for text in header)
     for row in table.rows[: MAX_TABLE_ROWS - 1]:
-        row_cells = cells(row)
+        row_cells, shortened = _block_cells(row, cols, cell_limit)
+        clamped = clamped or shortened
         size = sum(len(text) for text in row_cells)
         if used + size > MAX_TABLE_CHARS:
             break
         shown.append(row_cells)
         used += size
-    shown_rows = len(shown) - 1
-    total_rows = len(table.rows)
+    return shown, clamped
 
+
+def _table_block(shown: list[list[str]], aligns: Sequence[Literal["left", "right", "center"]]
+                 ) -> dict[str, Any]:
+    """The ``table`` block of the shown cells; a column with long cells wraps."""
     column_settings: list[dict[str, Any]] = []
-    for col in range(cols):
+    for col in range(len(shown[0])):
         setting: dict[str, Any] = {"align": aligns[col]}
         if max(len(row[col]) for row in shown) > _WRAP_ABOVE_CHARS:
             setting["is_wrapped"] = True
         column_settings.append(setting)
-    block: dict[str, Any] = {
+    return {
         "type": "table",
         "column_settings": column_settings,
         "rows": [[{"type": "raw_text", "text": text} for text in row] for row in shown],
     }
 
-    note: str | None = None
-    attachment: Attachment | None = None
-    if shown_rows < total_rows or cols < total_cols or clamped:
-        filename = f"table-{number}.csv"
-        attachment = Attachment(
-            filename=filename,
-            content=_table_csv(table),
-            title=f"Table {number} ({total_rows} rows × {total_cols} columns)",
-            mimetype="text/csv",
-        )
-        shown_parts: list[str] = []
-        if shown_rows < total_rows:
-            shown_parts.append(f"{shown_rows} of {total_rows} rows")
-        if cols < total_cols:
-            shown_parts.append(f"{cols} of {total_cols} columns")
-        lead = "Showing " + " and ".join(shown_parts) if shown_parts else "Long cells shortened"
-        note = f"_{lead} — full table attached as {filename}._"
 
+def _truncation(table: Table, number: int, *, shown_rows: int, cols: int, clamped: bool
+                ) -> tuple[str | None, Attachment | None]:
+    """For a table the block shows only in part: the mrkdwn note saying what is shown and
+    the CSV file of the whole table. (None, None) when the block shows all of it."""
+    total_rows, total_cols = len(table.rows), len(table.header)
+    if not (shown_rows < total_rows or cols < total_cols or clamped):
+        return None, None
+    filename = f"table-{number}.csv"
+    attachment = Attachment(
+        filename=filename,
+        content=_table_csv(table),
+        title=f"Table {number} ({total_rows} rows × {total_cols} columns)",
+        mimetype="text/csv",
+    )
+    shown_parts: list[str] = []
+    if shown_rows < total_rows:
+        shown_parts.append(f"{shown_rows} of {total_rows} rows")
+    if cols < total_cols:
+        shown_parts.append(f"{cols} of {total_cols} columns")
+    lead = "Showing " + " and ".join(shown_parts) if shown_parts else "Long cells shortened"
+    return f"_{lead} — full table attached as {filename}._", attachment
+
+
+def _table_fallback(table: Table, shown: list[list[str]],
+                    aligns: Sequence[Literal["left", "right", "center"]], *, note: str | None,
+                    max_fallback_chars: int) -> str:
+    """The mrkdwn ``text`` of the message: the shown cells as aligned text (or, when that is
+    longer than `max_fallback_chars`, the table's size), then the note."""
     view = Table(
         header=[text.strip() for text in shown[0]],
         rows=[[text.strip() for text in row] for row in shown[1:]],
-        aligns=list(aligns[:cols]),
+        aligns=list(aligns),
     )
     fallback = "```\n" + "\n".join(format_table(view)) + "\n```"
     if note:
         fallback += "\n" + note
     if len(fallback) > max_fallback_chars:
-        fallback = f"_(table: {total_rows} rows × {total_cols} columns)_"
+        fallback = f"_(table: {len(table.rows)} rows × {len(table.header)} columns)_"
         if note:
             fallback += "\n" + note
-    return RenderedTable(block=block, note=note, fallback=fallback, attachment=attachment)
+    return fallback
 
 
 def _table_csv(table: Table) -> bytes:
