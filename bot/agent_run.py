@@ -16,7 +16,7 @@ from bot.adk.client import AdkClient, AdkSessionNotFound, AdkTimeout
 from bot.adk.events import TurnResult, function_calls
 from bot.metrics import Metrics
 from bot.progress import WORKING, handoff_status, tool_status
-from bot.store.redis_store import ThreadRecord
+from bot.store.thread_record import ThreadRecord
 from bot.thread_io import FileParts, LiveAnswer, ThreadIO
 from bot.thread_sessions import Session, ThreadSessions
 from bot.turns import Turn

@@ -25,7 +25,8 @@ from bot.message_text import readable_input
 from bot.metrics import Metrics
 from bot.stops import Stops
 from bot.store.rate_limit import UserRateLimiter
-from bot.store.redis_store import Store, ThreadRecord, TurnContext
+from bot.store.redis_store import Store, TurnContext
+from bot.store.thread_record import ThreadRecord
 from bot.thread_io import FeedbackRef, LiveAnswer, Reply, ThreadIO
 from bot.thread_sessions import ThreadSessions, mentioned_names
 from bot.turn_gate import TurnGate, command_of

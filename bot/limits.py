@@ -1,7 +1,7 @@
 """Cost limits on what people ask: how many turns one thread may hold in its queue, and how
 many turns one person may start in a time window. What a refused person is told.
 
-The queue limit is checked by the intake script (bot/store/redis_store.py), the rate limit
+The queue limit is checked by the intake script (bot/store/scripts.py), the rate limit
 by the worker when a turn starts (bot/store/rate_limit.py counts, bot/conversation.py
 answers)."""
 

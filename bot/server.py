@@ -224,7 +224,7 @@ def operational_routes(bot: Bot) -> list[Route]:
         if (denied := refused(request)) is not None:
             return denied
         with contextlib.suppress(Exception):
-            bot.metrics.queue_depth.set(await bot.store.pending_count())
+            bot.metrics.queue_depth.set(await bot.store.stream.pending_count())
         return PlainTextResponse(
             bot.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )

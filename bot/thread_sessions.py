@@ -13,7 +13,8 @@ from typing import Any
 from bot.access import AccessPolicy, Allow, decide, needs_user_groups
 from bot.adk.client import AdkClient, AdkConfigError, AdkError, AdkTimeout
 from bot.message_text import mentioned_user_ids, readable_input
-from bot.store.redis_store import Store, ThreadRecord
+from bot.store.redis_store import Store
+from bot.store.thread_record import ThreadRecord
 from bot.thread_io import ThreadIO
 from bot.turns import Turn, adk_user_id_for, session_id_for
 

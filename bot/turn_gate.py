@@ -16,7 +16,8 @@ from bot.limits import rate_limited_text
 from bot.message_text import readable_input
 from bot.metrics import Metrics
 from bot.store.rate_limit import UserRateLimiter
-from bot.store.redis_store import Store, ThreadRecord, TurnContext
+from bot.store.redis_store import Store, TurnContext
+from bot.store.thread_record import ThreadRecord
 from bot.thread_io import Reply, ThreadIO, control_command
 from bot.turn_replies import NOTHING_TO_STOP_TEXT
 from bot.turns import Turn

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from bot.store.redis_store import Doorbell, LockLost, Store, Taken, TurnContext
+from bot.store.redis_store import LockLost, Store, Taken, TurnContext
+from bot.store.work_stream import Doorbell
 from bot.turns import RetryLater, Turn
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class Worker:
     def __init__(self, store: Store, handler: TurnHandler, config: WorkerConfig,
                  give_up: GiveUp | None = None) -> None:
         self.store = store
+        self.stream = store.stream
         self.handler = handler
         self.config = config
         self.give_up = give_up  # None: a turn is run again however often it died
@@ -95,7 +97,7 @@ class Worker:
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.store.ensure_group()
+        await self.stream.ensure_group()
         self._loops = [
             asyncio.create_task(self._read_loop(), name="worker-read"),
             asyncio.create_task(self._reclaim_loop(), name="worker-reclaim"),
@@ -106,8 +108,8 @@ class Worker:
         """Stop taking work; let running threads finish within `grace` seconds. What cannot
         finish keeps its doorbell pending, so another worker reclaims it."""
         self._stopping.set()
-        if self.store.wakeup is not None:
-            self.store.wakeup.set()
+        if self.stream.wakeup is not None:
+            self.stream.wakeup.set()
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -117,7 +119,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         try:
-            await self.store.forget_consumer(self.consumer)
+            await self.stream.forget_consumer(self.consumer)
         except (RedisError, OSError) as exc:
             log.debug("could not leave the consumer group: %s", exc)
 
@@ -131,9 +133,9 @@ class Worker:
                 await asyncio.sleep(0.01)
                 continue
             try:
-                if self.store.wakeup is not None:
-                    self.store.wakeup.clear()
-                bells = await self.store.read_doorbells(
+                if self.stream.wakeup is not None:
+                    self.stream.wakeup.clear()
+                bells = await self.stream.read_doorbells(
                     self.consumer, min(free, 100), self.config.block_ms
                 )
                 backoff = 0.1
@@ -144,16 +146,16 @@ class Worker:
                 continue
             for bell in bells:
                 self._spawn(bell)
-            if not bells and not self.config.blocking_reads and self.store.wakeup is not None:
+            if not bells and not self.config.blocking_reads and self.stream.wakeup is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.store.wakeup.wait(), self.config.block_ms / 1000)
+                    await asyncio.wait_for(self.stream.wakeup.wait(), self.config.block_ms / 1000)
 
     async def _reclaim_loop(self) -> None:
         interval = max(self.config.reclaim_idle_ms / 4000, 0.5)
         while not self._stopping.is_set():
             await asyncio.sleep(interval)
             try:
-                bells = await self.store.reclaim_doorbells(
+                bells = await self.stream.reclaim_doorbells(
                     self.consumer, self.config.reclaim_idle_ms
                 )
             except (RedisError, OSError) as exc:
@@ -167,7 +169,7 @@ class Worker:
     async def _janitor_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                removed = await self.store.trim_threads_index()
+                removed = await self.store.threads.trim_threads_index()
                 if removed:
                     log.info("trimmed %d expired threads from the index", removed)
             except (RedisError, OSError) as exc:
@@ -184,12 +186,12 @@ class Worker:
     async def _answer_doorbell(self, bell: Doorbell) -> None:
         try:
             if not bell.key:
-                await self.store.ack(bell.entry_id)
+                await self.stream.ack(bell.entry_id)
                 return
             token, head = await self.store.claim(bell.key, self.config.lock_ttl_ms)
             if token is None:
                 # Another worker holds the thread; it drains the queue, this bell is redundant.
-                await self.store.ack(bell.entry_id)
+                await self.stream.ack(bell.entry_id)
                 return
             held = HeldLock(bell.key, token)
             drain = asyncio.create_task(self._drain(held, head))
@@ -216,7 +218,7 @@ class Worker:
             if held.lost:
                 await self._after_lost_lock(bell)
                 return
-            await self.store.ack(bell.entry_id)
+            await self.stream.ack(bell.entry_id)
         except asyncio.CancelledError:
             raise
         except (RedisError, OSError) as exc:
@@ -241,16 +243,16 @@ class Worker:
         now runs the thread; should nobody, the doorbell rung here makes someone."""
         log.warning("lost a thread lock mid-turn; the turn is left to the lock's holder",
                     extra={"thread_key": bell.key})
-        await self.store.ring(bell.key)
-        await self.store.ack(bell.entry_id)
+        await self.stream.ring(bell.key)
+        await self.stream.ack(bell.entry_id)
 
     async def _hand_back(self, bell: Doorbell, held: HeldLock) -> None:
         """Shutting down mid-thread: free the thread and ring its doorbell again so another
         worker takes it now, not after the reclaim time."""
         try:
             await self.store.hand_back(held.key, held.token, held.running)
-            await self.store.ring(held.key)
-            await self.store.ack(bell.entry_id)
+            await self.stream.ring(held.key)
+            await self.stream.ack(bell.entry_id)
             log.info("handed a thread back", extra={"thread_key": held.key})
         except (RedisError, OSError) as exc:
             log.warning("could not hand a thread back (it will be reclaimed): %s", exc,
@@ -353,7 +355,7 @@ class Worker:
                 still_ours = await self.store.extend_lock(
                     held.key, held.token, self.config.lock_ttl_ms
                 )
-                await self.store.touch(self.consumer, bell.entry_id)
+                await self.stream.touch(self.consumer, bell.entry_id)
             except (RedisError, OSError) as exc:
                 log.warning("could not extend a thread lock: %s", exc,
                             extra={"thread_key": bell.key})

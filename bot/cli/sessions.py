@@ -20,7 +20,8 @@ from bot.adk.client import AdkError
 from bot.cli import local_time, parse_duration, render_fields, render_table, when
 from bot.cli.doctor import mask_url
 from bot.config import Settings, describe_validation_error
-from bot.store.redis_store import Store, ThreadRecord
+from bot.store.redis_store import Store
+from bot.store.thread_record import ThreadRecord
 from bot.turns import DM_THREAD, session_id_for, thread_key
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]+:[A-Za-z0-9_-]+:(?:\d+\.\d+|dm)$")
@@ -238,7 +239,7 @@ async def resolve_key(ref: str, store: Store, settings: Settings, team: str | No
         patterns = [key.replace("TEAM:", "*:", 1) for key in link_keys(link, "TEAM")]
         candidates = []
         for pattern in patterns:
-            candidates += await store.find_thread_keys(pattern)
+            candidates += await store.threads.find_thread_keys(pattern)
         if len(set(candidates)) > 1:
             raise CliError(f"the link matches several threads ({', '.join(candidates)}); "
                            "pass --team T…", 2)
@@ -252,8 +253,8 @@ async def resolve_key(ref: str, store: Store, settings: Settings, team: str | No
 
 
 async def _list(store: Store, limit: int) -> int:
-    rows = await store.recent_threads(limit)
-    total = await store.thread_count()
+    rows = await store.threads.recent_threads(limit)
+    total = await store.threads.thread_count()
     print(render_thread_list(rows, total, time.time()))
     return 0
 
@@ -262,7 +263,7 @@ async def _show(store: Store, settings: Settings, key: str) -> int:
     record = await store.get_thread(key)
     if record is None:
         raise CliError(f"no thread mapping for {key} (never engaged, expired or purged)")
-    queued, running = await store.thread_activity(key)
+    queued, running = await store.threads.thread_activity(key)
     now = time.time()
     print(render_thread(record, queued, running, now))
     print()
@@ -301,7 +302,7 @@ async def _reset(store: Store, key: str) -> int:
               f"{record.generation}); the next message starts "
               f"{session_id_for(key, record.generation)}. Nothing to do.")
         return 0
-    queued, running = await store.thread_activity(key)
+    queued, running = await store.threads.thread_activity(key)
     await store.reset_session(key, f"{time.time():.6f}")
     nxt = session_id_for(key, record.generation + 1)
     print(f"Reset thread {key}.")
@@ -319,7 +320,7 @@ async def _reset(store: Store, key: str) -> int:
 async def _purge(store: Store, age_text: str, seconds: float, dry_run: bool) -> int:
     now = time.time()
     cutoff = now - seconds
-    report = await store.purge_threads(cutoff, dry_run=dry_run)
+    report = await store.threads.purge_threads(cutoff, dry_run=dry_run)
     print(render_purge(report, age=age_text, cutoff=cutoff, dry_run=dry_run, now=now))
     return 0
 

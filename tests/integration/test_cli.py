@@ -311,7 +311,7 @@ async def test_sessions_purge(full_slack: FakeSlack, adk: AdkServer, prefix: str
     assert "1 mapping would be removed" in out
     assert "1 index entry would be dropped" in out
     assert f"1 kept: a turn is queued or running ({keys['busy']})" in out
-    assert await store.thread_count() == 4
+    assert await store.threads.thread_count() == 4
     assert await store.get_thread(keys["old"]) is not None
 
     code, out, err = await run_cli("sessions", "purge", "--older-than", "2h", env=env)

@@ -42,11 +42,11 @@ globals().update(any_redis_tests_of(
 
 async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, prefix) -> None:
     store = make_store(real_redis, prefix)
-    await store.ensure_group()
+    await store.stream.ensure_group()
     t = turn("101.0", kind="mention")
     await store.enqueue(t, engages=True)
     # A worker takes the doorbell and the lock, then dies (never acks, lock expires).
-    bells = await store.read_doorbells("dead-worker", 10, 100)
+    bells = await store.stream.read_doorbells("dead-worker", 10, 100)
     assert [b.key for b in bells] == [t.key]
     assert (await store.claim(t.key, 300))[0] is not None
     answered: list[str] = []
@@ -58,4 +58,4 @@ async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, 
     worker = await _run_worker(store, handler, reclaim_idle_ms=500, lock_ttl_ms=1000)
     await eventually(lambda: answered == ["101.0"])
     await worker.stop(1)
-    assert await store.pending_count() == 0
+    assert await store.stream.pending_count() == 0

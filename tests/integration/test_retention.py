@@ -54,5 +54,5 @@ async def test_janitor_trims_the_threads_index(real_redis: aioredis.Redis, prefi
                   dedupe_ttl=default_settings().dedupe_ttl_seconds, thread_ttl=3600)
     await real_redis.zadd(store.keys.threads_index,
                           {"T:C:old": time.time() - 7200, "T:C:new": time.time()})
-    assert await store.trim_threads_index() == 1
+    assert await store.threads.trim_threads_index() == 1
     assert await real_redis.zrange(store.keys.threads_index, 0, -1) == ["T:C:new"]

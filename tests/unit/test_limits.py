@@ -34,7 +34,7 @@ async def test_a_full_queue_refuses_a_turn_once_and_queues_again_once_there_is_r
     any_redis: aioredis.Redis, prefix: str
 ) -> None:
     store = make_store(any_redis, prefix)
-    await store.ensure_group()
+    await store.stream.ensure_group()
     first, second = turn("101.0", kind="mention"), turn("102.0")
     assert await store.enqueue(first, engages=True, max_queued=2) == IntakeResult.QUEUED
     assert await store.enqueue(second, engages=False, max_queued=2) == IntakeResult.QUEUED
@@ -47,7 +47,7 @@ async def test_a_full_queue_refuses_a_turn_once_and_queues_again_once_there_is_r
     assert await store.enqueue(third, engages=False, max_queued=2) == IntakeResult.DUPLICATE
     twin = turn("103.0", event_id="EvThirdTwin", kind="mention")
     assert await store.enqueue(twin, engages=True, max_queued=2) == IntakeResult.DUPLICATE
-    assert [b.key for b in await store.read_doorbells("c1", 10, 100)] == [first.key] * 2
+    assert [b.key for b in await store.stream.read_doorbells("c1", 10, 100)] == [first.key] * 2
     # Once a turn is answered there is room: a new message is queued.
     await store.pop_head(first.key)
     assert await store.enqueue(turn("104.0"), engages=False, max_queued=2) \

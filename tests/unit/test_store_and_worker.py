@@ -79,12 +79,12 @@ async def test_claim_locks_the_thread_and_hands_out_its_head_marked_running(
     any_redis, prefix
 ) -> None:
     store = make_store(any_redis, prefix)
-    await store.ensure_group()
+    await store.stream.ensure_group()
     first, second = turn("101.0", kind="mention"), turn("102.0")
     assert await store.enqueue(first, engages=True) == IntakeResult.QUEUED
     assert await store.enqueue(second, engages=False) == IntakeResult.QUEUED
     # The intake rang the doorbell itself: one entry per queued turn.
-    bells = await store.read_doorbells("c1", 10, 100)
+    bells = await store.stream.read_doorbells("c1", 10, 100)
     assert [b.key for b in bells] == [first.key, first.key]
     await store.save_session(first.key, adk_user_id="slack-T1", session_id="s-1",
                              generation=0, created_by="U1")
@@ -153,7 +153,8 @@ async def test_claim_reports_delivered_and_unreadable_heads(any_redis, prefix) -
 
 def worker_config(store: Store, **cfg) -> WorkerConfig:
     """The default worker config for `store`, polling every 200 ms, changed by `cfg`."""
-    config = WorkerConfig.from_settings(default_settings(), blocking_reads=store.wakeup is None)
+    config = WorkerConfig.from_settings(default_settings(),
+                                        blocking_reads=store.stream.wakeup is None)
     return replace(config, block_ms=200, **cfg)
 
 
@@ -292,7 +293,7 @@ async def test_unreadable_queue_entries_are_dropped(any_redis, prefix, garbage) 
         return "answered"
 
     worker = await _run_worker(store, handler)
-    await store.ring(key)
+    await store.stream.ring(key)
     await store.enqueue(turn("101.0", kind="mention"), engages=True)
     await eventually(lambda: calls == ["101.0"])
     await worker.stop(1)

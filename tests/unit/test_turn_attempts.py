@@ -70,18 +70,18 @@ async def test_put_off_and_handed_back_turns_are_not_counted(any_redis, prefix) 
 
 async def test_reclaimed_doorbells_carry_their_delivery_count(any_redis, prefix) -> None:
     store = make_store(any_redis, prefix)
-    await store.ensure_group()
+    await store.stream.ensure_group()
     t = turn("101.0", kind="mention")
     await store.enqueue(t, engages=True)
-    [bell] = await store.read_doorbells("first", 10, 100)
+    [bell] = await store.stream.read_doorbells("first", 10, 100)
     assert bell.deliveries == 1
-    await store.touch("first", bell.entry_id)  # a live worker's heartbeat is no delivery
-    [again] = await store.reclaim_doorbells("second", 0)
+    await store.stream.touch("first", bell.entry_id)  # a live worker's heartbeat is no delivery
+    [again] = await store.stream.reclaim_doorbells("second", 0)
     assert (again.entry_id, again.key, again.deliveries) == (bell.entry_id, t.key, 2)
-    [third] = await store.reclaim_doorbells("third", 0)
+    [third] = await store.stream.reclaim_doorbells("third", 0)
     assert third.deliveries == 3
-    await store.ack(bell.entry_id)
-    assert await store.reclaim_doorbells("fourth", 0) == []
+    await store.stream.ack(bell.entry_id)
+    assert await store.stream.reclaim_doorbells("fourth", 0) == []
 
 
 def test_the_attempts_key_is_on_its_threads_slot() -> None:
