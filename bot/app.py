@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
@@ -19,14 +19,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.access import Allow
 from bot.intake import Intake
 from bot.metrics import Metrics
-from bot.slack.controls import tell_refused
+from bot.slack.controls import register_stop_controls
 from bot.slack.outbound import bolt_middleware, scrub_call
-from bot.slack.stream import STOP_ACTION_ID
 from bot.stops import Stops
-from bot.turns import thread_key
 
 
 class CountingWebClient(AsyncWebClient):
@@ -109,8 +106,9 @@ def build_bolt_app(
     client: AsyncWebClient, intake: Intake, stops: Stops,
     extras: Sequence[Callable[[AsyncApp], None]] = (),
 ) -> AsyncApp:
-    """`extras` register more listeners (feedback, assistant pane, commands) before the
-    catch-all that acks every other event."""
+    """The Bolt app: messages and mentions to the intake, the stop controls, then `extras`
+    (more listeners: feedback, assistant pane, commands), then the catch-all that acks every
+    other event."""
     # Signatures are verified by the HTTP endpoint (bot.server) before JSON is parsed, so that
     # a bad signature gets 401 and malformed JSON 400; Socket Mode needs none.
     # process_before_response: the listener (route, dedupe, persist: a few ms) finishes
@@ -125,6 +123,17 @@ def build_bolt_app(
     )
     # Listeners reply through the bot's own client, ack and respond, all filtered.
     app.middleware(bolt_middleware(client))
+    register_intake(app, intake)
+    register_stop_controls(app, client=client, controls=intake.controls, stops=stops)
+    for register in extras:
+        register(app)
+    register_catch_all(app)
+    return app
+
+
+def register_intake(app: AsyncApp, intake: Intake) -> None:
+    """Messages and mentions go to the intake. (HTTP mode's endpoint makes the same call
+    without Bolt: bot/server.py.)"""
 
     async def on_message_event(body: dict[str, Any], request: AsyncBoltRequest) -> None:
         await intake.handle(body, request.headers)
@@ -132,52 +141,12 @@ def build_bolt_app(
     app.event("app_mention")(on_message_event)
     app.event("message")(on_message_event)
 
-    async def on_agent_stop(body: dict[str, Any]) -> None:
-        # Slack's own stop button on a streamed answer (agent_session_stopped).
-        event = body.get("event") or {}
-        team, channel = str(body.get("team_id") or ""), str(event.get("channel") or "")
-        thread_ts, user = event.get("thread_ts"), str(event.get("user") or "")
-        if not (team and channel and isinstance(thread_ts, str)):
-            return
-        key = thread_key(team, channel, thread_ts)
-        verdict = await intake.controls.decide(control="a Slack stop", channel=channel, user=user,
-                                               log_extra={"thread_key": key})
-        if not isinstance(verdict, Allow):
-            await tell_refused(client, channel=channel, user=user, thread_ts=thread_ts,
-                               text=intake.controls.denied_message)
-            return
-        # Only a turn asked before the press: a late or repeated event stops no later one.
-        await stops.request_stop(key, before_ts=str(event.get("event_ts") or ""))
 
-    app.event("agent_session_stopped")(on_agent_stop)
-
-    async def on_stop_button(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
-        actions = body.get("actions") or [{}]
-        key, _, turn_ts = str(actions[0].get("value") or "").rpartition("|")
-        user = str((body.get("user") or {}).get("id") or "")
-        container = body.get("container") or {}
-        channel = str((body.get("channel") or {}).get("id") or container.get("channel_id") or "")
-        if not key:
-            return
-        verdict = await intake.controls.decide(control="a Stop button", channel=channel, user=user,
-                                               log_extra={"thread_key": key})
-        if not isinstance(verdict, Allow):
-            thread_ts = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts")
-            await tell_refused(client, channel=channel, user=user,
-                               thread_ts=thread_ts if isinstance(thread_ts, str) else None,
-                               text=intake.controls.denied_message)
-            return
-        # Only the turn the button is under: a late click stops nothing else.
-        await stops.request_stop(key, turn_ts=turn_ts)
-
-    app.action(STOP_ACTION_ID)(on_stop_button)
-    for register in extras:
-        register(app)
+def register_catch_all(app: AsyncApp) -> None:
+    """Every other subscribed event is acked so that Slack does not retry it. Register it
+    last: Bolt runs the first listener that matches."""
 
     async def on_other_event() -> None:
-        # Every other subscribed event is acked so that Slack does not retry it.
         return None
 
     app.event(re.compile(".*"))(on_other_event)
-    return app

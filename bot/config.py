@@ -132,6 +132,8 @@ class DeprecatedNamesFromEnvironment(PydanticBaseSettingsSource):
                 if self.environment.get(name) is not None}
 
 
+# Long on purpose: one declaration per setting, each with its description (docs/configuration.md
+# and .env.example are generated from them), and the validators pydantic needs on the class.
 class Settings(BaseSettings):
     """Every setting of the bot. Names are the environment variables (case-insensitive)."""
 

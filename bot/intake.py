@@ -108,59 +108,74 @@ class Intake:
             log.debug("ignored event: %s", decision.reason)
             return "ignored"
         turn = decision.turn
-        # Only a short message can be a whole-message "stop"; skip the parse for the rest.
-        if len(turn.text) <= CONTROL_TEXT_MAX and control_command(
-            readable_input(turn.text, bot_user_id=self.bot.user_id, user_names={})
-        ) == "stop":
-            verdict = await self.controls.decide(
-                control="a stop message", channel=turn.channel, user=turn.user,
-                addressed=turn.kind != "followup",
-                log_extra={"thread_key": turn.key, "ts": turn.ts})
-            if not isinstance(verdict, Allow):
-                self.metrics.events_in.labels(etype, "ignored").inc()
-                # Told once: not again for a redelivery, nor for the twin of a mention.
-                # Sent in the background (bot/notes.py), so that the ack does not wait.
-                if isinstance(verdict, Deny) and self.notify is not None \
-                        and not retry_number(headers) and not self.recent.is_twin(turn):
-                    self.recent.add(turn)
-                    self.notify(turn, self.access.denied_message)
-                return "ignored"
-            # While the agent waits for an answer (it asked for an approval or for input),
-            # nothing runs in the thread: a typed "stop" or "cancel" is that answer (a
-            # decline), queued like any reply. Asking costs a round trip, for stop words
-            # only.
-            if not await self.store.awaits_answer(turn.key):
-                # Not queued: it would wait behind the very turn it means to stop. Only a
-                # turn asked before it: a redelivery must not stop a later one.
-                await self.stops.request_stop(turn.key, before_ts=turn.ts)
-                self.metrics.events_in.labels(etype, "stop").inc()
-                return "stop"
+        if self._is_stop_word(turn):
+            outcome = await self._stop(turn, headers)
+            if outcome is not None:
+                self.metrics.events_in.labels(etype, outcome).inc()
+                return outcome
         retry = retry_number(headers)
-        if self.recent.is_twin(turn):
-            result = IntakeResult.DUPLICATE
-        else:
-            result = await self.store.enqueue(turn, engages=decision.engages,
-                                              max_queued=self.max_queued_turns)
-            if result is IntakeResult.BUSY:
-                self.recent.add(turn)  # its twin is a duplicate: one note
-                self.metrics.turns_refused.labels("busy").inc()
-                if self.notify is not None and self._answerable(turn):
-                    self.notify(turn, busy_text(self.max_queued_turns))
-            elif result is IntakeResult.QUEUED:
-                self.recent.add(turn)
-                # Only once the turn is safely queued: an event Redis refused, a
-                # redelivery or a twin causes no ADK call.
-                if self.on_new_thread is not None and decision.engages \
-                        and turn.kind == "mention":
-                    self.on_new_thread(turn)
+        result = await self._queue(turn, engages=decision.engages)
         if result in (IntakeResult.DUPLICATE, IntakeResult.REQUEUE):
             self.metrics.duplicates.inc()
         self.metrics.events_in.labels(etype, result.value).inc()
         self.metrics.ack_latency.observe(time.perf_counter() - started)
         log.info(
             "event %s", result.value,
-            extra={"thread_key": decision.turn.key, "ts": decision.turn.ts,
-                   "event_id": decision.turn.event_id, "kind": decision.turn.kind,
-                   "retry": retry or None},
+            extra={"thread_key": turn.key, "ts": turn.ts, "event_id": turn.event_id,
+                   "kind": turn.kind, "retry": retry or None},
         )
         return result.value
+
+    def _is_stop_word(self, turn: Turn) -> bool:
+        """Whether the whole message is "stop" (or a word meaning it). Only a short message
+        can be; the rest skip the parse."""
+        return len(turn.text) <= CONTROL_TEXT_MAX and control_command(
+            readable_input(turn.text, bot_user_id=self.bot.user_id, user_names={})
+        ) == "stop"
+
+    async def _stop(self, turn: Turn, headers: Mapping[str, Any]) -> str | None:
+        """A "stop" message: "stop" once the thread's running turn is asked to stop,
+        "ignored" for a user who may not stop it, None when the thread waits for an answer
+        (then the stop word is that answer, queued like any reply)."""
+        verdict = await self.controls.decide(
+            control="a stop message", channel=turn.channel, user=turn.user,
+            addressed=turn.kind != "followup",
+            log_extra={"thread_key": turn.key, "ts": turn.ts})
+        if not isinstance(verdict, Allow):
+            # Told once: not again for a redelivery, nor for the twin of a mention.
+            # Sent in the background (bot/notes.py), so that the ack does not wait.
+            if isinstance(verdict, Deny) and self.notify is not None \
+                    and not retry_number(headers) and not self.recent.is_twin(turn):
+                self.recent.add(turn)
+                self.notify(turn, self.access.denied_message)
+            return "ignored"
+        # While the agent waits for an answer (it asked for an approval or for input),
+        # nothing runs in the thread: a typed "stop" or "cancel" is that answer (a
+        # decline), queued like any reply. Asking costs a round trip, for stop words
+        # only.
+        if await self.store.awaits_answer(turn.key):
+            return None
+        # Not queued: it would wait behind the very turn it means to stop. Only a turn
+        # asked before it: a redelivery must not stop a later one.
+        await self.stops.request_stop(turn.key, before_ts=turn.ts)
+        return "stop"
+
+    async def _queue(self, turn: Turn, *, engages: bool) -> IntakeResult:
+        """Queue the turn in Redis, unless it is the twin of one queued here. A busy thread's
+        refusal is told to the author; a queued mention may start its thread's session."""
+        if self.recent.is_twin(turn):
+            return IntakeResult.DUPLICATE
+        result = await self.store.enqueue(turn, engages=engages,
+                                          max_queued=self.max_queued_turns)
+        if result is IntakeResult.BUSY:
+            self.recent.add(turn)  # its twin is a duplicate: one note
+            self.metrics.turns_refused.labels("busy").inc()
+            if self.notify is not None and self._answerable(turn):
+                self.notify(turn, busy_text(self.max_queued_turns))
+        elif result is IntakeResult.QUEUED:
+            self.recent.add(turn)
+            # Only once the turn is safely queued: an event Redis refused, a redelivery or
+            # a twin causes no ADK call.
+            if self.on_new_thread is not None and engages and turn.kind == "mention":
+                self.on_new_thread(turn)
+        return result

@@ -9,6 +9,8 @@ TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 class Metrics:
+    # Long on purpose: one declaration per metric (name, help text, labels, buckets);
+    # together they are the list of what /metrics exports.
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry

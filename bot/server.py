@@ -20,6 +20,7 @@ from slack_bolt.adapter.starlette.async_handler import (
     to_async_bolt_request,
     to_starlette_response,
 )
+from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -109,15 +110,51 @@ def _supported(payload: Mapping[str, object]) -> bool:
 
 
 def build_http_app(bot: Bot, *, events: bool) -> Starlette:
-    bolt = bot.bolt if events else None
-    secret = bot.settings.slack_signing_secret
-    verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
-    max_body = bot.settings.max_body_bytes
+    """/healthz; /readyz and /metrics unless METRICS_PORT gives them a server of their own;
+    with `events` (HTTP mode), the Events API at /slack/events."""
+    routes = [Route("/healthz", healthz, methods=["GET"])]
+    if bot.settings.metrics_port is None:
+        routes += operational_routes(bot)
+    if events and bot.bolt is not None:
+        routes.append(Route("/slack/events", SlackEvents(bot, bot.bolt).handle,
+                            methods=["POST"]))
+    return Starlette(routes=routes)
 
-    async def slack_events(request: Request) -> Response:
-        assert bolt is not None
+
+class SlackEvents:
+    """POST /slack/events: a body within MAX_BODY_BYTES with a valid Slack signature, then
+    messages and mentions straight to the intake, and the rest through Bolt."""
+
+    def __init__(self, bot: Bot, bolt: AsyncApp) -> None:
+        self.bot = bot
+        self.bolt = bolt
+        secret = bot.settings.slack_signing_secret
+        self.verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
+        self.max_body = bot.settings.max_body_bytes
+
+    async def handle(self, request: Request) -> Response:
+        body = await self._signed_body(request)
+        if isinstance(body, Response):
+            return body
+        parsed: dict[str, object] | None = None
+        if "json" in request.headers.get("content-type", ""):
+            try:
+                loaded = json.loads(body)
+            except ValueError:
+                return JSONResponse({"error": "malformed JSON"}, status_code=400)
+            if not isinstance(loaded, dict) or "type" not in loaded:
+                return JSONResponse({"error": "not a Slack event payload"}, status_code=400)
+            parsed = loaded
+            if _message_event(parsed):
+                return await self._to_intake(parsed, request)
+            if parsed.get("type") == "event_callback" and not _bolt_event(parsed):
+                return self._ignored("an event type the bot does not use")
+        return await self._to_bolt(request, body, parsed)
+
+    async def _signed_body(self, request: Request) -> bytes | Response:
+        """The body, or the answer to a request that is too large or not signed by Slack."""
         try:
-            body = await read_body(request, max_body)
+            body = await read_body(request, self.max_body)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is left to read it
         if body is None:
@@ -125,30 +162,27 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
             # The connection stays open until the client has sent it, since closing a socket
             # with unread data resets it (TCP RST) and the client would never read the 413.
             return JSONResponse({"error": "request body too large"}, status_code=413)
-        if verifier is None or not valid_signature(verifier, body, dict(request.headers)):
+        if self.verifier is None or not valid_signature(self.verifier, body,
+                                                        dict(request.headers)):
             return JSONResponse({"error": "invalid request signature"}, status_code=401)
-        content_type = request.headers.get("content-type", "")
-        parsed: object = None
-        if "json" in content_type:
-            try:
-                parsed = json.loads(body)
-            except ValueError:
-                return JSONResponse({"error": "malformed JSON"}, status_code=400)
-            if not isinstance(parsed, dict) or "type" not in parsed:
-                return JSONResponse({"error": "not a Slack event payload"}, status_code=400)
-            if _message_event(parsed):
-                # The hot path: messages and mentions go straight to the intake (the same
-                # call Bolt's listener makes), without Bolt's middleware chain.
-                try:
-                    await bot.intake.handle(parsed, request.headers)
-                except (RedisError, OSError) as exc:
-                    # Not persisted, so not acked: Slack delivers the event again.
-                    log.warning("cannot persist an event (%s); Slack will retry", exc)
-                    return JSONResponse({"error": "temporarily unable to accept events"},
-                                        status_code=503)
-                return Response(status_code=200)
-            if parsed.get("type") == "event_callback" and not _bolt_event(parsed):
-                return ignored("an event type the bot does not use")
+        return body
+
+    async def _to_intake(self, payload: Mapping[str, object], request: Request) -> Response:
+        """The hot path: messages and mentions go straight to the intake (the same call
+        Bolt's listener makes), without Bolt's middleware chain."""
+        try:
+            await self.bot.intake.handle(payload, request.headers)
+        except (RedisError, OSError) as exc:
+            # Not persisted, so not acked: Slack delivers the event again.
+            log.warning("cannot persist an event (%s); Slack will retry", exc)
+            return JSONResponse({"error": "temporarily unable to accept events"},
+                                status_code=503)
+        return Response(status_code=200)
+
+    async def _to_bolt(self, request: Request, body: bytes,
+                       parsed: Mapping[str, object] | None) -> Response:
+        """Every other request (other events, clicks, slash commands), once Bolt can read
+        it and it is of a kind the bot takes."""
         try:
             # Bolt parses the body itself (JSON, or a form with an optional JSON `payload`)
             # and reads ids out of it; odd shapes make it raise here, before any listener.
@@ -156,15 +190,16 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
         except ValueError:
             return JSONResponse({"error": "malformed JSON"}, status_code=400)
         except Exception as exc:
-            if isinstance(parsed, dict) and parsed.get("type") == "event_callback":
-                return ignored(f"an event_callback Bolt cannot read ({type(exc).__name__})")
+            if parsed is not None and parsed.get("type") == "event_callback":
+                return self._ignored(
+                    f"an event_callback Bolt cannot read ({type(exc).__name__})")
             log.info("unreadable Slack payload: %s", type(exc).__name__)
             return JSONResponse({"error": "not a Slack payload"}, status_code=400)
         payload = bolt_request.body
         if not isinstance(payload, Mapping):
             return JSONResponse({"error": "not a Slack payload"}, status_code=400)
         if payload.get("type") == "event_callback" and not _readable_event(payload):
-            return ignored("an event_callback without a readable event")
+            return self._ignored("an event_callback without a readable event")
         if payload.get("type") == "app_rate_limited":
             # Slack drops events above 30,000 per hour per workspace and says so once a minute.
             log.warning("Slack is dropping events for this app (app_rate_limited, minute %s)",
@@ -173,20 +208,13 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
         if not _supported(payload):
             # Bolt's matchers raise on some shapes (e.g. block_actions without actions).
             return JSONResponse({"error": "unsupported Slack request"}, status_code=404)
-        return to_starlette_response(await bolt.async_dispatch(bolt_request))
+        return to_starlette_response(await self.bolt.async_dispatch(bolt_request))
 
-    def ignored(reason: str) -> Response:
+    def _ignored(self, reason: str) -> Response:
         # Nothing can be routed from it; acked so that Slack does not deliver it again.
-        bot.metrics.events_in.labels("unknown", "ignored").inc()
+        self.bot.metrics.events_in.labels("unknown", "ignored").inc()
         log.info("ignored %s", reason)
         return Response(status_code=200)
-
-    routes = [Route("/healthz", healthz, methods=["GET"])]
-    if bot.settings.metrics_port is None:
-        routes += operational_routes(bot)
-    if bolt is not None:
-        routes.append(Route("/slack/events", slack_events, methods=["POST"]))
-    return Starlette(routes=routes)
 
 
 def build_metrics_app(bot: Bot) -> Starlette:

@@ -164,6 +164,29 @@ async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, 
             yield event
 
 
+def run_sse_body(
+    app_name: str, user_id: str, session_id: str, text: str, *,
+    state_delta: Mapping[str, Any] | None, custom_metadata: Mapping[str, Any] | None,
+    streaming: bool, parts: Sequence[Mapping[str, Any]],
+    function_responses: Sequence[Mapping[str, Any]],
+) -> bytes:
+    """The JSON body of a POST /run_sse: the user's text and parts, or instead the answers
+    to a paused run's requests (`function_responses`)."""
+    message = list(function_responses) if function_responses else [{"text": text}, *parts]
+    body: dict[str, Any] = {
+        "appName": app_name,
+        "userId": user_id,
+        "sessionId": session_id,
+        "newMessage": {"role": "user", "parts": message},
+        "streaming": streaming,
+    }
+    if state_delta:
+        body["stateDelta"] = dict(state_delta)
+    if custom_metadata:
+        body["customMetadata"] = dict(custom_metadata)
+    return json.dumps(body).encode()
+
+
 class AdkClient:
     """Talks to one ADK app. Safe calls are retried once on a dropped connection;
     runs are not (ADK stores the user message before running, so a retry would repeat it)."""
@@ -356,19 +379,11 @@ class AdkClient:
         `function_responses` (answers to a paused run's requests) are sent instead of the text.
         `on_sent` is called once ADK has taken the request (it answered 2xx/3xx), before
         the first event: the caller may drop the message's parts then (attached files)."""
-        message = list(function_responses) if function_responses else [{"text": text}, *parts]
-        body: dict[str, Any] = {
-            "appName": self.app_name,
-            "userId": user_id,
-            "sessionId": session_id,
-            "newMessage": {"role": "user", "parts": message},
-            "streaming": streaming,
-        }
-        if state_delta:
-            body["stateDelta"] = dict(state_delta)
-        if custom_metadata:
-            body["customMetadata"] = dict(custom_metadata)
-        data = json.dumps(body).encode()
+        data = run_sse_body(
+            self.app_name, user_id, session_id, text, state_delta=state_delta,
+            custom_metadata=custom_metadata, streaming=streaming, parts=parts,
+            function_responses=function_responses,
+        )
         # A turn may think for minutes: the limit here is on silence (no bytes for
         # run_timeout, TURN_TIMEOUT_SECONDS), not on the whole turn, whose ceiling the
         # conversation keeps.
@@ -388,7 +403,6 @@ class AdkClient:
                     # ADK has the whole message: this copy of it (files can be megabytes)
                     # is not kept for the rest of the run.
                     data = b""
-                    message.clear()
                     if on_sent is not None:
                         on_sent()
                     async for event in _sse_events(response.content):

@@ -187,29 +187,33 @@ async def check_slack(loaded: LoadedSettings) -> tuple[CheckResult, CheckResult]
     client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
     try:
         response = await client.auth_test()
-    except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else "unknown"
-        return (
-            CheckResult("Slack auth", Status.PROBLEM, f"Slack refused the bot token ({error})",
-                        fix="copy the current Bot User OAuth Token (xoxb-…) from Install App "
-                            "into SLACK_BOT_TOKEN; reinstall the app if it was revoked"),
-            CheckResult("Slack scopes", Status.SKIPPED, "not checked: auth.test failed"),
-        )
     except Exception as exc:
-        return (
-            CheckResult("Slack auth", Status.PROBLEM,
-                        f"cannot reach Slack's Web API at {settings.slack_api_url} "
-                        f"({type(exc).__name__}: {exc})",
-                        fix="check the network (proxy, firewall) and SLACK_API_URL"),
-            CheckResult("Slack scopes", Status.SKIPPED, "not checked: auth.test failed"),
-        )
+        return (_auth_failure(exc, settings.slack_api_url),
+                CheckResult("Slack scopes", Status.SKIPPED, "not checked: auth.test failed"))
     team = f"{response.get('team') or '?'} ({response.get('team_id') or '?'})"
     user = f"@{response.get('user') or '?'} ({response.get('user_id') or '?'})"
     auth = CheckResult("Slack auth", Status.OK,
                        f"team {team}, bot user {user}, bot id {response.get('bot_id') or '?'}")
-    header = _header(response.headers, "x-oauth-scopes")
+    return auth, scopes_result(_header(response.headers, "x-oauth-scopes"), settings)
+
+
+def _auth_failure(exc: Exception, api_url: str) -> CheckResult:
+    """What a failed auth.test says: Slack refused the token, or Slack could not be reached."""
+    if isinstance(exc, SlackApiError):
+        error = exc.response.get("error") if exc.response is not None else "unknown"
+        return CheckResult("Slack auth", Status.PROBLEM, f"Slack refused the bot token ({error})",
+                           fix="copy the current Bot User OAuth Token (xoxb-…) from Install App "
+                               "into SLACK_BOT_TOKEN; reinstall the app if it was revoked")
+    return CheckResult("Slack auth", Status.PROBLEM,
+                       f"cannot reach Slack's Web API at {api_url} "
+                       f"({type(exc).__name__}: {exc})",
+                       fix="check the network (proxy, firewall) and SLACK_API_URL")
+
+
+def scopes_result(header: str | None, settings: Settings) -> CheckResult:
+    """The scopes check, from auth.test's X-OAuth-Scopes header (None: not sent)."""
     if header is None:
-        return auth, CheckResult(
+        return CheckResult(
             "Slack scopes", Status.WARNING, "Slack did not report the granted scopes",
             details=(f"needed: {', '.join(sorted(REQUIRED_SCOPES))}",),
             fix="compare them with OAuth & Permissions → Bot Token Scopes",
@@ -219,7 +223,7 @@ async def check_slack(loaded: LoadedSettings) -> tuple[CheckResult, CheckResult]
     unneeded = unneeded_missing_scopes(granted, settings)
     if missing:
         n = len(missing)
-        return auth, CheckResult(
+        return CheckResult(
             "Slack scopes", Status.PROBLEM,
             f"{n} needed scope{'s are' if n != 1 else ' is'} not granted",
             tuple(f"{scope} — {why}" for scope, why in missing)
@@ -227,13 +231,12 @@ async def check_slack(loaded: LoadedSettings) -> tuple[CheckResult, CheckResult]
             FIX_SCOPES.replace("add it", "add them") if n != 1 else FIX_SCOPES,
         )
     if unneeded:
-        return auth, CheckResult(
+        return CheckResult(
             "Slack scopes", Status.WARNING,
             f"the needed scopes are granted; {len(unneeded)} optional one(s) are not",
             tuple(f"{scope} — {why}" for scope, why in unneeded),
         )
-    return auth, CheckResult("Slack scopes", Status.OK,
-                             f"all {len(REQUIRED_SCOPES)} scopes granted")
+    return CheckResult("Slack scopes", Status.OK, f"all {len(REQUIRED_SCOPES)} scopes granted")
 
 
 async def check_socket_mode(loaded: LoadedSettings) -> CheckResult:

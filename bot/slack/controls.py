@@ -1,5 +1,6 @@
-"""Controls in Slack: the private note to someone a control refuses, and the /adk-reset
-slash command (who may use a control: `bot/control_access.py`).
+"""Controls in Slack: the private note to someone a control refuses, the Stop button and
+Slack's own stop on a streamed answer, and the /adk-reset slash command (who may use a
+control: `bot/control_access.py`).
 
 Stop (a "stop" message, a Stop button, Slack's own stop on a streamed answer), reset (a
 "reset" message, /adk-reset) and the feedback buttons obey the access policy of questions
@@ -22,6 +23,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.access import Allow
 from bot.control_access import ControlAccess
 from bot.slack.mrkdwn import markdown_to_mrkdwn
+from bot.slack.stream import STOP_ACTION_ID
+from bot.stops import Stops
 from bot.store.redis_store import Store
 from bot.turns import thread_key
 
@@ -72,3 +75,48 @@ def register_reset_command(app: AsyncApp, store: Store,
         await ack(THREAD_HINT)
 
     app.command(RESET_COMMAND)(on_reset)
+
+
+def register_stop_controls(app: AsyncApp, *, client: AsyncWebClient, controls: ControlAccess,
+                           stops: Stops) -> None:
+    """Slack's own stop on a streamed answer (`agent_session_stopped`) and the Stop button
+    under an answer. A user `controls` refuses is told so, and nothing stops."""
+
+    async def on_agent_stop(body: dict[str, Any]) -> None:
+        event = body.get("event") or {}
+        team, channel = str(body.get("team_id") or ""), str(event.get("channel") or "")
+        thread_ts, user = event.get("thread_ts"), str(event.get("user") or "")
+        if not (team and channel and isinstance(thread_ts, str)):
+            return
+        key = thread_key(team, channel, thread_ts)
+        verdict = await controls.decide(control="a Slack stop", channel=channel, user=user,
+                                        log_extra={"thread_key": key})
+        if not isinstance(verdict, Allow):
+            await tell_refused(client, channel=channel, user=user, thread_ts=thread_ts,
+                               text=controls.denied_message)
+            return
+        # Only a turn asked before the press: a late or repeated event stops no later one.
+        await stops.request_stop(key, before_ts=str(event.get("event_ts") or ""))
+
+    async def on_stop_button(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        actions = body.get("actions") or [{}]
+        key, _, turn_ts = str(actions[0].get("value") or "").rpartition("|")
+        user = str((body.get("user") or {}).get("id") or "")
+        container = body.get("container") or {}
+        channel = str((body.get("channel") or {}).get("id") or container.get("channel_id") or "")
+        if not key:
+            return
+        verdict = await controls.decide(control="a Stop button", channel=channel, user=user,
+                                        log_extra={"thread_key": key})
+        if not isinstance(verdict, Allow):
+            thread_ts = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts")
+            await tell_refused(client, channel=channel, user=user,
+                               thread_ts=thread_ts if isinstance(thread_ts, str) else None,
+                               text=controls.denied_message)
+            return
+        # Only the turn the button is under: a late click stops nothing else.
+        await stops.request_stop(key, turn_ts=turn_ts)
+
+    app.event("agent_session_stopped")(on_agent_stop)
+    app.action(STOP_ACTION_ID)(on_stop_button)

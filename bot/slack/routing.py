@@ -12,7 +12,6 @@ from bot.turns import BotIdentity, Turn, TurnKind
 
 # Message subtypes that are a person saying something; every other subtype is ignored.
 USER_MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
-# JSON may carry lone UTF-16 surrogates ("\ud83d"); they cannot be encoded to UTF-8 (Redis).
 # Slack sends `app_mention` again, with an `edited` field, when a message that mentions the
 # bot is edited. An edit soon after posting (a mention added to a question that forgot it,
 # a typo fixed) is answered if the message was not answered yet: the (thread, ts) dedupe
@@ -20,6 +19,7 @@ USER_MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 # not a new question, and by then the dedupe may have forgotten it (the window is never
 # longer than DEDUPE_TTL_SECONDS: the intake passes the smaller of the two).
 EDIT_ANSWER_WINDOW_SECONDS = 3600.0
+# JSON may carry lone UTF-16 surrogates ("\ud83d"); they cannot be encoded to UTF-8 (Redis).
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -67,9 +67,59 @@ def route_event(
     event = body.get("event")
     if not isinstance(event, Mapping):
         return Ignore("no event")
-    etype = event.get("type")
-    if etype not in ("app_mention", "message"):
-        return Ignore(f"event type {etype!r}")
+    message = _person_message(body, event, bot, edit_window)
+    if isinstance(message, Ignore):
+        return message
+    place = _place(message, bot)
+    if isinstance(place, Ignore):
+        return place
+    capped, original = cap_text(message.text, max_input_chars)
+    files = event.get("files")
+    turn = Turn(
+        team=message.team,
+        channel=message.channel,
+        thread_ts=place.thread_ts,
+        ts=message.ts,
+        user=message.user,
+        text=capped,
+        kind=place.kind,
+        event_id=_SURROGATE.sub("\ufffd", str(body.get("event_id") or "")),
+        channel_type=message.channel_type,
+        truncated_from=original,
+        received_at=time.time() if now is None else now,
+        files=[_file_summary(f) for f in files if isinstance(f, Mapping)]
+        if isinstance(files, list)
+        else [],
+    )
+    return Route(turn=turn, engages=place.engages)
+
+
+@dataclass(frozen=True)
+class _Message:
+    """The fields of a person's message that a turn is made of, checked and scrubbed."""
+
+    etype: str
+    team: str
+    channel: str
+    ts: str
+    user: str
+    text: str
+    thread_ts: str | None
+    channel_type: str
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a message goes: its kind of turn, whether it takes over the thread, and the
+    thread_ts of the thread it is a turn of (None: a DM's top level)."""
+
+    kind: TurnKind
+    engages: bool
+    thread_ts: str | None
+
+
+def _author(event: Mapping[str, Any], bot: BotIdentity) -> str | Ignore:
+    """The user who wrote the message, if it is a person's message of a kind the bot reads."""
     subtype = event.get("subtype")
     if not (subtype is None or isinstance(subtype, str)) or subtype not in USER_MESSAGE_SUBTYPES:
         return Ignore(f"subtype {subtype!r}")
@@ -78,6 +128,20 @@ def route_event(
         return Ignore("no user")
     if event.get("bot_id") or event.get("bot_profile") or user == bot.user_id:
         return Ignore("bot message")
+    return user
+
+
+def _person_message(
+    body: Mapping[str, Any], event: Mapping[str, Any], bot: BotIdentity, edit_window: float,
+) -> _Message | Ignore:
+    """The event's fields, if it is a person's message (or a recent edit of one) with ids
+    that can be stored; otherwise why it is ignored."""
+    etype = event.get("type")
+    if etype not in ("app_mention", "message"):
+        return Ignore(f"event type {etype!r}")
+    user = _author(event, bot)
+    if isinstance(user, Ignore):
+        return user
     channel = event.get("channel")
     ts = event.get("ts")
     if not isinstance(channel, str) or not channel or not isinstance(ts, str) or not ts:
@@ -93,40 +157,27 @@ def route_event(
     team = _team_of(body, event, bot)
     if any(_SURROGATE.search(v) for v in (user, channel, ts, team, raw_thread_ts or "")):
         return Ignore("ids with unpaired surrogates")
-    text = _SURROGATE.sub("\ufffd", raw_text or "")
-    thread_ts = raw_thread_ts or None
-    channel_type = event.get("channel_type") or ""
-    mentioned = etype == "app_mention" or (bot.user_id and f"<@{bot.user_id}" in text)
-
-    kind: TurnKind
-    if channel_type == "im" and etype == "message":
-        kind, engages, key_thread = "dm", True, thread_ts
-    elif mentioned:
-        kind, engages, key_thread = "mention", True, thread_ts or ts
-    elif thread_ts and thread_ts != ts:
-        kind, engages, key_thread = "followup", False, thread_ts
-    else:
-        return Ignore("top-level message without a mention")
-
-    capped, original = cap_text(text, max_input_chars)
-    files = event.get("files")
-    turn = Turn(
-        team=team,
-        channel=channel,
-        thread_ts=key_thread,
-        ts=ts,
-        user=user,
-        text=capped,
-        kind=kind,
-        event_id=_SURROGATE.sub("\ufffd", str(body.get("event_id") or "")),
-        channel_type=_SURROGATE.sub("\ufffd", str(channel_type)),
-        truncated_from=original,
-        received_at=time.time() if now is None else now,
-        files=[_file_summary(f) for f in files if isinstance(f, Mapping)]
-        if isinstance(files, list)
-        else [],
+    return _Message(
+        etype=str(etype), team=team, channel=channel, ts=ts, user=user,
+        text=_SURROGATE.sub("\ufffd", raw_text or ""),
+        thread_ts=raw_thread_ts or None,
+        channel_type=_SURROGATE.sub("\ufffd", str(event.get("channel_type") or "")),
     )
-    return Route(turn=turn, engages=engages)
+
+
+def _place(message: _Message, bot: BotIdentity) -> _Place | Ignore:
+    """A DM starts or continues its own conversation; a mention engages its thread (a
+    top-level mention starts one); an un-mentioned reply in a thread is a follow-up.
+    Anything else (a top-level message without a mention) is not for the bot."""
+    mentioned = message.etype == "app_mention" or (
+        bot.user_id and f"<@{bot.user_id}" in message.text)
+    if message.channel_type == "im" and message.etype == "message":
+        return _Place("dm", True, message.thread_ts)
+    if mentioned:
+        return _Place("mention", True, message.thread_ts or message.ts)
+    if message.thread_ts and message.thread_ts != message.ts:
+        return _Place("followup", False, message.thread_ts)
+    return Ignore("top-level message without a mention")
 
 
 def retry_number(headers: Mapping[str, Any]) -> int:
