@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ADK_PORT ?= 8000
+# Test processes (pytest-xdist). Each test module runs whole on one process
+# (--dist loadfile), so a module's adk api_server is started once.
+TEST_WORKERS ?= 3
+PYTEST := $(BIN)/pytest -ra -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: venv test test-unit test-integration lint docs demo run adk bench lock clean
 
@@ -15,18 +19,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## make test: lint, then every test (unit + integration against the real Redis and ADK)
+## make test: lint, then every test (unit + integration against the real Redis and ADK), on
+## TEST_WORKERS processes
 test: lint
-	$(BIN)/pytest -ra
+	$(PYTEST)
 
 ## make test-unit: tests/unit only, which needs neither Redis nor ADK (fakeredis, fakes)
 test-unit: venv
-	$(BIN)/pytest -ra tests/unit
+	$(PYTEST) tests/unit
 
 ## make test-integration: tests/integration only, against the real Redis (TEST_REDIS_URL)
 ## and real adk api_servers it starts
 test-integration: venv
-	$(BIN)/pytest -ra tests/integration
+	$(PYTEST) tests/integration
 
 ## make lint: ruff, and the type checker (mypy, strict on bot/)
 lint: venv

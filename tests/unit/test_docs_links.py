@@ -28,6 +28,7 @@ NOT_SETTINGS = frozenset({
     "DEMO_AGENT_MODEL",
     "DEMO_AGENT_MODE",
     "ADK_PORT",  # a Makefile variable
+    "TEST_WORKERS",  # a Makefile variable: the test processes
     "BOT_PUBLISH_ADDR",  # deploy/docker-compose.yml: where the bot's port is published
     "INVOCATION_ABORTED",  # an ADK error code
 })
