@@ -386,12 +386,28 @@ class Settings(BaseSettings):
         ),
         json_schema_extra=group("Behaviour"),
     )
+    heartbeat_ttl_seconds: float = Field(
+        default=6.0,
+        ge=1,
+        le=300,
+        description=(
+            "Each worker process keeps a heartbeat key in Redis with this TTL, in seconds (1 "
+            "to 300), refreshed every TTL/4 on a connection of its own. When it expires (the "
+            "process was killed, or its host is gone), a live worker takes over its turns and "
+            "thread locks at once; a restarted process (the same host and `PORT`) takes over "
+            "its predecessor's as it starts. Shorter: faster takeover; too short for the "
+            "host's pauses, and a live but stalled worker is taken over (its turn stops and "
+            "is run by the other)."
+        ),
+        json_schema_extra=group("Behaviour"),
+    )
     reclaim_idle_seconds: float = Field(
         default=60.0,
         ge=1,
         description=(
-            "After this many seconds without a heartbeat (≥ 1), another worker takes over the "
-            "work of a silent (crashed) worker; must be longer than `LOCK_TTL_SECONDS`."
+            "The backstop for a worker that is alive (its heartbeat goes on) but stopped "
+            "touching a doorbell it took: after this many seconds (≥ 1), another worker takes "
+            "the doorbell over. Must be longer than `LOCK_TTL_SECONDS`."
         ),
         json_schema_extra=group("Behaviour"),
     )

@@ -34,6 +34,11 @@ class Metrics:
             "Turns given up unanswered: attempts at them stopped their worker "
             "MAX_TURN_ATTEMPTS times", registry=r,
         )
+        self.threads_taken_over = Counter(
+            "slackbot_threads_taken_over_total",
+            "Threads taken over from a worker whose heartbeat expired (it died mid-turn)",
+            registry=r,
+        )
         self.turn_seconds = Histogram(
             "slackbot_turn_seconds", "Time of one turn in the worker", buckets=TURN_BUCKETS,
             registry=r,

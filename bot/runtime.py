@@ -39,6 +39,7 @@ from bot.slack.replies import SlackThreadIO
 from bot.slack.usergroups import UserGroupResolver
 from bot.stops import Stops
 from bot.store.feedback import FeedbackStore
+from bot.store.heartbeats import Heartbeats
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, TurnContext
 from bot.thread_io import ThreadIO
@@ -163,6 +164,8 @@ class Bot:
     slack_client: AsyncWebClient | None = None
     bolt: AsyncApp | None = None
     notes: BackgroundNotes | None = None
+    # The heartbeats' own client (None: they use `redis`).
+    heartbeat_redis: aioredis.Redis | None = None
 
     async def start_workers(self) -> None:
         await self.stops.start()
@@ -175,6 +178,8 @@ class Bot:
             await self.notes.drain(NOTES_DRAIN_SECONDS)
         await self.adk.aclose()
         await self.redis.aclose()
+        if self.heartbeat_redis is not None:
+            await self.heartbeat_redis.aclose()
         if self.slack_client is not None and self.slack_client.session is not None:
             await self.slack_client.session.close()
 
@@ -244,9 +249,11 @@ def assemble(
     access: AccessPolicy | None = None,
     feedback: bool = True,
     metrics: Metrics | None = None,
+    heartbeat_client: aioredis.Redis | None = None,
 ) -> Parts:
     """The store, conversation, intake and worker, wired. `access`: None for the console,
-    which answers everyone (`AccessPolicy.unrestricted`)."""
+    which answers everyone (`AccessPolicy.unrestricted`); `heartbeat_client`: the worker
+    heartbeats' own Redis client (None: `redis_client`)."""
     store = build_store(settings, redis_client, embedded)
     metrics = metrics or Metrics()
     stops = Stops(store)
@@ -273,7 +280,10 @@ def assemble(
     worker = Worker(
         store, make_handler(conversation, metrics),
         WorkerConfig.from_settings(settings, blocking_reads=not embedded),
-        GiveUp(settings.max_turn_attempts, make_give_up(conversation, metrics)),
+        heartbeats=Heartbeats(heartbeat_client or redis_client, store.keys,
+                              ttl_ms=int(settings.heartbeat_ttl_seconds * 1000)),
+        give_up=GiveUp(settings.max_turn_attempts, make_give_up(conversation, metrics)),
+        on_takeover=metrics.threads_taken_over.inc,
     )
     return Parts(store, metrics, stops, intake, conversation, worker, notes)
 
@@ -295,8 +305,10 @@ async def build_slack_bot(settings: Settings) -> Bot:
         raise StartupError([f"REDIS_URL: cannot reach Redis ({exc})"]) from exc
     adk = build_adk(settings)
     await check_adk_app(adk, settings.adk_app_name, settings.adk_startup_wait_seconds)
+    # The heartbeats get a connection of their own, so a busy pool never delays them.
+    heartbeat_client = None if embedded else connect_redis(settings)[0]
     return build_bot(settings, client=client, identity=identity, redis_client=redis_client,
-                     embedded=embedded, adk=adk)
+                     embedded=embedded, adk=adk, heartbeat_client=heartbeat_client)
 
 
 def build_bot(
@@ -307,6 +319,7 @@ def build_bot(
     redis_client: aioredis.Redis,
     embedded: bool,
     adk: AdkClient,
+    heartbeat_client: aioredis.Redis | None = None,
 ) -> Bot:
     """The Slack bot from its parts, with no checks against the peers."""
     metrics = Metrics()
@@ -329,7 +342,8 @@ def build_bot(
         )
 
     parts = assemble(settings, redis_client=redis_client, embedded=embedded, adk=adk,
-                     make_io=make_io, identity=identity, access=access, metrics=metrics)
+                     make_io=make_io, identity=identity, access=access, metrics=metrics,
+                     heartbeat_client=heartbeat_client)
     feedback_store = FeedbackStore(redis_client, parts.store.keys,
                                    ttl_seconds=settings.feedback_ttl_days * 86400)
     bolt = build_bolt_app(
@@ -346,5 +360,5 @@ def build_bot(
         settings=settings, redis=redis_client, store=parts.store,
         adk=adk, metrics=parts.metrics, identity=identity, intake=parts.intake,
         conversation=parts.conversation, worker=parts.worker, stops=parts.stops,
-        slack_client=client, bolt=bolt, notes=parts.notes,
+        slack_client=client, bolt=bolt, notes=parts.notes, heartbeat_redis=heartbeat_client,
     )

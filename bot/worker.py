@@ -1,5 +1,11 @@
 """Workers: take doorbells from the work stream and run each thread's queued turns, one at a
-time and in order, under the thread's Redis lock. Any replica can run any thread."""
+time and in order, under the thread's Redis lock. Any replica can run any thread.
+
+Each worker keeps a heartbeat in Redis (bot/store/heartbeats.py). The turns and thread
+locks of a worker whose heartbeat expired (killed, out of memory, its host gone) are taken
+over at once by a live worker; a restarted process takes over its predecessor's (the same
+host and port) as soon as it starts. RECLAIM_IDLE_SECONDS stays as the backstop for a worker
+that is alive but stuck."""
 
 from __future__ import annotations
 
@@ -15,8 +21,9 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
+from bot.store.heartbeats import Heartbeats
 from bot.store.redis_store import LockLost, Store, Taken, TurnContext
-from bot.store.work_stream import Doorbell
+from bot.store.work_stream import Consumer, Doorbell
 from bot.turns import RetryLater, Turn
 
 if TYPE_CHECKING:
@@ -51,6 +58,10 @@ class HeldLock:
 
 BLOCK_MS = 1_000  # how long one read of the doorbell stream waits
 JANITOR_SECONDS = 3600.0  # how often expired entries leave the threads index
+# A dead worker's doorbells are claimed only if idle this long: a second live worker that
+# claims the same ones right after the first gets none (the first claim reset their idle
+# time). A dead worker's doorbells have been idle since before its heartbeat expired.
+TAKEOVER_MIN_IDLE_MS = 500
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +71,11 @@ class WorkerConfig:
     concurrency: int
     lock_ttl_ms: int
     reclaim_idle_ms: int
+    heartbeat_ttl_ms: int
+    # The stable part of this process's consumer name (host and port): a process that finds
+    # a quiet consumer of its own identity in the group is its restart, and takes over that
+    # predecessor's work without waiting for its heartbeat to expire.
+    identity: str
     blocking_reads: bool  # False for fakeredis, whose XREADGROUP cannot block
     block_ms: int = BLOCK_MS
     janitor_seconds: float = JANITOR_SECONDS
@@ -70,23 +86,47 @@ class WorkerConfig:
             concurrency=settings.worker_concurrency,
             lock_ttl_ms=int(settings.lock_ttl_seconds * 1000),
             reclaim_idle_ms=int(settings.reclaim_idle_seconds * 1000),
+            heartbeat_ttl_ms=int(settings.heartbeat_ttl_seconds * 1000),
+            identity=worker_identity(settings.port),
             blocking_reads=blocking_reads,
         )
 
+    @property
+    def quiet_ms(self) -> int:
+        """Only consumers that took no doorbell for this long are checked for a heartbeat:
+        a dead worker's have been idle since before its heartbeat expired."""
+        return 2 * self.block_ms
 
-def consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+def worker_identity(port: int) -> str:
+    """Host and port: no two live processes share both, and a restarted process (the same
+    container, pod or host, the same port) has its predecessor's. With port 0 (any free
+    port) the identity is the process id and a random part, shared with nobody, so a
+    restart is not recognised."""
+    if not port:
+        return f"{socket.gethostname()}-pid{os.getpid()}.{secrets.token_hex(3)}"
+    return f"{socket.gethostname()}-{port}"
+
+
+def consumer_name(identity: str) -> str:
+    return f"{identity}-{secrets.token_hex(3)}"
 
 
 class Worker:
-    def __init__(self, store: Store, handler: TurnHandler, config: WorkerConfig,
-                 give_up: GiveUp | None = None) -> None:
+    def __init__(self, store: Store, handler: TurnHandler, config: WorkerConfig, *,
+                 heartbeats: Heartbeats, give_up: GiveUp | None = None,
+                 on_takeover: Callable[[], None] | None = None) -> None:
+        """`heartbeats` on a Redis client of their own; `give_up` (None: a turn is run again
+        however often it died); `on_takeover` is called for each thread taken over from a
+        dead worker."""
         self.store = store
         self.stream = store.stream
         self.handler = handler
         self.config = config
-        self.give_up = give_up  # None: a turn is run again however often it died
-        self.consumer = consumer_name()
+        self.heartbeats = heartbeats
+        self.give_up = give_up
+        self.on_takeover = on_takeover
+        self.consumer = consumer_name(config.identity)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -98,8 +138,13 @@ class Worker:
 
     async def start(self) -> None:
         await self.stream.ensure_group()
+        # Alive before the first lock is taken: a lock names its worker, and a lock whose
+        # worker has no heartbeat is free for the taking.
+        await self.heartbeats.beat(self.consumer)
         self._loops = [
+            asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
             asyncio.create_task(self._read_loop(), name="worker-read"),
+            asyncio.create_task(self._takeover_loop(), name="worker-takeover"),
             asyncio.create_task(self._reclaim_loop(), name="worker-reclaim"),
             asyncio.create_task(self._janitor_loop(), name="worker-janitor"),
         ]
@@ -120,6 +165,7 @@ class Worker:
             await asyncio.gather(*pending, return_exceptions=True)
         try:
             await self.stream.forget_consumer(self.consumer)
+            await self.heartbeats.stop([self.consumer])
         except (RedisError, OSError) as exc:
             log.debug("could not leave the consumer group: %s", exc)
 
@@ -149,6 +195,51 @@ class Worker:
             if not bells and not self.config.blocking_reads and self.stream.wakeup is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stream.wakeup.wait(), self.config.block_ms / 1000)
+
+    async def _heartbeat_loop(self) -> None:
+        period = self.config.heartbeat_ttl_ms / 4000
+        while not self._stopping.is_set():
+            await asyncio.sleep(period)
+            try:
+                await self.heartbeats.beat(self.consumer)
+            except (RedisError, OSError) as exc:
+                log.warning("cannot refresh this worker's heartbeat: %s", exc)
+
+    async def _takeover_loop(self) -> None:
+        period = self.config.heartbeat_ttl_ms / 4000
+        while not self._stopping.is_set():
+            try:
+                await self.take_over_dead_workers()
+            except (RedisError, OSError) as exc:
+                log.warning("cannot look for the work of dead workers: %s", exc)
+            await asyncio.sleep(period)
+
+    async def take_over_dead_workers(self) -> int:
+        """Claim and run the doorbells of workers whose heartbeat expired, or of this
+        process's predecessor; drop dead workers with nothing pending from the group. How
+        many doorbells were taken."""
+        others = [c for c in await self.stream.consumers() if c.name != self.consumer]
+        # A predecessor is dead whatever its heartbeat says: this process replaced it.
+        predecessors = [c.name for c in others if _same_identity(c, self.config.identity)]
+        await self.heartbeats.stop(predecessors)
+        quiet = [c for c in others
+                 if c.name in predecessors or c.idle_ms >= self.config.quiet_ms]
+        if not quiet:
+            return 0
+        alive = await self.heartbeats.alive([c.name for c in quiet])
+        taken = 0
+        for dead in (c for c in quiet if not alive[c.name]):
+            if not dead.pending:
+                await self.stream.remove_consumer(dead.name)
+                continue
+            bells = await self.stream.take_over(dead.name, self.consumer, TAKEOVER_MIN_IDLE_MS)
+            if bells:
+                log.info("taking over %d doorbells of a dead worker", len(bells),
+                         extra={"worker": dead.name})
+            for bell in bells:
+                self._spawn(bell)
+            taken += len(bells)
+        return taken
 
     async def _reclaim_loop(self) -> None:
         interval = max(self.config.reclaim_idle_ms / 4000, 0.5)
@@ -188,7 +279,12 @@ class Worker:
             if not bell.key:
                 await self.stream.ack(bell.entry_id)
                 return
-            token, head = await self.store.claim(bell.key, self.config.lock_ttl_ms)
+            token, head = await self.store.claim(bell.key, self.config.lock_ttl_ms,
+                                                 worker=self.consumer)
+            if head is not None and head.taken_over:
+                log.info("took over a thread from a dead worker", extra={"thread_key": bell.key})
+                if self.on_takeover is not None:
+                    self.on_takeover()
             if token is None:
                 # Another worker holds the thread; it drains the queue, this bell is redundant.
                 await self.stream.ack(bell.entry_id)
@@ -364,6 +460,12 @@ class Worker:
                 held.lost = True
                 drain.cancel()
                 return
+
+
+def _same_identity(consumer: Consumer, identity: str) -> bool:
+    """Whether `consumer` was named by a process of this `identity` (its predecessor)."""
+    base, _, suffix = consumer.name.rpartition("-")
+    return base == identity and len(suffix) == 6
 
 
 def _head_ts(head: Taken | None) -> str:

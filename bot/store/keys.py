@@ -15,12 +15,15 @@ bot needs one Redis primary, not a Redis Cluster.
     <p>:{<key>}:live:<ts>     string the ts of the turn's live (streamed/placeholder) message, so a
                                      re-run after a crash removes the half-written one, TTL
     <p>:{<key>}:q             list   the thread's FIFO of turns (JSON), oldest first
-    <p>:{<key>}:lock          string the token of the worker running this thread, PX TTL
+    <p>:{<key>}:lock          string `<worker>/<random>`: the worker running this thread (its
+                                     consumer name) and a token of this hold, PX TTL
     <p>:{<key>}:tries:<ts>    string attempts at the turn that never finished (their worker
                                      died mid-turn), TTL; deleted when the turn is done
     <p>:{<key>}:fb:<turn_ts>  hash   feedback on a turn's answer: user id -> JSON {rating,
                                      session_id, invocation_id, at}; TTL FEEDBACK_TTL_DAYS
     <p>:work                  stream doorbells: {"k": <key>}; consumer group "workers"
+    <p>:hb:<worker>           string a live worker's heartbeat (its consumer name), PX
+                                     HEARTBEAT_TTL_SECONDS, refreshed on its own connection
     <p>:stop                  pub/sub channel: thread keys whose running turn must stop
     <p>:streams:<team>:<min>  string native streams started this minute (Slack Tier 2), TTL
     <p>:threads               zset   thread key -> last activity (for listing and purging)
@@ -80,6 +83,13 @@ class Keys:
     @property
     def work_stream(self) -> str:
         return f"{self.prefix}:work"
+
+    @property
+    def heartbeat_prefix(self) -> str:
+        return f"{self.prefix}:hb:"
+
+    def heartbeat(self, worker: str) -> str:
+        return f"{self.heartbeat_prefix}{worker}"
 
     @property
     def threads_index(self) -> str:

@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
@@ -64,12 +64,15 @@ class Taken:
     """The head turn of a thread's queue, as handed to a worker: its JSON, the state it had
     before it was marked running ("d": delivered already; "r": an attempt at it never
     finished; None: new, or not a turn), its context (None when the entry is not a turn),
-    and how many attempts at it never finished so far (0 unless the state was "r")."""
+    how many attempts at it never finished so far (0 unless the state was "r"), and whether
+    the thread was taken over from a dead worker to hand it out."""
 
     raw: str
     state: str | None = None
     context: TurnContext | None = None
     attempts: int = 0
+    # The thread's lock was taken over from a worker whose heartbeat had expired.
+    taken_over: bool = False
 
 
 def _taken(key: str, reply: list[Any] | None) -> Taken | None:
@@ -149,19 +152,25 @@ class Store:
         k = self.keys
         return [k.message(key, ""), k.outbox(key, ""), k.live(key, ""), k.attempts(key, "")]
 
-    async def claim(self, key: str, ttl_ms: int) -> tuple[str | None, Taken | None]:
-        """Lock the thread and take its head turn (marked running, with its context) in one
-        round trip: (lock token or None if another worker holds the thread, the head or
-        None)."""
-        token = uuid.uuid4().hex
+    async def claim(self, key: str, ttl_ms: int, *, worker: str = ""
+                    ) -> tuple[str | None, Taken | None]:
+        """Lock the thread for `worker` (its consumer name) and take its head turn (marked
+        running, with its context) in one round trip: (lock token or None if a live worker
+        holds the thread, the head or None). A lock held by a worker whose heartbeat
+        expired is taken over (`Taken.taken_over`)."""
+        token = f"{worker}/{uuid.uuid4().hex}" if worker else uuid.uuid4().hex
         k = self.keys
         reply = await self._claim(
             keys=[k.lock(key), k.queue(key), k.thread(key)],
-            args=[token, ttl_ms, *self._take_prefixes(key), self.dedupe_ttl],
+            args=[token, ttl_ms, *self._take_prefixes(key), self.dedupe_ttl,
+                  k.heartbeat_prefix],
         )
         if not reply or not int(reply[0]):
             return None, None
-        return token, _taken(key, reply[1] if len(reply) > 1 else None)
+        head = _taken(key, reply[1] if len(reply) > 1 else None)
+        if head is not None and len(reply) > 2 and int(reply[2]):
+            head = replace(head, taken_over=True)
+        return token, head
 
     async def take_head(self, key: str) -> Taken | None:
         """The head turn of the thread's queue, marked running (the lock must be held)."""

@@ -25,6 +25,16 @@ class Doorbell:
     deliveries: int = 1
 
 
+@dataclass(frozen=True)
+class Consumer:
+    """A worker of the consumer group: its doorbells delivered and not acknowledged, and
+    the milliseconds since it last read or claimed any."""
+
+    name: str
+    pending: int
+    idle_ms: int
+
+
 class WorkStream:
     """The doorbells of the work stream, rung, read, reclaimed and acknowledged. `client`
     must use `decode_responses=True`."""
@@ -93,6 +103,47 @@ class WorkStream:
             deliveries = int(info[0].get("times_delivered", 1)) if info else 1
             bells.append(Doorbell(eid, fields.get("k", ""), deliveries))
         return bells
+
+    async def consumers(self) -> list[Consumer]:
+        """The workers of the consumer group, with their pending doorbells and idle time
+        (https://redis.io/docs/latest/commands/xinfo-consumers/)."""
+        try:
+            rows = await self.redis.xinfo_consumers(self.keys.work_stream, self.keys.work_group)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                return []
+            raise
+        return [Consumer(str(row["name"]), int(row.get("pending", 0)),
+                         int(row.get("idle", 0))) for row in rows]
+
+    async def take_over(self, dead: str, consumer: str, min_idle_ms: int, count: int = 100
+                        ) -> list[Doorbell]:
+        """The doorbells pending with the dead worker `dead`, claimed for `consumer` (XCLAIM
+        resets their idle time, so a second live worker claiming the same ones within
+        `min_idle_ms` gets none). Entries deleted meanwhile leave the pending list."""
+        pending = await self.redis.xpending_range(
+            self.keys.work_stream, self.keys.work_group, "-", "+", count, consumername=dead
+        )
+        if not pending:
+            return []
+        counts = {str(p["message_id"]): int(p.get("times_delivered", 1)) for p in pending}
+        claimed = await self.redis.xclaim(
+            self.keys.work_stream, self.keys.work_group, consumer, min_idle_ms, list(counts)
+        )
+        bells = []
+        for entry in cast("list[tuple[str, dict[str, str] | None] | None]", claimed or []):
+            if not entry:
+                continue
+            entry_id, fields = entry
+            if not fields:
+                continue
+            bells.append(Doorbell(entry_id, fields.get("k", ""), counts.get(entry_id, 1) + 1))
+        return bells
+
+    async def remove_consumer(self, consumer: str) -> None:
+        """Drop a dead worker with nothing pending from the consumer group."""
+        await self.redis.xgroup_delconsumer(self.keys.work_stream, self.keys.work_group,
+                                            consumer)
 
     async def ack(self, entry_id: str) -> None:
         pipe = self.redis.pipeline(transaction=False)

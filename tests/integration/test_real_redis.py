@@ -18,6 +18,7 @@ from tests.unit import (
     test_limits,
     test_stops,
     test_store_and_worker,
+    test_takeover,
     test_turn_attempts,
 )
 from tests.unit.test_store_and_worker import _run_worker, make_store, turn
@@ -37,7 +38,8 @@ def any_redis_tests_of(*modules: ModuleType) -> dict[str, object]:
 
 
 globals().update(any_redis_tests_of(
-    test_feedback, test_limits, test_stops, test_store_and_worker, test_turn_attempts))
+    test_feedback, test_limits, test_stops, test_store_and_worker, test_takeover,
+    test_turn_attempts))
 
 
 async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, prefix) -> None:

@@ -12,10 +12,11 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
+from bot.store.heartbeats import Heartbeats
 from bot.store.keys import Keys
 from bot.store.redis_store import IntakeResult, LockLost, Store
 from bot.turns import Turn
-from bot.worker import Worker, WorkerConfig
+from bot.worker import GiveUp, Worker, WorkerConfig
 from tests.settings import default_settings, default_store
 from tests.waiting import eventually
 
@@ -153,14 +154,21 @@ async def test_claim_reports_delivered_and_unreadable_heads(any_redis, prefix) -
 
 def worker_config(store: Store, **cfg) -> WorkerConfig:
     """The default worker config for `store`, polling every 200 ms, changed by `cfg`."""
-    config = WorkerConfig.from_settings(default_settings(),
+    # Port 0: an identity of its own, as several workers run in this one process.
+    config = WorkerConfig.from_settings(default_settings(port=0),
                                         blocking_reads=store.stream.wakeup is None)
     return replace(config, block_ms=200, **cfg)
 
 
+def new_worker(store: Store, handler, config: WorkerConfig, give_up: GiveUp | None = None
+               ) -> Worker:
+    """A worker of `store`, its heartbeats on the store's client."""
+    heartbeats = Heartbeats(store.redis, store.keys, ttl_ms=config.heartbeat_ttl_ms)
+    return Worker(store, handler, config, heartbeats=heartbeats, give_up=give_up)
+
+
 async def _run_worker(store: Store, handler, **cfg) -> Worker:
-    config = worker_config(store, **cfg)
-    worker = Worker(store, handler, config)
+    worker = new_worker(store, handler, worker_config(store, **cfg))
     await worker.start()
     return worker
 

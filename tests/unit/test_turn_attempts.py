@@ -11,8 +11,8 @@ from redis.crc import key_slot
 from bot.store.keys import Keys
 from bot.store.redis_store import Store, TurnContext
 from bot.turns import Turn
-from bot.worker import GiveUp, Worker
-from tests.unit.test_store_and_worker import make_store, turn, worker_config
+from bot.worker import GiveUp
+from tests.unit.test_store_and_worker import make_store, new_worker, turn, worker_config
 from tests.waiting import eventually
 
 
@@ -113,9 +113,7 @@ async def test_a_turn_is_given_up_after_max_attempts_and_the_thread_goes_on(
         given_up.append((x.ts, attempts, context.lock_token))
         return "given_up"
 
-    worker = Worker(store, handler,
-                    worker_config(store),
-                    GiveUp(3, give_up))
+    worker = new_worker(store, handler, worker_config(store), GiveUp(3, give_up))
     await worker.start()
     try:
         await eventually(lambda: handled == ["102.0"])
@@ -142,9 +140,7 @@ async def test_below_max_attempts_the_turn_runs_again(any_redis, prefix) -> None
     async def give_up(x: Turn, context: TurnContext | None, attempts: int) -> str:
         raise AssertionError("given up too early")
 
-    worker = Worker(store, handler,
-                    worker_config(store),
-                    GiveUp(3, give_up))
+    worker = new_worker(store, handler, worker_config(store), GiveUp(3, give_up))
     await worker.start()
     try:
         await eventually(lambda: handled == ["101.0"])
@@ -163,8 +159,7 @@ async def test_shutting_down_mid_turn_queues_it_again(any_redis, prefix) -> None
         await asyncio.sleep(30)
         return "answered"
 
-    worker = Worker(store, handler,
-                    worker_config(store))
+    worker = new_worker(store, handler, worker_config(store))
     await worker.start()
     await store.enqueue(t, engages=True)
     await asyncio.wait_for(started.wait(), 5)
@@ -199,9 +194,7 @@ async def test_last_attempts_run_one_at_a_time_and_a_waiting_one_is_not_counted(
     async def give_up(x: Turn, context: TurnContext | None, attempts: int) -> str:
         raise AssertionError("given up too early")
 
-    worker = Worker(store, handler,
-                    worker_config(store),
-                    GiveUp(3, give_up))
+    worker = new_worker(store, handler, worker_config(store), GiveUp(3, give_up))
     await worker.start()
     try:
         [started] = await eventually(lambda: running)
@@ -246,8 +239,7 @@ async def test_a_shutdown_while_the_next_turn_is_taken_queues_that_turn_again(
     async def handler(x: Turn, _context: TurnContext | None = None) -> str:
         return "answered"
 
-    worker = Worker(store, handler,
-                    worker_config(store))
+    worker = new_worker(store, handler, worker_config(store))
     await worker.start()
     await asyncio.wait_for(finishing.wait(), 5)
     await eventually(lambda: _state_is(store, nxt, "r"))
