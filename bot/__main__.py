@@ -1,4 +1,4 @@
-"""Command line: `python -m bot serve | console | doctor | sessions`."""
+"""Command line: `python -m bot serve | console | doctor | sessions | migrate`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 
 from pydantic import ValidationError
 
+from bot.cli.migrate import add_migrate_parser, run_migrate
 from bot.cli.sessions import add_sessions_parser, run_sessions
 from bot.config import Settings, describe_validation_error
 from bot.logs import setup_logging
@@ -56,15 +57,18 @@ def main(argv: list[str] | None = None) -> int:
                     "(warnings allowed), 1 otherwise.")
     doctor.add_argument("--json", action="store_true", help="print the results as JSON")
     add_sessions_parser(sub)
+    add_migrate_parser(sub)
     args = parser.parse_args(argv)
 
-    if args.command in ("doctor", "sessions"):
+    if args.command in ("doctor", "sessions", "migrate"):
         setup_logging("ERROR", json_lines=False)
         try:
             if args.command == "doctor":
                 from bot.cli.doctor import run_doctor
 
                 return run_doctor(as_json=args.json)
+            if args.command == "migrate":
+                return run_migrate(args)
             return run_sessions(args)
         except KeyboardInterrupt:
             return 130

@@ -292,6 +292,30 @@ class Settings(BaseSettings):
         json_schema_extra=group("Redis"),
     )
 
+    redis_shards: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description=(
+            "How many shards the threads are spread over (1 to 1024). Each shard is one "
+            "Redis Cluster hash slot holding its threads' keys, its work stream and its "
+            "threads index; every worker reads every shard. More shards spread a cluster's "
+            "load over more nodes; on one Redis they change little. The count is part of "
+            "the key layout: a changed count is refused at start until `python -m bot "
+            "migrate` moves the keys."
+        ),
+        json_schema_extra=group("Redis"),
+    )
+    redis_mode: Literal["standalone", "cluster"] = Field(
+        default="standalone",
+        description=(
+            "`standalone`: one Redis (or a primary with replicas) at `REDIS_URL`. "
+            "`cluster`: a Redis Cluster, `REDIS_URL` naming any node (redis-py's "
+            "`RedisCluster` finds the others and follows failovers and slot moves)."
+        ),
+        json_schema_extra=group("Redis"),
+    )
+
     host: str = Field(
         default="0.0.0.0",
         description=(

@@ -12,7 +12,14 @@ from typing import Any, TextIO
 
 from bot.adk.client import AdkClient
 from bot.config import Settings
-from bot.runtime import NOTES_DRAIN_SECONDS, assemble, build_adk, check_adk_app, connect_redis
+from bot.runtime import (
+    NOTES_DRAIN_SECONDS,
+    assemble,
+    build_adk,
+    check_adk_app,
+    check_key_layout,
+    connect_redis,
+)
 from bot.store.redis_store import Store
 from bot.terminal_text import terminal_text
 from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
@@ -132,6 +139,7 @@ async def run_console(
     adk = adk or build_adk(settings)
     await check_adk_app(adk, settings.adk_app_name, settings.adk_startup_wait_seconds)
     redis_client, embedded = connect_redis(settings)
+    await check_key_layout(settings, redis_client)
     io = ConsoleIO(out, err, user_name=os.environ.get("USER") or "you", interactive=interactive)
     identity = BotIdentity(user_id=BOT_USER, team_id=TEAM)
     parts = assemble(

@@ -40,6 +40,8 @@ from bot.slack.usergroups import UserGroupResolver
 from bot.stops import Stops
 from bot.store.feedback import FeedbackStore
 from bot.store.heartbeats import Heartbeats
+from bot.store.keys import Keys
+from bot.store.layout import LayoutError, check_layout
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, TurnContext
 from bot.thread_io import ThreadIO
@@ -74,6 +76,14 @@ def connect_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
         "process exits and is not shared between replicas."
     )
     return fakeredis.FakeAsyncRedis(decode_responses=True), True
+
+
+async def check_key_layout(settings: Settings, client: aioredis.Redis) -> None:
+    """Refuse to start on keys of another layout (bot/store/layout.py)."""
+    try:
+        await check_layout(client, Keys(settings.redis_key_prefix, settings.redis_shards))
+    except LayoutError as exc:
+        raise StartupError([str(exc)]) from exc
 
 
 def build_store(settings: Settings, client: aioredis.Redis, embedded: bool) -> Store:
@@ -303,6 +313,7 @@ async def build_slack_bot(settings: Settings) -> Bot:
         await redis_client.ping()
     except (RedisError, OSError) as exc:
         raise StartupError([f"REDIS_URL: cannot reach Redis ({exc})"]) from exc
+    await check_key_layout(settings, redis_client)
     adk = build_adk(settings)
     await check_adk_app(adk, settings.adk_app_name, settings.adk_startup_wait_seconds)
     # The heartbeats get a connection of their own, so a busy pool never delays them.

@@ -77,6 +77,9 @@ class WorkerConfig:
     # predecessor's work without waiting for its heartbeat to expire.
     identity: str
     blocking_reads: bool  # False for fakeredis, whose XREADGROUP cannot block
+    # One read loop per shard (a Redis Cluster: one command's keys share a slot), or one
+    # read of every shard's stream at once.
+    read_each_shard: bool = False
     block_ms: int = BLOCK_MS
     janitor_seconds: float = JANITOR_SECONDS
 
@@ -89,6 +92,7 @@ class WorkerConfig:
             heartbeat_ttl_ms=int(settings.heartbeat_ttl_seconds * 1000),
             identity=worker_identity(settings.port),
             blocking_reads=blocking_reads,
+            read_each_shard=settings.redis_mode == "cluster",
         )
 
     @property
@@ -143,7 +147,7 @@ class Worker:
         await self.heartbeats.beat(self.consumer)
         self._loops = [
             asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
-            asyncio.create_task(self._read_loop(), name="worker-read"),
+            *self._read_loops(),
             asyncio.create_task(self._takeover_loop(), name="worker-takeover"),
             asyncio.create_task(self._reclaim_loop(), name="worker-reclaim"),
             asyncio.create_task(self._janitor_loop(), name="worker-janitor"),
@@ -171,7 +175,13 @@ class Worker:
 
     # ---- loops --------------------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
+    def _read_loops(self) -> list[asyncio.Task[None]]:
+        if not self.config.read_each_shard:
+            return [asyncio.create_task(self._read_loop(None), name="worker-read")]
+        return [asyncio.create_task(self._read_loop([shard]), name=f"worker-read-{shard}")
+                for shard in self.store.keys.all_shards]
+
+    async def _read_loop(self, shards: list[int] | None) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
             free = self.config.concurrency - len(self._tasks)
@@ -182,7 +192,7 @@ class Worker:
                 if self.stream.wakeup is not None:
                     self.stream.wakeup.clear()
                 bells = await self.stream.read_doorbells(
-                    self.consumer, min(free, 100), self.config.block_ms
+                    self.consumer, min(free, 100), self.config.block_ms, shards
                 )
                 backoff = 0.1
             except (RedisError, OSError) as exc:
@@ -277,7 +287,7 @@ class Worker:
     async def _answer_doorbell(self, bell: Doorbell) -> None:
         try:
             if not bell.key:
-                await self.stream.ack(bell.entry_id)
+                await self.stream.ack(bell)
                 return
             token, head = await self.store.claim(bell.key, self.config.lock_ttl_ms,
                                                  worker=self.consumer)
@@ -287,7 +297,7 @@ class Worker:
                     self.on_takeover()
             if token is None:
                 # Another worker holds the thread; it drains the queue, this bell is redundant.
-                await self.stream.ack(bell.entry_id)
+                await self.stream.ack(bell)
                 return
             held = HeldLock(bell.key, token)
             drain = asyncio.create_task(self._drain(held, head))
@@ -314,7 +324,7 @@ class Worker:
             if held.lost:
                 await self._after_lost_lock(bell)
                 return
-            await self.stream.ack(bell.entry_id)
+            await self.stream.ack(bell)
         except asyncio.CancelledError:
             raise
         except (RedisError, OSError) as exc:
@@ -340,7 +350,7 @@ class Worker:
         log.warning("lost a thread lock mid-turn; the turn is left to the lock's holder",
                     extra={"thread_key": bell.key})
         await self.stream.ring(bell.key)
-        await self.stream.ack(bell.entry_id)
+        await self.stream.ack(bell)
 
     async def _hand_back(self, bell: Doorbell, held: HeldLock) -> None:
         """Shutting down mid-thread: free the thread and ring its doorbell again so another
@@ -348,7 +358,7 @@ class Worker:
         try:
             await self.store.hand_back(held.key, held.token, held.running)
             await self.stream.ring(held.key)
-            await self.stream.ack(bell.entry_id)
+            await self.stream.ack(bell)
             log.info("handed a thread back", extra={"thread_key": held.key})
         except (RedisError, OSError) as exc:
             log.warning("could not hand a thread back (it will be reclaimed): %s", exc,
@@ -451,7 +461,7 @@ class Worker:
                 still_ours = await self.store.extend_lock(
                     held.key, held.token, self.config.lock_ttl_ms
                 )
-                await self.stream.touch(self.consumer, bell.entry_id)
+                await self.stream.touch(self.consumer, bell)
             except (RedisError, OSError) as exc:
                 log.warning("could not extend a thread lock: %s", exc,
                             extra={"thread_key": bell.key})

@@ -27,6 +27,8 @@ from bot.slack.scopes import (
     parse_scopes,
     unneeded_missing_scopes,
 )
+from bot.store.keys import Keys
+from bot.store.thread_index import ThreadIndex
 
 
 class Status(StrEnum):
@@ -293,7 +295,9 @@ async def check_redis(loaded: LoadedSettings) -> CheckResult:
         try:
             await client.ping()
             server = await client.info("server")
-            threads = await client.zcard(f"{settings.redis_key_prefix}:threads")
+            threads = await ThreadIndex(
+                client, Keys(settings.redis_key_prefix, settings.redis_shards), 0
+            ).thread_count()
         except (RedisError, OSError) as exc:
             return CheckResult(name, Status.PROBLEM, f"cannot reach Redis at {shown} ({exc})",
                                fix="start Redis, or set REDIS_URL to a Redis this host can "

@@ -20,6 +20,7 @@ from bot.adk.client import AdkError
 from bot.cli import local_time, parse_duration, render_fields, render_table, when
 from bot.cli.doctor import mask_url
 from bot.config import Settings, describe_validation_error
+from bot.store.layout import LayoutError, check_layout
 from bot.store.redis_store import Store
 from bot.store.thread_record import ThreadRecord
 from bot.turns import DM_THREAD, session_id_for, thread_key
@@ -335,6 +336,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             await client.ping()
         except (RedisError, OSError) as exc:
             raise CliError(f"cannot reach Redis at {shown} ({exc}); check REDIS_URL") from exc
+        try:
+            await check_layout(client, store.keys)
+        except LayoutError as exc:
+            raise CliError(str(exc)) from exc
         if args.action == "list":
             return await _list(store, args.limit)
         if args.action == "purge":

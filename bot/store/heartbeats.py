@@ -1,5 +1,6 @@
-"""Worker heartbeats: each worker process keeps `<p>:hb:<worker>` alive in Redis (a key with
-a short TTL, refreshed several times per TTL) while it runs. A worker whose key expired is
+"""Worker heartbeats: each worker process keeps `<s>:hb:<worker>` alive in Redis in every
+shard (a key with a short TTL, refreshed several times per TTL) while it runs, so the lock
+script of any thread finds it in the thread's own slot. A worker whose key expired is
 dead: any live worker takes over its turns and thread locks at once (the lock script checks
 the heartbeat, bot/store/scripts.py), instead of waiting for RECLAIM_IDLE_SECONDS.
 
@@ -27,22 +28,32 @@ class Heartbeats:
         self.ttl_ms = ttl_ms
 
     async def beat(self, worker: str) -> None:
-        """`worker` is alive for one more TTL."""
-        await self.redis.set(self.keys.heartbeat(worker), f"{time.time():.3f}", px=self.ttl_ms)
+        """`worker` is alive for one more TTL, in every shard (one pipeline)."""
+        now = f"{time.time():.3f}"
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.keys.all_shards:
+            pipe.set(self.keys.heartbeat(worker, shard), now, px=self.ttl_ms)
+        await pipe.execute()
 
     async def stop(self, workers: Sequence[str]) -> None:
         """`workers` are gone (this one stopping, or a restarted process's predecessors):
         their turns may be taken over now."""
-        if workers:
-            await self.redis.delete(*(self.keys.heartbeat(w) for w in workers))
+        if not workers:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for worker in workers:
+            for shard in self.keys.all_shards:
+                pipe.delete(self.keys.heartbeat(worker, shard))
+        await pipe.execute()
 
     async def alive(self, workers: Sequence[str]) -> dict[str, bool]:
-        """Which of `workers` have a live heartbeat (one round trip)."""
+        """Which of `workers` have a live heartbeat (one round trip; shard 0's key, written
+        with the others)."""
         if not workers:
             return {}
         pipe = self.redis.pipeline(transaction=False)
         for worker in workers:
-            pipe.exists(self.keys.heartbeat(worker))
+            pipe.exists(self.keys.heartbeat(worker, 0))
         found = await pipe.execute()
         return {worker: bool(n) for worker, n in zip(workers, found, strict=True)}
 

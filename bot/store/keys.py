@@ -1,47 +1,69 @@
-"""The Redis key layout. Every key of one thread shares a hash tag `{team:channel:thread}`,
-so the scripts that work on a thread touch one slot. The intake script also appends the
-thread's doorbell to the work stream in the same call (one round trip per event), so the
-bot needs one Redis primary, not a Redis Cluster.
+"""The Redis key layout. The threads are spread over `REDIS_SHARDS` shards (a thread's
+shard: CRC-32 of its key, modulo the count). Every key of a shard shares one hash tag
+`{<p>:<n>}`: the thread's own keys, the shard's work stream, its threads index and the
+workers' heartbeats in it. So every script and multi-key command touches one slot, and the
+same layout runs on one Redis, behind Sentinel, or on a Redis Cluster
+(https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags).
+`<s>` below is `<p>:{<p>:<n>}`, `<key>` the thread key `team:channel:thread_ts`.
 
-    <p>:{<key>}:thread        hash   engaged, adk_user_id, session_id, generation,
+    <s>:<key>:thread          hash   engaged, adk_user_id, session_id, generation,
                                      created_by, created_at, last_activity, turns, reset_at,
                                      awaiting (the agent's open requests, with who asked)
-    <p>:{<key>}:ev:<event_id> string Slack event id seen (redelivery dedupe), TTL
-    <p>:{<key>}:msg:<ts>      string "q" queued / "r" running / "a" answer ready in the
+    <s>:<key>:ev:<event_id>   string Slack event id seen (redelivery dedupe), TTL
+    <s>:<key>:msg:<ts>        string "q" queued / "r" running / "a" answer ready in the
                                      outbox / "d" delivered / "b" refused, the thread was
                                      busy (also the pair dedupe), TTL
-    <p>:{<key>}:out:<ts>      string the turn's replies (JSON) between the ADK run and their
+    <s>:<key>:out:<ts>        string the turn's replies (JSON) between the ADK run and their
                                      delivery to Slack, so a crash in between loses nothing
-    <p>:{<key>}:live:<ts>     string the ts of the turn's live (streamed/placeholder) message, so a
-                                     re-run after a crash removes the half-written one, TTL
-    <p>:{<key>}:q             list   the thread's FIFO of turns (JSON), oldest first
-    <p>:{<key>}:lock          string `<worker>/<random>`: the worker running this thread (its
+    <s>:<key>:live:<ts>       string the ts of the turn's live (streamed/placeholder) message,
+                                     so a re-run after a crash removes the half-written one
+    <s>:<key>:q               list   the thread's FIFO of turns (JSON), oldest first
+    <s>:<key>:lock            string `<worker>/<random>`: the worker running this thread (its
                                      consumer name) and a token of this hold, PX TTL
-    <p>:{<key>}:tries:<ts>    string attempts at the turn that never finished (their worker
+    <s>:<key>:tries:<ts>      string attempts at the turn that never finished (their worker
                                      died mid-turn), TTL; deleted when the turn is done
-    <p>:{<key>}:fb:<turn_ts>  hash   feedback on a turn's answer: user id -> JSON {rating,
+    <s>:<key>:files:<ts>      set    reply parts whose files are uploaded, TTL
+    <s>:<key>:defer:<ts>      string times the turn's delivery was put off, TTL
+    <s>:<key>:fb:<turn_ts>    hash   feedback on a turn's answer: user id -> JSON {rating,
                                      session_id, invocation_id, at}; TTL FEEDBACK_TTL_DAYS
-    <p>:work                  stream doorbells: {"k": <key>}; consumer group "workers"
-    <p>:hb:<worker>           string a live worker's heartbeat (its consumer name), PX
-                                     HEARTBEAT_TTL_SECONDS, refreshed on its own connection
+    <s>:work                  stream the shard's doorbells {"k": <key>}; group "workers"
+    <s>:threads               zset   the shard's thread keys -> last activity (listing, purging)
+    <s>:hb:<worker>           string a live worker's heartbeat (its consumer name), in every
+                                     shard, PX HEARTBEAT_TTL_SECONDS
+    <p>:layout                string the layout of the keys: "shards=<n>", checked at start
     <p>:stop                  pub/sub channel: thread keys whose running turn must stop
     <p>:streams:<team>:<min>  string native streams started this minute (Slack Tier 2), TTL
-    <p>:threads               zset   thread key -> last activity (for listing and purging)
     <p>:rate:{<team>:<user>}  string turns the user started in their current rate window,
                                      PX USER_RATE_WINDOW_SECONDS from the window's first turn
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+
+DEFAULT_SHARDS = 8
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str  # REDIS_KEY_PREFIX
+    shards: int = DEFAULT_SHARDS  # REDIS_SHARDS
+
+    def shard_of(self, key: str) -> int:
+        """The shard of thread `key` (stable across processes and restarts)."""
+        return zlib.crc32(key.encode()) % self.shards
+
+    def shard(self, n: int) -> str:
+        """The common start of shard `n`'s keys, with its hash tag."""
+        return f"{self.prefix}:{{{self.prefix}:{n}}}"
+
+    @property
+    def all_shards(self) -> range:
+        return range(self.shards)
 
     def _tag(self, key: str) -> str:
-        return f"{self.prefix}:{{{key}}}"
+        return f"{self.shard(self.shard_of(key))}:{key}"
 
     def thread(self, key: str) -> str:
         return f"{self._tag(key)}:thread"
@@ -80,19 +102,24 @@ class Keys:
         """A user's rate-limit counter: a hash tag of its own (a user is not a thread)."""
         return f"{self.prefix}:rate:{{{team}:{user}}}"
 
-    @property
-    def work_stream(self) -> str:
-        return f"{self.prefix}:work"
+    def work_stream(self, shard: int) -> str:
+        return f"{self.shard(shard)}:work"
+
+    def threads_index(self, shard: int) -> str:
+        return f"{self.shard(shard)}:threads"
+
+    def heartbeat_prefix(self, shard: int) -> str:
+        return f"{self.shard(shard)}:hb:"
+
+    def heartbeat(self, worker: str, shard: int) -> str:
+        return f"{self.heartbeat_prefix(shard)}{worker}"
 
     @property
-    def heartbeat_prefix(self) -> str:
-        return f"{self.prefix}:hb:"
-
-    def heartbeat(self, worker: str) -> str:
-        return f"{self.heartbeat_prefix}{worker}"
+    def layout(self) -> str:
+        return f"{self.prefix}:layout"
 
     @property
-    def threads_index(self) -> str:
-        return f"{self.prefix}:threads"
+    def layout_value(self) -> str:
+        return f"shards={self.shards}"
 
     work_group: str = "workers"

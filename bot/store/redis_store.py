@@ -121,9 +121,10 @@ class Store:
     @classmethod
     def from_settings(cls, settings: Settings, client: aioredis.Redis, *,
                       wakeup: asyncio.Event | None = None) -> Store:
-        """The store of `REDIS_KEY_PREFIX`, `DEDUPE_TTL_SECONDS` and `THREAD_TTL_DAYS`;
+        """The store of `REDIS_KEY_PREFIX`, `REDIS_SHARDS`, `DEDUPE_TTL_SECONDS` and
+        `THREAD_TTL_DAYS`;
         `wakeup` for a backend whose XREADGROUP cannot block (fakeredis)."""
-        return cls(client, keys=Keys(settings.redis_key_prefix),
+        return cls(client, keys=Keys(settings.redis_key_prefix, settings.redis_shards),
                    dedupe_ttl=settings.dedupe_ttl_seconds,
                    thread_ttl=settings.thread_ttl_days * 86400, wakeup=wakeup)
 
@@ -136,7 +137,7 @@ class Store:
         k = self.keys
         result = await self._intake(
             keys=[k.thread(key), k.event(key, turn.event_id or f"ts-{turn.ts}"),
-                  k.message(key, turn.ts), k.queue(key), k.work_stream],
+                  k.message(key, turn.ts), k.queue(key), k.work_stream(k.shard_of(key))],
             args=[turn.to_json(), "1" if engages else "0", self.dedupe_ttl, self.thread_ttl,
                   f"{time.time():.6f}", key, max_queued],
         )
@@ -163,7 +164,7 @@ class Store:
         reply = await self._claim(
             keys=[k.lock(key), k.queue(key), k.thread(key)],
             args=[token, ttl_ms, *self._take_prefixes(key), self.dedupe_ttl,
-                  k.heartbeat_prefix],
+                  k.heartbeat_prefix(k.shard_of(key))],
         )
         if not reply or not int(reply[0]):
             return None, None
@@ -250,7 +251,7 @@ class Store:
         now = f"{time.time():.6f}"
         saved = await self._save_outbox(
             keys=[k.outbox(key, ts), k.message(key, ts), k.thread(key), k.lock(key),
-                  k.threads_index],
+                  k.threads_index(k.shard_of(key))],
             args=[json.dumps(replies, ensure_ascii=False), self.dedupe_ttl, self.thread_ttl,
                   now, key, lock_token],
         )
@@ -265,7 +266,6 @@ class Store:
         self, key: str, *, adk_user_id: str, session_id: str, generation: int, created_by: str
     ) -> None:
         now = f"{time.time():.6f}"
-        # Not a transaction: the index is on another cluster slot than the thread's keys.
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(
             self.keys.thread(key),
@@ -276,7 +276,7 @@ class Store:
             },
         )
         pipe.expire(self.keys.thread(key), self.thread_ttl)
-        pipe.zadd(self.keys.threads_index, {key: time.time()})
+        pipe.zadd(self.keys.threads_index(self.keys.shard_of(key)), {key: time.time()})
         await pipe.execute()
 
     async def disengage(self, key: str) -> None:

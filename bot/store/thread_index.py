@@ -1,5 +1,6 @@
-"""The operator's view of the threads: the threads index (`<p>:threads`, thread key -> last
-activity) read with the mappings it points to, searched, purged and trimmed. Used by
+"""The operator's view of the threads: the threads index (a sorted set per shard,
+`<s>:threads`, thread key -> last activity) read with the mappings it points to, searched,
+purged and trimmed. Used by
 `python -m bot sessions` (bot/cli/sessions.py) and the worker's janitor."""
 
 from __future__ import annotations
@@ -25,13 +26,21 @@ class ThreadIndex:
         self._purge_thread = client.register_script(PURGE_THREAD)
 
     async def thread_count(self) -> int:
-        return int(await self.redis.zcard(self.keys.threads_index))
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.keys.all_shards:
+            pipe.zcard(self.keys.threads_index(shard))
+        return sum(int(n) for n in await pipe.execute())
 
     async def recent_threads(self, limit: int) -> list[tuple[str, float, ThreadRecord | None]]:
         """The `limit` most recently active threads of the index, newest first, with their
         mappings (None where the mapping has already expired)."""
-        entries = cast("list[tuple[str, float]]", await self.redis.zrevrange(
-            self.keys.threads_index, 0, max(0, limit - 1), withscores=True))
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.keys.all_shards:
+            pipe.zrevrange(self.keys.threads_index(shard), 0, max(0, limit - 1),
+                           withscores=True)
+        per_shard = cast("list[list[tuple[str, float]]]", await pipe.execute())
+        entries = sorted((entry for found in per_shard for entry in found),
+                         key=lambda entry: -float(entry[1]))[:max(0, limit)]
         if not entries:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -52,11 +61,12 @@ class ThreadIndex:
     async def find_thread_keys(self, pattern: str, limit: int = 10) -> list[str]:
         """Index entries matching a glob pattern (e.g. `*:C123:1700000000.000100`)."""
         found: list[str] = []
-        async for item in self.redis.zscan_iter(self.keys.threads_index, match=pattern,
-                                                count=1000):
-            found.append(str(item[0] if isinstance(item, tuple | list) else item))
-            if len(found) >= limit:
-                break
+        for shard in self.keys.all_shards:
+            async for item in self.redis.zscan_iter(self.keys.threads_index(shard),
+                                                    match=pattern, count=1000):
+                found.append(str(item[0] if isinstance(item, tuple | list) else item))
+                if len(found) >= limit:
+                    return found
         return found
 
     async def purge_threads(self, cutoff: float, *, dry_run: bool = False, batch: int = 500
@@ -67,11 +77,18 @@ class ThreadIndex:
         purged, expired, busy, active (the index was behind: kept, index score refreshed)."""
         report: dict[str, list[tuple[str, float]]] = {
             "purged": [], "expired": [], "busy": [], "active": []}
+        for shard in self.keys.all_shards:
+            await self._purge_shard(self.keys.threads_index(shard), cutoff, report,
+                                    dry_run=dry_run, batch=batch)
+        return report
+
+    async def _purge_shard(self, index: str, cutoff: float,
+                           report: dict[str, list[tuple[str, float]]], *, dry_run: bool,
+                           batch: int) -> None:
         offset = 0
         while True:
             entries = cast("list[tuple[str, float]]", await self.redis.zrangebyscore(
-                self.keys.threads_index, "-inf", f"({cutoff}", start=offset, num=batch,
-                withscores=True))
+                index, "-inf", f"({cutoff}", start=offset, num=batch, withscores=True))
             if not entries:
                 break
             removed = 0
@@ -84,16 +101,17 @@ class ThreadIndex:
                 if dry_run:
                     continue
                 if outcome in ("purged", "expired"):
-                    await self.redis.zrem(self.keys.threads_index, key)
+                    await self.redis.zrem(index, key)
                     removed += 1
                 elif outcome == "active":
-                    await self.redis.zadd(self.keys.threads_index, {key: last_activity},
-                                          xx=True)
+                    await self.redis.zadd(index, {key: last_activity}, xx=True)
                     removed += 1
             offset += len(entries) - removed
-        return report
 
     async def trim_threads_index(self) -> int:
         """Drop index entries of threads idle longer than their mapping lives."""
         cutoff = time.time() - self.thread_ttl
-        return int(await self.redis.zremrangebyscore(self.keys.threads_index, 0, cutoff))
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.keys.all_shards:
+            pipe.zremrangebyscore(self.keys.threads_index(shard), 0, cutoff)
+        return sum(int(n) for n in await pipe.execute())

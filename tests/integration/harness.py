@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
+from bot.store.keys import DEFAULT_SHARDS, Keys
 from tests.fakes.adk_server import PROXY_VARS, free_port, port_taken
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.slack_events import send_event
@@ -176,13 +177,17 @@ class BotProcess:
         if self._redis is None:
             self._redis = aioredis.Redis.from_url(self.redis_url, decode_responses=True)
         client = self._redis
-        stream = f"{self.prefix}:work"
+        keys = Keys(self.prefix, int(self.env.get("REDIS_SHARDS", DEFAULT_SHARDS)))
+        streams = [keys.work_stream(shard) for shard in keys.all_shards]
 
         async def drained() -> bool:
-            return int(await client.xlen(stream)) == 0
+            pipe = client.pipeline(transaction=False)
+            for stream in streams:
+                pipe.xlen(stream)
+            return sum(int(n) for n in await pipe.execute()) == 0
 
         await eventually(drained, timeout=timeout, interval=0.05,
-                         what=lambda: f"{stream} still has work\n{self.slack.summary()}")
+                         what=lambda: f"the work streams still have work\n{self.slack.summary()}")
 
     async def send(self, payload: dict[str, Any], *, retry_num: int | None = None
                    ) -> httpx.Response:

@@ -213,9 +213,9 @@ async def make_threads(redis_client: aioredis.Redis, prefix: str, adk: AdkServer
         idle_since = now - hours * 3600
         await redis_client.hset(store.keys.thread(keys[name]),
                                 mapping={"last_activity": f"{idle_since:.6f}", "turns": "3"})
-        await redis_client.zadd(store.keys.threads_index, {keys[name]: idle_since})
+        await redis_client.zadd(_index(store, keys[name]), {keys[name]: idle_since})
     await redis_client.rpush(store.keys.queue(keys["busy"]), "{}")
-    await redis_client.zadd(store.keys.threads_index, {keys["ghost"]: now - 9 * 86400})
+    await redis_client.zadd(_index(store, keys["ghost"]), {keys["ghost"]: now - 9 * 86400})
     async with httpx.AsyncClient(base_url=adk.base_url, trust_env=False, timeout=30) as http:
         created = await http.post(
             "/apps/test_agent/users/slack-T0001/sessions",
@@ -238,7 +238,7 @@ async def test_sessions_list_show_reset(full_slack: FakeSlack, adk: AdkServer, p
     # before the ADK calls of make_threads (seconds, on a busy machine).
     now = time.time()
     await real_redis.hset(store.keys.thread(keys["new"]), "last_activity", f"{now:.6f}")
-    await real_redis.zadd(store.keys.threads_index, {keys["new"]: now})
+    await real_redis.zadd(_index(store, keys["new"]), {keys["new"]: now})
     code, out, err = await run_cli("sessions", "list", env=env)
     assert code == 0, out + err
     lines = out.splitlines()
@@ -320,7 +320,8 @@ async def test_sessions_purge(full_slack: FakeSlack, adk: AdkServer, prefix: str
     assert await store.get_thread(keys["old"]) is None
     assert await store.get_thread(keys["busy"]) is not None
     assert await store.get_thread(keys["new"]) is not None
-    index = await real_redis.zrange(store.keys.threads_index, 0, -1)
+    index = [key for shard in store.keys.all_shards
+             for key in await real_redis.zrange(store.keys.threads_index(shard), 0, -1)]
     assert sorted(index) == sorted([keys["new"], keys["busy"]])
 
     code, out, _ = await run_cli("sessions", "purge", "--older-than", "30d", env=env)
@@ -339,3 +340,43 @@ async def test_sessions_needs_redis(full_slack: FakeSlack, adk: AdkServer, prefi
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         code, _, err = await run_cli("sessions", "list", env=env)
     assert code == 1 and "error: cannot reach Redis" in err and "Traceback" not in err
+
+
+def _index(store: Store, key: str) -> str:
+    """The threads index of `key`'s shard."""
+    return store.keys.threads_index(store.keys.shard_of(key))
+
+
+# ---- the key layout and `migrate` -------------------------------------------------------
+
+
+async def test_keys_of_an_old_layout_are_refused_until_migrate_moves_them(
+    full_slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: aioredis.Redis
+) -> None:
+    # A prefix used by the unsharded layout: a thread and its index entry.
+    thread = "T0001:C1:1700000000.000100"
+    await real_redis.hset(f"{prefix}:{{{thread}}}:thread",
+                          mapping={"engaged": "1", "session_id": "S-1", "generation": "0",
+                                   "adk_user_id": "slack-T0001", "created_by": "U1"})
+    await real_redis.zadd(f"{prefix}:threads", {thread: time.time()})
+    env = cli_env(full_slack, adk, prefix, port=str(free_port()))
+    for command in (("serve",), ("sessions", "list")):
+        code, out, err = await run_cli(*command, env=env)
+        assert code != 0, out + err
+        assert "unsharded layout" in err and "`python -m bot migrate`" in err, err
+    # While a worker's heartbeat lives, the migration waits for the bots to stop.
+    await real_redis.set(f"{prefix}:hb:a-worker", "1", px=60_000)
+    code, out, err = await run_cli("migrate", env=env)
+    assert code == 1 and "stop the bots first" in err, out + err
+    await real_redis.delete(f"{prefix}:hb:a-worker")
+    code, out, err = await run_cli("migrate", env=env)
+    assert code == 0, out + err
+    assert out.strip() == (f"migrated prefix {prefix!r} from 'unsharded' to 'shards=8': 1 key(s) "
+                           "of 1 thread(s) moved, 0 thread(s) with queued turns rung, 1 old "
+                           "stream, index and heartbeat key(s) dropped")
+    code, out, err = await run_cli("sessions", "list", env=env)
+    assert code == 0, out + err
+    assert out.splitlines()[0] == "1 thread, newest first"
+    code, out, _ = await run_cli("migrate", env=env)
+    assert code == 0
+    assert out.strip() == "nothing to do: the keys are in the layout 'shards=8' already"

@@ -15,6 +15,7 @@ from types import ModuleType
 from bot.turns import Turn
 from tests.unit import (
     test_feedback,
+    test_key_layout,
     test_limits,
     test_stops,
     test_store_and_worker,
@@ -38,7 +39,7 @@ def any_redis_tests_of(*modules: ModuleType) -> dict[str, object]:
 
 
 globals().update(any_redis_tests_of(
-    test_feedback, test_limits, test_stops, test_store_and_worker, test_takeover,
+    test_feedback, test_key_layout, test_limits, test_stops, test_store_and_worker, test_takeover,
     test_turn_attempts))
 
 

@@ -44,15 +44,23 @@ async def test_every_per_thread_key_expires(
             assert 0 < ttl <= 3600, (key, ttl)
         elif key.endswith(":thread"):
             assert 6 * 86400 < ttl <= 7 * 86400, (key, ttl)
-    assert no_ttl == {f"{prefix}:work", f"{prefix}:threads"}, no_ttl
-    assert await real_redis.xlen(f"{prefix}:work") == 0  # acked work is deleted
+    layout = Keys(prefix)
+    streams = {layout.work_stream(shard) for shard in layout.all_shards}
+    indexes = {layout.threads_index(shard) for shard in layout.all_shards}
+    # Kept for good: the layout mark, the shards' work streams (with their consumer groups)
+    # and the threads indexes the janitor trims.
+    assert layout.layout in no_ttl and not no_ttl - streams - indexes - {layout.layout}, no_ttl
+    for stream in streams:
+        assert await real_redis.xlen(stream) == 0  # acked work is deleted
     assert not [k for k in keys if k.endswith((":q", ":lock")) or ":out:" in k]
 
 
 async def test_janitor_trims_the_threads_index(real_redis: aioredis.Redis, prefix: str) -> None:
     store = Store(real_redis, keys=Keys(prefix),
                   dedupe_ttl=default_settings().dedupe_ttl_seconds, thread_ttl=3600)
-    await real_redis.zadd(store.keys.threads_index,
-                          {"T:C:old": time.time() - 7200, "T:C:new": time.time()})
+    for key, at in (("T:C:old", time.time() - 7200), ("T:C:new", time.time())):
+        await real_redis.zadd(store.keys.threads_index(store.keys.shard_of(key)), {key: at})
     assert await store.threads.trim_threads_index() == 1
-    assert await real_redis.zrange(store.keys.threads_index, 0, -1) == ["T:C:new"]
+    assert [key for shard in store.keys.all_shards
+            for key in await real_redis.zrange(store.keys.threads_index(shard), 0, -1)
+            ] == ["T:C:new"]

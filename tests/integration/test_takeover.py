@@ -25,8 +25,11 @@ PROMISE_SECONDS = 15.0
 
 async def _drained(client: aioredis.Redis, prefix: str) -> bool:
     keys = Keys(prefix)
-    info = await client.xpending(keys.work_stream, keys.work_group)
-    return int(info["pending"]) == 0
+    for shard in keys.all_shards:
+        info = await client.xpending(keys.work_stream(shard), keys.work_group)
+        if int(info["pending"]):
+            return False
+    return True
 
 
 async def _answered_once(slack: FakeSlack, roots: list[str], texts: list[str],

@@ -247,8 +247,9 @@ async def test_store_one_vote_per_user_per_answer(
     votes = await store.votes(key, TURN_TS)
     assert votes["U1"].rating == "down" and votes["U1"].at == 200.0
     assert votes["U1"].session_id == SESSION and votes["U1"].invocation_id == INVOCATION
-    # the key sits under the thread's hash tag, with the TTL
-    redis_key = f"{prefix}:{{{key}}}:fb:{TURN_TS}"
+    # the key sits under the hash tag of the thread's shard, with the TTL
+    shard = Keys(prefix).shard_of(key)
+    redis_key = f"{prefix}:{{{prefix}:{shard}}}:{key}:fb:{TURN_TS}"
     assert Keys(prefix).feedback(key, TURN_TS) == redis_key
     raw = json.loads(await any_redis.hget(redis_key, "U1"))
     assert raw == {"rating": "down", "session_id": SESSION, "invocation_id": INVOCATION,
@@ -308,7 +309,7 @@ async def test_bolt_click_stores_counts_and_thanks_the_voter(
 
     assert await _click(app, block_actions(_block(), "up")) == 200
     assert await store.counts(key, TURN_TS) == {"up": 1, "down": 0}
-    stored = json.loads(await redis.hget(f"asb:{{{key}}}:fb:{TURN_TS}", "U0ALICE"))
+    stored = json.loads(await redis.hget(Keys("asb").feedback(key, TURN_TS), "U0ALICE"))
     assert stored["rating"] == "up" and stored["session_id"] == SESSION
     assert stored["invocation_id"] == INVOCATION
     assert _count(metrics, "up") == 1

@@ -310,16 +310,21 @@ async def test_unreadable_queue_entries_are_dropped(any_redis, prefix, garbage) 
 def test_every_key_of_a_thread_is_on_one_cluster_slot() -> None:
     from redis.crc import key_slot
 
-    keys = Keys("asb")
+    keys = Keys("asb", shards=8)
     thread = "T0001:C0123:1700000000.000100"
+    shard = keys.shard_of(thread)
     names = [keys.thread(thread), keys.event(thread, "Ev1"), keys.message(thread, "1.0"),
              keys.queue(thread), keys.lock(thread), keys.outbox(thread, "1.0"),
              keys.live(thread, "1.0"), keys.uploaded_parts(thread, "1.0"),
-             keys.deferrals(thread, "1.0"), keys.feedback(thread, "1.0")]
+             keys.deferrals(thread, "1.0"), keys.feedback(thread, "1.0"),
+             # What the scripts touch beside the thread's own keys: its shard's.
+             keys.work_stream(shard), keys.threads_index(shard), keys.heartbeat("w-1", shard)]
     assert len({key_slot(name.encode()) for name in names}) == 1
-    # The tag is the whole thread key, so threads spread over the cluster.
+    # The threads spread over the shards, each a slot of its own.
+    shards = {keys.shard_of(f"T1:C1:{i}.0") for i in range(50)}
+    assert shards == set(range(8))
     slots = {key_slot(keys.queue(f"T1:C1:{i}.0").encode()) for i in range(50)}
-    assert len(slots) > 40
+    assert len(slots) == 8
 
 
 async def test_replies_are_saved_only_while_the_lock_is_the_savers(any_redis, prefix) -> None:

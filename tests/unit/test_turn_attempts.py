@@ -75,12 +75,12 @@ async def test_reclaimed_doorbells_carry_their_delivery_count(any_redis, prefix)
     await store.enqueue(t, engages=True)
     [bell] = await store.stream.read_doorbells("first", 10, 100)
     assert bell.deliveries == 1
-    await store.stream.touch("first", bell.entry_id)  # a live worker's heartbeat is no delivery
+    await store.stream.touch("first", bell)  # a live worker's heartbeat is no delivery
     [again] = await store.stream.reclaim_doorbells("second", 0)
     assert (again.entry_id, again.key, again.deliveries) == (bell.entry_id, t.key, 2)
     [third] = await store.stream.reclaim_doorbells("third", 0)
     assert third.deliveries == 3
-    await store.stream.ack(bell.entry_id)
+    await store.stream.ack(bell)
     assert await store.stream.reclaim_doorbells("fourth", 0) == []
 
 
