@@ -8,9 +8,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import fakeredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -62,6 +64,18 @@ class StartupError(Exception):
 
 def connect_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
     """The Redis client, and whether it is the embedded in-process one."""
+    if settings.redis_url and settings.redis_mode == "cluster":
+        # redis-py's RedisCluster finds the other nodes from this one, routes each command
+        # to its slot's primary and follows failovers and slot moves
+        # (https://redis.readthedocs.io/en/stable/clustering.html). The store uses the
+        # commands both clients share, every multi-key one within one slot.
+        cluster = RedisCluster.from_url(
+            settings.redis_url, decode_responses=True, health_check_interval=15,
+            socket_connect_timeout=5, socket_keepalive=True, max_connections=2000,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        return cast("aioredis.Redis", cluster), False
     if settings.redis_url:
         client = aioredis.Redis.from_url(
             settings.redis_url, decode_responses=True, health_check_interval=15,

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -20,6 +19,7 @@ from bot.adk.client import AdkError
 from bot.cli import local_time, parse_duration, render_fields, render_table, when
 from bot.cli.doctor import mask_url
 from bot.config import Settings, describe_validation_error
+from bot.runtime import connect_redis
 from bot.store.layout import LayoutError, check_layout
 from bot.store.redis_store import Store
 from bot.store.thread_record import ThreadRecord
@@ -327,8 +327,7 @@ async def _purge(store: Store, age_text: str, seconds: float, dry_run: bool) -> 
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    client = aioredis.Redis.from_url(settings.redis_url or "", decode_responses=True,
-                                     socket_connect_timeout=5, socket_timeout=30)
+    client, _embedded = connect_redis(settings)
     store = Store.from_settings(settings, client)
     shown = mask_url(settings.redis_url or "")
     try:

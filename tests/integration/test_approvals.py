@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.console import wait_answered
+from bot.store.keys import Keys
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
@@ -45,7 +46,7 @@ async def approvals_bot(slack: FakeSlack, adk: AdkServer, prefix: str, real_redi
 
 
 async def thread_record(redis: aioredis.Redis, prefix: str, root: str) -> dict[str, str]:
-    return await redis.hgetall(f"{prefix}:{{{TEAM}:C1:{root}}}:thread")
+    return await redis.hgetall(Keys(prefix).thread(f"{TEAM}:C1:{root}"))
 
 
 async def finished(redis: aioredis.Redis, prefix: str, root: str, ts: str) -> None:

@@ -11,6 +11,7 @@ import time
 import httpx
 import redis.asyncio as aioredis
 
+from bot.store.keys import Keys
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack, message_text
@@ -72,7 +73,7 @@ async def test_first_top_level_mention_creates_session_and_answers_in_thread(
     session_id = f"T0001-C1-{ts.replace('.', '_')}"
     assert f"session_id={session_id}" in answer
     assert session_id in await adk_sessions(adk)
-    mapping = await real_redis.hgetall(f"{prefix}:{{T0001:C1:{ts}}}:thread")
+    mapping = await real_redis.hgetall(Keys(prefix).thread(f"T0001:C1:{ts}"))
     assert mapping["session_id"] == session_id and mapping["adk_user_id"] == "slack-T0001-C1"
     assert mapping["created_by"] == "U1"
     post = slack.calls_to("chat.postMessage")[-1]

@@ -200,7 +200,7 @@ async def test_feedback_buttons(start: Start, people: FakeSlack, policy: str,
         [answer] = people.bot_replies("C1", root)
         [block] = [b for b in answer["blocks"] if b["type"] == "context_actions"]
         store = bot.bot.store
-        votes = f"{store.keys.prefix}:{{T0001:C1:{root}}}:fb:{root}"
+        votes = store.keys.feedback(f"T0001:C1:{root}", root)
 
         def click(user: str) -> dict[str, Any]:
             payload = block_actions(block, "up", user=user, channel="C1",

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bot.store.keys import Keys
 from tests.conftest import REAL_REDIS_URL
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer, closed_port, free_port
@@ -72,7 +73,7 @@ async def test_a_session_lost_after_a_reset_is_reseeded_from_after_the_reset(
                 if re.search(r"\b41\b", line)], answers[3]
     # The thread's starter is still the one who started it, not who was talking when the
     # session was recreated (the `starter` follow-up policy depends on it).
-    record = await real_redis.hgetall(f"{prefix}:{{T0001:C1:{root}}}:thread")
+    record = await real_redis.hgetall(Keys(prefix).thread(f"T0001:C1:{root}"))
     assert record["created_by"] == "U1", record
 
 

@@ -211,6 +211,7 @@ async def _check_values(env: Env, bot: Running) -> None:
     assert statuses[0] == "is on it…"
     assert bot.bot.worker.config.concurrency == 7
     assert bot.bot.worker.heartbeats.ttl_ms == 3000
+    assert bot.bot.store.keys.shards == 3
     assert bot.bot.adk.run_timeout == 120.0  # TURN_TIMEOUT_SECONDS: the read timeout too
 
 
@@ -251,7 +252,7 @@ IN_PROCESS: list[Case] = [
         "adk_connect_timeout": 3.0, "adk_startup_wait_seconds": 5.0,
         "turn_timeout_seconds": 120.0, "worker_concurrency": 7, "lock_ttl_seconds": 10.0,
         "reclaim_idle_seconds": 20.0, "heartbeat_ttl_seconds": 3.0, "dedupe_ttl_seconds": 3600,
-        "thread_ttl_days": 3,
+        "thread_ttl_days": 3, "redis_shards": 3,
         "max_input_chars": 150, "seed_history_messages": 0, "working_status": "is on it…",
         "status_refresh_seconds": 30.0, "shutdown_grace_seconds": 2.0,
         "max_upload_bytes": 1000, "max_attachment_bytes": 1000, "max_attachments": 1,

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from bot.store.keys import Keys
 from tests.fakes import slack_events as ev
 from tests.fakes.fake_slack import FakeSlack, message_text
 from tests.integration.conftest import MakeBot
@@ -206,7 +207,7 @@ async def test_feedback_is_stored_acknowledged_and_counted(
     await slack.wait_for(lambda s: s.ephemerals, timeout=10)
     [note] = slack.ephemerals
     assert note["user"] == "U2" and note["thread_ts"] == root and "Thanks" in note["text"]
-    votes = await real_redis.hgetall(f"{prefix}:{{T0001:C1:{root}}}:fb:{root}")
+    votes = await real_redis.hgetall(Keys(prefix).feedback(f"T0001:C1:{root}", root))
     stored = json.loads(votes["U2"])
     assert stored["rating"] == "up" and stored["session_id"] == f"T0001-C1-{root.replace('.', '_')}"
     assert stored["invocation_id"].startswith("e-")
