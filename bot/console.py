@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from bot.adk.client import AdkClient
 from bot.config import Settings
 from bot.runtime import NOTES_DRAIN_SECONDS, assemble, build_adk, check_adk_app, connect_redis
+from bot.store.connect import close_redis
 from bot.store.redis_store import Store
 from bot.terminal_text import terminal_text
 from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
@@ -177,5 +178,5 @@ async def run_console(
         await worker.stop(settings.shutdown_grace_seconds)
         await parts.notes.drain(NOTES_DRAIN_SECONDS)
         await adk.aclose()
-        await redis_client.aclose()
+        await close_redis(redis_client)
     return 0

@@ -12,14 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from bot.adk.client import AdkError
 from bot.cli import local_time, parse_duration, render_fields, render_table, when
-from bot.cli.doctor import mask_url
 from bot.config import Settings, describe_validation_error
+from bot.store.connect import close_redis, describe_redis, redis_client, uses_real_redis
 from bot.store.redis_store import Store
 from bot.store.thread_record import ThreadRecord
 from bot.turns import DM_THREAD, session_id_for, thread_key
@@ -198,7 +197,10 @@ def _load_settings() -> Settings:
     except ValidationError as exc:
         lines = "\n".join(f"config error: {line}" for line in describe_validation_error(exc))
         raise CliError(lines, 2) from exc
-    if not settings.redis_url:
+    problems = settings.redis_problems()
+    if problems:
+        raise CliError("\n".join(f"config error: {line}" for line in problems), 2)
+    if not uses_real_redis(settings):
         raise CliError(
             "REDIS_URL is not set. Without it the bot keeps threads in an embedded Redis "
             "inside its own process, which this command cannot see. Set REDIS_URL to the "
@@ -326,10 +328,9 @@ async def _purge(store: Store, age_text: str, seconds: float, dry_run: bool) -> 
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    client = aioredis.Redis.from_url(settings.redis_url or "", decode_responses=True,
-                                     socket_connect_timeout=5, socket_timeout=30)
+    client = redis_client(settings, socket_connect_timeout=5, socket_timeout=30)
     store = Store.from_settings(settings, client)
-    shown = mask_url(settings.redis_url or "")
+    shown = describe_redis(settings)
     try:
         try:
             await client.ping()
@@ -347,7 +348,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     except (RedisError, OSError) as exc:
         raise CliError(f"Redis at {shown} failed: {exc}") from exc
     finally:
-        await client.aclose()
+        await close_redis(client)
 
 
 def run_sessions(args: argparse.Namespace) -> int:
