@@ -5,10 +5,12 @@ a replica and three Sentinels of the test's own (tests/integration/redis_topolog
   restarted, answers a new mention and a follow-up in a thread from before the failover.
 - With REDIS_MIN_REPLICAS=1 an event is acked once the replica has it; while the replica is
   frozen (SIGSTOP: it confirms nothing) the HTTP intake answers 503 within about the
-  timeout, and Slack's redelivery once the replica is back is acked and answered once."""
+  timeout, and Slack's redelivery once the replica is back is acked and answered once.
+- `python -m bot doctor` asks every Sentinel for the primary."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +25,7 @@ from tests.integration.harness import BotProcess
 from tests.integration.redis_server import RedisServer
 from tests.integration.redis_topology import QUICK_SYNC, SentinelTopology
 from tests.integration.slack_user import field, replies, say, wait_replies
+from tests.integration.test_cli import cli_env, run_cli
 from tests.waiting import eventually
 
 REPLICA_TIMEOUT_MS = 300
@@ -182,3 +185,34 @@ async def test_durable_acks_wait_for_the_replica(
         assert await withheld(bot) == 1
     finally:
         await bot.close()
+
+
+async def test_doctor_asks_the_sentinels(slack: FakeSlack, adk: AdkServer, prefix: str) -> None:
+    password = "sentinel-secret-for-doctor"
+    topology = SentinelTopology(sentinel_password=password)
+    try:
+        await topology.start()
+        env = cli_env(slack, adk, prefix, redis_min_replicas="1", **topology.bot_settings())
+        del env["REDIS_URL"]  # not needed in Sentinel mode
+        # Only the Redis check is looked at (this fake Slack lacks a scope doctor wants).
+        _, out, err = await run_cli("doctor", "--json", env=env)
+        [check] = [c for c in json.loads(out)["checks"] if c["name"] == "Redis"]
+        primary = topology.primary.port
+        assert check["status"] in ("ok", "warning"), check  # persistence is off here
+        assert check["summary"].startswith(f"'mymaster' at 127.0.0.1:{primary} (Sentinel, "
+                                           "1 replica(s))")
+        assert "1 replica(s) connected" in check["summary"]
+        assert [d for d in check["details"] if d.startswith("Sentinel ")] == [
+            f"Sentinel 127.0.0.1:{s.port}: primary 'mymaster' at 127.0.0.1:{primary}, "
+            "1 replica(s) up, 2 other Sentinel(s), quorum 2" for s in topology.sentinels]
+        assert password not in out + err
+
+        env["REDIS_SENTINEL_MASTER"] = "elsewhere"
+        code, out, err = await run_cli("doctor", "--json", env=env)
+        assert code == 1
+        [check] = [c for c in json.loads(out)["checks"] if c["name"] == "Redis"]
+        assert check["status"] == "problem"
+        assert check["summary"] == "no Sentinel names a primary for 'elsewhere'"
+        assert all("does not monitor 'elsewhere'" in d for d in check["details"])
+    finally:
+        topology.cleanup()
