@@ -47,6 +47,21 @@ DEFAULT_DENIED_MESSAGE = (
 StreamingMode = Literal["auto", "native", "placeholder", "off"]
 
 
+# Where the bot's Redis is (REDIS_MODE).
+RedisMode = Literal["standalone", "sentinel", "cluster"]
+
+
+def sentinel_address(text: str) -> tuple[str, int]:
+    """`host:port` (`[v6 address]:port`) as a pair; ValueError says what is wrong."""
+    host, colon, port = text.strip().rpartition(":")
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text.strip()!r} is not host:port (e.g. sentinel-0:26379)")
+    return host, int(port)
+
+
 def json_list_or_split(value: str, separator: str) -> Any:
     """A setting given as a JSON list, or as items separated by `separator`."""
     text = value.strip()
@@ -278,7 +293,8 @@ class Settings(BaseSettings):
             "Redis URL, for example `redis://localhost:6379/0`, or `rediss://…` for TLS. "
             "Unset: an embedded in-process Redis (fakeredis), with a warning at start. Its "
             "state is lost when the process exits and is not shared between replicas, so use "
-            "it only for the console and trials; set `REDIS_URL` for any real deployment."
+            "it only for the console and trials; set `REDIS_URL` for any real deployment. "
+            "With `REDIS_MODE=sentinel`, only its database, credentials and scheme are used."
         ),
         examples=["redis://localhost:6379/0"],
         json_schema_extra=group("Redis"),
@@ -288,6 +304,70 @@ class Settings(BaseSettings):
         description=(
             "Prefix of every Redis key (`<p>` in the Redis key layout of "
             "docs/architecture.md)."
+        ),
+        json_schema_extra=group("Redis"),
+    )
+    redis_mode: RedisMode = Field(
+        default="standalone",
+        description=(
+            "How the bot finds its Redis. `standalone`: the server at `REDIS_URL`. "
+            "`sentinel`: the primary that the Redis Sentinels in `REDIS_SENTINELS` name for "
+            "`REDIS_SENTINEL_MASTER`, asked again after a failover, so the bot follows a "
+            "promoted replica without a restart; `REDIS_URL` then gives only the database "
+            "number, the user name and password of the primary and TLS (`rediss://`), and may "
+            "be unset. `cluster`: a Redis Cluster, `REDIS_URL` naming any of its nodes; "
+            "redis-py's `RedisCluster` finds the others, sends each command to its slot's "
+            "primary and follows failovers and slot moves."
+        ),
+        json_schema_extra=group("Redis"),
+    )
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "The Redis Sentinels, `host:port` comma-separated (`[::1]:26379` for an IPv6 "
+            "address), or a JSON list. Needed with `REDIS_MODE=sentinel`; list at least "
+            "three, as Sentinel's quorum needs them."
+        ),
+        examples=["sentinel-0:26379,sentinel-1:26379,sentinel-2:26379"],
+        json_schema_extra=group("Redis"),
+    )
+    redis_sentinel_master: str | None = Field(
+        default=None,
+        description=(
+            "The name the Sentinels monitor the primary under (`sentinel monitor <name> …` in "
+            "sentinel.conf). Needed with `REDIS_MODE=sentinel`."
+        ),
+        examples=["mymaster"],
+        json_schema_extra=group("Redis"),
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Password of the Sentinels themselves (their `requirepass`), if they ask for one. "
+            "The primary's own password comes from `REDIS_URL`."
+        ),
+        json_schema_extra=group("Redis"),
+    )
+    redis_min_replicas: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Replicas that must hold an event before Slack is acked (0: none, the primary "
+            "alone). With N > 0 the intake runs `WAIT N` after queueing the event, on the "
+            "same connection; if fewer than N replicas confirm it within "
+            "`REDIS_MIN_REPLICAS_TIMEOUT_MS`, Slack is not acked (HTTP 503, or no Socket "
+            "Mode ack) and delivers the event again. Costs a replication round trip on every "
+            "ack; see docs/operations.md."
+        ),
+        json_schema_extra=group("Redis"),
+    )
+    redis_min_replicas_timeout_ms: int = Field(
+        default=500,
+        ge=1,
+        le=2000,
+        description=(
+            "How long the intake waits for `REDIS_MIN_REPLICAS` replicas to confirm an event, "
+            "in milliseconds (1 to 2000: Slack wants its ack within 3 seconds)."
         ),
         json_schema_extra=group("Redis"),
     )
@@ -306,16 +386,6 @@ class Settings(BaseSettings):
         ),
         json_schema_extra=group("Redis"),
     )
-    redis_mode: Literal["standalone", "cluster"] = Field(
-        default="standalone",
-        description=(
-            "`standalone`: one Redis (or a primary with replicas) at `REDIS_URL`. "
-            "`cluster`: a Redis Cluster, `REDIS_URL` naming any node (redis-py's "
-            "`RedisCluster` finds the others and follows failovers and slot moves)."
-        ),
-        json_schema_extra=group("Redis"),
-    )
-
     host: str = Field(
         default="0.0.0.0",
         description=(
@@ -882,6 +952,43 @@ class Settings(BaseSettings):
                              "(e.g. redis://localhost:6379/0)")
         return value
 
+    @field_validator("redis_mode", mode="before")
+    @classmethod
+    def _redis_mode(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("redis_mode")
+    @classmethod
+    def _redis_mode_url(cls, value: str, info: ValidationInfo) -> str:
+        url = info.data.get("redis_url")
+        if value == "sentinel" and isinstance(url, str) and url.startswith("unix://"):
+            raise ValueError("sentinel needs a TCP REDIS_URL (redis:// or rediss://) or none: "
+                             "the Sentinels name the primary's host and port")
+        return value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinel_addresses(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json_list_or_split(value, ",")
+        if not isinstance(value, list):
+            return value
+        addresses: list[str] = []
+        for item in value:
+            text = str(item).strip()
+            if not text:
+                continue
+            host, port = sentinel_address(text)
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            if shown not in addresses:
+                addresses.append(shown)
+        return addresses
+
+    @field_validator("redis_sentinel_master", mode="before")
+    @classmethod
+    def _sentinel_master_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     # HTTP
     @field_validator("metrics_port", mode="before")
     @classmethod
@@ -1095,9 +1202,36 @@ class Settings(BaseSettings):
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None and bool(self.slack_app_token.get_secret_value())
 
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs."""
+        return [sentinel_address(item) for item in self.redis_sentinels]
+
+    def redis_problems(self) -> list[str]:
+        """What is missing for the Redis of REDIS_MODE; empty when a client can be built."""
+        problems: list[str] = []
+        if self.redis_mode == "sentinel":
+            if not self.redis_sentinels:
+                problems.append("REDIS_SENTINELS is not set (host:port of each Sentinel, "
+                                "needed when REDIS_MODE=sentinel)")
+            if not self.redis_sentinel_master:
+                problems.append("REDIS_SENTINEL_MASTER is not set (the name the Sentinels "
+                                "monitor the primary under, needed when REDIS_MODE=sentinel)")
+        elif self.redis_mode == "cluster":
+            if not self.redis_url:
+                problems.append("REDIS_URL is not set (any node of the cluster, needed when "
+                                "REDIS_MODE=cluster)")
+            if self.redis_min_replicas:
+                problems.append("REDIS_MIN_REPLICAS is not supported with REDIS_MODE=cluster "
+                                "(WAIT must run on the connection of the slot's primary): "
+                                "set it to 0, or use standalone or sentinel for durable acks")
+        elif self.redis_min_replicas and not self.redis_url:
+            problems.append("REDIS_MIN_REPLICAS needs a real Redis with replicas: set "
+                            "REDIS_URL (or REDIS_MODE=sentinel), or REDIS_MIN_REPLICAS=0")
+        return problems
+
     def problems_for_serve(self) -> list[str]:
         """What is missing for `serve`; empty when it can start."""
-        problems: list[str] = []
+        problems: list[str] = self.redis_problems()
         if self.adk_auth == "bearer" and (
             not self.adk_bearer_token or not self.adk_bearer_token.get_secret_value()
         ):

@@ -20,6 +20,7 @@ from bot.runtime import (
     check_key_layout,
     connect_redis,
 )
+from bot.store.connect import close_redis
 from bot.store.redis_store import Store
 from bot.terminal_text import terminal_text
 from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
@@ -185,5 +186,5 @@ async def run_console(
         await worker.stop(settings.shutdown_grace_seconds)
         await parts.notes.drain(NOTES_DRAIN_SECONDS)
         await adk.aclose()
-        await redis_client.aclose()
+        await close_redis(redis_client)
     return 0

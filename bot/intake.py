@@ -19,7 +19,7 @@ from bot.slack.routing import (
     route_event,
 )
 from bot.stops import Stops
-from bot.store.redis_store import IntakeResult, Store
+from bot.store.redis_store import IntakeResult, NotReplicated, Store
 from bot.thread_io import control_command
 from bot.ttl_cache import TtlCache
 from bot.turns import BotIdentity, Turn
@@ -95,7 +95,8 @@ class Intake:
         return isinstance(decision, Allow)
 
     async def handle(self, body: Mapping[str, Any], headers: Mapping[str, Any]) -> str:
-        """Route, dedupe and queue one event. Raises if Redis cannot take it, so that the
+        """Route, dedupe and queue one event. Raises if Redis cannot take it (or, with
+        REDIS_MIN_REPLICAS, its replicas did not confirm it: NotReplicated), so that the
         caller answers non-2xx and Slack delivers the event again."""
         started = time.perf_counter()
         raw_event = body.get("event")
@@ -165,8 +166,20 @@ class Intake:
         refusal is told to the author; a queued mention may start its thread's session."""
         if self.recent.is_twin(turn):
             return IntakeResult.DUPLICATE
-        result = await self.store.enqueue(turn, engages=engages,
-                                          max_queued=self.max_queued_turns)
+        try:
+            result = await self.store.enqueue(turn, engages=engages,
+                                              max_queued=self.max_queued_turns)
+        except NotReplicated as exc:
+            # Not remembered as queued here: its twin and its redelivery go to Redis, whose
+            # answer is confirmed by the replicas again before Slack is acked.
+            self.metrics.acks_withheld.inc()
+            log.warning(
+                "event not acked: %d of %d replica(s) confirmed it in time; Slack will "
+                "deliver it again", exc.confirmed, exc.needed,
+                extra={"thread_key": turn.key, "ts": turn.ts, "event_id": turn.event_id,
+                       "outcome": "not_replicated"},
+            )
+            raise
         if result is IntakeResult.BUSY:
             self.recent.add(turn)  # its twin is a duplicate: one note
             self.metrics.turns_refused.labels("busy").inc()

@@ -88,6 +88,13 @@ class Metrics:
             "slackbot_turns_refused_total", "Messages not passed to the agent, by limit",
             ["reason"], registry=r,
         )
+        # Durable acks (REDIS_MIN_REPLICAS): events Slack was not acked for, because fewer
+        # replicas than asked confirmed them in time; Slack delivers them again.
+        self.acks_withheld = Counter(
+            "slackbot_acks_withheld_total",
+            "Events not acked to Slack: fewer than REDIS_MIN_REPLICAS replicas confirmed them "
+            "within REDIS_MIN_REPLICAS_TIMEOUT_MS", registry=r,
+        )
         self.notes = Counter(
             "slackbot_private_notes_total",
             "Private notes sent off the ack path, by outcome (sent, failed, dropped)",

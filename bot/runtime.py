@@ -8,16 +8,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 import fakeredis
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -40,6 +34,7 @@ from bot.slack.feedback import register_feedback
 from bot.slack.replies import SlackThreadIO
 from bot.slack.usergroups import UserGroupResolver
 from bot.stops import Stops
+from bot.store.connect import bot_redis_client, close_redis, describe_redis, uses_real_redis
 from bot.store.feedback import FeedbackStore
 from bot.store.heartbeats import Heartbeats
 from bot.store.keys import Keys
@@ -63,28 +58,14 @@ class StartupError(Exception):
 
 
 def connect_redis(settings: Settings) -> tuple[aioredis.Redis, bool]:
-    """The Redis client, and whether it is the embedded in-process one."""
-    if settings.redis_url and settings.redis_mode == "cluster":
-        # redis-py's RedisCluster finds the other nodes from this one, routes each command
-        # to its slot's primary and follows failovers and slot moves
-        # (https://redis.readthedocs.io/en/stable/clustering.html). The store uses the
-        # commands both clients share, every multi-key one within one slot.
-        cluster = RedisCluster.from_url(
-            settings.redis_url, decode_responses=True, health_check_interval=15,
-            socket_connect_timeout=5, socket_keepalive=True, max_connections=2000,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
-        return cast("aioredis.Redis", cluster), False
-    if settings.redis_url:
-        client = aioredis.Redis.from_url(
-            settings.redis_url, decode_responses=True, health_check_interval=15,
-            socket_connect_timeout=5, socket_keepalive=True, max_connections=2000,
-            # A dropped connection (Redis restarted, failover) is retried on a fresh one.
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
-        return client, False
+    """The Redis client of REDIS_MODE, and whether it is the embedded in-process one. A
+    dropped connection (Redis restarted, a Sentinel failover) is retried on a fresh one
+    (bot/store/connect.py)."""
+    problems = settings.redis_problems()
+    if problems:
+        raise StartupError(problems)
+    if uses_real_redis(settings):
+        return bot_redis_client(settings), False
     log.warning(
         "REDIS_URL is not set: using an embedded in-process Redis. State is lost when the "
         "process exits and is not shared between replicas."
@@ -201,9 +182,9 @@ class Bot:
         if self.notes is not None:
             await self.notes.drain(NOTES_DRAIN_SECONDS)
         await self.adk.aclose()
-        await self.redis.aclose()
+        await close_redis(self.redis)
         if self.heartbeat_redis is not None:
-            await self.heartbeat_redis.aclose()
+            await close_redis(self.heartbeat_redis)
         if self.slack_client is not None and self.slack_client.session is not None:
             await self.slack_client.session.close()
 
@@ -326,6 +307,9 @@ async def build_slack_bot(settings: Settings) -> Bot:
     try:
         await redis_client.ping()
     except (RedisError, OSError) as exc:
+        if settings.redis_mode == "sentinel":
+            raise StartupError([f"REDIS_SENTINELS: cannot reach Redis, "
+                                f"{describe_redis(settings)} ({exc})"]) from exc
         raise StartupError([f"REDIS_URL: cannot reach Redis ({exc})"]) from exc
     await check_key_layout(settings, redis_client)
     adk = build_adk(settings)

@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from bot.readiness import CachedCheck
 from bot.runtime import Bot
+from bot.store.redis_store import NotReplicated
 
 if TYPE_CHECKING:
     from bot.socket_mode import SizeLimitedSocketModeHandler
@@ -172,6 +173,11 @@ class SlackEvents:
         Bolt's listener makes), without Bolt's middleware chain."""
         try:
             await self.bot.intake.handle(payload, request.headers)
+        except NotReplicated:
+            # On the primary, not yet on REDIS_MIN_REPLICAS replicas (the intake logged it):
+            # not acked, so Slack delivers it again.
+            return JSONResponse({"error": "temporarily unable to accept events"},
+                                status_code=503)
         except (RedisError, OSError) as exc:
             # Not persisted, so not acked: Slack delivers the event again.
             log.warning("cannot persist an event (%s); Slack will retry", exc)

@@ -9,8 +9,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
@@ -27,6 +26,7 @@ from bot.slack.scopes import (
     parse_scopes,
     unneeded_missing_scopes,
 )
+from bot.store.connect import close_redis, describe_redis, redis_client
 from bot.store.keys import Keys
 from bot.store.thread_index import ThreadIndex
 
@@ -94,21 +94,6 @@ def results_json(results: Sequence[CheckResult]) -> str:
 
 def exit_code(results: Sequence[CheckResult]) -> int:
     return 1 if any(r.status is Status.PROBLEM for r in results) else 0
-
-
-def mask_url(url: str) -> str:
-    """A URL with its password (if any) replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparsable URL)"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 # ---- settings -------------------------------------------------------------------------
@@ -271,26 +256,129 @@ async def check_socket_mode(loaded: LoadedSettings) -> CheckResult:
 # ---- Redis ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SentinelView:
+    """What the Sentinels say of the primary: a line per Sentinel, the primary's address
+    (None when none of them names one), the replicas they see up, and what is wrong."""
+
+    lines: tuple[str, ...]
+    primary: str | None
+    replicas: int
+    problem: str = ""
+    warning: str = ""
+
+
+async def _ask_sentinel(settings: Settings, host: str, port: int
+                        ) -> tuple[str, str | None, int]:
+    """(a line, the primary's address or None, replicas up) from one Sentinel."""
+    name = settings.redis_sentinel_master or ""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    password = settings.redis_sentinel_password
+    client = aioredis.Redis(
+        host=host, port=port, socket_connect_timeout=3, socket_timeout=5,
+        decode_responses=True,
+        password=password.get_secret_value() if password is not None else None)
+    try:
+        # SENTINEL MASTER and SENTINEL REPLICAS:
+        # https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/#sentinel-api
+        try:
+            state = cast("dict[str, Any]", await client.sentinel_master(name))
+            replicas = await client.sentinel_slaves(name)
+        except ResponseError as exc:
+            return f"Sentinel {shown}: does not monitor {name!r} ({exc})", None, 0
+        except (RedisError, OSError) as exc:
+            return f"Sentinel {shown}: unreachable ({exc})", None, 0
+    finally:
+        await client.aclose()
+    up = sum(1 for r in replicas if not r.get("is_sdown") and not r.get("is_odown"))
+    if not state.get("is_master") or state.get("is_sdown") or state.get("is_odown"):
+        return f"Sentinel {shown}: sees {name!r} down", None, up
+    primary = f"{state.get('ip')}:{state.get('port')}"
+    return (f"Sentinel {shown}: primary {name!r} at {primary}, {up} replica(s) up, "
+            f"{state.get('num-other-sentinels', 0)} other Sentinel(s), quorum "
+            f"{state.get('quorum', '?')}", primary, up)
+
+
+async def sentinel_view(settings: Settings) -> SentinelView:
+    """Every Sentinel of REDIS_SENTINELS asked for REDIS_SENTINEL_MASTER."""
+    answers = await asyncio.gather(*(_ask_sentinel(settings, host, port)
+                                     for host, port in settings.sentinel_addresses()))
+    lines = tuple(line for line, _, _ in answers)
+    primaries = {primary for _, primary, _ in answers if primary}
+    replicas = max((up for _, primary, up in answers if primary), default=0)
+    if not primaries:
+        return SentinelView(lines, None, 0, problem="no Sentinel names a primary for "
+                            f"{settings.redis_sentinel_master!r}")
+    primary = sorted(primaries)[0]
+    needed = settings.redis_min_replicas
+    if needed > replicas:
+        return SentinelView(lines, primary, replicas, problem=(
+            f"REDIS_MIN_REPLICAS={needed} but the Sentinels see {replicas} replica(s) up: "
+            "every event would be refused"))
+    warnings = []
+    if len(primaries) > 1:
+        warnings.append("the Sentinels disagree on the primary (a failover under way?)")
+    if any(primary is None for _, primary, _ in answers):
+        warnings.append("not every Sentinel answered")
+    if replicas == 0:
+        warnings.append("no replica is up: a failover has nothing to promote")
+    return SentinelView(lines, primary, replicas, warning="; ".join(warnings))
+
+
 async def check_redis(loaded: LoadedSettings) -> CheckResult:
     name = "Redis"
-    blocked = _blocked(name, loaded, ("redis_url", "redis_key_prefix"))
+    blocked = _blocked(name, loaded, ("redis_url", "redis_key_prefix", "redis_mode",
+                                      "redis_sentinels", "redis_sentinel_master"))
     if blocked:
         return blocked
     settings = loaded.settings
-    if not settings.redis_url:
+    view: SentinelView | None = None
+    if settings.redis_problems():
+        return CheckResult(name, Status.PROBLEM, "; ".join(settings.redis_problems()),
+                           fix="set them in the environment or in .env (docs/operations.md)")
+    if settings.redis_mode == "sentinel":
+        view = await sentinel_view(settings)
+        if view.problem:
+            return CheckResult(name, Status.PROBLEM, view.problem, view.lines,
+                               "check REDIS_SENTINELS, REDIS_SENTINEL_MASTER and "
+                               "REDIS_SENTINEL_PASSWORD, and that the Sentinels run")
+    elif not settings.redis_url:
         return CheckResult(
             name, Status.WARNING, "REDIS_URL is not set: serve uses an embedded in-process Redis",
             ("thread mappings and queued turns are lost when the process exits,",
              "and replicas do not share them"),
             "set REDIS_URL (e.g. redis://localhost:6379/0) for anything but a trial",
         )
-    shown = mask_url(settings.redis_url)
+    shown = (f"{settings.redis_sentinel_master!r} at {view.primary} "
+             f"(Sentinel, {view.replicas} replica(s))" if view is not None
+             else describe_redis(settings))
     try:
-        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                         socket_connect_timeout=3, socket_timeout=5)
+        client = redis_client(settings, socket_connect_timeout=3, socket_timeout=5)
     except ValueError as exc:
         return CheckResult(name, Status.PROBLEM, f"REDIS_URL is not a Redis URL ({exc})",
                            fix="use redis://host:6379/0 or rediss://… for TLS")
+    result = await _check_server(client, settings, shown)
+    if view is None:
+        return result
+    details = (*view.lines, *result.details)
+    if view.warning and result.status is Status.OK:
+        return CheckResult(name, Status.WARNING, f"{result.summary}; {view.warning}", details,
+                           result.fix or "see docs/operations.md (Redis Sentinel)")
+    return CheckResult(name, result.status, result.summary, details, result.fix)
+
+
+async def _connected_replicas(client: aioredis.Redis) -> int:
+    """The replicas connected to this primary (INFO replication, connected_slaves)."""
+    try:
+        info = await client.info("replication")
+    except (RedisError, OSError):
+        return 0
+    return int(info.get("connected_slaves", 0) or 0)
+
+
+async def _check_server(client: aioredis.Redis, settings: Settings, shown: str) -> CheckResult:
+    """The Redis server itself: reachable, its version, the threads indexed, persistence."""
+    name = "Redis"
     try:
         try:
             await client.ping()
@@ -304,6 +392,15 @@ async def check_redis(loaded: LoadedSettings) -> CheckResult:
                                    "reach (redis://host:6379/0)")
         version = server.get("redis_version", "?")
         summary = f"{shown}: Redis {version}, {threads} thread(s) indexed"
+        if settings.redis_min_replicas:
+            replicas = await _connected_replicas(client)
+            summary += f", {replicas} replica(s) connected"
+            if replicas < settings.redis_min_replicas:
+                return CheckResult(
+                    name, Status.PROBLEM, summary,
+                    (f"REDIS_MIN_REPLICAS={settings.redis_min_replicas}: every event would "
+                     "be refused until that many replicas confirm it",),
+                    "start the replicas, or lower REDIS_MIN_REPLICAS")
         try:
             appendonly = (await client.config_get("appendonly")).get("appendonly", "")
             save = (await client.config_get("save")).get("save", "")
@@ -325,7 +422,7 @@ async def check_redis(loaded: LoadedSettings) -> CheckResult:
                  if on]
         return CheckResult(name, Status.OK, f"{summary}; persistence: {' + '.join(kinds)}")
     finally:
-        await client.aclose()
+        await close_redis(client)
 
 
 # ---- ADK ------------------------------------------------------------------------------

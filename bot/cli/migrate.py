@@ -11,10 +11,10 @@ import sys
 
 from redis.exceptions import RedisError
 
-from bot.cli.doctor import mask_url
 from bot.cli.sessions import CliError, _load_settings
 from bot.config import Settings
 from bot.runtime import connect_redis
+from bot.store.connect import close_redis, describe_redis
 from bot.store.keys import Keys
 from bot.store.layout import live_heartbeats, migrate_layout
 
@@ -32,7 +32,7 @@ def add_migrate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 async def _migrate(settings: Settings, *, force: bool) -> int:
     client, _embedded = connect_redis(settings)
     keys = Keys(settings.redis_key_prefix, settings.redis_shards)
-    shown = mask_url(settings.redis_url or "")
+    shown = describe_redis(settings)
     try:
         running = await live_heartbeats(client, keys.prefix)
         if running and not force:
@@ -42,7 +42,7 @@ async def _migrate(settings: Settings, *, force: bool) -> int:
     except (RedisError, OSError) as exc:
         raise CliError(f"Redis at {shown} failed: {exc}") from exc
     finally:
-        await client.aclose()
+        await close_redis(client)
     if report.old_layout == keys.layout_value:
         print(f"nothing to do: the keys are in the layout {keys.layout_value!r} already")
         return 0

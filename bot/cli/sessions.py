@@ -17,9 +17,8 @@ from redis.exceptions import RedisError
 
 from bot.adk.client import AdkError
 from bot.cli import local_time, parse_duration, render_fields, render_table, when
-from bot.cli.doctor import mask_url
 from bot.config import Settings, describe_validation_error
-from bot.runtime import connect_redis
+from bot.store.connect import close_redis, describe_redis, redis_client, uses_real_redis
 from bot.store.layout import LayoutError, check_layout
 from bot.store.redis_store import Store
 from bot.store.thread_record import ThreadRecord
@@ -199,7 +198,10 @@ def _load_settings() -> Settings:
     except ValidationError as exc:
         lines = "\n".join(f"config error: {line}" for line in describe_validation_error(exc))
         raise CliError(lines, 2) from exc
-    if not settings.redis_url:
+    problems = settings.redis_problems()
+    if problems:
+        raise CliError("\n".join(f"config error: {line}" for line in problems), 2)
+    if not uses_real_redis(settings):
         raise CliError(
             "REDIS_URL is not set. Without it the bot keeps threads in an embedded Redis "
             "inside its own process, which this command cannot see. Set REDIS_URL to the "
@@ -327,9 +329,9 @@ async def _purge(store: Store, age_text: str, seconds: float, dry_run: bool) -> 
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    client, _embedded = connect_redis(settings)
+    client = redis_client(settings, socket_connect_timeout=5, socket_timeout=30)
     store = Store.from_settings(settings, client)
-    shown = mask_url(settings.redis_url or "")
+    shown = describe_redis(settings)
     try:
         try:
             await client.ping()
@@ -351,7 +353,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     except (RedisError, OSError) as exc:
         raise CliError(f"Redis at {shown} failed: {exc}") from exc
     finally:
-        await client.aclose()
+        await close_redis(client)
 
 
 def run_sessions(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from bot.store import scripts
 from bot.store.keys import Keys
@@ -37,6 +38,27 @@ def _parse_outbox(raw: str | None) -> list[dict[str, Any]] | None:
 
 class LockLost(Exception):
     """The thread's lock is no longer this worker's: another worker may be running it."""
+
+
+@dataclass(frozen=True)
+class Durability:
+    """REDIS_MIN_REPLICAS: how many replicas must confirm a queued event (WAIT) within
+    `timeout_ms` before Slack is acked."""
+
+    replicas: int
+    timeout_ms: int
+
+
+class NotReplicated(Exception):
+    """The intake script ran on the primary, but fewer replicas than asked confirmed it in
+    time: Slack must not be acked. The event may survive on the primary (its redelivery is
+    then a duplicate, confirmed again) or be lost in a failover (its redelivery is new)."""
+
+    def __init__(self, outcome: str, confirmed: int, needed: int) -> None:
+        super().__init__(f"{confirmed} of {needed} replica(s) confirmed the event")
+        self.outcome = outcome
+        self.confirmed = confirmed
+        self.needed = needed
 
 
 class IntakeResult(StrEnum):
@@ -101,8 +123,11 @@ class Store:
         dedupe_ttl: int,
         thread_ttl: int,
         wakeup: asyncio.Event | None = None,
+        durability: Durability | None = None,
     ) -> None:
         self.redis = client
+        # None: Slack is acked once the primary has the event (REDIS_MIN_REPLICAS=0).
+        self.durability = durability
         self.keys = keys
         self.dedupe_ttl = dedupe_ttl
         self.thread_ttl = thread_ttl
@@ -121,12 +146,16 @@ class Store:
     @classmethod
     def from_settings(cls, settings: Settings, client: aioredis.Redis, *,
                       wakeup: asyncio.Event | None = None) -> Store:
-        """The store of `REDIS_KEY_PREFIX`, `REDIS_SHARDS`, `DEDUPE_TTL_SECONDS` and
-        `THREAD_TTL_DAYS`;
-        `wakeup` for a backend whose XREADGROUP cannot block (fakeredis)."""
+        """The store of `REDIS_KEY_PREFIX`, `REDIS_SHARDS`, `DEDUPE_TTL_SECONDS`,
+        `THREAD_TTL_DAYS` and `REDIS_MIN_REPLICAS`; `wakeup` for a backend whose XREADGROUP
+        cannot block (fakeredis)."""
+        durability = (Durability(settings.redis_min_replicas,
+                                 settings.redis_min_replicas_timeout_ms)
+                      if settings.redis_min_replicas > 0 else None)
         return cls(client, keys=Keys(settings.redis_key_prefix, settings.redis_shards),
                    dedupe_ttl=settings.dedupe_ttl_seconds,
-                   thread_ttl=settings.thread_ttl_days * 86400, wakeup=wakeup)
+                   thread_ttl=settings.thread_ttl_days * 86400, wakeup=wakeup,
+                   durability=durability)
 
     # ---- intake -------------------------------------------------------------------------
 
@@ -135,17 +164,45 @@ class Store:
         With `max_queued`, a thread whose queue holds that many turns refuses it (BUSY)."""
         key = turn.key
         k = self.keys
-        result = await self._intake(
-            keys=[k.thread(key), k.event(key, turn.event_id or f"ts-{turn.ts}"),
-                  k.message(key, turn.ts), k.queue(key), k.work_stream(k.shard_of(key))],
-            args=[turn.to_json(), "1" if engages else "0", self.dedupe_ttl, self.thread_ttl,
-                  f"{time.time():.6f}", key, max_queued],
-        )
+        keys = [k.thread(key), k.event(key, turn.event_id or f"ts-{turn.ts}"),
+                k.message(key, turn.ts), k.queue(key),
+                k.work_stream(k.shard_of(key))]
+        args: list[str | int] = [turn.to_json(), "1" if engages else "0", self.dedupe_ttl,
+                                 self.thread_ttl, f"{time.time():.6f}", key, max_queued]
+        if self.durability is None:
+            result = await self._intake(keys=keys, args=args)
+        else:
+            result = await self._intake_replicated(keys, args, self.durability)
         outcome = IntakeResult(result)
         wakeup = self.stream.wakeup
         if outcome in (IntakeResult.QUEUED, IntakeResult.REQUEUE) and wakeup is not None:
             wakeup.set()
         return outcome
+
+    async def _intake_replicated(self, keys: list[str], args: list[str | int],
+                                 durability: Durability) -> str:
+        """The intake script, then `WAIT replicas timeout` on the same connection, in one
+        round trip (a pipeline, not a transaction: WAIT may not run inside MULTI). WAIT
+        answers how many replicas have every write this connection made so far
+        (https://redis.io/docs/latest/commands/wait/); the script writes in every outcome
+        but "ignored", so that count covers the event's keys. NotReplicated if too few."""
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(self._intake.sha, len(keys), *keys, *args)
+            pipe.wait(durability.replicas, durability.timeout_ms)
+            try:
+                result, confirmed = await pipe.execute()
+            except NoScriptError:
+                if attempt:
+                    raise
+                # Not in this server's script cache (restarted, or a promoted replica):
+                # load it, then the same pipeline again.
+                await self.redis.script_load(scripts.INTAKE)
+                continue
+            if result != IntakeResult.IGNORED and int(confirmed) < durability.replicas:
+                raise NotReplicated(str(result), int(confirmed), durability.replicas)
+            return str(result)
+        raise AssertionError("unreachable")
 
     # ---- the thread lock and FIFO -------------------------------------------------------
 

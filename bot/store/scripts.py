@@ -12,11 +12,15 @@ from __future__ import annotations
 # event. The same event arriving again while its turn still waits (a Slack redelivery, or
 # this command retried after a dropped connection) rings the doorbell again: harmless if
 # the first ring went out, and the fix if it did not.
+# A duplicate sets its event key again: a write, so that a WAIT after the script on the
+# same connection (REDIS_MIN_REPLICAS) waits for the replicas to hold the first delivery's
+# keys too (replication keeps the primary's order), since a redelivery may come because
+# the first delivery was not confirmed by enough replicas.
 INTAKE = """
 local seen_event = redis.call('EXISTS', KEYS[2]) == 1
 local state = redis.call('GET', KEYS[3])
 if seen_event or state then
-  if not seen_event then redis.call('SET', KEYS[2], '1', 'EX', ARGV[3]) end
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
   if seen_event and state == 'q' then
     redis.call('XADD', KEYS[5], '*', 'k', ARGV[6])
     return 'requeue'

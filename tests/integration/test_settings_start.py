@@ -28,6 +28,7 @@ from tests.fakes.adk_server import AdkServer, free_port
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
 from tests.integration.inprocess import Running, running, settings_for
+from tests.integration.redis_topology import SentinelTopology
 from tests.integration.slack_user import answer_in, answered, refused, say
 
 BEARER = "s3cret-adk-token"
@@ -476,6 +477,9 @@ OTHER_STARTS = {
     "test_serve_with_google_id_tokens": {"adk_auth", "adk_id_token_audience"},
     "test_serve_with_a_metrics_port_and_token": {"metrics_port", "metrics_host",
                                                  "metrics_token"},
+    "test_serve_in_sentinel_mode_with_durable_acks": {
+        "redis_mode", "redis_sentinels", "redis_sentinel_master", "redis_sentinel_password",
+        "redis_min_replicas", "redis_min_replicas_timeout_ms"},
 }
 async def test_serve_with_a_metrics_port_and_token(serve: Any, people: FakeSlack,
                                                    adk: AdkServer) -> None:
@@ -495,6 +499,29 @@ async def test_serve_with_a_metrics_port_and_token(serve: Any, people: FakeSlack
     assert (await bot.http.get(f"{bot.url}/readyz", headers=auth)).status_code == 404
     await answered(people, bot)
     assert token not in bot.log()
+
+
+async def test_serve_in_sentinel_mode_with_durable_acks(serve: Any, people: FakeSlack,
+                                                        adk: AdkServer) -> None:
+    """REDIS_MODE=sentinel with a password on the Sentinels, and REDIS_MIN_REPLICAS: the bot
+    finds the primary through the Sentinels and acks once the replica has the event
+    (tests/integration/test_sentinel.py has the failover and the refused acks)."""
+    password = "sentinel-secret-for-the-test"
+    topology = SentinelTopology(sentinel_password=password)
+    try:
+        await topology.start()
+        bot = await serve(adk.base_url, redis_min_replicas="1",
+                          redis_min_replicas_timeout_ms="1500", **topology.bot_settings())
+        assert await readyz(bot.http, bot.url) == {"ready": True, "redis": True, "adk": True}
+        await answered(people, bot)
+        assert password not in bot.log()
+        client = topology.primary.client()
+        try:
+            assert client.zcard(f"{bot.prefix}:threads") == 1  # on the Sentinels' primary
+        finally:
+            client.close()
+    finally:
+        topology.cleanup()
 
 
 # Settings no start test sets, each with the reason it cannot change what gets built.

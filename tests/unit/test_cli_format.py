@@ -13,7 +13,6 @@ from bot.cli.doctor import (
     CheckResult,
     Status,
     exit_code,
-    mask_url,
     render_results,
     results_json,
 )
@@ -27,6 +26,7 @@ from bot.slack.scopes import (
     parse_scopes,
     unneeded_missing_scopes,
 )
+from bot.store.connect import mask_url
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -164,3 +164,79 @@ def test_python_m_bot_logs_each_deprecated_name_once_at_start(
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert lines == settings.deprecation_warnings() and len(lines) == 2
     assert not any("77" in line for line in lines)
+
+
+# ---- Redis: REDIS_MODE, Sentinel, durable acks ---------------------------------------------
+
+
+def test_redis_defaults_are_standalone_without_wait() -> None:
+    s = make()
+    assert (s.redis_mode, s.redis_sentinels, s.redis_sentinel_master) == ("standalone", [], None)
+    assert (s.redis_min_replicas, s.redis_min_replicas_timeout_ms) == (0, 500)
+    assert s.redis_problems() == []
+
+
+def test_sentinel_settings_are_parsed_and_normalised() -> None:
+    s = make(redis_mode=" Sentinel ", redis_sentinels="s0:26379, [::1]:26380 ,s0:26379,",
+             redis_sentinel_master="mymaster", redis_sentinel_password="pw",
+             redis_url="rediss://:secret@ignored:1/2")
+    assert s.redis_mode == "sentinel"
+    assert s.redis_sentinels == ["s0:26379", "[::1]:26380"]
+    assert s.sentinel_addresses() == [("s0", 26379), ("::1", 26380)]
+    assert s.redis_problems() == []
+    assert "pw" not in repr(s)
+    listed = make(redis_sentinels='["a:1", "b:2"]')
+    assert listed.sentinel_addresses() == [("a", 1), ("b", 2)]
+
+
+@pytest.mark.parametrize(("values", "variable", "says"), [
+    ({"redis_mode": "replicated"}, "REDIS_MODE", "'standalone', 'sentinel' or 'cluster'"),
+    ({"redis_mode": "sentinel", "redis_url": "unix:///run/redis.sock"}, "REDIS_MODE",
+     "sentinel needs a TCP REDIS_URL"),
+    ({"redis_sentinels": "sentinel-0"}, "REDIS_SENTINELS",
+     "'sentinel-0' is not host:port (e.g. sentinel-0:26379)"),
+    ({"redis_sentinels": "s0:0"}, "REDIS_SENTINELS", "'s0:0' is not host:port"),
+    ({"redis_sentinels": "s0:26379,:1"}, "REDIS_SENTINELS", "':1' is not host:port"),
+    ({"redis_min_replicas": -1}, "REDIS_MIN_REPLICAS", "greater than or equal to 0"),
+    ({"redis_min_replicas_timeout_ms": 0}, "REDIS_MIN_REPLICAS_TIMEOUT_MS",
+     "greater than or equal to 1"),
+    ({"redis_min_replicas_timeout_ms": 2001}, "REDIS_MIN_REPLICAS_TIMEOUT_MS",
+     "less than or equal to 2000"),
+])
+def test_invalid_redis_settings_name_their_variable(values: dict[str, object], variable: str,
+                                                    says: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        make(**values)
+    [line] = describe_validation_error(info.value)
+    assert line.startswith(f"{variable}: ") and says in line, line
+
+
+def test_sentinel_mode_needs_the_sentinels_and_the_master_name() -> None:
+    both = make(redis_mode="sentinel", slack_bot_token="xoxb-a", slack_signing_secret="s")
+    assert both.problems_for_serve() == [
+        "REDIS_SENTINELS is not set (host:port of each Sentinel, needed when "
+        "REDIS_MODE=sentinel)",
+        "REDIS_SENTINEL_MASTER is not set (the name the Sentinels monitor the primary under, "
+        "needed when REDIS_MODE=sentinel)",
+    ]
+    blank = make(redis_mode="sentinel", redis_sentinels="s0:26379", redis_sentinel_master=" ")
+    assert [p.split(" ")[0] for p in blank.redis_problems()] == ["REDIS_SENTINEL_MASTER"]
+
+
+def test_durable_acks_need_a_real_redis() -> None:
+    embedded = make(redis_min_replicas=1)
+    assert embedded.redis_problems() == [
+        "REDIS_MIN_REPLICAS needs a real Redis with replicas: set REDIS_URL (or "
+        "REDIS_MODE=sentinel), or REDIS_MIN_REPLICAS=0"]
+    assert make(redis_min_replicas=1, redis_url="redis://r:6379/0").redis_problems() == []
+    sentinel = make(redis_min_replicas=2, redis_mode="sentinel", redis_sentinels="s:1",
+                    redis_sentinel_master="m")
+    assert sentinel.redis_problems() == []
+
+
+def test_cluster_mode_needs_a_node_and_no_durable_acks() -> None:
+    assert make(redis_mode="cluster").redis_problems() == [
+        "REDIS_URL is not set (any node of the cluster, needed when REDIS_MODE=cluster)"]
+    assert make(redis_mode="cluster", redis_url="redis://node-1:6379").redis_problems() == []
+    refused = make(redis_mode="cluster", redis_url="redis://node-1:6379", redis_min_replicas=1)
+    assert [p.split(" ")[0] for p in refused.redis_problems()] == ["REDIS_MIN_REPLICAS"]
