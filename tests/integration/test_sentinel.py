@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.store.keys import Keys
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
@@ -128,7 +129,8 @@ async def test_the_bot_follows_a_sentinel_failover_without_a_restart(
         assert bot.proc is not None and bot.proc.poll() is None and bot.proc.pid == pid
         client = new_primary.client()
         try:
-            await eventually(lambda: client.xlen(f"{prefix}:work") == 0, timeout=30,
+            streams = [Keys(prefix).work_stream(shard) for shard in Keys(prefix).all_shards]
+            await eventually(lambda: sum(client.xlen(s) for s in streams) == 0, timeout=30,
                              interval=0.05, what="work left on the new primary")
         finally:
             client.close()
