@@ -1216,14 +1216,9 @@ class Settings(BaseSettings):
             if not self.redis_sentinel_master:
                 problems.append("REDIS_SENTINEL_MASTER is not set (the name the Sentinels "
                                 "monitor the primary under, needed when REDIS_MODE=sentinel)")
-        elif self.redis_mode == "cluster":
-            if not self.redis_url:
-                problems.append("REDIS_URL is not set (any node of the cluster, needed when "
-                                "REDIS_MODE=cluster)")
-            if self.redis_min_replicas:
-                problems.append("REDIS_MIN_REPLICAS is not supported with REDIS_MODE=cluster "
-                                "(WAIT must run on the connection of the slot's primary): "
-                                "set it to 0, or use standalone or sentinel for durable acks")
+        elif self.redis_mode == "cluster" and not self.redis_url:
+            problems.append("REDIS_URL is not set (any node of the cluster, needed when "
+                            "REDIS_MODE=cluster)")
         elif self.redis_min_replicas and not self.redis_url:
             problems.append("REDIS_MIN_REPLICAS needs a real Redis with replicas: set "
                             "REDIS_URL (or REDIS_MODE=sentinel), or REDIS_MIN_REPLICAS=0")

@@ -62,6 +62,9 @@ JANITOR_SECONDS = 3600.0  # how often expired entries leave the threads index
 # claims the same ones right after the first gets none (the first claim reset their idle
 # time). A dead worker's doorbells have been idle since before its heartbeat expired.
 TAKEOVER_MIN_IDLE_MS = 500
+# When Redis fails while a worker works on a thread (a failover), it tries the doorbell
+# again after these waits, in seconds.
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +137,9 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        # The threads a task of this process is working on (or claiming), each with the
+        # event set when that task ends.
+        self._holding: dict[str, asyncio.Event] = {}
         # Last attempts at turns whose earlier attempts died with their worker run one at a
         # time in this process (see _run_last_attempt).
         self._last_attempts = asyncio.Lock()
@@ -277,62 +283,98 @@ class Worker:
                 log.warning("cannot trim the threads index: %s", exc)
             await asyncio.sleep(self.config.janitor_seconds)
 
-    def _spawn(self, bell: Doorbell) -> None:
-        task = asyncio.create_task(self._answer_doorbell(bell))
+    def _spawn(self, bell: Doorbell, retries: int = 0) -> None:
+        task = asyncio.create_task(self._answer_doorbell(bell, retries))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     # ---- one doorbell -------------------------------------------------------------------
 
-    async def _answer_doorbell(self, bell: Doorbell) -> None:
+    async def _answer_doorbell(self, bell: Doorbell, retries: int = 0) -> None:
+        if not bell.key:
+            await self._ack_quietly(bell)
+            return
+        # One task of this process at a time works on a thread; a bell for a thread another
+        # task holds waits for it to end, then claims (the queue may have a turn the other
+        # task's release let go). So a lock that names this worker while no task of it
+        # holds the thread was abandoned (Redis failed mid-turn): the claim takes it back.
+        while (busy := self._holding.get(bell.key)) is not None:
+            await busy.wait()
+        done = asyncio.Event()
+        self._holding[bell.key] = done
         try:
-            if not bell.key:
-                await self.stream.ack(bell)
-                return
-            token, head = await self.store.claim(bell.key, self.config.lock_ttl_ms,
-                                                 worker=self.consumer)
-            if head is not None and head.taken_over:
-                log.info("took over a thread from a dead worker", extra={"thread_key": bell.key})
-                if self.on_takeover is not None:
-                    self.on_takeover()
-            if token is None:
-                # Another worker holds the thread; it drains the queue, this bell is redundant.
-                await self.stream.ack(bell)
-                return
-            held = HeldLock(bell.key, token)
-            drain = asyncio.create_task(self._drain(held, head))
-            keeper = asyncio.create_task(self._keep_lock(bell, held, drain))
-            try:
-                await drain
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if not held.lost or (current is not None and current.cancelling()):
-                    drain.cancel()
-                    # Let it end first: it names the turn it had marked running, which the
-                    # hand-back queues again.
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await drain
-                    await self._hand_back(bell, held)
-                    raise
-            except LockLost:
-                held.lost = True
-            except RetryLater as exc:
-                await self._put_off(bell, held, exc)
-                return
-            finally:
-                keeper.cancel()
-            if held.lost:
-                await self._after_lost_lock(bell)
-                return
-            await self.stream.ack(bell)
+            await self._work_on(bell, reclaim_own=True)
         except asyncio.CancelledError:
             raise
         except (RedisError, OSError) as exc:
-            # Leave the doorbell pending: it is reclaimed and the turn retried later.
+            # The doorbell stays pending. This worker tries it again after a backoff (the
+            # thread's lock, if Redis kept it, names this worker: it takes it back), so a
+            # Redis failover delays the turn by seconds; past RETRY_DELAYS the reclaim
+            # after RECLAIM_IDLE_SECONDS remains.
             log.warning("Redis failed while working on a thread: %s", exc,
                         extra={"thread_key": bell.key})
+            if retries < len(RETRY_DELAYS) and not self._stopping.is_set():
+                self._retry_later(bell, retries)
         except Exception:
             log.exception("unexpected error in worker", extra={"thread_key": bell.key})
+        finally:
+            del self._holding[bell.key]
+            done.set()
+
+    def _retry_later(self, bell: Doorbell, retries: int) -> None:
+        async def retry() -> None:
+            await asyncio.sleep(RETRY_DELAYS[retries])
+            if not self._stopping.is_set():
+                await self._answer_doorbell(bell, retries + 1)
+
+        task = asyncio.create_task(retry())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ack_quietly(self, bell: Doorbell) -> None:
+        try:
+            await self.stream.ack(bell)
+        except (RedisError, OSError) as exc:
+            log.warning("cannot acknowledge a doorbell: %s", exc)
+
+    async def _work_on(self, bell: Doorbell, *, reclaim_own: bool) -> None:
+        """Claim the bell's thread and drain it; leaves Redis errors to the caller."""
+        token, head = await self.store.claim(bell.key, self.config.lock_ttl_ms,
+                                             worker=self.consumer, reclaim_own=reclaim_own)
+        if head is not None and head.taken_over:
+            log.info("took over a thread from a dead worker", extra={"thread_key": bell.key})
+            if self.on_takeover is not None:
+                self.on_takeover()
+        if token is None:
+            # Another worker holds the thread; it drains the queue, this bell is redundant.
+            await self.stream.ack(bell)
+            return
+        held = HeldLock(bell.key, token)
+        drain = asyncio.create_task(self._drain(held, head))
+        keeper = asyncio.create_task(self._keep_lock(bell, held, drain))
+        try:
+            await drain
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not held.lost or (current is not None and current.cancelling()):
+                drain.cancel()
+                # Let it end first: it names the turn it had marked running, which the
+                # hand-back queues again.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await drain
+                await self._hand_back(bell, held)
+                raise
+        except LockLost:
+            held.lost = True
+        except RetryLater as exc:
+            await self._put_off(bell, held, exc)
+            return
+        finally:
+            keeper.cancel()
+        if held.lost:
+            await self._after_lost_lock(bell)
+            return
+        await self.stream.ack(bell)
 
     async def _put_off(self, bell: Doorbell, held: HeldLock, exc: RetryLater) -> None:
         """A turn that cannot finish now (Slack failing): free the thread but leave the

@@ -92,6 +92,43 @@ def redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
     return aioredis.Redis.from_url(settings.redis_url or "", decode_responses=True, **options)
 
 
+class SlotPrimaries:
+    """Plain clients of a Redis Cluster's primaries, one per node, for what must run on the
+    connection of the primary that holds a key: the intake script and the WAIT after it
+    (durable acks), since WAIT counts the replicas that have the writes of its own
+    connection (https://redis.io/docs/latest/commands/wait/). The node of a key comes from
+    the cluster client's slot map, which its own commands keep current."""
+
+    def __init__(self, cluster: RedisCluster, options: dict[str, Any]) -> None:
+        self.cluster = cluster
+        self.options = options
+        self._clients: dict[str, aioredis.Redis] = {}
+
+    def client_for(self, key: str) -> aioredis.Redis:
+        node = self.cluster.get_node_from_key(key)
+        if node is None:
+            raise RedisConnectionError(f"no node holds the slot of {key!r}")
+        client = self._clients.get(node.name)
+        if client is None:
+            client = aioredis.Redis(host=node.host, port=int(node.port), decode_responses=True,
+                                    **self.options)
+            self._clients[node.name] = client
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+def slot_primaries(settings: Settings, client: aioredis.Redis) -> SlotPrimaries | None:
+    """The primaries' clients of a cluster client (None for any other client)."""
+    if not isinstance(client, RedisCluster):
+        return None
+    return SlotPrimaries(client, {**primary_options(settings.redis_url), "db": 0,
+                                  "socket_connect_timeout": 5, **bot_retry()})
+
+
 def bot_redis_client(settings: Settings) -> aioredis.Redis:
     """The client `serve` and the console run on: BOT_CLIENT_OPTIONS and the retries."""
     return redis_client(settings, **BOT_CLIENT_OPTIONS, **bot_retry())

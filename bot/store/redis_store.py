@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
@@ -16,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from bot.store import scripts
+from bot.store.connect import slot_primaries
 from bot.store.keys import Keys
 from bot.store.thread_index import ThreadIndex
 from bot.store.thread_record import ThreadRecord
@@ -47,6 +49,9 @@ class Durability:
 
     replicas: int
     timeout_ms: int
+    # On a Redis Cluster: the client of the primary holding a key, where the intake script
+    # and its WAIT must run on one connection (None: the store's client is that primary).
+    client_for: Callable[[str], aioredis.Redis] | None = None
 
 
 class NotReplicated(Exception):
@@ -149,8 +154,10 @@ class Store:
         """The store of `REDIS_KEY_PREFIX`, `REDIS_SHARDS`, `DEDUPE_TTL_SECONDS`,
         `THREAD_TTL_DAYS` and `REDIS_MIN_REPLICAS`; `wakeup` for a backend whose XREADGROUP
         cannot block (fakeredis)."""
+        primaries = slot_primaries(settings, client)
         durability = (Durability(settings.redis_min_replicas,
-                                 settings.redis_min_replicas_timeout_ms)
+                                 settings.redis_min_replicas_timeout_ms,
+                                 primaries.client_for if primaries is not None else None)
                       if settings.redis_min_replicas > 0 else None)
         return cls(client, keys=Keys(settings.redis_key_prefix, settings.redis_shards),
                    dedupe_ttl=settings.dedupe_ttl_seconds,
@@ -186,9 +193,22 @@ class Store:
         answers how many replicas have every write this connection made so far
         (https://redis.io/docs/latest/commands/wait/); the script writes in every outcome
         but "ignored", so that count covers the event's keys. NotReplicated if too few."""
+        result, confirmed = await self._replicated(self._intake.sha, scripts.INTAKE, keys,
+                                                   args, durability)
+        if result != IntakeResult.IGNORED and confirmed < durability.replicas:
+            raise NotReplicated(str(result), confirmed, durability.replicas)
+        return str(result)
+
+    async def _replicated(self, sha: str, source: str, keys: list[str],
+                          args: list[str | int], durability: Durability) -> tuple[Any, int]:
+        """A script, then `WAIT replicas timeout` on the same connection (the primary that
+        holds `keys`), in one round trip: the script's reply and how many replicas
+        confirmed."""
+        client = (durability.client_for(keys[0]) if durability.client_for is not None
+                  else self.redis)
         for attempt in range(2):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.evalsha(self._intake.sha, len(keys), *keys, *args)
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(sha, len(keys), *keys, *args)
             pipe.wait(durability.replicas, durability.timeout_ms)
             try:
                 result, confirmed = await pipe.execute()
@@ -197,11 +217,9 @@ class Store:
                     raise
                 # Not in this server's script cache (restarted, or a promoted replica):
                 # load it, then the same pipeline again.
-                await self.redis.script_load(scripts.INTAKE)
+                await client.script_load(source)
                 continue
-            if result != IntakeResult.IGNORED and int(confirmed) < durability.replicas:
-                raise NotReplicated(str(result), int(confirmed), durability.replicas)
-            return str(result)
+            return result, int(confirmed)
         raise AssertionError("unreachable")
 
     # ---- the thread lock and FIFO -------------------------------------------------------
@@ -210,18 +228,19 @@ class Store:
         k = self.keys
         return [k.message(key, ""), k.outbox(key, ""), k.live(key, ""), k.attempts(key, "")]
 
-    async def claim(self, key: str, ttl_ms: int, *, worker: str = ""
-                    ) -> tuple[str | None, Taken | None]:
+    async def claim(self, key: str, ttl_ms: int, *, worker: str = "",
+                    reclaim_own: bool = False) -> tuple[str | None, Taken | None]:
         """Lock the thread for `worker` (its consumer name) and take its head turn (marked
         running, with its context) in one round trip: (lock token or None if a live worker
         holds the thread, the head or None). A lock held by a worker whose heartbeat
-        expired is taken over (`Taken.taken_over`)."""
+        expired is taken over (`Taken.taken_over`); with `reclaim_own`, so is one of
+        `worker`'s own (it holds the thread in no task)."""
         token = f"{worker}/{uuid.uuid4().hex}" if worker else uuid.uuid4().hex
         k = self.keys
         reply = await self._claim(
             keys=[k.lock(key), k.queue(key), k.thread(key)],
             args=[token, ttl_ms, *self._take_prefixes(key), self.dedupe_ttl,
-                  k.heartbeat_prefix(k.shard_of(key))],
+                  k.heartbeat_prefix(k.shard_of(key)), "1" if reclaim_own else "0"],
         )
         if not reply or not int(reply[0]):
             return None, None
@@ -303,15 +322,23 @@ class Store:
     async def save_outbox(self, key: str, ts: str, replies: list[dict[str, Any]],
                           lock_token: str = "") -> None:
         """The turn's replies, before any is posted; also counts the turn on its thread. With
-        `lock_token`, only while that is still the thread's lock: LockLost if not."""
+        `lock_token`, only while that is still the thread's lock: LockLost if not.
+
+        With durable acks, the save also waits (as long as an ack may) for the replicas to
+        have it: a failover right after the answer is posted then finds the turn answered
+        ("a", its outbox), and delivers only what Slack lacks, instead of running it again.
+        Fewer confirmations only delay: the turn goes on."""
         k = self.keys
         now = f"{time.time():.6f}"
-        saved = await self._save_outbox(
-            keys=[k.outbox(key, ts), k.message(key, ts), k.thread(key), k.lock(key),
-                  k.threads_index(k.shard_of(key))],
-            args=[json.dumps(replies, ensure_ascii=False), self.dedupe_ttl, self.thread_ttl,
-                  now, key, lock_token],
-        )
+        keys = [k.outbox(key, ts), k.message(key, ts), k.thread(key), k.lock(key),
+                k.threads_index(k.shard_of(key))]
+        args: list[str | int] = [json.dumps(replies, ensure_ascii=False), self.dedupe_ttl,
+                                 self.thread_ttl, now, key, lock_token]
+        if self.durability is None:
+            saved = await self._save_outbox(keys=keys, args=args)
+        else:
+            saved, _confirmed = await self._replicated(
+                self._save_outbox.sha, scripts.SAVE_OUTBOX, keys, args, self.durability)
         if not int(saved):
             raise LockLost(key)
 

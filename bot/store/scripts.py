@@ -94,23 +94,29 @@ end
 """
 
 # KEYS: lock, queue, thread; ARGV: token, lock ttl ms, msg, out, live and tries prefixes,
-# dedupe ttl, heartbeat key prefix. Take the thread and its first turn in one round trip:
-# {0} if a live worker holds it, else {1, take(...)..., taken over}.
+# dedupe ttl, heartbeat key prefix, "1" to take back a hold of the caller's own. Take the
+# thread and its first turn in one round trip: {0} if a live worker holds it, else
+# {1, take(...)..., taken over}.
 #
 # A lock's value is `<worker>/<random>`, its worker's consumer name first. The thread is
 # free when nobody holds its lock (SET NX), or when its holder's heartbeat
 # (`<heartbeat prefix><worker>`, bot/store/heartbeats.py) has expired: that worker is dead,
 # and its lock is taken over at once instead of after its TTL. Both are checked and the
 # lock replaced in this one script, so two live workers never both take a thread. A lock
-# whose value names no worker is left to its TTL.
+# that names the caller itself is taken back when the caller says it holds the thread in
+# no task (it abandoned it when Redis failed mid-turn). A lock whose value names no worker
+# is left to its TTL.
 CLAIM = _TAKE + """
 local taken_over = 0
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local held = redis.call('GET', KEYS[1])
   local owner = held and string.match(held, '^(.+)/[^/]+$')
-  if not owner or redis.call('EXISTS', ARGV[8] .. owner) == 1 then return {0} end
+  if not owner then return {0} end
+  local mine = owner == string.match(ARGV[1], '^(.+)/[^/]+$')
+  if mine and ARGV[9] ~= '1' then return {0} end
+  if not mine and redis.call('EXISTS', ARGV[8] .. owner) == 1 then return {0} end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  taken_over = 1
+  if not mine then taken_over = 1 end
 end
 local taken = take(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return {1, taken, taken_over}
