@@ -7,8 +7,9 @@ again (retry 1 to 3, compressed from minutes to seconds). A question is *acked* 
 its deliveries got 200.
 
 - With REDIS_MIN_REPLICAS=1, every acked question is answered exactly once.
-- Without them, the questions acked and never answered are counted and reported (`lost=` on stdout, and the test's
-  `record_property`), as are those answered twice: not hidden, and not asserted to be zero.
+- Without them, the questions acked and never answered are counted and reported (`lost=`
+  on stdout, and the test's `record_property`), as are those answered twice: not hidden,
+  and not asserted to be zero.
 
 On the cluster, a Stop typed in a thread reaches the replica running its turn, whichever
 node each is connected to."""

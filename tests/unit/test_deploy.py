@@ -4,8 +4,11 @@
 - the Kubernetes manifests validate against the Kubernetes JSON schemas of a fixed version
   (kubernetes-validate ships them in the wheel; strict mode rejects unknown fields), and the
   Deployment, Service, PDB, HPA, ConfigMap and Secret say what a deployment needs;
-- the compose file validates against the Compose spec schema vendored by check-jsonschema, its
-  bot settings are real settings listed in .env.example, its build targets exist;
+- the compose files validate against the Compose spec schema vendored by check-jsonschema, their
+  bot settings are real settings listed in .env.example, their build targets exist; the
+  Sentinel variant runs every Redis from a writable copy of its deploy/redis/ template, its
+  Sentinels monitor the primary service and the bot asks them for it, with durable acks;
+- the ConfigMap's commented examples (cluster, Sentinel) are real settings with valid values;
 - the Dockerfile (parsed by the `dockerfile` package, BuildKit's own parser) is multi-stage,
   slim, non-root, has health checks and bakes no secret in;
 - the images install only from requirements/*.lock (exact versions with sha256 hashes, made by
@@ -117,8 +120,10 @@ def default(name: str) -> Any:
 
 
 def test_deploy_has_the_expected_files():
-    for rel in ["Dockerfile", "docker-compose.yml", "README.md", "slack/required_scopes.txt",
-                "slack/manifest.http.yaml", "slack/manifest.socket-mode.yaml"]:
+    for rel in ["Dockerfile", "docker-compose.yml", "docker-compose.sentinel.yml", "README.md",
+                "redis/primary.conf", "redis/replica.conf", "redis/sentinel.conf",
+                "slack/required_scopes.txt", "slack/manifest.http.yaml",
+                "slack/manifest.socket-mode.yaml"]:
         assert (DEPLOY / rel).is_file(), rel
     names = {p.name for p in K8S.glob("*.yaml")}
     assert {"configmap.yaml", "secret.yaml", "deployment.yaml", "service.yaml", "ingress.yaml",
@@ -404,6 +409,209 @@ def test_compose_builds_existing_dockerfile_targets():
         assert build["target"] in stages, build["target"]
     assert compose()["services"]["adk"]["build"]["target"] == "adk-demo"
     assert compose()["services"]["bot"]["build"]["target"] == list(stages)[-1]
+
+
+# ---- docker compose with Redis Sentinel ----------------------------------------------------
+
+SENTINEL_COMPOSE = DEPLOY / "docker-compose.sentinel.yml"
+REDIS_CONF = DEPLOY / "redis"
+
+
+def sentinel_compose() -> dict[str, Any]:
+    return load_one(SENTINEL_COMPOSE)
+
+
+def redis_conf(name: str) -> list[list[str]]:
+    """The directives of a redis.conf or sentinel.conf under deploy/redis, as words."""
+    lines = (REDIS_CONF / name).read_text().splitlines()
+    return [line.split() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def directive(conf: list[list[str]], *words: str) -> list[list[str]]:
+    """The lines of `conf` that start with `words`."""
+    return [line for line in conf if line[:len(words)] == list(words)]
+
+
+def template_copy(service: dict[str, Any]) -> tuple[str, str, str]:
+    """(the deploy/ file mounted as the service's template, where it is mounted, the shell
+    command that copies it onto the volume and runs from the copy)."""
+    command = service["command"]
+    assert command[:2] == ["sh", "-c"], command
+    (mount,) = [v for v in service["volumes"] if v.startswith("./redis/")]
+    source, target, mode = mount.split(":")
+    assert mode == "ro"
+    return source, target, command[2]
+
+
+def sentinel_services() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in sentinel_compose()["services"].items()
+            if name.startswith("sentinel-")}
+
+
+def test_sentinel_compose_validates_against_the_compose_spec():
+    schema_text = (
+        resources.files("check_jsonschema.builtin_schemas.vendor")
+        .joinpath("compose-spec.json")
+        .read_text()
+    )
+    schema = json.loads(schema_text)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{list(e.absolute_path)}: {e.message}"
+              for e in validator.iter_errors(sentinel_compose())]
+    assert not errors, errors
+
+
+def test_sentinel_compose_services():
+    services = sentinel_compose()["services"]
+    assert set(services) == {"redis-primary", "redis-replica", "sentinel-1", "sentinel-2",
+                             "sentinel-3", "adk", "bot"}
+    for name, service in services.items():
+        assert service["healthcheck"]["test"], name
+        assert service["restart"] == "unless-stopped", name
+        if name.startswith(("redis-", "sentinel-")):
+            assert service["image"].startswith("redis:7"), name
+            assert service["user"] == "redis", name
+            assert "ports" not in service, f"{name}: the Redis nodes stay on the compose network"
+    declared = set(sentinel_compose()["volumes"])
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert source.startswith("./") or source in declared, (name, volume)
+    # the adk service is the one of docker-compose.yml
+    assert services["adk"] == compose()["services"]["adk"]
+
+
+def test_sentinel_compose_runs_every_redis_from_a_writable_copy_of_its_template():
+    """Sentinel rewrites its configuration file, and a failover rewrites a data node's (its
+    role): each container copies its template onto its own volume once and runs from there."""
+    expected = {"redis-primary": "primary.conf", "redis-replica": "replica.conf",
+                "sentinel-1": "sentinel.conf", "sentinel-2": "sentinel.conf",
+                "sentinel-3": "sentinel.conf"}
+    volumes_seen: set[str] = set()
+    for name, template in expected.items():
+        service = sentinel_compose()["services"][name]
+        source, target, shell = template_copy(service)
+        assert (SENTINEL_COMPOSE.parent / source).resolve() == REDIS_CONF / template, name
+        (data,) = [v for v in service["volumes"] if v.endswith(":/data")]
+        assert data.split(":")[0] in sentinel_compose()["volumes"], name
+        assert data not in volumes_seen, f"{name} shares a volume"
+        volumes_seen.add(data)
+        copy = "/data/sentinel.conf" if template == "sentinel.conf" else "/data/redis.conf"
+        assert shell.startswith(f"test -f {copy} || "), name  # copied at the first start only
+        assert f"cp {target} {copy}" in shell, name
+        assert shell.split("; exec ", 1)[1].split()[:2] == ["redis-server", copy], name
+        assert ("--sentinel" in shell) == (template == "sentinel.conf"), name
+        if template == "sentinel.conf":
+            assert f"echo 'sentinel announce-ip {name}' >> {copy}" in shell
+
+
+def test_sentinel_compose_data_nodes_keep_aof_and_replicate_from_the_primary():
+    services = sentinel_compose()["services"]
+    for template in ("primary.conf", "replica.conf"):
+        conf = redis_conf(template)
+        assert directive(conf, "appendonly") == [["appendonly", "yes"]], template
+        assert directive(conf, "appendfsync") == [["appendfsync", "everysec"]], template
+        assert directive(conf, "maxmemory-policy") == [["maxmemory-policy", "noeviction"]]
+        assert directive(conf, "dir") == [["dir", "/data"]], template
+    assert directive(redis_conf("primary.conf"), "replicaof") == []
+    assert directive(redis_conf("primary.conf"), "replica-announce-ip") == [
+        ["replica-announce-ip", "redis-primary"]]
+    assert directive(redis_conf("replica.conf"), "replica-announce-ip") == [
+        ["replica-announce-ip", "redis-replica"]]
+    (replicaof,) = directive(redis_conf("replica.conf"), "replicaof")
+    assert replicaof[1] == "redis-primary" and replicaof[1] in services
+    port = directive(redis_conf("primary.conf"), "port")[0][1]
+    assert replicaof[2] == port
+    assert services["redis-replica"]["depends_on"] == {
+        "redis-primary": {"condition": "service_healthy"}}
+
+
+def test_sentinel_config_monitors_the_primary_service():
+    conf = redis_conf("sentinel.conf")
+    services = sentinel_compose()["services"]
+    (monitor,) = directive(conf, "sentinel", "monitor")
+    _, _, master, host, port, quorum = monitor
+    assert host == "redis-primary" and host in services
+    assert port == directive(redis_conf("primary.conf"), "port")[0][1]
+    sentinels = sentinel_services()
+    assert len(sentinels) == 3
+    assert len(sentinels) // 2 < int(quorum) <= len(sentinels)
+    # hostnames resolved, and resolution switched on before the monitor line that needs it
+    resolve = conf.index(["sentinel", "resolve-hostnames", "yes"])
+    assert resolve < conf.index(monitor)
+    assert ["sentinel", "announce-hostnames", "yes"] in conf
+    assert directive(conf, "port") == [["port", "26379"]]
+    for name, service in sentinels.items():
+        assert service["depends_on"] == {"redis-primary": {"condition": "service_healthy"}}
+        assert "26379" in service["healthcheck"]["test"], name
+    # the bot asks these Sentinels for that primary
+    env = compose_env(services["bot"])
+    assert env["REDIS_SENTINEL_MASTER"] == master
+    listed = [item.rsplit(":", 1) for item in env["REDIS_SENTINELS"].split(",")]
+    assert {host for host, _ in listed} == set(sentinels)
+    assert {port for _, port in listed} == {"26379"}
+
+
+def test_sentinel_compose_bot_settings_are_real_and_ask_for_durable_acks():
+    services = sentinel_compose()["services"]
+    bot = services["bot"]
+    env = compose_env(bot)
+    assert set(env) <= SETTINGS, set(env) - SETTINGS
+    assert set(env) <= env_example_names(), set(env) - env_example_names()
+    assert not set(env) & SECRET_SETTINGS, "tokens come from ../.env, not the compose file"
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
+    assert settings.redis_mode == "sentinel"
+    assert settings.redis_problems() == []
+    assert settings.redis_min_replicas == 1
+    assert "REDIS_URL" not in env  # the Sentinels name the primary
+    replicas = [t for t in ("primary.conf", "replica.conf") if directive(redis_conf(t),
+                                                                           "replicaof")]
+    assert settings.redis_min_replicas <= len(replicas)
+    assert set(bot["depends_on"]) == set(services) - {"bot"}
+    assert all(d == {"condition": "service_healthy"} for d in bot["depends_on"].values())
+    (published,) = bot["ports"]
+    assert interpolate(published, {}) == "127.0.0.1:3000:3000"
+
+
+def test_sentinel_compose_bot_is_the_bot_of_docker_compose_yml():
+    """Only where Redis is differs: the rest of the bot's service is the one of
+    docker-compose.yml (image, build, ports, health check, shutdown, hardening)."""
+    plain = dict(compose()["services"]["bot"])
+    sentinel = dict(sentinel_compose()["services"]["bot"])
+    plain_env, sentinel_env = compose_env(plain), compose_env(sentinel)
+    for service in (plain, sentinel):
+        del service["environment"], service["depends_on"]
+    assert sentinel == plain
+    assert {k: v for k, v in plain_env.items() if k != "REDIS_URL"} == {
+        k: v for k, v in sentinel_env.items() if not k.startswith("REDIS_")}
+
+
+# ---- the Kubernetes ConfigMap's commented examples -----------------------------------------
+
+COMMENTED_SETTING = re.compile(r"^\s*#\s*([A-Z][A-Z0-9_]*):\s*(\"[^\"]*\"|\S+)\s*$")
+
+
+def commented_examples() -> list[tuple[str, str]]:
+    """`# NAME: "value"` lines of configmap.yaml: the settings shown for other Redis setups."""
+    found = []
+    for line in (K8S / "configmap.yaml").read_text().splitlines():
+        match = COMMENTED_SETTING.match(line)
+        if match:
+            found.append((match.group(1), match.group(2).strip('"')))
+    return found
+
+
+def test_configmap_examples_name_real_settings_with_valid_values():
+    examples = commented_examples()
+    names = {name for name, _ in examples}
+    assert {"REDIS_MODE", "REDIS_URL", "REDIS_SHARDS", "REDIS_SENTINELS",
+            "REDIS_SENTINEL_MASTER", "REDIS_MIN_REPLICAS"} <= names
+    assert names <= SETTINGS, names - SETTINGS
+    assert not names & SECRET_SETTINGS
+    for name, value in examples:
+        Settings(_env_file=None, **{name.lower(): value})
+    modes = {value for name, value in examples if name == "REDIS_MODE"}
+    assert modes == {"cluster", "sentinel"}
 
 
 # ---- Dockerfile ----------------------------------------------------------------------------
