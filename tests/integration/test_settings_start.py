@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from bot.config import DEPRECATED_NAMES, Settings
+from bot.store.keys import Keys
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_front import AdkFront, GoogleTokenEndpoint
 from tests.fakes.adk_server import AdkServer, free_port
@@ -517,7 +518,9 @@ async def test_serve_in_sentinel_mode_with_durable_acks(serve: Any, people: Fake
         assert password not in bot.log()
         client = topology.primary.client()
         try:
-            assert client.zcard(f"{bot.prefix}:threads") == 1  # on the Sentinels' primary
+            # The thread is indexed on the Sentinels' primary.
+            keys = Keys(bot.prefix)
+            assert sum(client.zcard(keys.threads_index(n)) for n in keys.all_shards) == 1
         finally:
             client.close()
     finally:
