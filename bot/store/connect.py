@@ -142,7 +142,7 @@ def uses_real_redis(settings: Settings) -> bool:
 async def close_redis(client: aioredis.Redis) -> None:
     """Close the client, and in Sentinel mode the clients of its Sentinels too."""
     await client.aclose()
-    pool = client.connection_pool
+    pool = getattr(client, "connection_pool", None)  # a RedisCluster has one per node
     if isinstance(pool, SentinelConnectionPool):
         await pool.sentinel_manager.aclose()
 

@@ -13,10 +13,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from bot.store.keys import DEFAULT_SHARDS, Keys
 from tests.fakes.adk_server import PROXY_VARS, free_port, port_taken
@@ -175,7 +176,10 @@ class BotProcess:
         this returns, every event sent before it has had all its effects. Use it before
         checking that something did *not* happen (no second answer, no post)."""
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.redis_url, decode_responses=True)
+            url = self.env.get("REDIS_URL", self.redis_url)
+            self._redis = (cast("aioredis.Redis", RedisCluster.from_url(url, decode_responses=True))
+                           if self.env.get("REDIS_MODE") == "cluster"
+                           else aioredis.Redis.from_url(url, decode_responses=True))
         client = self._redis
         keys = Keys(self.prefix, int(self.env.get("REDIS_SHARDS", DEFAULT_SHARDS)))
         streams = [keys.work_stream(shard) for shard in keys.all_shards]

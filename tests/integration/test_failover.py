@@ -17,6 +17,7 @@ node each is connected to."""
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from tests.integration import slack_user
 from tests.integration.harness import BotProcess
 from tests.integration.redis_topology import RedisClusterProcs, SentinelTopology
 from tests.integration.slack_user import answer_in, history, say, wait_replies
+from tests.integration.test_cli import cli_env, run_cli
 from tests.waiting import eventually
 
 QUESTIONS = 240
@@ -221,6 +223,18 @@ async def test_the_bot_runs_on_a_redis_cluster_and_a_stop_crosses_replicas(
         await second.start()
         await say(slack, second, user="U1", text="stop", thread_ts=held)
         await answer_in(slack, "C1", held, "Stopped")
+        await first.wait_idle()
+
+        # The operator's commands read the threads index of every shard on the cluster.
+        env = cli_env(slack, adk, prefix, **_cluster_settings(cluster))
+        code, out, err = await run_cli("sessions", "list", env=env)
+        assert code == 0, out + err
+        assert out.splitlines()[0] == "13 threads, newest first"
+        code, out, err = await run_cli("doctor", "--json", env=env)
+        [check] = [c for c in json.loads(out)["checks"] if c["name"] == "Redis"]
+        # These cluster nodes keep nothing on disk: doctor says so.
+        assert check["status"] == "warning", check
+        assert check["summary"].endswith(", 13 thread(s) indexed; persistence is off"), check
     finally:
         await first.close()
         await second.close()
