@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import infra, scenarios
+from bench import infra, scenarios, topologies
 from bench.load import client_session
 from tests.fakes.adk_server import AdkServer
 
@@ -38,10 +38,11 @@ class Plan:
     scale_turns: int
     redis_turns: int
     repeats: int  # runs of each latency and throughput figure; the table shows the median run
+    takeover_kills: int  # kill -9s of figure 9, each case
 
 
-FULL = Plan((100, 500), 8.0, 200, 20.0, 0.1, 1000, 5.0, 600, 100, 3)
-QUICK = Plan((100, 500), 0.4, 10, 20.0, 0.1, 40, 1.0, 10, 5, 1)
+FULL = Plan((100, 500), 8.0, 200, 20.0, 0.1, 1000, 5.0, 600, 100, 3, 5)
+QUICK = Plan((100, 500), 0.4, 10, 20.0, 0.1, 40, 1.0, 10, 5, 1, 1)
 
 # The figure that picks the median run of a repeated step.
 MEDIAN_BY = {"intake": "p99_ms", "overhead": "overhead_p50_ms", "scale": "turns_per_s"}
@@ -174,6 +175,49 @@ def rows_for(results: dict[str, Any], plan: Plan) -> list[Row]:
             "trips"),
         Row(fig6, "bot idle background (subtracted)", red["idle_commands_per_s"], "cmds/s"),
     ]
+    rows += topology_rows(results)
+    return rows
+
+
+def topology_rows(results: dict[str, Any]) -> list[Row]:
+    """Figures 7 to 9: the Redis topologies (bench/topologies.py)."""
+    rows: list[Row] = []
+    for k in (1, 3):
+        if f"cluster_{k}" not in results:
+            continue
+        c = results[f"cluster_{k}"]
+        fig7 = f"7 Redis Cluster throughput ({c['turns']} turns)"
+        rows.append(Row(fig7, f"{k} bot process(es), cluster", c["turns_per_s"], "turns/s",
+                        "all, once",
+                        "PASS" if c["lost"] == 0 and c["duplicated"] == 0 else "MISS"))
+        if f"scale_{k}" in results:
+            rows.append(Row(fig7, f"{k} bot process(es), one Redis (figure 5)",
+                            results[f"scale_{k}"]["turns_per_s"], "turns/s"))
+    if "durable" in results:
+        d = results["durable"]
+        for n in (0, 1):
+            r = d[f"min_replicas_{n}"]
+            fig8 = f"8 ack, primary + replica, {r['rate']} ev/s"
+            rows += [
+                Row(fig8, f"REDIS_MIN_REPLICAS={n}: ack p50", r["p50_ms"], "ms"),
+                Row(fig8, f"REDIS_MIN_REPLICAS={n}: ack p99", r["p99_ms"], "ms"),
+                Row(fig8, f"REDIS_MIN_REPLICAS={n}: answered once / expected",
+                    r["answered"] - r["duplicated"], f"/ {r['expected']}", "all, once",
+                    "PASS" if r["lost"] == 0 and r["duplicated"] == 0 else "MISS"),
+            ]
+    if "takeover" in results:
+        t = results["takeover"]
+        fig9 = f"9 takeover after kill -9 ({t['kills']} kills, {t['held']} turns each)"
+        rows += [
+            Row(fig9, "replica killed, another idle: to answered, median", t["replica_median_s"],
+                "s"),
+            Row(fig9, "replica killed, another idle: to answered, max", t["replica_max_s"],
+                "s", "<= 15", check(t["replica_max_s"], 15)),
+            Row(fig9, "only process restarted: to answered, median", t["restart_median_s"],
+                "s"),
+            Row(fig9, "only process restarted: to answered, max", t["restart_max_s"], "s",
+                "<= 15", check(t["restart_max_s"], 15)),
+        ]
     return rows
 
 
@@ -242,6 +286,12 @@ async def run(plan: Plan, quick: bool, only: frozenset[str] = frozenset()) -> di
         ctx, plan.threads, plan.threads_sleep), 240))
     steps.append(("floor_concurrent", lambda: scenarios.floor_concurrent(
         ctx, plan.threads, plan.threads_sleep), 240))
+    for k in (1, 3):
+        steps.append((f"cluster_{k}", lambda k=k: topologies.cluster_scale(
+            ctx, k, plan.scale_turns), 240))
+    steps.append(("durable", lambda: topologies.durable_intake(
+        ctx, plan.intake_rates[0], plan.intake_seconds), 240))
+    steps.append(("takeover", lambda: topologies.takeover(ctx, plan.takeover_kills), 600))
     if only:
         steps = [step for step in steps if step[0] in only or step[0].split("_")[0] in only]
     try:
@@ -268,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run (<60 s)")
     parser.add_argument("--only", default="",
                         help="comma-separated figures to run (redis, overhead, intake, scale, "
-                             "floor_throughput, concurrent); the table shows only those")
+                             "floor_throughput, concurrent, cluster, durable, takeover); the "
+                             "table shows only those")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON results (default bench/results/latest.json, or "
                              "bench/results/quick.json with --quick)")

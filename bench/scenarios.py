@@ -126,13 +126,14 @@ MIX_TEXT = ("per event: 20% @mention twins (app_mention + message, 10% new threa
             "30% replies in threads the bot never joined; instant agent")
 
 
-async def intake(ctx: Ctx, rate: int, seconds: float, split: bool = False) -> dict[str, Any]:
+async def intake(ctx: Ctx, rate: int, seconds: float, split: bool = False,
+                 redis_url: str = infra.REDIS_URL, **settings: str) -> dict[str, Any]:
     """With `split`, events go to an intake-only process and a worker-only process runs the
-    turns (ROLE=intake / ROLE=worker), so acks never wait behind agent work."""
+    turns (ROLE=intake / ROLE=worker), so acks never wait behind agent work. `redis_url`
+    and `settings` go to the bot processes."""
     roles = ("intake", "worker") if split else ()
-    async with stack(ctx, f"intake{rate}{'s' if split else ''}", roles=roles) as (
-        slack, all_bots, _
-    ):
+    async with stack(ctx, f"intake{rate}{'s' if split else ''}", roles=roles,
+                     redis_url=redis_url, **settings) as (slack, all_bots, _):
         bots = all_bots[:1]
         traffic = Traffic("I", channels=100, seed=rate)
         threads = await warm(ctx, slack, bots, traffic, 8 if ctx.quick else 40)
@@ -374,8 +375,12 @@ async def floor_concurrent(ctx: Ctx, threads: int, agent_sleep: float) -> dict[s
 # ---- 5. throughput with 1..3 bot processes ------------------------------------------------------
 
 
-async def scale(ctx: Ctx, processes: int, turns: int) -> dict[str, Any]:
-    async with stack(ctx, f"scale{processes}", bots=processes) as (slack, bots, _):
+async def scale(ctx: Ctx, processes: int, turns: int, redis_url: str = infra.REDIS_URL,
+                name: str = "scale", **settings: str) -> dict[str, Any]:
+    """Answered turns per second with `processes` bot processes (on `redis_url`, with
+    `settings`)."""
+    async with stack(ctx, f"{name}{processes}", bots=processes, redis_url=redis_url,
+                     **settings) as (slack, bots, _):
         traffic = Traffic("S", channels=100, seed=5)
         await warm(ctx, slack, bots, traffic, 2 * processes)
         groups = [traffic.mention()[1] for _ in range(turns)]

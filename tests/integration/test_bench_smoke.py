@@ -36,7 +36,7 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     env = {**os.environ, "BENCH_REDIS_URL": REDIS_URL, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=400, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "ratio bot/floor" in proc.stdout  # the table was printed
@@ -44,7 +44,7 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
 
     rows = data["rows"]
     names = {(r["figure"].split()[0], r["name"]) for r in rows}
-    for figure in ("1", "2", "3", "4", "5", "6"):
+    for figure in ("1", "2", "3", "4", "5", "6", "7", "8", "9"):
         assert any(f == figure for f, _ in names), f"figure {figure} missing: {names}"
     for row in rows:
         value = row["value"]
@@ -52,9 +52,11 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
         assert math.isfinite(value), row
 
     results = data["results"]
-    for name in ("intake_100", "intake_500", "overhead", "concurrent",
-                 "scale_1", "scale_2", "scale_3"):
-        r = results[name]
+    durable = results["durable"]
+    for name, r in [(name, results[name]) for name in (
+            "intake_100", "intake_500", "overhead", "concurrent", "scale_1", "scale_2",
+            "scale_3", "cluster_1", "cluster_3")] + [
+            (f"durable {n}", durable[f"min_replicas_{n}"]) for n in (0, 1)]:
         assert r["expected"] > 0, (name, r)
         assert r["lost"] == 0 and r["duplicated"] == 0 and r["unexpected"] == 0, (name, r)
         assert r["answered"] == r["expected"], (name, r)
@@ -62,6 +64,8 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     for name in ("intake_100", "intake_500"):
         assert results[name]["acked_200"] == results[name]["events"], results[name]
     assert results["overhead"]["floor_answered"] == results["overhead"]["turns"]
+    takeover = results["takeover"]
+    assert len(takeover["replica_runs_s"]) == len(takeover["restart_runs_s"]) == 1, takeover
     floor = results["floor_concurrent"]  # figure 4 done directly, without the bot
     assert floor["answered"] == floor["threads"] == results["concurrent"]["threads"], floor
     for key in ("per_new_thread_turn", "per_followup_turn", "per_ignored_event",
