@@ -21,7 +21,7 @@ from bot.runtime import (
     connect_redis,
 )
 from bot.store.connect import close_redis
-from bot.store.redis_store import Store
+from bot.store.redis_store import NotReplicated, Store
 from bot.terminal_text import terminal_text
 from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
 from bot.turns import BotIdentity, Turn
@@ -172,7 +172,12 @@ async def run_console(
                 break
             ts = f"{time.time():.6f}"
             root = root or ts
-            outcome = await intake.handle(console_event(text, ts, root, mention), {})
+            try:
+                outcome = await intake.handle(console_event(text, ts, root, mention), {})
+            except NotReplicated as exc:
+                # Durable acks: no replica had it in time (Slack would deliver it again).
+                err.write(f"(message not taken: {exc}; send it again)\n")
+                continue
             mention = False
             if outcome not in ("queued", "requeue"):
                 err.write(f"(message not sent: {outcome})\n")
