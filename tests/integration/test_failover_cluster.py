@@ -1,0 +1,117 @@
+"""The bot on a six-node Redis Cluster (REDIS_MODE=cluster): threads on every shard
+answered in their sessions, a Stop taken in by one replica stopping the turn another runs,
+the operator's commands reading every shard; and one cluster primary killed with -9 under
+load (tests/integration/failover_load.py): with REDIS_MIN_REPLICAS=1 every acked question
+is answered exactly once; without, what was lost or answered twice is counted and reported
+(`lost=` on stdout and the test's `record_property`)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.adk_server import AdkServer
+from tests.fakes.fake_slack import FakeSlack
+from tests.integration import slack_user
+from tests.integration.failover_load import QUESTIONS, report, run_load, tally
+from tests.integration.harness import BotProcess
+from tests.integration.redis_topology import RedisClusterProcs
+from tests.integration.slack_user import answer_in, history, say, wait_replies
+from tests.integration.test_cli import cli_env, run_cli
+from tests.waiting import eventually
+
+# ---- Redis Cluster ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[RedisClusterProcs]:
+    procs = RedisClusterProcs()
+    try:
+        await procs.start()
+        yield procs
+    finally:
+        procs.cleanup()
+
+
+def _cluster_settings(cluster: RedisClusterProcs) -> dict[str, str]:
+    return {"redis_mode": "cluster", "redis_url": f"redis://{cluster.startup_nodes[0]}/0"}
+
+
+async def test_the_bot_runs_on_a_redis_cluster_and_a_stop_crosses_replicas(
+    slack: FakeSlack, adk: AdkServer, prefix: str, cluster: RedisClusterProcs
+) -> None:
+    hold = Path(tempfile.mkdtemp(prefix="cluster-stop-")) / "never"
+    first = BotProcess(slack, adk.base_url, prefix=prefix, **_cluster_settings(cluster))
+    second = BotProcess(slack, adk.base_url, prefix=prefix, **_cluster_settings(cluster))
+    await first.start()
+    try:
+        # Threads on every shard: mentions and follow-ups answered in their sessions.
+        roots = [await say(slack, first, user="U1", text=f"thread {i}", mention=True)
+                 for i in range(12)]
+        for i, root in enumerate(roots):
+            await answer_in(slack, "C1", root, f"said=Alice: thread {i}")
+        await say(slack, first, user="U2", text="and a follow-up", thread_ts=roots[0])
+        answers = await wait_replies(slack, "C1", roots[0], 2, timeout=30)
+        assert "said=Bob: and a follow-up" in answers[1]
+        assert slack_user.field(answers[1], "turn") == "2"
+        assert "Alice: thread 0" in history(answers[1])
+
+        # A turn held on the first replica is stopped by a "stop" the second one takes in.
+        held = await say(slack, first, user="U1", text=f"wait hold={hold}", mention=True)
+        await slack.wait_for_calls("assistant.threads.setStatus", 1, timeout=30,
+                                   thread_ts=held)
+        await second.start()
+        await say(slack, second, user="U1", text="stop", thread_ts=held)
+        await answer_in(slack, "C1", held, "Stopped")
+        await first.wait_idle()
+
+        # The operator's commands read the threads index of every shard on the cluster.
+        env = cli_env(slack, adk, prefix, **_cluster_settings(cluster))
+        code, out, err = await run_cli("sessions", "list", env=env)
+        assert code == 0, out + err
+        assert out.splitlines()[0] == "13 threads, newest first"
+        code, out, err = await run_cli("doctor", "--json", env=env)
+        [check] = [c for c in json.loads(out)["checks"] if c["name"] == "Redis"]
+        # These cluster nodes keep nothing on disk: doctor says so.
+        assert check["status"] == "warning", check
+        assert check["summary"].endswith(", 13 thread(s) indexed; persistence is off"), check
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def _cluster_failover(cluster: RedisClusterProcs) -> None:
+    """kill -9 a primary; once its replica is promoted, the killed node comes back and
+    rejoins as the new primary's replica (durable acks need one)."""
+    victim, _promoted = await cluster.kill_primary()
+    victim.start()
+    await cluster.ready()
+
+
+@pytest.mark.parametrize("durable", [True, False], ids=["min_replicas_1", "min_replicas_0"])
+async def test_a_cluster_primary_killed_under_load(
+    slack: FakeSlack, adk: AdkServer, prefix: str, cluster: RedisClusterProcs, durable: bool,
+    record_property: Callable[[str, object], None],
+) -> None:
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, **_cluster_settings(cluster),
+                     redis_min_replicas="1" if durable else "0")
+    await bot.start()
+    try:
+        load = await run_load(bot, slack, during=lambda: _cluster_failover(cluster))
+        lost, duplicated = await tally(slack, load, settle=20)
+        report(record_property, f"cluster_{'durable' if durable else 'plain'}", load,
+                lost, duplicated)
+        assert len(load.acked) >= QUESTIONS // 2, (len(load.acked), len(load.refused))
+        if durable:
+            assert (lost, duplicated) == (0, 0)
+        else:
+            assert 0 <= lost <= len(load.acked)
+        root = await say(slack, bot, user="U1", text="after the failover", mention=True)
+        await answer_in(slack, "C1", root, "said=Alice: after the failover")
+        await eventually(lambda: bot.proc is not None and bot.proc.poll() is None)
+    finally:
+        await bot.close()
