@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +131,7 @@ class SlackProcess:
             await asyncio.sleep(0.1)
 
     def stop(self) -> None:
+        """Stop the process and remove its directory."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -137,6 +139,7 @@ class SlackProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 # ---- bot processes ------------------------------------------------------------------------------
@@ -146,6 +149,12 @@ def make_bot(slack: SlackProcess, adk_url: str, prefix: str, redis_url: str = RE
              **settings: str) -> BotProcess:
     return BotProcess(cast(FakeSlack, slack.endpoint), adk_url, prefix=prefix,
                       redis_url=redis_url, **settings)
+
+
+async def close_bot(bot: BotProcess) -> None:
+    """Stop a bot process and remove its working directory (its log)."""
+    await bot.close()
+    shutil.rmtree(bot.workdir, ignore_errors=True)
 
 
 def bot_pid(bot: BotProcess) -> int:

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import itertools
 import json
 import math
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import infra, scenarios, topologies
 from bench.load import client_session
-from tests.fakes.adk_server import AdkServer
+from bench.scenarios import fresh_adk
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,14 +37,19 @@ class Plan:
     scale_turns: int
     redis_turns: int
     repeats: int  # runs of each latency and throughput figure; the table shows the median run
-    takeover_kills: int  # kill -9s of figure 9, each case
+    cluster_turns: int  # figure 7's burst, on one Redis and on a Redis Cluster
+    takeover_kills: int  # figure 9: kill -9s of each case
+    takeover_held: int  # figure 9: turns running on the killed process
 
 
-FULL = Plan((100, 500), 8.0, 200, 20.0, 0.1, 1000, 5.0, 600, 100, 3, 5)
-QUICK = Plan((100, 500), 0.4, 10, 20.0, 0.1, 40, 1.0, 10, 5, 1, 1)
+FULL = Plan((100, 500), 8.0, 200, 20.0, 0.1, 1000, 5.0, 600, 100, 3, 600, 5, 4)
+QUICK = Plan((100, 500), 0.4, 10, 20.0, 0.1, 40, 1.0, 10, 5, 1, 10, 2, 2)
 
 # The figure that picks the median run of a repeated step.
-MEDIAN_BY = {"intake": "p99_ms", "overhead": "overhead_p50_ms", "scale": "turns_per_s"}
+MEDIAN_BY = {"intake": "p99_ms", "overhead": "overhead_p50_ms", "scale": "turns_per_s",
+             "durable": "p99_ms"}
+# Steps that start an ADK server for each of their parts themselves.
+OWN_ADK = {"cluster"}
 
 
 def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -58,6 +62,14 @@ def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
         if all(count in r for r in runs):
             chosen[count] = max(r[count] for r in runs)
     return chosen
+
+
+def median_runs(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """`median_run`, or for a step whose result holds one result per setting (figure 8),
+    `median_run` of each setting."""
+    if key in runs[0]:
+        return median_run(runs, key)
+    return {part: median_run([r[part] for r in runs], key) for part in runs[0]}
 
 
 def spread_row(fig: str, r: dict[str, Any], key: str, unit: str) -> list[Row]:
@@ -84,7 +96,12 @@ def check(value: float, limit: float, *, at_least: bool = False) -> str:
     return "PASS" if (value >= limit if at_least else value <= limit) else "MISS"
 
 
+def once(r: dict[str, Any]) -> str:
+    return "PASS" if r["lost"] == 0 and r["duplicated"] == 0 else "MISS"
+
+
 def rows_for(results: dict[str, Any], plan: Plan) -> list[Row]:
+    """The table's rows for the figures in `results` (all of them, or those of --only)."""
     rows: list[Row] = []
     for name, rate in [(f"intake_{rate}{split}", rate) for split in ("", "_split")
                        for rate in plan.intake_rates]:
@@ -108,9 +125,22 @@ def rows_for(results: dict[str, Any], plan: Plan) -> list[Row]:
             Row(fig, "sender behind its schedule, max", r["sender_behind_max_ms"], "ms"),
             *spread_row(fig, r, "p99_ms", "ms"),
         ]
+    rows += overhead_rows(results)
+    rows += concurrent_rows(results)
+    rows += scale_rows(results)
+    rows += redis_rows(results)
+    rows += cluster_rows(results)
+    rows += durable_rows(results)
+    rows += takeover_rows(results)
+    return rows
+
+
+def overhead_rows(results: dict[str, Any]) -> list[Row]:
+    if "overhead" not in results:
+        return []
     o = results["overhead"]
     fig2 = f"2 overhead/turn ({o['turns']} turns @ {o['rate']:g}/s)"
-    rows += [
+    rows = [
         Row(fig2, "agent run (ADK /run_sse direct) p50", o["agent_run_p50_ms"], "ms"),
         Row(fig2, "bot total (sent -> visible) p50", o["bot_total_p50_ms"], "ms"),
         Row(fig2, "bot total (sent -> visible) p99", o["bot_total_p99_ms"], "ms"),
@@ -124,16 +154,22 @@ def rows_for(results: dict[str, Any], plan: Plan) -> list[Row]:
             "PASS" if o["lost"] == 0 and o["duplicated"] == 0 else "MISS"),
     ]
     fig3 = f"3 floor ({o['agent_sleep_ms']:g} ms agent)"
-    rows += [
+    return [
+        *rows,
         Row(fig3, "floor total p50", o["floor_total_p50_ms"], "ms"),
         Row(fig3, "floor total p99", o["floor_total_p99_ms"], "ms"),
         Row(fig3, "bot total p50", o["bot_total_p50_ms"], "ms"),
         Row(fig3, "ratio bot/floor (p50)", o["ratio_p50"], "x", "<= 1.10",
             check(o["ratio_p50"], 1.10)),
     ]
+
+
+def concurrent_rows(results: dict[str, Any]) -> list[Row]:
+    if "concurrent" not in results:
+        return []
     c = results["concurrent"]
     fig4 = f"4 {c['threads']} threads, {c['agent_sleep_s']:g} s agent"
-    rows += [
+    rows = [
         Row(fig4, "answered once", c["answered"] - c["duplicated"], f"/ {c['threads']}",
             "all, once", "PASS" if c["lost"] == 0 and c["duplicated"] == 0 else "MISS"),
         Row(fig4, "wall: first sent -> last visible", c["wall_s"], "s",
@@ -151,18 +187,32 @@ def rows_for(results: dict[str, Any], plan: Plan) -> list[Row]:
             Row(fig4, "ratio bot/floor (wall)", round(c["wall_s"] / fc["wall_s"], 3)
                 if fc["wall_s"] else float("nan"), "x"),
         ]
+    return rows
+
+
+def scale_rows(results: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     for k in (1, 2, 3):
+        if f"scale_{k}" not in results:
+            continue
         s = results[f"scale_{k}"]
         rows.append(Row(f"5 throughput ({s['turns']} turns)", f"{k} bot process(es)",
                         s["turns_per_s"], "turns/s", "all, once",
                         "PASS" if s["lost"] == 0 and s["duplicated"] == 0 else "MISS"))
         rows += spread_row(f"5 throughput ({s['turns']} turns)", s, "turns_per_s", "turns/s")
-    f = results["floor_throughput"]
-    rows.append(Row(f"5 throughput ({f['turns']} turns)", "floor (ADK direct, no bot)",
-                    f["turns_per_s"], "turns/s"))
+    if "floor_throughput" in results:
+        f = results["floor_throughput"]
+        rows.append(Row(f"5 throughput ({f['turns']} turns)", "floor (ADK direct, no bot)",
+                        f["turns_per_s"], "turns/s"))
+    return rows
+
+
+def redis_rows(results: dict[str, Any]) -> list[Row]:
+    if "redis" not in results:
+        return []
     red = results["redis"]
     fig6 = f"6 Redis ({red['turns']} of each)"
-    rows += [
+    return [
         Row(fig6, "commands per new-thread turn (2 events)", red["per_new_thread_turn"],
             "cmds"),
         Row(fig6, "round trips per new-thread turn", red["round_trips_per_new_thread_turn"],
@@ -175,50 +225,71 @@ def rows_for(results: dict[str, Any], plan: Plan) -> list[Row]:
             "trips"),
         Row(fig6, "bot idle background (subtracted)", red["idle_commands_per_s"], "cmds/s"),
     ]
-    rows += topology_rows(results)
-    return rows
 
 
-def topology_rows(results: dict[str, Any]) -> list[Row]:
-    """Figures 7 to 9: the Redis topologies (bench/topologies.py)."""
+def cluster_rows(results: dict[str, Any]) -> list[Row]:
+    """Figure 7: each process count on one Redis and on the cluster, side by side."""
+    if "cluster" not in results:
+        return []
+    c = results["cluster"]
+    fig7 = f"7 Redis Cluster throughput ({c['cluster_1']['turns']} turns)"
     rows: list[Row] = []
     for k in (1, 3):
-        if f"cluster_{k}" not in results:
-            continue
-        c = results[f"cluster_{k}"]
-        fig7 = f"7 Redis Cluster throughput ({c['turns']} turns)"
-        rows.append(Row(fig7, f"{k} bot process(es), cluster", c["turns_per_s"], "turns/s",
-                        "all, once",
-                        "PASS" if c["lost"] == 0 and c["duplicated"] == 0 else "MISS"))
-        if f"scale_{k}" in results:
-            rows.append(Row(fig7, f"{k} bot process(es), one Redis (figure 5)",
-                            results[f"scale_{k}"]["turns_per_s"], "turns/s"))
-    if "durable" in results:
-        d = results["durable"]
-        for n in (0, 1):
-            r = d[f"min_replicas_{n}"]
-            fig8 = f"8 ack, primary + replica, {r['rate']} ev/s"
-            rows += [
-                Row(fig8, f"REDIS_MIN_REPLICAS={n}: ack p50", r["p50_ms"], "ms"),
-                Row(fig8, f"REDIS_MIN_REPLICAS={n}: ack p99", r["p99_ms"], "ms"),
-                Row(fig8, f"REDIS_MIN_REPLICAS={n}: answered once / expected",
-                    r["answered"] - r["duplicated"], f"/ {r['expected']}", "all, once",
-                    "PASS" if r["lost"] == 0 and r["duplicated"] == 0 else "MISS"),
-            ]
-    if "takeover" in results:
-        t = results["takeover"]
-        fig9 = f"9 takeover after kill -9 ({t['kills']} kills, {t['held']} turns each)"
+        one, cluster = c[f"standalone_{k}"], c[f"cluster_{k}"]
         rows += [
-            Row(fig9, "replica killed, another idle: to answered, median", t["replica_median_s"],
-                "s"),
-            Row(fig9, "replica killed, another idle: to answered, max", t["replica_max_s"],
-                "s", "<= 15", check(t["replica_max_s"], 15)),
-            Row(fig9, "only process restarted: to answered, median", t["restart_median_s"],
-                "s"),
-            Row(fig9, "only process restarted: to answered, max", t["restart_max_s"], "s",
-                "<= 15", check(t["restart_max_s"], 15)),
+            Row(fig7, f"{k} bot process(es), one Redis", one["turns_per_s"], "turns/s",
+                "all, once", once(one)),
+            Row(fig7, f"{k} bot process(es), 6-node cluster", cluster["turns_per_s"],
+                "turns/s", "all, once", once(cluster)),
+            Row(fig7, f"{k} bot process(es): ratio cluster / one Redis",
+                round(cluster["turns_per_s"] / one["turns_per_s"], 2)
+                if one["turns_per_s"] else float("nan"), "x"),
         ]
     return rows
+
+
+def durable_rows(results: dict[str, Any]) -> list[Row]:
+    """Figure 8: the ack latency without and with durable acks, side by side."""
+    if "durable" not in results:
+        return []
+    rows: list[Row] = []
+    for n in (0, 1):
+        r = results["durable"][f"min_replicas_{n}"]
+        fig8 = f"8 ack, primary + replica, {r['rate']} ev/s"
+        rows += [
+            Row(fig8, f"REDIS_MIN_REPLICAS={n}: ack p50", r["p50_ms"], "ms"),
+            Row(fig8, f"REDIS_MIN_REPLICAS={n}: ack p99", r["p99_ms"], "ms", "<= 10",
+                check(r["p99_ms"], 10)),
+            Row(fig8, f"REDIS_MIN_REPLICAS={n}: events sent / non-200", r["events"],
+                f"/ {r['errors']}", "0 errors", "PASS" if r["errors"] == 0 else "MISS"),
+            Row(fig8, f"REDIS_MIN_REPLICAS={n}: turns answered once / expected",
+                r["answered"] - r["duplicated"], f"/ {r['expected']}", "all, once", once(r)),
+            *spread_row(fig8, r, "p99_ms", "ms"),
+        ]
+    return rows
+
+
+def takeover_rows(results: dict[str, Any]) -> list[Row]:
+    """Figure 9: seconds from kill -9 to the held turns answered, and from a restart."""
+    if "takeover" not in results:
+        return []
+    t = results["takeover"]
+    limit = topologies.TAKEOVER_PROMISE_S
+    fig9 = f"9 takeover ({t['kills']} kills -9 each, {t['held']} turns held)"
+    return [
+        Row(fig9, "idle process takes over: kill -> answered, median", t["replica_median_s"],
+            "s"),
+        Row(fig9, "idle process takes over: kill -> answered, max", t["replica_max_s"], "s",
+            f"<= {limit:g}", check(t["replica_max_s"], limit)),
+        Row(fig9, "only process restarted: healthy -> answered, median",
+            t["restart_median_s"], "s"),
+        Row(fig9, "only process restarted: healthy -> answered, max", t["restart_max_s"],
+            "s", f"<= {limit:g}", check(t["restart_max_s"], limit)),
+        Row(fig9, "only process restarted: kill -> answered (start-up included), max",
+            t["restart_since_kill_max_s"], "s"),
+        Row(fig9, "held turns answered once / expected", t["answered"] - t["duplicated"],
+            f"/ {t['expected']}", "all, once", once(t)),
+    ]
 
 
 def fmt(value: float) -> str:
@@ -240,22 +311,6 @@ def table(rows: list[Row]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths).rstrip())
     return "\n".join(lines)
-
-
-@contextlib.asynccontextmanager
-async def fresh_adk(ctx: scenarios.Ctx) -> AsyncIterator[None]:
-    """A new `adk api_server` for one run of one figure. With in-memory sessions, ADK keeps
-    every session it ever served; one server for the whole benchmark made each figure pay
-    for the ones before it (its heap, and its garbage collector's pauses, grew with the
-    sessions), so a figure's result depended on its place in the run."""
-    adk = AdkServer(memory=True, log_level="warning")
-    await asyncio.to_thread(adk.start)
-    assert adk.pid is not None
-    ctx.adk_url, ctx.adk_pid = adk.base_url, adk.pid
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(adk.cleanup)
 
 
 def log(message: str) -> None:
@@ -286,12 +341,13 @@ async def run(plan: Plan, quick: bool, only: frozenset[str] = frozenset()) -> di
         ctx, plan.threads, plan.threads_sleep), 240))
     steps.append(("floor_concurrent", lambda: scenarios.floor_concurrent(
         ctx, plan.threads, plan.threads_sleep), 240))
-    for k in (1, 3):
-        steps.append((f"cluster_{k}", lambda k=k: topologies.cluster_scale(
-            ctx, k, plan.scale_turns), 240))
-    steps.append(("durable", lambda: topologies.durable_intake(
-        ctx, plan.intake_rates[0], plan.intake_seconds), 240))
-    steps.append(("takeover", lambda: topologies.takeover(ctx, plan.takeover_kills), 600))
+    steps.append(("cluster", lambda: topologies.cluster_throughput(ctx, plan.cluster_turns),
+                  300))
+    flips = itertools.count()  # the repeats alternate which setting runs first
+    steps.append(("durable", lambda: topologies.durable_acks(
+        ctx, plan.intake_rates[0], plan.intake_seconds, flip=next(flips) % 2 == 1), 240))
+    steps.append(("takeover", lambda: topologies.takeover(
+        ctx, plan.takeover_kills, plan.takeover_held), 60 + 30 * plan.takeover_kills))
     if only:
         steps = [step for step in steps if step[0] in only or step[0].split("_")[0] in only]
     try:
@@ -301,10 +357,13 @@ async def run(plan: Plan, quick: bool, only: frozenset[str] = frozenset()) -> di
             for n in range(plan.repeats if key else 1):
                 log(f"{name} (run {n + 1}) ..." if key and plan.repeats > 1 else f"{name} ...")
                 started = time.monotonic()
-                async with fresh_adk(ctx):
+                if name in OWN_ADK:
                     runs.append(await asyncio.wait_for(step(), limit))
+                else:
+                    async with fresh_adk(ctx):
+                        runs.append(await asyncio.wait_for(step(), limit))
                 log(f"{name} done in {time.monotonic() - started:.1f}s: {runs[-1]}")
-            results[name] = median_run(runs, key) if key else runs[0]
+            results[name] = median_runs(runs, key) if key else runs[0]
     finally:
         await http.close()
         for prefix in ctx.prefixes:
@@ -315,7 +374,8 @@ async def run(plan: Plan, quick: bool, only: frozenset[str] = frozenset()) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run (<60 s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny counts: a smoke run (about two minutes)")
     parser.add_argument("--only", default="",
                         help="comma-separated figures to run (redis, overhead, intake, scale, "
                              "floor_throughput, concurrent, cluster, durable, takeover); the "
@@ -332,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     only = frozenset(filter(None, (name.strip() for name in args.only.split(","))))
     results = asyncio.run(run(plan, args.quick, only))
     wall = time.monotonic() - started
-    if only:  # a partial run: its raw figures, and the full table stays as it was
+    if only:  # a partial run: its raw figures and rows; the full results stay as they were
         print(json.dumps(results, indent=2, default=str))
+        print()
+        print(table(rows_for(results, plan)))
         print(f"wall time: {wall:.0f} s")
         return 0
     rows = rows_for(results, plan)

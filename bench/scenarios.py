@@ -21,6 +21,7 @@ from bench import infra
 from bench.infra import SlackProcess, percentile
 from bench.load import Request, SendResult, Traffic, burst, open_loop, steady_gc
 from bench.redis_proxy import RedisProxy
+from tests.fakes.adk_server import AdkServer
 from tests.integration.harness import BotProcess
 
 APP = "test_agent"
@@ -63,9 +64,25 @@ async def stack(ctx: Ctx, name: str, bots: int = 1, redis_url: str = infra.REDIS
         yield slack, started, prefix
     finally:
         for bot in started:
-            await bot.close()
+            await infra.close_bot(bot)
         slack.stop()
         infra.delete_prefix(ctx.redis, prefix)
+
+
+@asynccontextmanager
+async def fresh_adk(ctx: Ctx) -> AsyncIterator[None]:
+    """A new `adk api_server` for one run of one figure. With in-memory sessions, ADK keeps
+    every session it ever served; one server for the whole benchmark made each figure pay
+    for the ones before it (its heap, and its garbage collector's pauses, grew with the
+    sessions), so a figure's result depended on its place in the run."""
+    adk = AdkServer(memory=True, log_level="warning")
+    await asyncio.to_thread(adk.start)
+    assert adk.pid is not None
+    ctx.adk_url, ctx.adk_pid = adk.base_url, adk.pid
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(adk.cleanup)
 
 
 def urls(bots: list[BotProcess]) -> list[str]:
@@ -127,13 +144,14 @@ MIX_TEXT = ("per event: 20% @mention twins (app_mention + message, 10% new threa
 
 
 async def intake(ctx: Ctx, rate: int, seconds: float, split: bool = False,
-                 redis_url: str = infra.REDIS_URL, **settings: str) -> dict[str, Any]:
+                 redis_url: str = infra.REDIS_URL, name: str = "intake",
+                 **settings: str) -> dict[str, Any]:
     """With `split`, events go to an intake-only process and a worker-only process runs the
-    turns (ROLE=intake / ROLE=worker), so acks never wait behind agent work. `redis_url`
-    and `settings` go to the bot processes."""
+    turns (ROLE=intake / ROLE=worker), so acks never wait behind agent work. The bot
+    processes use `redis_url` and `settings` (figure 8: a primary with a replica)."""
     roles = ("intake", "worker") if split else ()
-    async with stack(ctx, f"intake{rate}{'s' if split else ''}", roles=roles,
-                     redis_url=redis_url, **settings) as (slack, all_bots, _):
+    async with stack(ctx, f"{name}{rate}{'s' if split else ''}", redis_url=redis_url,
+                     roles=roles, **settings) as (slack, all_bots, _):
         bots = all_bots[:1]
         traffic = Traffic("I", channels=100, seed=rate)
         threads = await warm(ctx, slack, bots, traffic, 8 if ctx.quick else 40)
@@ -377,8 +395,8 @@ async def floor_concurrent(ctx: Ctx, threads: int, agent_sleep: float) -> dict[s
 
 async def scale(ctx: Ctx, processes: int, turns: int, redis_url: str = infra.REDIS_URL,
                 name: str = "scale", **settings: str) -> dict[str, Any]:
-    """Answered turns per second with `processes` bot processes (on `redis_url`, with
-    `settings`)."""
+    """Answered turns per second for a burst of `turns` new threads over `processes` bot
+    processes on `redis_url` with `settings` (figure 7: a Redis Cluster)."""
     async with stack(ctx, f"{name}{processes}", bots=processes, redis_url=redis_url,
                      **settings) as (slack, bots, _):
         traffic = Traffic("S", channels=100, seed=5)

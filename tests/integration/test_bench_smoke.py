@@ -36,7 +36,7 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     env = {**os.environ, "BENCH_REDIS_URL": REDIS_URL, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=400, check=False,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=280, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "ratio bot/floor" in proc.stdout  # the table was printed
@@ -52,11 +52,12 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
         assert math.isfinite(value), row
 
     results = data["results"]
-    durable = results["durable"]
-    for name, r in [(name, results[name]) for name in (
-            "intake_100", "intake_500", "overhead", "concurrent", "scale_1", "scale_2",
-            "scale_3", "cluster_1", "cluster_3")] + [
-            (f"durable {n}", durable[f"min_replicas_{n}"]) for n in (0, 1)]:
+    runs = {name: results[name] for name in ("intake_100", "intake_500", "overhead",
+                                             "concurrent", "scale_1", "scale_2", "scale_3")}
+    runs |= {f"cluster {name}": r for name, r in results["cluster"].items()}
+    runs |= {f"durable {name}": r for name, r in results["durable"].items()}
+    assert len(runs) == 7 + 4 + 2, sorted(runs)
+    for name, r in runs.items():
         assert r["expected"] > 0, (name, r)
         assert r["lost"] == 0 and r["duplicated"] == 0 and r["unexpected"] == 0, (name, r)
         assert r["answered"] == r["expected"], (name, r)
@@ -64,8 +65,14 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     for name in ("intake_100", "intake_500"):
         assert results[name]["acked_200"] == results[name]["events"], results[name]
     assert results["overhead"]["floor_answered"] == results["overhead"]["turns"]
+    durable = results["durable"]  # the setting took effect: WAIT only with durable acks
+    assert durable["min_replicas_0"]["wait_commands"] == 0, durable
+    assert durable["min_replicas_1"]["wait_commands"] > 0, durable
     takeover = results["takeover"]
-    assert len(takeover["replica_runs_s"]) == len(takeover["restart_runs_s"]) == 1, takeover
+    assert takeover["lost"] == 0 and takeover["duplicated"] == 0, takeover
+    assert takeover["answered"] == takeover["expected"] > 0, takeover
+    kills = data["plan"]["takeover_kills"]
+    assert len(takeover["replica_runs_s"]) == len(takeover["restart_runs_s"]) == kills, takeover
     floor = results["floor_concurrent"]  # figure 4 done directly, without the bot
     assert floor["answered"] == floor["threads"] == results["concurrent"]["threads"], floor
     for key in ("per_new_thread_turn", "per_followup_turn", "per_ignored_event",
