@@ -40,10 +40,11 @@ class Plan:
     cluster_turns: int  # figure 7's burst, on one Redis and on a Redis Cluster
     takeover_kills: int  # figure 9: kill -9s of each case
     takeover_held: int  # figure 9: turns running on the killed process
+    failover_questions: int  # figure 10: questions sent while the Redis primary dies
 
 
-FULL = Plan((100, 500), 8.0, 200, 20.0, 0.1, 1000, 5.0, 600, 100, 3, 600, 5, 4)
-QUICK = Plan((100, 500), 0.4, 10, 20.0, 0.1, 40, 1.0, 10, 5, 1, 10, 2, 2)
+FULL = Plan((100, 500), 8.0, 200, 20.0, 0.1, 1000, 5.0, 600, 100, 3, 600, 5, 4, 240)
+QUICK = Plan((100, 500), 0.4, 10, 20.0, 0.1, 40, 1.0, 10, 5, 1, 10, 2, 2, 30)
 
 # The figure that picks the median run of a repeated step.
 MEDIAN_BY = {"intake": "p99_ms", "overhead": "overhead_p50_ms", "scale": "turns_per_s",
@@ -132,6 +133,7 @@ def rows_for(results: dict[str, Any], plan: Plan) -> list[Row]:
     rows += cluster_rows(results)
     rows += durable_rows(results)
     rows += takeover_rows(results)
+    rows += failover_rows(results)
     return rows
 
 
@@ -292,6 +294,27 @@ def takeover_rows(results: dict[str, Any]) -> list[Row]:
     ]
 
 
+def failover_rows(results: dict[str, Any]) -> list[Row]:
+    """Figure 10: what a kill -9 of the Redis primary under load costs in questions."""
+    if "failover" not in results:
+        return []
+    rows: list[Row] = []
+    for name, r in results["failover"].items():
+        topology, mode = name.split("_")
+        durable = mode == "durable"
+        fig10 = f"10 primary killed under load ({r['sent']} questions)"
+        label = f"{topology}, {'REDIS_MIN_REPLICAS=1' if durable else 'no durable acks'}"
+        rows += [
+            Row(fig10, f"{label}: acked / refused after 3 redeliveries", r["acked"],
+                f"/ {r['refused']}"),
+            Row(fig10, f"{label}: acked and lost / answered twice", r["lost"],
+                f"/ {r['duplicated']}", "0 / 0" if durable else "",
+                ("PASS" if r["lost"] == 0 and r["duplicated"] == 0 else "MISS")
+                if durable else ""),
+        ]
+    return rows
+
+
 def fmt(value: float) -> str:
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer()
                                   and abs(value) >= 100):
@@ -346,6 +369,8 @@ async def run(plan: Plan, quick: bool, only: frozenset[str] = frozenset()) -> di
     flips = itertools.count()  # the repeats alternate which setting runs first
     steps.append(("durable", lambda: topologies.durable_acks(
         ctx, plan.intake_rates[0], plan.intake_seconds, flip=next(flips) % 2 == 1), 240))
+    steps.append(("failover", lambda: topologies.failover_losses(
+        ctx, plan.failover_questions), 600))
     steps.append(("takeover", lambda: topologies.takeover(
         ctx, plan.takeover_kills, plan.takeover_held), 60 + 30 * plan.takeover_kills))
     if only:

@@ -26,9 +26,11 @@ from bench.infra import SlackProcess
 from bench.load import Traffic, burst
 from bench.scenarios import Ctx, fresh_adk, urls
 from bot.config import Settings
+from tests.fakes.fake_slack import FakeSlack
+from tests.integration.failover_load import cluster_failover, run_load, sentinel_failover, tally
 from tests.integration.harness import BotProcess
 from tests.integration.redis_server import RedisServer
-from tests.integration.redis_topology import QUICK_SYNC, RedisClusterProcs
+from tests.integration.redis_topology import QUICK_SYNC, RedisClusterProcs, SentinelTopology
 from tests.waiting import eventually
 
 # The product's promise for a killed worker's turns with the default settings
@@ -226,3 +228,54 @@ async def takeover(ctx: Ctx, kills: int, held: int) -> dict[str, Any]:
         "duplicated": sum(t["duplicated"] for t in tallies),
         "unexpected": max((t["unexpected"] for t in tallies), default=0),
     }
+
+
+async def failover_losses(ctx: Ctx, questions: int) -> dict[str, Any]:
+    """Questions acked and lost, or answered twice, when the Redis primary is killed with -9
+    under load: a primary behind three Sentinels, and one primary of a six-node cluster,
+    each without and with durable acks (REDIS_MIN_REPLICAS=1). The load and Slack's
+    redelivery are those of tests/integration/failover_load.py, with the fake Slack in this
+    process (only counts are taken, no timings)."""
+    results: dict[str, Any] = {}
+    for topology in ("sentinel", "cluster"):
+        for durable in (False, True):
+            results[f"{topology}_{'durable' if durable else 'plain'}"] = await _failover_run(
+                ctx, topology, durable, questions)
+    return results
+
+
+async def _failover_run(ctx: Ctx, topology: str, durable: bool, questions: int
+                        ) -> dict[str, Any]:
+    sentinels = SentinelTopology() if topology == "sentinel" else None
+    cluster = RedisClusterProcs() if topology == "cluster" else None
+    slack = FakeSlack()
+    slack.add_user("U1", "alice", real_name="Alice Adams", display_name="Alice")  # who asks
+    bot: BotProcess | None = None
+    try:
+        await slack.start()
+        if sentinels is not None:
+            await sentinels.start()
+            settings = sentinels.bot_settings()
+            failover: Any = lambda: sentinel_failover(sentinels)  # noqa: E731
+        else:
+            assert cluster is not None
+            await cluster.start()
+            settings = {"redis_mode": "cluster",
+                        "redis_url": f"redis://{cluster.startup_nodes[0]}/0"}
+            failover = lambda: cluster_failover(cluster)  # noqa: E731
+        bot = BotProcess(slack, ctx.adk_url, prefix=ctx.prefix(f"failover-{topology}"),
+                         redis_min_replicas="1" if durable else "0", **settings)
+        await bot.start()
+        load = await run_load(bot, slack, during=failover, questions=questions)
+        lost, duplicated = await tally(slack, load, settle=20)
+        return {"sent": questions, "acked": len(load.acked), "refused": len(load.refused),
+                "lost": lost, "duplicated": duplicated}
+    finally:
+        if bot is not None:
+            await bot.close()
+            shutil.rmtree(bot.workdir, ignore_errors=True)
+        await slack.stop()
+        if sentinels is not None:
+            await asyncio.to_thread(sentinels.cleanup)
+        if cluster is not None:
+            await asyncio.to_thread(cluster.cleanup)

@@ -12,6 +12,7 @@ from typing import Any
 from tests.fakes import slack_events as ev
 from tests.fakes.fake_slack import FakeSlack, message_text
 from tests.integration.harness import BotProcess
+from tests.integration.redis_topology import RedisClusterProcs, SentinelTopology
 
 QUESTIONS = 240
 CONCURRENCY = 12
@@ -52,9 +53,9 @@ async def _ask(bot: BotProcess, slack: FakeSlack, load: Load, n: int) -> None:
     (load.acked if await _deliver(bot, payload) else load.refused).add(ts)
 
 
-async def run_load(bot: BotProcess, slack: FakeSlack, *, during: Callable[[], Any]
-                    ) -> Load:
-    """QUESTIONS mentions, CONCURRENCY at a time; `during()` (the kill) starts after a
+async def run_load(bot: BotProcess, slack: FakeSlack, *, during: Callable[[], Any],
+                   questions: int = QUESTIONS) -> Load:
+    """`questions` mentions, CONCURRENCY at a time; `during()` (the kill) starts after a
     third of them and runs beside the rest."""
     load = Load()
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -65,8 +66,8 @@ async def run_load(bot: BotProcess, slack: FakeSlack, *, during: Callable[[], An
             await _ask(bot, slack, load, n)
 
     tasks = []
-    for n in range(QUESTIONS):
-        if n == QUESTIONS // 3:
+    for n in range(questions):
+        if n == questions // 3:
             failure = asyncio.ensure_future(during())
         tasks.append(asyncio.ensure_future(one(n)))
     await asyncio.gather(*tasks)
@@ -106,3 +107,21 @@ def report(record_property: Callable[[str, object], None], name: str, load: Load
     for key, value in (("acked", len(load.acked)), ("lost", lost),
                        ("duplicated", duplicated)):
         record_property(f"{name}_{key}", value)
+
+
+async def sentinel_failover(sentinels: SentinelTopology) -> None:
+    """kill -9 the primary; once a replica is promoted, the old primary comes back and the
+    Sentinels make it the new primary's replica (durable acks need one)."""
+    old = sentinels.primary
+    await sentinels.in_sync()
+    await sentinels.kill_primary()
+    old.start()
+    await sentinels.in_sync()
+
+
+async def cluster_failover(cluster: RedisClusterProcs) -> None:
+    """kill -9 a primary; once its replica is promoted, the killed node comes back and
+    rejoins as the new primary's replica (durable acks need one)."""
+    victim, _promoted = await cluster.kill_primary()
+    victim.start()
+    await cluster.ready()

@@ -17,7 +17,7 @@ import pytest
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration import slack_user
-from tests.integration.failover_load import QUESTIONS, report, run_load, tally
+from tests.integration.failover_load import QUESTIONS, cluster_failover, report, run_load, tally
 from tests.integration.harness import BotProcess
 from tests.integration.redis_topology import RedisClusterProcs
 from tests.integration.slack_user import answer_in, history, say, wait_replies
@@ -84,14 +84,6 @@ async def test_the_bot_runs_on_a_redis_cluster_and_a_stop_crosses_replicas(
         await second.close()
 
 
-async def _cluster_failover(cluster: RedisClusterProcs) -> None:
-    """kill -9 a primary; once its replica is promoted, the killed node comes back and
-    rejoins as the new primary's replica (durable acks need one)."""
-    victim, _promoted = await cluster.kill_primary()
-    victim.start()
-    await cluster.ready()
-
-
 @pytest.mark.parametrize("durable", [True, False], ids=["min_replicas_1", "min_replicas_0"])
 async def test_a_cluster_primary_killed_under_load(
     slack: FakeSlack, adk: AdkServer, prefix: str, cluster: RedisClusterProcs, durable: bool,
@@ -101,7 +93,7 @@ async def test_a_cluster_primary_killed_under_load(
                      redis_min_replicas="1" if durable else "0")
     await bot.start()
     try:
-        load = await run_load(bot, slack, during=lambda: _cluster_failover(cluster))
+        load = await run_load(bot, slack, during=lambda: cluster_failover(cluster))
         lost, duplicated = await tally(slack, load, settle=20)
         report(record_property, f"cluster_{'durable' if durable else 'plain'}", load,
                 lost, duplicated)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
-from tests.integration.failover_load import QUESTIONS, report, run_load, tally
+from tests.integration.failover_load import QUESTIONS, report, run_load, sentinel_failover, tally
 from tests.integration.harness import BotProcess
 from tests.integration.redis_topology import SentinelTopology
 from tests.integration.slack_user import answer_in, say
@@ -30,16 +30,6 @@ async def sentinels() -> AsyncIterator[SentinelTopology]:
         topology.cleanup()
 
 
-async def _sentinel_failover(sentinels: SentinelTopology) -> None:
-    """kill -9 the primary; once a replica is promoted, the old primary comes back and the
-    Sentinels make it the new primary's replica (durable acks need one)."""
-    old = sentinels.primary
-    await sentinels.in_sync()
-    await sentinels.kill_primary()
-    old.start()
-    await sentinels.in_sync()
-
-
 @pytest.mark.parametrize("durable", [True, False], ids=["min_replicas_1", "min_replicas_0"])
 async def test_a_sentinel_failover_under_load(
     slack: FakeSlack, adk: AdkServer, prefix: str, sentinels: SentinelTopology, durable: bool,
@@ -49,7 +39,7 @@ async def test_a_sentinel_failover_under_load(
     bot = BotProcess(slack, adk.base_url, prefix=prefix, **settings)
     await bot.start()
     try:
-        load = await run_load(bot, slack, during=lambda: _sentinel_failover(sentinels))
+        load = await run_load(bot, slack, during=lambda: sentinel_failover(sentinels))
         lost, duplicated = await tally(slack, load, settle=20)
         report(record_property, f"sentinel_{'durable' if durable else 'plain'}", load,
                 lost, duplicated)
