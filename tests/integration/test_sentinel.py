@@ -5,7 +5,8 @@ a replica and three Sentinels of the test's own (tests/integration/redis_topolog
   restarted, answers a new mention and a follow-up in a thread from before the failover.
 - With REDIS_MIN_REPLICAS=1 an event is acked once the replica has it; while the replica is
   frozen (SIGSTOP: it confirms nothing) the HTTP intake answers 503 within about the
-  timeout, and Slack's redelivery once the replica is back is acked and answered once.
+  timeout (Socket Mode: the envelope is not acked), and Slack's redelivery once the
+  replica is back is acked and answered once.
 - `python -m bot doctor` asks every Sentinel for the primary."""
 
 from __future__ import annotations
@@ -183,6 +184,42 @@ async def test_durable_acks_wait_for_the_replica(
         [answer] = await wait_replies(slack, "C1", ts, 1, timeout=30)
         assert "said=Alice: while the replica sleeps" in answer
         await bot.wait_idle()
+        assert len(replies(slack, "C1", ts)) == 1
+        assert await withheld(bot) == 1
+    finally:
+        await bot.close()
+
+
+async def test_durable_acks_in_socket_mode_withhold_the_envelope_ack(
+    slack: FakeSlack, adk: AdkServer, prefix: str, replicated: tuple[RedisServer, RedisServer]
+) -> None:
+    """Socket Mode has no status code: an event the replica did not confirm is left
+    unacknowledged, so Slack delivers the envelope again (retry_attempt 1), and that
+    delivery, confirmed, is acked and answered once."""
+    primary, replica = replicated
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, redis_url=primary.url,
+                     slack_app_token=slack.app_token, redis_min_replicas="1",
+                     redis_min_replicas_timeout_ms=str(REPLICA_TIMEOUT_MS))
+    await bot.start()
+    try:
+        await slack.wait_socket_connected(timeout=15)
+        replica.freeze()
+        payload = mention(slack, "over the socket while the replica sleeps")
+        first = await slack.push_event(payload)
+        await bot.wait_log(lambda r: str(r.get("message", "")).startswith(
+            "event not acked: 0 of 1 replica(s) confirmed it in time"))
+        replica.thaw()
+        await eventually(lambda: linked(replica), timeout=15, interval=0.05,
+                         what="the replica did not come back")
+        again = await slack.push_event(payload, retry_attempt=1, retry_reason="timeout")
+        await slack.wait_for_ack(again, timeout=15)
+        ts = payload["event"]["ts"]
+        [answer] = await wait_replies(slack, "C1", ts, 1, timeout=30)
+        assert "said=Alice: over the socket while the replica sleeps" in answer
+        await bot.wait_idle()
+        # The first delivery's handling ended (its log line) long before the second was
+        # acked: had it been acked, that ack would be here.
+        assert [a for a in slack.socket_acks if a.get("envelope_id") == first] == []
         assert len(replies(slack, "C1", ts)) == 1
         assert await withheld(bot) == 1
     finally:
