@@ -8,6 +8,13 @@ Run it in the test's event loop::
 It records every call, keeps a per-channel message store (human messages added by the
 test with :meth:`FakeSlack.add_message`, bot messages posted through the API), validates
 payloads the way Slack does and can inject failures.
+
+It plays one app installed in one workspace by default (``bot_token`` in ``team_id``), and
+as many more as a test adds: workspaces (:meth:`FakeSlack.add_team`, optionally in an
+Enterprise Grid org), installs through OAuth (:meth:`FakeSlack.authorize` then
+``oauth.v2.access``), token rotation, uninstalls. Each call is answered for the installation
+its token belongs to; channels, users and files are seen only by the workspaces they belong
+to (see tests/fakes/fake_workspaces.py).
 """
 
 from __future__ import annotations
@@ -26,7 +33,28 @@ from aiohttp import WSMsgType, web
 
 from tests.waiting import eventually
 
+from .fake_workspaces import (
+    TOKEN_LIFETIME,
+    Installation,
+    IssuedToken,
+    SlackApiFail,
+    Team,
+    Workspaces,
+)
 from .slack_events import next_ts
+
+__all__ = [
+    "DEFAULT_SCOPES",
+    "Call",
+    "FakeSlack",
+    "Installation",
+    "IssuedToken",
+    "SharedFile",
+    "SlackApiFail",
+    "Team",
+    "UploadedFile",
+    "message_text",
+]
 
 DEFAULT_SCOPES: tuple[str, ...] = (
     "app_mentions:read",
@@ -100,6 +128,8 @@ class Call:
     status: int = 200
     response: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: the token the call was made with ("" if none), whether or not Slack accepted it
+    token: str = ""
 
     @property
     def ok(self) -> bool:
@@ -142,18 +172,14 @@ class SharedFile:
     mimetype: str
     content: bytes
     info: dict[str, Any] = field(default_factory=dict)
+    #: the workspace the file belongs to, and the channel it was shared in (if any): who may
+    #: download it
+    team_id: str = ""
+    channel: str | None = None
 
 
-class SlackApiFail(Exception):
-    """Raised inside handlers to return ``{"ok": false, "error": ...}``."""
-
-    def __init__(self, error: str, **extra: Any) -> None:
-        super().__init__(error)
-        self.error = error
-        self.extra = extra
-
-
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+#: A method handler: the call's parameters and the token it was made with.
+Handler = Callable[[dict[str, Any], IssuedToken], Awaitable[dict[str, Any]]]
 
 
 def message_text(msg: dict[str, Any]) -> str:
@@ -213,7 +239,20 @@ class FakeSlack:
         scopes: tuple[str, ...] | list[str] = DEFAULT_SCOPES,
         strict_messages: bool = False,
         update_metadata: bool = False,
+        team_domain: str = "fake-test",
+        enterprise_id: str | None = None,
+        enterprise_name: str | None = None,
+        client_id: str = "111.222",
+        client_secret: str = "fake-client-secret",
+        token_rotation: bool = False,
+        token_lifetime: float = TOKEN_LIFETIME,
     ) -> None:
+        """The defaults are one workspace (``team_id``) with the app installed and its bot
+        token ``bot_token`` (long-lived: it never expires, rotation or not).
+
+        ``client_id``/``client_secret`` are the app's OAuth credentials. With
+        ``token_rotation`` the tokens ``oauth.v2.access`` issues expire after
+        ``token_lifetime`` seconds and come with refresh tokens."""
         self.bot_token = bot_token
         self.app_token = app_token
         self.team_id = team_id
@@ -259,6 +298,20 @@ class FakeSlack:
         self._sockets: list[web.WebSocketResponse] = []
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self.workspaces = Workspaces(
+            app_id=app_id,
+            client_id=client_id,
+            client_secret=client_secret,
+            default_scopes=self.scopes,
+            bot_name=bot_name,
+            token_rotation=token_rotation,
+            token_lifetime=token_lifetime,
+            on_install=self._learn_bot,
+        )
+        self.workspaces.add_team(team_id, team_name, enterprise_id=enterprise_id,
+                                 enterprise_name=enterprise_name, domain=team_domain)
+        #: channel id -> the workspaces that can see it (channels not listed: the default one)
+        self.channel_teams: dict[str, tuple[str, ...]] = {}
         self._handlers: dict[str, Handler] = {
             "api.test": self._api_test,
             "auth.test": self._auth_test,
@@ -284,16 +337,13 @@ class FakeSlack:
             "files.completeUploadExternal": self._files_complete_upload,
             "apps.connections.open": self._apps_connections_open,
         }
-        self.add_user(bot_user_id, bot_name, real_name=bot_name, is_bot=True)
-        self.bots[bot_id] = {
-            "id": bot_id,
-            "deleted": False,
-            "name": bot_name,
-            "updated": int(time.time()),
-            "app_id": app_id,
-            "user_id": bot_user_id,
-            "icons": {"image_36": "https://example.invalid/36.png"},
-        }
+        self.default_installation = self.workspaces.install(
+            team_id=team_id, enterprise_id=enterprise_id, org_wide=False, user_id="U0000",
+            scopes=self.scopes, bot_user_id=bot_user_id, bot_id=bot_id,
+        )
+        self.workspaces.register(bot_token, "bot", self.default_installation,
+                                 user_id=bot_user_id, scopes=self.scopes)
+        self._learn_bot(self.default_installation)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -351,6 +401,93 @@ class FakeSlack:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
+    # ------------------------------------------------------------------ workspaces & OAuth
+
+    def add_team(
+        self,
+        team_id: str,
+        name: str,
+        *,
+        enterprise_id: str | None = None,
+        enterprise_name: str | None = None,
+        domain: str | None = None,
+    ) -> Team:
+        """Add a workspace (where the app is not installed yet). Workspaces sharing an
+        ``enterprise_id`` form one Enterprise Grid organisation."""
+        return self.workspaces.add_team(team_id, name, enterprise_id=enterprise_id,
+                                        enterprise_name=enterprise_name, domain=domain)
+
+    def authorize(
+        self,
+        *,
+        team_id: str | None = None,
+        enterprise_id: str | None = None,
+        user_id: str,
+        org_wide: bool = False,
+        scopes: list[str] | tuple[str, ...] | None = None,
+        user_scopes: list[str] | tuple[str, ...] = (),
+        redirect_uri: str | None = None,
+    ) -> str:
+        """``user_id`` approves the install on slack.com, in workspace ``team_id`` or (with
+        ``org_wide``) for the whole organisation ``enterprise_id``: returns the one-use code
+        (good for 10 minutes) the app exchanges with ``oauth.v2.access``. ``scopes`` are the
+        bot scopes granted (default: the fake's); ``user_scopes`` also get a user token."""
+        return self.workspaces.authorize(
+            team_id=team_id, enterprise_id=enterprise_id, user_id=user_id, org_wide=org_wide,
+            scopes=scopes, user_scopes=user_scopes, redirect_uri=redirect_uri,
+        )
+
+    def installation(
+        self, *, team_id: str | None = None, enterprise_id: str | None = None
+    ) -> Installation | None:
+        """The app's installation in workspace ``team_id``, or (``enterprise_id`` alone) its
+        org-wide installation; None if never installed (``.active`` is False once
+        uninstalled)."""
+        return self.workspaces.installation(team_id=team_id, enterprise_id=enterprise_id)
+
+    def tokens_of(self, installation: Installation, kind: str | None = None) -> list[str]:
+        """Every token issued to ``installation`` (``kind``: "bot", "user", "refresh"), in
+        issue order, revoked and expired ones included."""
+        return [t.value for t in self.workspaces.tokens.values()
+                if t.installation is installation and (kind is None or t.kind == kind)]
+
+    def token_info(self, token: str) -> IssuedToken:
+        """What the fake knows of ``token``: installation, kind, expiry, revoked."""
+        return self.workspaces.tokens[token]
+
+    def uninstall(
+        self, *, team_id: str | None = None, enterprise_id: str | None = None
+    ) -> Installation:
+        """The app is uninstalled from workspace ``team_id`` (or, ``enterprise_id`` alone,
+        from its org-wide install): every token of that installation is revoked, and calls
+        with them fail ``token_revoked``. Send the app the events Slack would with
+        ``slack_events.app_uninstalled_event`` / ``tokens_revoked_event``."""
+        return self.workspaces.uninstall(team_id=team_id, enterprise_id=enterprise_id)
+
+    def expire_token(self, token: str) -> None:
+        """``token`` expires now: calls with it fail ``token_expired``."""
+        self.workspaces.expire_token(token)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the fake's clock ahead: OAuth codes (10 minutes) and rotated tokens
+        (``token_lifetime``) expire by it."""
+        self.workspaces.advance_clock(seconds)
+
+    def _learn_bot(self, inst: Installation) -> None:
+        """The installation's bot user and bot, in ``users.info`` / ``bots.info``."""
+        team = inst.team_id or inst.enterprise_id or self.team_id
+        self.add_user(inst.bot_user_id, inst.bot_name, real_name=inst.bot_name, is_bot=True,
+                      team_id=team)
+        self.bots[inst.bot_id] = {
+            "id": inst.bot_id,
+            "deleted": False,
+            "name": inst.bot_name,
+            "updated": int(time.time()),
+            "app_id": self.app_id,
+            "user_id": inst.bot_user_id,
+            "icons": {"image_36": "https://example.invalid/36.png"},
+        }
+
     # ------------------------------------------------------------------ test helpers
 
     def add_user(
@@ -360,11 +497,15 @@ class FakeSlack:
         real_name: str | None = None,
         is_bot: bool = False,
         display_name: str | None = None,
+        *,
+        team_id: str | None = None,
     ) -> dict[str, Any]:
+        """A user of workspace ``team_id`` (default: the fake's own)."""
         real = real_name if real_name is not None else name
+        team = team_id or self.team_id
         user = {
             "id": user_id,
-            "team_id": self.team_id,
+            "team_id": team,
             "name": name,
             "deleted": False,
             "real_name": real,
@@ -372,7 +513,7 @@ class FakeSlack:
             "profile": {
                 "display_name": display_name if display_name is not None else name,
                 "real_name": real,
-                "team": self.team_id,
+                "team": team,
             },
             "is_bot": is_bot,
             "is_app_user": False,
@@ -403,7 +544,16 @@ class FakeSlack:
         is_private: bool = False,
         is_member: bool = True,
         is_archived: bool = False,
+        teams: list[str] | tuple[str, ...] | None = None,
     ) -> dict[str, Any]:
+        """A channel seen by the workspaces ``teams`` (default: the fake's own). A channel of
+        two workspaces of different organisations is a Slack Connect channel; of two of one
+        organisation, an org-shared one. Calls about it with a token of an installation that
+        acts in none of them fail ``channel_not_found``."""
+        if teams is not None:
+            if not teams:
+                raise ValueError("a channel belongs to at least one workspace")
+            self.channel_teams[channel_id] = tuple(teams)
         info = self._channel_info(channel_id)
         info.update(
             name=name,
@@ -415,6 +565,10 @@ class FakeSlack:
         )
         self.channels[channel_id] = info
         return info
+
+    def channel_teams_of(self, channel: str) -> tuple[str, ...]:
+        """The workspaces that can see ``channel``."""
+        return self.channel_teams.get(channel, (self.team_id,))
 
     def add_message(
         self,
@@ -450,15 +604,23 @@ class FakeSlack:
         filetype: str | None = None,
         size: int | None = None,
         user: str = "U_ALICE",
+        team_id: str | None = None,
+        channel: str | None = None,
     ) -> dict[str, Any]:
         """Register a file a user attached; returns the Slack file object of a message event.
 
-        Its ``url_private`` / ``url_private_download`` point at this fake and need the bot
-        token as ``Authorization: Bearer``; without it (or with another token) the fake
+        Its ``url_private`` / ``url_private_download`` point at this fake and need a bot
+        token as ``Authorization: Bearer``; without one that sees the file the fake
         redirects to an HTML sign-in page, as files.slack.com does. ``size`` overrides the
         reported size (Slack's is the real one; tests may lie to check streaming caps).
+
+        The file belongs to workspace ``team_id`` (default: the uploader's if known, else the
+        fake's own); it downloads with the token of an installation acting there, or, when
+        ``channel`` names where it was shared, in any workspace that sees that channel.
         """
-        base = f"http://127.0.0.1:{self.port}/files-pri/{self.team_id}-{file_id}"
+        known = self.users.get(user)
+        team = team_id or (str(known["team_id"]) if known else self.team_id)
+        base = f"http://127.0.0.1:{self.port}/files-pri/{team}-{file_id}"
         info: dict[str, Any] = {
             "id": file_id,
             "created": int(time.time()),
@@ -469,7 +631,7 @@ class FakeSlack:
             "filetype": filetype or (name.rsplit(".", 1)[-1].lower() if "." in name else ""),
             "pretty_type": (filetype or mimetype).upper(),
             "user": user,
-            "user_team": self.team_id,
+            "user_team": team,
             "mode": "hosted",
             "is_external": False,
             "is_public": False,
@@ -479,7 +641,8 @@ class FakeSlack:
             "permalink": f"https://test.slack.invalid/files/{user}/{file_id}/{name}",
         }
         self.shared_files[file_id] = SharedFile(
-            id=file_id, name=name, mimetype=mimetype, content=content, info=info
+            id=file_id, name=name, mimetype=mimetype, content=content, info=info,
+            team_id=team, channel=channel,
         )
         return dict(info)
 
@@ -497,12 +660,16 @@ class FakeSlack:
         replies.sort(key=lambda m: _ts_key(m["ts"]))
         return parent + replies
 
-    def bot_replies(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
-        """This bot's messages in the thread (parent excluded), file shares included."""
+    def bot_replies(
+        self, channel: str, thread_ts: str, *, bot_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The bot's messages in the thread (parent excluded), file shares included: those of
+        the default installation's bot, or of ``bot_id`` (another installation's)."""
+        wanted = bot_id or self.bot_id
         return [
             m
             for m in self.thread_messages(channel, thread_ts)
-            if m["ts"] != thread_ts and m.get("bot_id") == self.bot_id
+            if m["ts"] != thread_ts and m.get("bot_id") == wanted
         ]
 
     def reactions_on(self, channel: str, ts: str) -> list[str]:
@@ -715,14 +882,16 @@ class FakeSlack:
                     raise SlackApiFail(err) from e
         return params
 
-    def _check_auth(self, method: str, request: web.Request, params: dict[str, Any]) -> None:
-        token: str | None = None
-        body_token = params.pop("token", None)
+    @staticmethod
+    def _call_token(request: web.Request, params: dict[str, Any]) -> str:
+        """The token of a call: ``Authorization: Bearer``, else the ``token`` parameter."""
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            token = header[len("Bearer ") :].strip()
-        elif body_token:
-            token = str(body_token)
+            return header[len("Bearer ") :].strip()
+        return str(params.get("token") or "")
+
+    def _check_auth(self, method: str, token: str) -> IssuedToken:
+        """The installation's token the call was made with, or Slack's refusal."""
         if not token:
             raise SlackApiFail("not_authed")
         if method == "apps.connections.open":
@@ -730,9 +899,38 @@ class FakeSlack:
                 raise SlackApiFail(
                     "invalid_auth" if token.startswith("xapp-") else "not_allowed_token_type"
                 )
+            # An app-level token belongs to the app, not to an installation.
+            return IssuedToken(value=token, kind="app", installation=self.default_installation,
+                               user_id="", scopes=(), issued_at=self.workspaces.now())
+        return self.workspaces.authenticate(token)
+
+    def _check_visibility(self, params: dict[str, Any], who: IssuedToken) -> None:
+        """Slack answers ``channel_not_found`` about a channel the token's installation
+        cannot see (another workspace's, not shared with its own)."""
+        if who.kind == "app":
             return
-        if token != self.bot_token:
-            raise SlackApiFail("invalid_auth")
+        for key in ("channel", "channel_id"):
+            channel = params.get(key)
+            if not isinstance(channel, str) or not channel:
+                continue
+            user = self.users.get(channel)  # posting to a user id: their DM with the bot
+            seen = (self._user_visible(user, who) if user is not None
+                    else self.workspaces.sees(who.installation, self.channel_teams_of(channel)))
+            if not seen:
+                raise SlackApiFail("channel_not_found")
+
+    def _user_visible(self, user: dict[str, Any], who: IssuedToken) -> bool:
+        """A user is seen by installations of their workspace or organisation, and by those
+        sharing a channel with their workspace (Slack Connect)."""
+        inst = who.installation
+        team = str(user.get("team_id") or self.team_id)
+        ws = self.workspaces
+        if ws.sees(inst, [team]):
+            return True
+        if inst.enterprise_id is not None and ws.org_of(team) == inst.enterprise_id:
+            return True
+        return any(team in teams and ws.sees(inst, teams)
+                   for teams in self.channel_teams.values())
 
     def _json(self, body: dict[str, Any], *, headers: dict[str, str] | None = None) -> web.Response:
         return web.json_response(body, headers=headers)
@@ -746,11 +944,14 @@ class FakeSlack:
             headers={k: v for k, v in request.headers.items()},
         )
         self.calls.append(call)
+        call.token = self._call_token(request, {})
         try:
             call.params = await self._read_params(request)
         except SlackApiFail as e:
             call.response = {"ok": False, "error": e.error}
             return self._json(call.response)
+        call.token = self._call_token(request, call.params)
+        call.params.pop("token", None)
 
         delay = self._delays.get(method)
         if delay:
@@ -771,21 +972,27 @@ class FakeSlack:
                 return web.json_response(call.response, status=429, headers=headers)
             return web.Response(status=fault.status, text="Internal Server Error")
 
+        reply_headers: dict[str, str] | None = None
         try:
-            self._check_auth(method, request, call.params)
-            handler = self._handlers.get(method)
-            if handler is None:
-                raise SlackApiFail("unknown_method")
-            body = await handler(call.params)
+            if method == "oauth.v2.access":
+                # The app authenticates with its client id and secret, not a token.
+                auth = request.headers.get("Authorization", "")
+                body = self.workspaces.oauth_v2_access(call.params, auth)
+            else:
+                who = self._check_auth(method, call.token)
+                if method == "auth.test":
+                    reply_headers = {"x-oauth-scopes": ",".join(who.scopes),
+                                     "x-accepted-oauth-scopes": ""}
+                handler = self._handlers.get(method)
+                if handler is None:
+                    raise SlackApiFail("unknown_method")
+                self._check_visibility(call.params, who)
+                body = await handler(call.params, who)
             result = {"ok": True, **body}
         except SlackApiFail as e:
             result = {"ok": False, "error": e.error, **e.extra}
         call.response = result
-        headers = {"x-oauth-scopes": ",".join(self.scopes)} if method == "auth.test" else None
-        if method == "auth.test":
-            assert headers is not None
-            headers["x-accepted-oauth-scopes"] = ""
-        return self._json(result, headers=headers)
+        return self._json(result, headers=reply_headers)
 
     async def _handle_upload(self, request: web.Request) -> web.StreamResponse:
         file_id = request.match_info["file_id"]
@@ -810,13 +1017,17 @@ class FakeSlack:
         return web.Response(text=f"OK - {len(data)}")
 
     async def _handle_download(self, request: web.Request) -> web.StreamResponse:
-        """files.slack.com: the file for the bot token; anything else gets the sign-in page."""
-        team, _, file_id = request.match_info["team_file"].partition("-")
+        """files.slack.com: the file for a token of a workspace that can see it; anything else
+        gets the sign-in page."""
+        team, _, file_id = request.match_info["team_file"].rpartition("-")
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
         call = Call(
             method="download",
             params={"file_id": file_id, "path": request.path},
             at=time.time(),
             headers={k: v for k, v in request.headers.items()},
+            token=token,
         )
         self.calls.append(call)
         fault = self._take_fault("download")
@@ -824,18 +1035,23 @@ class FakeSlack:
             call.failed = True
             call.status = fault.status
             return web.Response(status=fault.status, text="download failed")
-        header = request.headers.get("Authorization", "")
-        token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
-        if token != self.bot_token:
+        try:
+            who = self.workspaces.authenticate(token)
+        except SlackApiFail:
             call.status = 302
-            raise web.HTTPFound(f"/signin?redir={request.path}")
+            raise web.HTTPFound(f"/signin?redir={request.path}") from None
         gate = self._held_downloads.get(file_id)
         if gate is not None:
             await gate.wait()
         f = self.shared_files.get(file_id)
-        if f is None or team != self.team_id:
+        if f is None or team != f.team_id:
             call.status = 404
             return web.Response(status=404, text="File not found")
+        seen_by = self.channel_teams_of(f.channel) if f.channel else (f.team_id,)
+        if not self.workspaces.sees(who.installation, seen_by):
+            # signed in, but to a workspace the file is not shared with
+            call.status = 302
+            raise web.HTTPFound(f"/signin?redir={request.path}")
         disposition = "attachment" if "/download/" in request.path else "inline"
         return web.Response(
             body=f.content,
@@ -992,23 +1208,45 @@ class FakeSlack:
         self.messages.setdefault(channel, []).append(msg)
         self.messages[channel].sort(key=lambda m: _ts_key(m["ts"]))
 
-    def _bot_message(self, params: dict[str, Any], ts: str) -> dict[str, Any]:
-        msg: dict[str, Any] = {
-            "type": "message",
-            "user": self.bot_user_id,
-            "bot_id": self.bot_id,
-            "app_id": self.app_id,
-            "text": "",
-            "ts": ts,
-            "team": self.team_id,
-            "bot_profile": {
-                "id": self.bot_id,
+    def _acting_team(self, who: IssuedToken, channel: str | None = None) -> str:
+        """The workspace a call acts in: the installation's own, or for an org-wide one, the
+        org's workspace that sees ``channel``."""
+        inst = who.installation
+        if inst.team_id is not None:
+            return inst.team_id
+        reach = self.workspaces.reach(inst)
+        for team in self.channel_teams_of(channel) if channel else ():
+            if team in reach:
+                return team
+        return str(inst.enterprise_id)
+
+    def _bot_message(
+        self, params: dict[str, Any], ts: str, who: IssuedToken, channel: str
+    ) -> dict[str, Any]:
+        """A message posted with ``who``: by its installation's bot (a user token posts as
+        that user)."""
+        inst = who.installation
+        team = self._acting_team(who, channel)
+        msg: dict[str, Any]
+        if who.kind == "user":
+            msg = {"type": "message", "user": who.user_id, "text": "", "ts": ts, "team": team}
+        else:
+            msg = {
+                "type": "message",
+                "user": inst.bot_user_id,
+                "bot_id": inst.bot_id,
                 "app_id": self.app_id,
-                "name": self.bot_name,
-                "deleted": False,
-                "team_id": self.team_id,
-            },
-        }
+                "text": "",
+                "ts": ts,
+                "team": team,
+                "bot_profile": {
+                    "id": inst.bot_id,
+                    "app_id": self.app_id,
+                    "name": inst.bot_name,
+                    "deleted": False,
+                    "team_id": team,
+                },
+            }
         self._apply_content(msg, params)
         thread_ts = params.get("thread_ts")
         if thread_ts:
@@ -1034,16 +1272,37 @@ class FakeSlack:
         elif "text" in params:
             msg.pop("blocks", None)
 
+    @staticmethod
+    def _own(msg: dict[str, Any], who: IssuedToken) -> bool:
+        """Whether ``who`` posted ``msg`` (a bot token: its bot; a user token: that user)."""
+        if who.kind == "user":
+            return msg.get("user") == who.user_id and not msg.get("bot_id")
+        return msg.get("bot_id") == who.installation.bot_id
+
     def _find_or_fail(self, channel: str, ts: str) -> dict[str, Any]:
         msg = self.get_message(channel, ts)
         if msg is None:
             raise SlackApiFail("message_not_found")
         return msg
 
-    def _channel_info(self, channel: str) -> dict[str, Any]:
+    def _channel_info(self, channel: str, who: IssuedToken | None = None) -> dict[str, Any]:
+        """The channel as ``conversations.info`` shows it to ``who`` (default: the default
+        installation)."""
+        info = self._base_channel_info(channel)
+        if who is not None:
+            info["context_team_id"] = self._acting_team(who, channel)
+        return info
+
+    def _base_channel_info(self, channel: str) -> dict[str, Any]:
         if channel in self.channels:
             return dict(self.channels[channel])
+        teams = self.channel_teams_of(channel)
+        orgs = {self.workspaces.org_of(t) for t in teams}
+        shared = len(teams) > 1
         is_im = channel.startswith("D")
+        sharing: dict[str, Any] = (
+            {"shared_team_ids": list(teams), "conversation_host_id": teams[0]} if shared else {}
+        )
         return {
             "id": channel,
             "name": channel.lower(),
@@ -1055,12 +1314,13 @@ class FakeSlack:
             "is_private": not channel.startswith("C"),
             "is_archived": False,
             "is_general": False,
-            "is_shared": False,
-            "is_ext_shared": False,
-            "is_org_shared": False,
+            "is_shared": shared,
+            "is_ext_shared": len(orgs) > 1,
+            "is_org_shared": shared and len(orgs) == 1,
             "is_member": True,
             "created": 1700000000,
-            "context_team_id": self.team_id,
+            "context_team_id": teams[0] if channel in self.channel_teams else self.team_id,
+            **sharing,
             **({"user": "U0000"} if is_im else {}),
         }
 
@@ -1093,40 +1353,51 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ method handlers
 
-    async def _api_test(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _api_test(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         return {"args": {k: v for k, v in params.items() if k != "token"}}
 
-    async def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "url": "https://fake-test.slack.com/",
-            "team": self.team_name,
-            "user": self.bot_name,
-            "team_id": self.team_id,
-            "user_id": self.bot_user_id,
-            "bot_id": self.bot_id,
-            "is_enterprise_install": False,
+    async def _auth_test(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
+        """Who the token is (https://docs.slack.dev/reference/methods/auth.test). An org-wide
+        installation answers for its organisation: its id and name in ``team_id``/``team``,
+        the org's URL."""
+        inst = who.installation
+        user = self.users.get(who.user_id, {})
+        body: dict[str, Any] = {
+            "url": inst.url,
+            "team": inst.team_name if inst.team_id else inst.enterprise_name,
+            "user": inst.bot_name if who.kind == "bot" else str(user.get("name", who.user_id)),
+            "team_id": inst.team_id or inst.enterprise_id,
+            "user_id": who.user_id,
         }
+        if who.kind == "bot":
+            body["bot_id"] = inst.bot_id
+        if inst.enterprise_id is not None:
+            body["enterprise_id"] = inst.enterprise_id
+        body["is_enterprise_install"] = inst.is_enterprise_install
+        if who.expires_at is not None:
+            body["expires_in"] = max(0, int(who.expires_at - self.workspaces.now()))
+        return body
 
-    async def _chat_post_message(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _chat_post_message(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         self._require(params, "channel")
         warnings = self._validate_content(params, too_many_error="msg_blocks_too_many")
         channel = str(params["channel"])
-        msg = self._bot_message(params, next_ts())
+        msg = self._bot_message(params, next_ts(), who, channel)
         self._store(channel, msg)
         body = {"channel": channel, "ts": msg["ts"], "message": self._public(msg, channel)}
         return self._with_warnings(body, warnings)
 
-    async def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _chat_update(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         self._require(params, "channel", "ts")
         warnings = self._validate_content(params, too_many_error="invalid_blocks")
         channel, ts = str(params["channel"]), str(params["ts"])
         msg = self._find_or_fail(channel, ts)
-        if msg.get("bot_id") != self.bot_id:
+        if not self._own(msg, who):
             raise SlackApiFail("cant_update_message")
         self._apply_content(msg, params)
         if self.update_metadata and params.get("metadata") is not None:
             msg["metadata"] = params["metadata"]
-        msg["edited"] = {"user": self.bot_user_id, "ts": next_ts()}
+        msg["edited"] = {"user": who.user_id, "ts": next_ts()}
         body = {
             "channel": channel,
             "ts": ts,
@@ -1135,17 +1406,19 @@ class FakeSlack:
         }
         return self._with_warnings(body, warnings)
 
-    async def _chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _chat_delete(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         self._require(params, "channel", "ts")
         channel, ts = str(params["channel"]), str(params["ts"])
         msg = self._find_or_fail(channel, ts)
-        if msg.get("bot_id") != self.bot_id:
+        if not self._own(msg, who):
             raise SlackApiFail("cant_delete_message")
         self.messages[channel].remove(msg)
         self.deleted.append({**msg, "channel": channel})
         return {"channel": channel, "ts": ts}
 
-    async def _chat_post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _chat_post_ephemeral(
+        self, params: dict[str, Any], who: IssuedToken
+    ) -> dict[str, Any]:
         self._require(params, "channel", "user")
         self._validate_content(params, too_many_error="msg_blocks_too_many")
         ts = next_ts()
@@ -1184,7 +1457,7 @@ class FakeSlack:
             raise SlackApiFail("msg_too_long")
         return str(markdown_text or "") + self._validate_chunks(params)
 
-    async def _chat_start_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _chat_start_stream(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         self._require(params, "channel")
         channel = str(params["channel"])
         if channel[:1] in ("C", "G"):
@@ -1193,7 +1466,7 @@ class FakeSlack:
             if not params.get("recipient_user_id"):
                 raise SlackApiFail("missing_recipient_user_id")
         text = self._stream_text(params)
-        msg = self._bot_message({"thread_ts": params.get("thread_ts")}, next_ts())
+        msg = self._bot_message({"thread_ts": params.get("thread_ts")}, next_ts(), who, channel)
         msg["text"] = text
         msg["streaming"] = True
         msg["stream_chunks"] = list(params.get("chunks") or [])
@@ -1207,7 +1480,7 @@ class FakeSlack:
             raise SlackApiFail("message_not_in_streaming_state")
         return msg
 
-    async def _chat_append_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _chat_append_stream(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         msg = self._streaming_message(params)
         text = self._stream_text(params)
         warnings: list[str] = []
@@ -1218,7 +1491,7 @@ class FakeSlack:
             warnings.append("message_truncated")
         return self._with_warnings({"channel": params["channel"], "ts": msg["ts"]}, warnings)
 
-    async def _chat_stop_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _chat_stop_stream(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         msg = self._streaming_message(params)
         text = self._stream_text(params)
         if params.get("blocks"):
@@ -1237,7 +1510,7 @@ class FakeSlack:
         self._require(params, "channel_id", "thread_ts")
         return str(params["channel_id"]), str(params["thread_ts"])
 
-    async def _set_status(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _set_status(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         key = self._thread_key(params)
         if "status" not in params:
             raise SlackApiFail("invalid_arguments")
@@ -1249,7 +1522,9 @@ class FakeSlack:
         self.statuses.setdefault(key, []).append(str(params["status"]))
         return {}
 
-    async def _set_suggested_prompts(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _set_suggested_prompts(
+        self, params: dict[str, Any], who: IssuedToken
+    ) -> dict[str, Any]:
         key = self._thread_key(params)
         prompts = params.get("prompts")
         if not isinstance(prompts, list) or not prompts:
@@ -1257,13 +1532,13 @@ class FakeSlack:
         self.suggested_prompts[key] = prompts
         return {}
 
-    async def _set_title(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _set_title(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         key = self._thread_key(params)
         self._require(params, "title")
         self.titles[key] = str(params["title"])
         return {}
 
-    async def _reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _reactions_add(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         self._require(params, "channel", "timestamp", "name")
         channel, ts, name = str(params["channel"]), str(params["timestamp"]), str(params["name"])
         msg = self.get_message(channel, ts)
@@ -1278,15 +1553,15 @@ class FakeSlack:
         reactions = msg.setdefault("reactions", [])
         for r in reactions:
             if r["name"] == name:
-                if self.bot_user_id in r["users"]:
+                if who.user_id in r["users"]:
                     raise SlackApiFail("already_reacted")
-                r["users"].append(self.bot_user_id)
+                r["users"].append(who.user_id)
                 r["count"] += 1
                 return {}
-        reactions.append({"name": name, "users": [self.bot_user_id], "count": 1})
+        reactions.append({"name": name, "users": [who.user_id], "count": 1})
         return {}
 
-    async def _reactions_remove(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _reactions_remove(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         self._require(params, "name")
         channel = str(params.get("channel", ""))
         ts = str(params.get("timestamp", ""))
@@ -1299,15 +1574,17 @@ class FakeSlack:
             names.remove(name)
             return {}
         for r in msg.get("reactions", []):
-            if r["name"] == name and self.bot_user_id in r["users"]:
-                r["users"].remove(self.bot_user_id)
+            if r["name"] == name and who.user_id in r["users"]:
+                r["users"].remove(who.user_id)
                 r["count"] -= 1
                 if not r["users"]:
                     msg["reactions"].remove(r)
                 return {}
         raise SlackApiFail("no_reaction")
 
-    async def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _conversations_replies(
+        self, params: dict[str, Any], who: IssuedToken
+    ) -> dict[str, Any]:
         self._require(params, "channel", "ts")
         channel, ts = str(params["channel"]), str(params["ts"])
         if channel not in self.messages and channel not in self.channels:
@@ -1350,7 +1627,9 @@ class FakeSlack:
         }
         return body
 
-    async def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _conversations_history(
+        self, params: dict[str, Any], who: IssuedToken
+    ) -> dict[str, Any]:
         """Top-level messages of a channel, newest first, as Slack returns them."""
         self._require(params, "channel")
         channel = str(params["channel"])
@@ -1384,34 +1663,38 @@ class FakeSlack:
             },
         }
 
-    async def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _conversations_info(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         self._require(params, "channel")
         channel = str(params["channel"])
         if channel[:1] not in ("C", "G", "D"):
             raise SlackApiFail("channel_not_found")
-        return {"channel": self._channel_info(channel)}
+        return {"channel": self._channel_info(channel, who)}
 
-    async def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _users_info(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         self._require(params, "user")
         user = self.users.get(str(params["user"]))
-        if user is None:
+        if user is None or not self._user_visible(user, who):
             raise SlackApiFail("user_not_found")
         return {"user": user}
 
-    async def _usergroups_users_list(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _usergroups_users_list(
+        self, params: dict[str, Any], who: IssuedToken
+    ) -> dict[str, Any]:
         self._require(params, "usergroup")
         users = self.usergroups.get(str(params["usergroup"]))
         if users is None:
             raise SlackApiFail("no_such_subteam")
         return {"users": list(users)}
 
-    async def _bots_info(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _bots_info(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         bot = self.bots.get(str(params.get("bot", "")))
         if bot is None:
             raise SlackApiFail("bot_not_found")
         return {"bot": bot}
 
-    async def _files_get_upload_url(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _files_get_upload_url(
+        self, params: dict[str, Any], who: IssuedToken
+    ) -> dict[str, Any]:
         self._require(params, "filename", "length")
         try:
             length = int(params["length"])
@@ -1427,7 +1710,9 @@ class FakeSlack:
         )
         return {"upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}", "file_id": file_id}
 
-    async def _files_complete_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _files_complete_upload(
+        self, params: dict[str, Any], who: IssuedToken
+    ) -> dict[str, Any]:
         files = params.get("files")
         if not isinstance(files, list) or not files:
             raise SlackApiFail("invalid_arguments")
@@ -1448,9 +1733,9 @@ class FakeSlack:
             f.channel_id = str(channel_id) if channel_id else None
             f.thread_ts = str(thread_ts) if thread_ts else None
             f.initial_comment = params.get("initial_comment")
-            shared.append(self._file_object(f))
+            shared.append(self._file_object(f, who))
         if channel_id:
-            msg = self._bot_message({"thread_ts": thread_ts}, next_ts())
+            msg = self._bot_message({"thread_ts": thread_ts}, next_ts(), who, str(channel_id))
             msg.update(
                 text=str(params.get("initial_comment") or ""),
                 files=shared,
@@ -1460,17 +1745,19 @@ class FakeSlack:
             self._store(str(channel_id), msg)
         return {"files": shared}
 
-    def _file_object(self, f: UploadedFile) -> dict[str, Any]:
+    def _file_object(self, f: UploadedFile, who: IssuedToken) -> dict[str, Any]:
         return {
             "id": f.id,
             "name": f.filename,
             "title": f.title,
             "size": len(f.content or b""),
-            "user": self.bot_user_id,
+            "user": who.user_id,
             "channels": [f.channel_id] if f.channel_id else [],
         }
 
-    async def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _apps_connections_open(
+        self, params: dict[str, Any], who: IssuedToken
+    ) -> dict[str, Any]:
         return {"url": self.ws_url}
 
     @property

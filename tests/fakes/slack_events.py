@@ -26,6 +26,13 @@ _MENTION_RE = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
 _event_counter = itertools.count(1)
 
 
+class _Same:
+    """The default of an envelope's ``context_*`` arguments: the event's own workspace."""
+
+
+SAME = _Same()
+
+
 def next_ts() -> str:
     """A unique Slack-style ts ("<unix>.<6 digits>"), strictly increasing in this process."""
     global _last_ts_us
@@ -273,6 +280,26 @@ def channel_join(
     return event
 
 
+def authorization(
+    *,
+    team_id: str | None = DEFAULT_TEAM,
+    user_id: str = DEFAULT_BOT_USER,
+    enterprise_id: str | None = None,
+    is_enterprise_install: bool = False,
+    is_bot: bool = True,
+) -> dict[str, Any]:
+    """One entry of an envelope's ``authorizations``: the installation (its bot user) Slack
+    chose to deliver the event to; Slack lists only one
+    (https://docs.slack.dev/changelog/2020-09-15-events-api-truncate-authed-users)."""
+    return {
+        "enterprise_id": enterprise_id,
+        "team_id": team_id,
+        "user_id": user_id,
+        "is_bot": is_bot,
+        "is_enterprise_install": is_enterprise_install,
+    }
+
+
 def envelope(
     event: dict[str, Any],
     *,
@@ -281,30 +308,123 @@ def envelope(
     api_app_id: str = DEFAULT_APP,
     bot_user_id: str = DEFAULT_BOT_USER,
     event_time: int | None = None,
+    enterprise_id: str | None = None,
+    context_team_id: str | _Same = SAME,
+    context_enterprise_id: str | _Same | None = SAME,
+    is_ext_shared_channel: bool = False,
+    authorizations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The ``event_callback`` wrapper Slack POSTs to the Request URL."""
-    return {
+    """The ``event_callback`` wrapper Slack POSTs to the Request URL.
+
+    ``team_id``/``enterprise_id`` name the workspace (and org) the event is delivered for;
+    ``context_team_id``/``context_enterprise_id`` where it happened (default: the same);
+    ``authorizations`` the installation Slack chose (default: one entry for ``bot_user_id``
+    in ``team_id``, see :func:`authorization`). A Slack Connect channel's event has
+    ``is_ext_shared_channel``. The top-level ``enterprise_id`` is present only when given.
+    """
+    body: dict[str, Any] = {
         "token": "legacy-verification-token",
         "team_id": team_id,
-        "context_team_id": team_id,
-        "context_enterprise_id": None,
-        "api_app_id": api_app_id,
-        "event": event,
-        "type": "event_callback",
-        "event_id": event_id or new_event_id(),
-        "event_time": event_time if event_time is not None else int(time.time()),
-        "authorizations": [
-            {
-                "enterprise_id": None,
-                "team_id": team_id,
-                "user_id": bot_user_id,
-                "is_bot": True,
-                "is_enterprise_install": False,
-            }
-        ],
-        "is_ext_shared_channel": False,
-        "event_context": f"4-eyJldCI6Im1lc3NhZ2UiLCJ0aWQiOiJ{next(_event_counter):06d}",
     }
+    if enterprise_id is not None:
+        body["enterprise_id"] = enterprise_id
+    body.update(
+        {
+            "context_team_id": team_id if isinstance(context_team_id, _Same) else context_team_id,
+            "context_enterprise_id": (
+                enterprise_id if isinstance(context_enterprise_id, _Same)
+                else context_enterprise_id
+            ),
+            "api_app_id": api_app_id,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or new_event_id(),
+            "event_time": event_time if event_time is not None else int(time.time()),
+            "authorizations": (
+                authorizations
+                if authorizations is not None
+                else [authorization(team_id=team_id, user_id=bot_user_id,
+                                    enterprise_id=enterprise_id)]
+            ),
+            "is_ext_shared_channel": is_ext_shared_channel,
+            "event_context": f"4-eyJldCI6Im1lc3NhZ2UiLCJ0aWQiOiJ{next(_event_counter):06d}",
+        }
+    )
+    return body
+
+
+def _lifecycle_envelope(
+    event: dict[str, Any],
+    *,
+    team_id: str,
+    enterprise_id: str | None,
+    api_app_id: str,
+    event_id: str | None,
+    event_time: int | None,
+) -> dict[str, Any]:
+    """The wrapper of an app's lifecycle events, as the reference pages show it: no
+    ``authorizations`` (the installation is going away)."""
+    body: dict[str, Any] = {"token": "legacy-verification-token", "team_id": team_id}
+    if enterprise_id is not None:
+        body["enterprise_id"] = enterprise_id
+    body.update(
+        {
+            "api_app_id": api_app_id,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or new_event_id(),
+            "event_time": event_time if event_time is not None else int(time.time()),
+        }
+    )
+    return body
+
+
+def app_uninstalled_event(
+    *,
+    team_id: str = DEFAULT_TEAM,
+    enterprise_id: str | None = None,
+    api_app_id: str = DEFAULT_APP,
+    event_id: str | None = None,
+    event_time: int | None = None,
+) -> dict[str, Any]:
+    """The full payload of ``app_uninstalled``: the app was removed from workspace
+    ``team_id`` (https://docs.slack.dev/reference/events/app_uninstalled)."""
+    return _lifecycle_envelope(
+        {"type": "app_uninstalled"},
+        team_id=team_id,
+        enterprise_id=enterprise_id,
+        api_app_id=api_app_id,
+        event_id=event_id,
+        event_time=event_time,
+    )
+
+
+def tokens_revoked_event(
+    *,
+    team_id: str = DEFAULT_TEAM,
+    bot: list[str] | tuple[str, ...] = (DEFAULT_BOT_USER,),
+    oauth: list[str] | tuple[str, ...] = (),
+    enterprise_id: str | None = None,
+    api_app_id: str = DEFAULT_APP,
+    event_id: str | None = None,
+    event_time: int | None = None,
+) -> dict[str, Any]:
+    """The full payload of ``tokens_revoked``: the tokens of the bot users ``bot`` and of the
+    users ``oauth`` (user ids, never tokens) were revoked
+    (https://docs.slack.dev/reference/events/tokens_revoked)."""
+    tokens: dict[str, list[str]] = {}
+    if oauth:
+        tokens["oauth"] = list(oauth)
+    if bot:
+        tokens["bot"] = list(bot)
+    return _lifecycle_envelope(
+        {"type": "tokens_revoked", "tokens": tokens},
+        team_id=team_id,
+        enterprise_id=enterprise_id,
+        api_app_id=api_app_id,
+        event_id=event_id,
+        event_time=event_time,
+    )
 
 
 def url_verification(challenge: str) -> dict[str, Any]:
