@@ -10,6 +10,7 @@ import sys
 
 from pydantic import ValidationError
 
+from bot.cli.installs import add_installs_parser, run_installs
 from bot.cli.migrate import add_migrate_parser, run_migrate
 from bot.cli.sessions import add_sessions_parser, run_sessions
 from bot.config import Settings, describe_validation_error
@@ -58,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--json", action="store_true", help="print the results as JSON")
     add_sessions_parser(sub)
     add_migrate_parser(sub)
+    add_installs_parser(sub)
     args = parser.parse_args(argv)
 
-    if args.command in ("doctor", "sessions", "migrate"):
+    if args.command in ("doctor", "sessions", "migrate", "installs"):
         setup_logging("ERROR", json_lines=False)
         try:
             if args.command == "doctor":
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                 return run_doctor(as_json=args.json)
             if args.command == "migrate":
                 return run_migrate(args)
+            if args.command == "installs":
+                return run_installs(args)
             return run_sessions(args)
         except KeyboardInterrupt:
             return 130

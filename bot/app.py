@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
@@ -24,14 +25,23 @@ from bot.metrics import Metrics
 from bot.slack.controls import register_stop_controls
 from bot.slack.outbound import bolt_middleware, scrub_call
 from bot.stops import Stops
+from bot.thread_io import ThreadUnreachable
+
+# What Slack answers a call made with the token of an installation that is gone
+# (https://docs.slack.dev/authentication/using-token-rotation,
+# https://docs.slack.dev/reference/events/tokens_revoked).
+GONE_ERRORS = frozenset({"token_revoked", "account_inactive", "invalid_auth", "not_authed",
+                         "team_access_not_granted", "team_not_found"})
 
 
 class CountingWebClient(AsyncWebClient):
     """The bot's Slack Web API client: every call's payload passes the outbound filter
     (`bot.slack.outbound.scrub_call`: nothing it sends notifies a crowd), and failed calls
-    are counted in the metrics, by method and error."""
+    are counted in the metrics, by method and error. An installation's client (many
+    workspaces) raises ThreadUnreachable when Slack says its token is gone."""
 
     metrics: Metrics | None = None
+    installation: bool = False
 
     def attach_metrics(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -44,9 +54,12 @@ class CountingWebClient(AsyncWebClient):
         try:
             return await super().api_call(api_method, *args, **kwargs)
         except SlackApiError as exc:
+            error = str(exc.response.get("error") or exc.response.status_code)
             if self.metrics is not None:
-                error = str(exc.response.get("error") or exc.response.status_code)
                 self.metrics.slack_errors.labels(api_method, error).inc()
+            if self.installation and error in GONE_ERRORS:
+                raise ThreadUnreachable(f"Slack refused the installation's token ({error})"
+                                        ) from exc
             raise
         except Exception as exc:
             if self.metrics is not None:
@@ -70,10 +83,13 @@ class CountingRateLimitHandler(AsyncRateLimitErrorRetryHandler):
 def build_web_client(
     token: str, base_url: str, *, wait_on_429: bool = True,
     session: aiohttp.ClientSession | None = None, metrics: Metrics | None = None,
+    installation: bool = False,
 ) -> AsyncWebClient:
     """The Slack Web API client, with 429s waited out (unless `wait_on_429` is off, for calls
     that have a better fallback than waiting) and transient failures retried. One aiohttp
-    session (kept-alive connections) serves every call; call it in a running loop."""
+    session (kept-alive connections) serves every call; call it in a running loop.
+    `installation`: the client of one installation of many (ThreadUnreachable when its
+    token is gone)."""
     session = session or aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300, keepalive_timeout=30),
     )
@@ -84,6 +100,7 @@ def build_web_client(
     client = CountingWebClient(token=token, base_url=base_url, session=session, timeout=30,
                                retry_handlers=handlers)
     client.metrics = metrics
+    client.installation = installation
     return client
 
 
@@ -105,10 +122,15 @@ def bolt_logger() -> logging.Logger:
 def build_bolt_app(
     client: AsyncWebClient, intake: Intake, stops: Stops,
     extras: Sequence[Callable[[AsyncApp], None]] = (),
+    *, oauth: AsyncOAuthSettings | None = None,
+    client_for: Callable[[str], AsyncWebClient] | None = None,
 ) -> AsyncApp:
     """The Bolt app: messages and mentions to the intake, the stop controls, then `extras`
     (more listeners: feedback, assistant pane, commands), then the catch-all that acks every
-    other event."""
+    other event. With `oauth` (many workspaces), Bolt's OAuth flow installs the app
+    (/slack/install, /slack/oauth_redirect), its authorization finds each request's
+    installation in `oauth.installation_store`, and listeners get `client_for` its token
+    (the uninstall listeners come with `extras`)."""
     # Signatures are verified by the HTTP endpoint (bot.server) before JSON is parsed, so that
     # a bad signature gets 401 and malformed JSON 400; Socket Mode needs none.
     # process_before_response: the listener (route, dedupe, persist: a few ms) finishes
@@ -120,11 +142,15 @@ def build_bolt_app(
         signing_secret="",
         process_before_response=True,
         request_verification_enabled=False,
+        oauth_settings=oauth,
+        # Bolt's own token refresh (a fallback: the store hands out fresh tokens) goes
+        # through `client` (SLACK_API_URL) only with the store given here too.
+        installation_store=oauth.installation_store if oauth is not None else None,
     )
     # Listeners reply through the bot's own client, ack and respond, all filtered.
-    app.middleware(bolt_middleware(client))
+    app.middleware(bolt_middleware(client, client_for))
     register_intake(app, intake)
-    register_stop_controls(app, client=client, controls=intake.controls, stops=stops)
+    register_stop_controls(app, controls=intake.controls, stops=stops)
     for register in extras:
         register(app)
     register_catch_all(app)

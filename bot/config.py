@@ -6,6 +6,8 @@ docs/configuration.md and .env.example."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -73,6 +75,24 @@ def json_list_or_split(value: str, separator: str) -> Any:
         raise ValueError(f"not a valid JSON list ({exc})") from None
 
 
+def encryption_key_problem(keys: str) -> str | None:
+    """Why INSTALLATION_ENCRYPTION_KEY's value (Fernet keys separated by commas:
+    https://cryptography.io/en/latest/fernet/) cannot be used; None when it can."""
+    parts = [part.strip() for part in keys.split(",") if part.strip()]
+    if not parts:
+        return "it is empty"
+    for n, part in enumerate(parts, start=1):
+        try:
+            raw = base64.urlsafe_b64decode(part.encode("ascii"))
+        except (binascii.Error, UnicodeError, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            where = f"key {n} " if len(parts) > 1 else ""
+            return (f"{where}is not a Fernet key (32 url-safe base64-encoded bytes; make one "
+                    "with `python -m bot installs newkey`)")
+    return None
+
+
 TOKEN_PREFIXES = {
     "slack_bot_token": ("xoxb-", "a bot token"),
     "slack_app_token": ("xapp-", "an app-level token"),
@@ -82,6 +102,12 @@ TOKEN_PREFIXES = {
 # Every field names one of them with `json_schema_extra=group(...)`.
 SETTINGS_GROUPS: dict[str, str] = {
     "Slack": "",
+    "Many workspaces": (
+        "One deployment serving every workspace (or Enterprise Grid org) that installs the "
+        "app through \"Add to Slack\": set `SLACK_CLIENT_ID`, `SLACK_CLIENT_SECRET`, "
+        "`SLACK_SIGNING_SECRET` and `INSTALLATION_ENCRYPTION_KEY`, and leave `SLACK_BOT_TOKEN` "
+        "unset (docs/distribute.md)."
+    ),
     "ADK": "",
     "Redis": "",
     "HTTP": "",
@@ -198,6 +224,73 @@ class Settings(BaseSettings):
         json_schema_extra=group("Slack"),
     )
 
+    slack_client_id: str | None = Field(
+        default=None,
+        description=(
+            "A distributable app (many workspaces, installed through \"Add to Slack\"): the "
+            "Client ID (Basic Information → App Credentials). With it, `SLACK_CLIENT_SECRET` "
+            "and `INSTALLATION_ENCRYPTION_KEY`, and no `SLACK_BOT_TOKEN`, the bot serves every "
+            "workspace that installs it, each with its own token (docs/distribute.md). With "
+            "`SLACK_BOT_TOKEN` set it is ignored."
+        ),
+        examples=["1234567890.1234567890"],
+        json_schema_extra=group("Many workspaces"),
+    )
+    slack_client_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The Client Secret (Basic Information → App Credentials), "
+            "sent to `oauth.v2.access` to complete installs and refresh rotating tokens."
+        ),
+        examples=["your-client-secret"],
+        json_schema_extra=group("Many workspaces"),
+    )
+    installation_encryption_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "the key that encrypts the installations (tokens) kept in "
+            "Redis, a Fernet key (`python -m bot installs newkey` makes one). Several keys "
+            "separated by commas: the first encrypts, all decrypt (to replace a key, put the "
+            "new one first and run `python -m bot installs rekey`)."
+        ),
+        examples=["your-fernet-key"],
+        json_schema_extra=group("Many workspaces"),
+    )
+    slack_redirect_uri: str | None = Field(
+        default=None,
+        description=(
+            "the public URL of `/slack/oauth_redirect`, as listed under "
+            "OAuth & Permissions → Redirect URLs (e.g. "
+            "`https://bot.example.com/slack/oauth_redirect`). Unset: Slack uses the app's "
+            "only redirect URL."
+        ),
+        json_schema_extra=group("Many workspaces"),
+    )
+    slack_authorize_url: str = Field(
+        default="https://slack.com/oauth/v2/authorize",
+        description=(
+            "where \"Add to Slack\" sends the browser. Change it only "
+            "for GovSlack (`https://slack-gov.com/oauth/v2/authorize`) or a fake Slack."
+        ),
+        json_schema_extra=group("Many workspaces"),
+    )
+    oauth_state_ttl_seconds: int = Field(
+        default=600, ge=60, le=3600,
+        description=(
+            "how long an install started on `/slack/install` may take "
+            "before its OAuth `state` expires (each state is good for one redirect)."
+        ),
+        json_schema_extra=group("Many workspaces"),
+    )
+    token_refresh_minutes: int = Field(
+        default=120, ge=5, le=600,
+        description=(
+            "With token rotation on, a bot token is refreshed once it "
+            "expires within this many minutes (Slack's tokens last 12 hours); one replica "
+            "refreshes, the others use the stored result."
+        ),
+        json_schema_extra=group("Many workspaces"),
+    )
     adk_base_url: str = Field(
         default="http://localhost:8000",
         description=(
@@ -1199,6 +1292,12 @@ class Settings(BaseSettings):
         return lines
 
     @property
+    def distributed(self) -> bool:
+        """Many workspaces, installed through OAuth: a client id and no bot token."""
+        bot_token = self.slack_bot_token.get_secret_value() if self.slack_bot_token else ""
+        return bool(self.slack_client_id) and not bot_token
+
+    @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None and bool(self.slack_app_token.get_secret_value())
 
@@ -1224,6 +1323,30 @@ class Settings(BaseSettings):
                             "REDIS_URL (or REDIS_MODE=sentinel), or REDIS_MIN_REPLICAS=0")
         return problems
 
+    def distribution_problems(self) -> list[str]:
+        """What a distributable app (SLACK_CLIENT_ID, no bot token) misses."""
+        problems: list[str] = []
+        if not self.slack_client_secret or not self.slack_client_secret.get_secret_value():
+            problems.append("SLACK_CLIENT_SECRET is not set (needed with SLACK_CLIENT_ID: "
+                            "Basic Information → App Credentials)")
+        key = (self.installation_encryption_key.get_secret_value()
+               if self.installation_encryption_key else "")
+        if not key:
+            problems.append("INSTALLATION_ENCRYPTION_KEY is not set (needed with "
+                            "SLACK_CLIENT_ID; make one with `python -m bot installs newkey`)")
+        elif (problem := encryption_key_problem(key)) is not None:
+            problems.append(f"INSTALLATION_ENCRYPTION_KEY: {problem}")
+        if (self.access_allowed_usergroups or self.access_denied_usergroups
+                or self.approver_usergroups):
+            problems.append("ACCESS_ALLOWED_USERGROUPS, ACCESS_DENIED_USERGROUPS and "
+                            "APPROVER_USERGROUPS name one workspace's user groups: they "
+                            "cannot be used with SLACK_CLIENT_ID (many workspaces)")
+        if not self.redis_url and self.redis_mode == "standalone":
+            problems.append("REDIS_URL is not set: installations must outlive the process "
+                            "and be shared by the replicas, so SLACK_CLIENT_ID needs a real "
+                            "Redis")
+        return problems
+
     def problems_for_serve(self) -> list[str]:
         """What is missing for `serve`; empty when it can start."""
         problems: list[str] = self.redis_problems()
@@ -1231,8 +1354,11 @@ class Settings(BaseSettings):
             not self.adk_bearer_token or not self.adk_bearer_token.get_secret_value()
         ):
             problems.append("ADK_BEARER_TOKEN is not set (needed when ADK_AUTH=bearer)")
-        if not self.slack_bot_token or not self.slack_bot_token.get_secret_value():
-            problems.append("SLACK_BOT_TOKEN is not set (the bot token, xoxb-...)")
+        if self.distributed:
+            problems += self.distribution_problems()
+        elif not self.slack_bot_token or not self.slack_bot_token.get_secret_value():
+            problems.append("SLACK_BOT_TOKEN is not set (the bot token, xoxb-...; or "
+                            "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET for many workspaces)")
         if not self.socket_mode and (
             not self.slack_signing_secret or not self.slack_signing_secret.get_secret_value()
         ):

@@ -55,7 +55,7 @@ class ConsoleIO:
             self.err.write(f"  … {status.removeprefix('is ')}\n")
             self.err.flush()
 
-    def live(self, turn: Turn) -> NoLive:
+    async def live(self, turn: Turn) -> NoLive:
         return NoLive()
 
     async def done_working(self, turn: Turn) -> None:
@@ -100,7 +100,7 @@ class ConsoleIO:
     async def tell_privately(self, turn: Turn, text: str) -> None:
         self.err.write(f"(only you see this) {text}\n")
 
-    async def display_name(self, user_id: str) -> str:
+    async def display_name(self, turn: Turn, user_id: str) -> str:
         return self.user_name if user_id == USER else user_id
 
 

@@ -27,7 +27,7 @@ from bot.stops import Stops
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, TurnContext
 from bot.store.thread_record import ThreadRecord
-from bot.thread_io import FeedbackRef, LiveAnswer, Reply, ThreadIO
+from bot.thread_io import FeedbackRef, LiveAnswer, Reply, ThreadIO, ThreadUnreachable
 from bot.thread_sessions import ThreadSessions, mentioned_names
 from bot.turn_gate import TurnGate, command_of
 from bot.turn_replies import (
@@ -127,9 +127,18 @@ class Conversation:
 
     async def handle(self, turn: Turn, context: TurnContext | None = None) -> str:
         """Answer one turn, exactly once. Never raises for ADK trouble: the user is told
-        instead. Returns the outcome (answered, error, config_error, recovered, ...).
-        `context` is the turn's context as the worker read it with the turn (else read
-        here)."""
+        instead. Returns the outcome (answered, error, config_error, recovered, ...;
+        "unreachable" when the app was uninstalled from the turn's workspace: nothing more
+        is posted). `context` is the turn's context as the worker read it with the turn
+        (else read here)."""
+        try:
+            return await self._handle(turn, context)
+        except ThreadUnreachable as exc:
+            log.info("turn dropped: %s", exc, extra={"thread_key": turn.key, "ts": turn.ts,
+                                                     "outcome": "unreachable"})
+            return "unreachable"
+
+    async def _handle(self, turn: Turn, context: TurnContext | None) -> str:
         if context is None:
             context = await self.store.turn_context(turn.key, turn.ts)
         if context.outbox is not None:
@@ -147,7 +156,7 @@ class Conversation:
         ctx: dict[str, Any] = {"ref": ref, "thread_key": turn.key, "ts": turn.ts,
                                "event_id": turn.event_id}
         progress = Progress()
-        live = self.io.live(turn)
+        live = await self.io.live(turn)
         working = asyncio.create_task(keep_working(
             self.io, turn, progress, refresh_seconds=self.config.status_refresh_seconds))
         try:
@@ -175,6 +184,14 @@ class Conversation:
         `notice` is its one reply, saved and posted like an answer, so it reaches the thread
         exactly once, and counted once, when saved. The worker then goes on with the
         thread's next turn."""
+        try:
+            return await self._give_up(turn, context, notice)
+        except ThreadUnreachable as exc:
+            log.info("turn dropped: %s", exc, extra={"thread_key": turn.key, "ts": turn.ts,
+                                                     "outcome": "unreachable"})
+            return "unreachable"
+
+    async def _give_up(self, turn: Turn, context: TurnContext | None, notice: str) -> str:
         if context is None:
             context = await self.store.turn_context(turn.key, turn.ts)
         if context.live:
@@ -211,7 +228,7 @@ class Conversation:
         notices: list[Reply] = []  # what the thread is told before the answer
         if turn.truncated_from:
             notices.append(Reply(truncated_text(turn.truncated_from, len(turn.text))))
-        if command_of(turn, bot_user_id=self.config.bot_user_id) == "reset":
+        if command_of(turn, bot_user_id=turn.bot_user or self.config.bot_user_id) == "reset":
             await self.store.reset_session(turn.key, turn.ts)
             return [*notices, Reply(RESET_TEXT)], "reset"
         run: AgentRun | None = None
@@ -246,10 +263,12 @@ class Conversation:
     async def _question(self, turn: Turn) -> tuple[str, str]:
         """What the agent is asked ("<speaker>: <text>"), and the speaker's name."""
         speaker, names = await asyncio.gather(
-            self.io.display_name(turn.user),
-            mentioned_names(self.io, turn.text, bot_user_id=self.config.bot_user_id),
+            self.io.display_name(turn, turn.user),
+            mentioned_names(self.io, turn, turn.text,
+                            bot_user_id=turn.bot_user or self.config.bot_user_id),
         )
-        said = readable_input(turn.text, bot_user_id=self.config.bot_user_id, user_names=names)
+        said = readable_input(turn.text, bot_user_id=turn.bot_user or self.config.bot_user_id,
+                              user_names=names)
         if not said:
             said = "(mentioned you without a message)" if not turn.files else "(sent files)"
         if self.config.log_text:
@@ -264,7 +283,8 @@ class Conversation:
         open_requests = answerable(awaiting)
         if not open_requests:
             return []
-        said = readable_input(turn.text, bot_user_id=self.config.bot_user_id, user_names={})
+        said = readable_input(turn.text, bot_user_id=turn.bot_user or self.config.bot_user_id,
+                              user_names={})
         return [r.function_response(said) for r in open_requests]
 
     async def _run_stoppable(self, run: AgentRun, notices: list[Reply]) -> None:

@@ -63,6 +63,7 @@ class Intake:
         on_new_thread: Callable[[Turn], None] | None = None,
         notify: Callable[[Turn, str], None] | None = None,
         user_groups: UserGroupLookup | None = None,
+        installed: bool = False,
     ) -> None:
         self.store = store
         self.access = access
@@ -83,6 +84,8 @@ class Intake:
         # Called with a private note to the author of a message the intake refused. It must
         # not block: the note is sent off the ack path (bot/notes.py).
         self.notify = notify
+        # Many workspaces: the bot of each event is the installation's it names.
+        self.installed = installed
 
     def _answerable(self, turn: Turn) -> bool:
         """Whether the turn is one the bot would answer, as far as the access lists tell
@@ -103,7 +106,7 @@ class Intake:
         event: Mapping[str, Any] = raw_event if isinstance(raw_event, Mapping) else {}
         etype = str(event.get("type") or body.get("type") or "unknown")
         decision = route_event(body, self.bot, max_input_chars=self.max_input_chars,
-                               edit_window=self.edit_window)
+                               edit_window=self.edit_window, installed=self.installed)
         if isinstance(decision, Ignore):
             self.metrics.events_in.labels(etype, "ignored").inc()
             log.debug("ignored event: %s", decision.reason)
@@ -131,7 +134,8 @@ class Intake:
         """Whether the whole message is "stop" (or a word meaning it). Only a short message
         can be; the rest skip the parse."""
         return len(turn.text) <= CONTROL_TEXT_MAX and control_command(
-            readable_input(turn.text, bot_user_id=self.bot.user_id, user_names={})
+            readable_input(turn.text, bot_user_id=turn.bot_user or self.bot.user_id,
+                           user_names={})
         ) == "stop"
 
     async def _stop(self, turn: Turn, headers: Mapping[str, Any]) -> str | None:

@@ -13,7 +13,9 @@ import fakeredis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError
+from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import AccessPolicy, needs_user_groups
@@ -32,13 +34,20 @@ from bot.slack.assistant import register_assistant
 from bot.slack.controls import register_reset_command
 from bot.slack.feedback import register_feedback
 from bot.slack.replies import SlackThreadIO
+from bot.slack.scopes import REQUIRED_SCOPES
+from bot.slack.token_refresh import RefreshingInstallationStore
+from bot.slack.uninstall import register_uninstall
 from bot.slack.usergroups import UserGroupResolver
+from bot.slack.workspaces import Workspaces, WorkspaceSlack
 from bot.stops import Stops
+from bot.store.cipher import Cipher
 from bot.store.connect import bot_redis_client, close_redis, describe_redis, uses_real_redis
 from bot.store.feedback import FeedbackStore
 from bot.store.heartbeats import Heartbeats
+from bot.store.installations import InstallKeys, RedisInstallationStore
 from bot.store.keys import Keys
 from bot.store.layout import LayoutError, check_layout
+from bot.store.oauth_state import RedisOAuthStateStore
 from bot.store.rate_limit import UserRateLimiter
 from bot.store.redis_store import Store, TurnContext
 from bot.thread_io import ThreadIO
@@ -49,6 +58,9 @@ from bot.worker import GiveUp, GiveUpHandler, TurnHandler, Worker, WorkerConfig
 log = logging.getLogger("bot.runtime")
 
 NOTES_DRAIN_SECONDS = 5.0  # at shutdown, private notes on their way get this long
+# Many workspaces: where "Add to Slack" starts, and where Slack sends the browser back.
+INSTALL_PATH = "/slack/install"
+REDIRECT_PATH = "/slack/oauth_redirect"
 
 
 class StartupError(Exception):
@@ -200,6 +212,42 @@ class Bot:
         return {"redis": redis_ok, "adk": await self.adk.health()}
 
 
+def installations(settings: Settings, redis_client: aioredis.Redis,
+                  client: AsyncWebClient) -> RefreshingInstallationStore:
+    """The installations of a distributable app, sealed in Redis, with rotating tokens
+    refreshed through `client` (SLACK_API_URL)."""
+    assert settings.installation_encryption_key is not None
+    assert settings.slack_client_id and settings.slack_client_secret is not None
+    store = RedisInstallationStore(
+        redis_client, InstallKeys(settings.redis_key_prefix),
+        Cipher.from_setting(settings.installation_encryption_key.get_secret_value()))
+    rotator = AsyncTokenRotator(
+        client_id=settings.slack_client_id,
+        client_secret=settings.slack_client_secret.get_secret_value(), client=client)
+    return RefreshingInstallationStore(store, rotator, minutes=settings.token_refresh_minutes)
+
+
+def oauth_settings(settings: Settings, installs: RefreshingInstallationStore
+                   ) -> AsyncOAuthSettings:
+    """Bolt's OAuth flow: "Add to Slack" at /slack/install with the manifest's bot scopes,
+    the redirect at /slack/oauth_redirect, one-use states in Redis."""
+    assert settings.slack_client_secret is not None
+    return AsyncOAuthSettings(
+        client_id=settings.slack_client_id,
+        client_secret=settings.slack_client_secret.get_secret_value(),
+        scopes=sorted(REQUIRED_SCOPES),
+        redirect_uri=settings.slack_redirect_uri,
+        install_path=INSTALL_PATH, redirect_uri_path=REDIRECT_PATH,
+        authorization_url=settings.slack_authorize_url,
+        installation_store=installs,
+        installation_store_bot_only=True,
+        token_rotation_expiration_minutes=settings.token_refresh_minutes,
+        state_store=RedisOAuthStateStore(installs.redis, settings.redis_key_prefix,
+                                         ttl_seconds=settings.oauth_state_ttl_seconds),
+        state_expiration_seconds=settings.oauth_state_ttl_seconds,
+    )
+
+
 def make_handler(conversation: Conversation, metrics: Metrics) -> TurnHandler:
     async def handle(turn: Turn, context: TurnContext | None = None) -> str:
         if turn.received_at:
@@ -281,7 +329,7 @@ def assemble(
                     on_new_thread=conversation.prepare_session if settings.role == "all"
                     else None, access=conversation.access,
                     max_queued_turns=settings.max_queued_turns, notify=notes,
-                    user_groups=conversation.io.user_groups)
+                    user_groups=conversation.io.user_groups, installed=settings.distributed)
     worker = Worker(
         store, make_handler(conversation, metrics),
         WorkerConfig.from_settings(settings, blocking_reads=not embedded),
@@ -300,7 +348,9 @@ async def build_slack_bot(settings: Settings) -> Bot:
         raise StartupError(problems)
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
     client = build_web_client(token, settings.slack_api_url)
-    identity = await slack_identity(client)
+    # Many workspaces: who the bot is depends on the installation each event names.
+    identity = (BotIdentity(user_id="") if settings.distributed
+                else await slack_identity(client))
     if settings.socket_mode and settings.role in ("all", "intake"):
         await check_app_token(settings, client)
     redis_client, embedded = connect_redis(settings)
@@ -334,6 +384,7 @@ def build_bot(
     metrics = Metrics()
     stream_client = build_web_client(client.token or "", client.base_url, wait_on_429=False,
                                      session=client.session)
+    installs = installations(settings, redis_client, client) if settings.distributed else None
     for slack_client in (client, stream_client):
         if isinstance(slack_client, CountingWebClient):
             slack_client.attach_metrics(metrics)
@@ -344,10 +395,24 @@ def build_bot(
     # One budget for the attached files of all the process's turns.
     file_memory = MemoryBudget(settings.max_attachment_memory_bytes)
 
+    def client_for(token: str) -> AsyncWebClient:
+        """An installation's client, sharing the process's connections."""
+        return build_web_client(token, client.base_url, session=client.session,
+                                metrics=metrics, installation=True)
+
+    def make_workspace(token: str, bot: BotIdentity) -> WorkspaceSlack:
+        return WorkspaceSlack(client_for(token), bot, stream_client=build_web_client(
+            token, client.base_url, wait_on_429=False, session=client.session,
+            metrics=metrics, installation=True))
+
+    workspaces = (Workspaces(installations=installs, make=make_workspace)
+                  if installs is not None else None)
+
     def make_io(store: Store, metrics: Metrics) -> ThreadIO:
         return SlackThreadIO.from_settings(
             settings, client, identity, store=store, metrics=metrics,
             stream_client=stream_client, groups=groups, file_memory=file_memory,
+            workspaces=workspaces,
         )
 
     parts = assemble(settings, redis_client=redis_client, embedded=embedded, adk=adk,
@@ -363,7 +428,12 @@ def build_bot(
             lambda app: register_assistant(app, prompts=settings.assistant_prompts,
                                            title=settings.assistant_title),
             lambda app: register_reset_command(app, parts.store, parts.intake.controls),
+            *([lambda app: register_uninstall(app, installations=installs,
+                                              forget=workspaces.forget)]
+              if installs is not None and workspaces is not None else []),
         ],
+        oauth=oauth_settings(settings, installs) if installs is not None else None,
+        client_for=client_for if installs is not None else None,
     )
     return Bot(
         settings=settings, redis=redis_client, store=parts.store,

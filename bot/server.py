@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import (
+    AsyncSlackRequestHandler,
     to_async_bolt_request,
     to_starlette_response,
 )
@@ -28,7 +29,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.readiness import CachedCheck
-from bot.runtime import Bot
+from bot.runtime import INSTALL_PATH, REDIRECT_PATH, Bot
 from bot.store.redis_store import NotReplicated
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def _message_event(payload: Mapping[str, object]) -> bool:
 # Event types handled by Bolt listeners (messages and mentions take the direct path).
 BOLT_EVENT_TYPES = frozenset({
     "assistant_thread_started", "assistant_thread_context_changed", "agent_session_stopped",
-    "app_home_opened",
+    "app_home_opened", "app_uninstalled", "tokens_revoked",
 })
 
 
@@ -119,6 +120,11 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
     if events and bot.bolt is not None:
         routes.append(Route("/slack/events", SlackEvents(bot, bot.bolt).handle,
                             methods=["POST"]))
+    if bot.bolt is not None and bot.bolt.oauth_flow is not None:
+        # Many workspaces: Bolt's OAuth flow ("Add to Slack", then Slack's redirect back).
+        oauth = AsyncSlackRequestHandler(bot.bolt)
+        routes += [Route(INSTALL_PATH, oauth.handle, methods=["GET"]),
+                   Route(REDIRECT_PATH, oauth.handle, methods=["GET"])]
     return Starlette(routes=routes)
 
 

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from bot.turns import Turn
 
 
+class ThreadUnreachable(Exception):
+    """The thread can no longer be reached: the app was uninstalled from its workspace, or
+    its token revoked. The turn is dropped without posting anything."""
+
+
 @dataclass(frozen=True)
 class Attachment:
     """A file to upload next to a message (an artifact of the agent, the full CSV of a
@@ -128,7 +133,7 @@ class ThreadIO(Protocol):
 
     async def show_working(self, turn: Turn, status: str) -> None: ...
 
-    def live(self, turn: Turn) -> LiveAnswer: ...
+    async def live(self, turn: Turn) -> LiveAnswer: ...
 
     async def done_working(self, turn: Turn) -> None: ...
 
@@ -150,7 +155,8 @@ class ThreadIO(Protocol):
 
     async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]: ...
 
-    async def display_name(self, user_id: str) -> str: ...
+    async def display_name(self, turn: Turn, user_id: str) -> str:
+        """The name `user_id` goes by in `turn`'s workspace."""
 
     async def file_parts(self, turn: Turn) -> FileParts:
         """The turn's attached files as ADK message parts, and notes on what was skipped;

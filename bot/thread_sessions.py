@@ -42,12 +42,14 @@ def quiet(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-async def mentioned_names(io: ThreadIO, text: str, *, bot_user_id: str) -> dict[str, str]:
-    """The display names of the users `text` mentions (the bot left out), by user id."""
+async def mentioned_names(io: ThreadIO, turn: Turn, text: str, *, bot_user_id: str
+                          ) -> dict[str, str]:
+    """The display names of the users `text` (in `turn`'s thread) mentions (the bot left
+    out), by user id."""
     ids = [uid for uid in mentioned_user_ids(text) if uid != bot_user_id]
     if not ids:
         return {}
-    names = await asyncio.gather(*(io.display_name(uid) for uid in ids))
+    names = await asyncio.gather(*(io.display_name(turn, uid) for uid in ids))
     return dict(zip(ids, names, strict=True))
 
 
@@ -215,10 +217,12 @@ class ThreadSessions:
                         "content": {"role": "model", "parts": [{"text": text}]},
                     })
                 continue
-            name = await self.io.display_name(message.user) if message.user else "someone"
-            names = await mentioned_names(self.io, message.text, bot_user_id=self.bot_user_id)
+            bot_user_id = turn.bot_user or self.bot_user_id
+            name = (await self.io.display_name(turn, message.user) if message.user
+                    else "someone")
+            names = await mentioned_names(self.io, turn, message.text, bot_user_id=bot_user_id)
             said = readable_input(
-                message.text, bot_user_id=self.bot_user_id, user_names=names
+                message.text, bot_user_id=bot_user_id, user_names=names
             )[:SEED_TEXT_LIMIT]
             if said:
                 events.append({

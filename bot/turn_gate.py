@@ -61,7 +61,8 @@ class TurnGate:
             return refusal
         if awaiting and not answering:
             return await self._not_for_them(turn, awaiting)
-        if not awaiting and command_of(turn, bot_user_id=self.bot_user_id) == "stop":
+        bot_user_id = turn.bot_user or self.bot_user_id
+        if not awaiting and command_of(turn, bot_user_id=bot_user_id) == "stop":
             return await self._nothing_to_stop(turn)
         if await self._over_rate_limit(turn, context):
             return "rate_limited"
@@ -108,7 +109,8 @@ class TurnGate:
         note in the thread, delivered like any answer (outbox, exactly once: an ephemeral
         note could not be found again after a crash, and the thread sees why the message
         got no answer), and the agent is not run. A reset is never limited."""
-        if self.rate_limiter is None or command_of(turn, bot_user_id=self.bot_user_id) == "reset":
+        bot_user_id = turn.bot_user or self.bot_user_id
+        if self.rate_limiter is None or command_of(turn, bot_user_id=bot_user_id) == "reset":
             return False
         limited = await self.rate_limiter.hit(turn.team, turn.user)
         if limited is None:

@@ -23,6 +23,25 @@ class BotIdentity:
     team_id: str = ""
 
 
+@dataclass(frozen=True)
+class InstallRef:
+    """The installation an event came through (its first `authorizations` entry:
+    https://docs.slack.dev/apis/events-api/#authorizations): the workspace, or the
+    Enterprise Grid org of an org-wide install, and the bot's user id there."""
+
+    team_id: str = ""  # "" for an org-wide install
+    enterprise_id: str = ""
+    org_install: bool = False
+    bot_user: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InstallRef:
+        return cls(team_id=str(data.get("team_id") or ""),
+                   enterprise_id=str(data.get("enterprise_id") or ""),
+                   org_install=bool(data.get("org_install")),
+                   bot_user=str(data.get("bot_user") or ""))
+
+
 class RetryLater(Exception):
     """The turn cannot finish now for a reason that passes (Slack failing): it stays
     queued, and a worker takes it up again after RECLAIM_IDLE_SECONDS."""
@@ -88,6 +107,9 @@ class Turn:
     truncated_from: int = 0  # original length when the text was capped at intake
     received_at: float = 0.0
     files: list[dict[str, Any]] = field(default_factory=list)
+    # The installation Slack named in the event's `authorizations` (many workspaces: the
+    # token the turn is answered with); empty for a single-workspace bot.
+    install: InstallRef | None = None
 
     @property
     def key(self) -> str:
@@ -106,7 +128,15 @@ class Turn:
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
 
+    @property
+    def bot_user(self) -> str | None:
+        """The bot's user id in the turn's workspace, when the event named it."""
+        return self.install.bot_user if self.install is not None else None
+
     @classmethod
     def from_json(cls, raw: str | bytes) -> Turn:
         data = json.loads(raw)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        install = fields.get("install")
+        fields["install"] = InstallRef.from_dict(install) if isinstance(install, dict) else None
+        return cls(**fields)

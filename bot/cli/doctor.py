@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adk.client import AdkAuthError, AdkClient, AdkError, AdkRefused, AdkServerError
-from bot.config import Settings, describe_validation_error
+from bot.config import Settings, describe_validation_error, encryption_key_problem
 from bot.slack.scopes import (
     FIX_SCOPES,
     REQUIRED_SCOPES,
@@ -26,7 +26,9 @@ from bot.slack.scopes import (
     parse_scopes,
     unneeded_missing_scopes,
 )
+from bot.store.cipher import Cipher, CipherError
 from bot.store.connect import close_redis, describe_redis, redis_client
+from bot.store.installations import InstallKeys, RedisInstallationStore, split_owner
 from bot.store.keys import Keys
 from bot.store.thread_index import ThreadIndex
 
@@ -158,8 +160,10 @@ def _header(headers: Any, name: str) -> str | None:
 
 
 async def check_slack(loaded: LoadedSettings) -> tuple[CheckResult, CheckResult]:
-    """auth.test, then the scopes it reports."""
+    """auth.test, then the scopes it reports; with many workspaces, the installations."""
     settings = loaded.settings
+    if settings.distributed:
+        return await check_installations(loaded)
     blocked = _blocked("Slack auth", loaded, ("slack_bot_token", "slack_api_url"))
     if blocked:
         return blocked, CheckResult("Slack scopes", Status.SKIPPED, "not checked: no auth.test")
@@ -182,6 +186,60 @@ async def check_slack(loaded: LoadedSettings) -> tuple[CheckResult, CheckResult]
     auth = CheckResult("Slack auth", Status.OK,
                        f"team {team}, bot user {user}, bot id {response.get('bot_id') or '?'}")
     return auth, scopes_result(_header(response.headers, "x-oauth-scopes"), settings)
+
+
+async def check_installations(loaded: LoadedSettings) -> tuple[CheckResult, CheckResult]:
+    """Many workspaces: every installation can be opened with INSTALLATION_ENCRYPTION_KEY,
+    and which of them lack scopes the settings need."""
+    settings = loaded.settings
+    secret = settings.installation_encryption_key
+    key = secret.get_secret_value() if secret else ""
+    if not key or encryption_key_problem(key) or not settings.redis_url:
+        return (CheckResult("Slack installations", Status.SKIPPED,
+                            "not checked: see settings (the key or REDIS_URL)"),
+                CheckResult("Slack scopes", Status.SKIPPED, "not checked"))
+    client = redis_client(settings, socket_connect_timeout=5, socket_timeout=10)
+    store = RedisInstallationStore(client, InstallKeys(settings.redis_key_prefix),
+                                   Cipher.from_setting(key))
+    opened: list[tuple[str, str]] = []  # (workspace, its scopes)
+    unreadable: list[str] = []
+    try:
+        for owner, _ in await store.owners():
+            enterprise, team = split_owner(owner)
+            try:
+                bot = await store.async_find_bot(enterprise_id=enterprise, team_id=team,
+                                                 is_enterprise_install=team is None)
+            except CipherError:
+                unreadable.append(team or enterprise or owner)
+                continue
+            if bot is not None:
+                opened.append((team or enterprise or owner, str(bot.bot_scopes or "")))
+    except (RedisError, OSError) as exc:
+        return (CheckResult("Slack installations", Status.SKIPPED,
+                            f"not checked: Redis failed ({type(exc).__name__})"),
+                CheckResult("Slack scopes", Status.SKIPPED, "not checked"))
+    finally:
+        await close_redis(client)
+    if unreadable:
+        installs = CheckResult(
+            "Slack installations", Status.PROBLEM,
+            f"{len(unreadable)} installation(s) cannot be opened with "
+            "INSTALLATION_ENCRYPTION_KEY", tuple(unreadable),
+            "set the key they were sealed with (first, or after the new one)")
+    else:
+        installs = CheckResult(
+            "Slack installations", Status.OK if opened else Status.WARNING,
+            f"{len(opened)} installed workspace(s) or org(s); OAuth at /slack/install"
+            if opened else "none yet: open /slack/install to install the app")
+    lacking = [f"{ws}: {', '.join(s for s, _ in missing_scopes(parse_scopes(scopes), settings))}"
+               for ws, scopes in opened if missing_scopes(parse_scopes(scopes), settings)]
+    scopes_check = (CheckResult("Slack scopes", Status.WARNING,
+                                f"{len(lacking)} installation(s) lack scopes", tuple(lacking),
+                                "install the app again in those workspaces (/slack/install)")
+                    if lacking else
+                    CheckResult("Slack scopes", Status.OK,
+                                "every installation has the scopes the settings need"))
+    return installs, scopes_check
 
 
 def _auth_failure(exc: Exception, api_url: str) -> CheckResult:

@@ -77,12 +77,11 @@ def register_reset_command(app: AsyncApp, store: Store,
     app.command(RESET_COMMAND)(on_reset)
 
 
-def register_stop_controls(app: AsyncApp, *, client: AsyncWebClient, controls: ControlAccess,
-                           stops: Stops) -> None:
+def register_stop_controls(app: AsyncApp, *, controls: ControlAccess, stops: Stops) -> None:
     """Slack's own stop on a streamed answer (`agent_session_stopped`) and the Stop button
     under an answer. A user `controls` refuses is told so, and nothing stops."""
 
-    async def on_agent_stop(body: dict[str, Any]) -> None:
+    async def on_agent_stop(body: dict[str, Any], client: AsyncWebClient) -> None:
         event = body.get("event") or {}
         team, channel = str(body.get("team_id") or ""), str(event.get("channel") or "")
         thread_ts, user = event.get("thread_ts"), str(event.get("user") or "")
@@ -98,7 +97,8 @@ def register_stop_controls(app: AsyncApp, *, client: AsyncWebClient, controls: C
         # Only a turn asked before the press: a late or repeated event stops no later one.
         await stops.request_stop(key, before_ts=str(event.get("event_ts") or ""))
 
-    async def on_stop_button(ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def on_stop_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient
+                             ) -> None:
         await ack()
         actions = body.get("actions") or [{}]
         key, _, turn_ts = str(actions[0].get("value") or "").rpartition("|")

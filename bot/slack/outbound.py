@@ -164,14 +164,18 @@ class _SafeRespond(AsyncRespond):
 NextMiddleware = Callable[[], Awaitable[None]]
 
 
-def bolt_middleware(client: AsyncWebClient
+def bolt_middleware(client: AsyncWebClient,
+                    client_for: Callable[[str], AsyncWebClient] | None = None,
                     ) -> Callable[[AsyncBoltContext, NextMiddleware], Awaitable[None]]:
     """A Bolt middleware giving every listener the bot's own client (whose calls are
     scrubbed; Bolt would otherwise hand each request a plain client of its own) and a
-    scrubbing `ack` and `respond`."""
+    scrubbing `ack` and `respond`. With many workspaces, `client_for` makes that client
+    for the token Bolt's authorization found for the request's installation."""
 
     async def safe_context(context: AsyncBoltContext, next_: NextMiddleware) -> None:
-        context["client"] = client
+        token = context.bot_token
+        context["client"] = (client_for(token) if client_for is not None and token
+                             else client)
         # Bolt's AsyncAck.__init__ has no annotations.
         context["ack"] = _SafeAck()  # type: ignore[no-untyped-call]
         context["respond"] = _SafeRespond(response_url=context.response_url,

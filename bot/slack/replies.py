@@ -18,10 +18,9 @@ from bot.slack.errors import is_transient
 from bot.slack.feedback_block import feedback_block
 from bot.slack.files import message_parts_for_files, parse_mimetypes
 from bot.slack.mrkdwn import markdown_to_mrkdwn
-from bot.slack.reply_posts import ReplyPosts
 from bot.slack.stream import SlackLiveAnswer, StreamBudget
-from bot.slack.thread_reader import SlackThreadReader
 from bot.slack.usergroups import UserGroupResolver
+from bot.slack.workspaces import Workspaces, WorkspaceSlack
 from bot.store.redis_store import Store
 from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
 from bot.turns import BotIdentity, Turn
@@ -51,30 +50,27 @@ class FileLimits:
 class SlackThreadIO:
     """Slack's ThreadIO: the working status, answers as Block Kit with the feedback control,
     attached files, private notes; a turn's reply parts go through `ReplyPosts`, the thread's
-    history and people's names through `SlackThreadReader`."""
+    history and people's names through `SlackThreadReader`, all with the clients of the
+    turn's workspace (`Workspaces`: one, or the installation the turn came through)."""
 
     def __init__(
         self, client: AsyncWebClient, bot: BotIdentity, *, store: Store, metrics: Metrics,
         working_status: str, streaming_mode: StreamingMode, stream_starts_per_minute: int,
         file_limits: FileLimits, file_memory_wait: float,
         stream_client: AsyncWebClient | None = None, groups: UserGroupResolver | None = None,
-        file_memory: MemoryBudget | None = None,
+        file_memory: MemoryBudget | None = None, workspaces: Workspaces | None = None,
     ) -> None:
-        self.client = client
+        self.workspaces = workspaces or Workspaces(one=WorkspaceSlack(
+            client, bot, stream_client=stream_client, groups=groups))
         self.file_limits = file_limits
         # The process's memory for attached files (MAX_ATTACHMENT_MEMORY_BYTES), and how long
         # a turn waits for it (ATTACHMENT_MEMORY_WAIT_SECONDS); None: not bounded.
         self.file_memory = file_memory
         self.file_memory_wait = file_memory_wait
-        self.groups = groups
-        self.stream_client = stream_client
-        self.bot = bot
         self.metrics = metrics
         self.working_status = working_status
         self.streaming_mode = streaming_mode
         self.budget = StreamBudget(store, stream_starts_per_minute)
-        self.posts = ReplyPosts(client)  # a turn's reply parts in the thread
-        self.reader = SlackThreadReader(client, bot)  # history and display names
         self._reacted: set[tuple[str, str]] = set()  # messages carrying our working reaction
 
     @classmethod
@@ -82,6 +78,7 @@ class SlackThreadIO:
         cls, settings: Settings, client: AsyncWebClient, bot: BotIdentity, *, store: Store,
         metrics: Metrics, stream_client: AsyncWebClient | None = None,
         groups: UserGroupResolver | None = None, file_memory: MemoryBudget | None = None,
+        workspaces: Workspaces | None = None,
     ) -> SlackThreadIO:
         """The Slack side of conversations, as the settings say (`WORKING_STATUS`,
         `STREAMING`, `STREAM_STARTS_PER_MINUTE`, the attachment limits)."""
@@ -92,19 +89,22 @@ class SlackThreadIO:
             file_limits=FileLimits.from_settings(settings),
             file_memory_wait=settings.attachment_memory_wait_seconds,
             stream_client=stream_client, groups=groups, file_memory=file_memory,
+            workspaces=workspaces,
         )
 
-    def live(self, turn: Turn) -> SlackLiveAnswer:
+    async def live(self, turn: Turn) -> SlackLiveAnswer:
+        ws = await self.workspaces.for_turn(turn)
         return SlackLiveAnswer(
-            client=self.stream_client or self.client, turn=turn, budget=self.budget,
+            client=ws.stream_client or ws.client, turn=turn, budget=self.budget,
             metrics=self.metrics, mode=self.streaming_mode,
         )
 
     async def show_working(self, turn: Turn, status: str) -> None:
         """Set the thread's status line; an empty status clears it."""
+        client = (await self.workspaces.for_turn(turn)).client
         if turn.thread_ts is not None:
             try:
-                await self.client.assistant_threads_setStatus(
+                await client.assistant_threads_setStatus(
                     channel_id=turn.channel, thread_ts=turn.thread_ts,
                     status=self.working_status if status == WORKING else status,
                 )
@@ -114,7 +114,7 @@ class SlackThreadIO:
         if not status or (turn.channel, turn.ts) in self._reacted:
             return
         self._reacted.add((turn.channel, turn.ts))
-        await self.client.reactions_add(channel=turn.channel, timestamp=turn.ts,
+        await client.reactions_add(channel=turn.channel, timestamp=turn.ts,
                                         name=WORKING_REACTION)
 
     async def done_working(self, turn: Turn) -> None:
@@ -122,8 +122,9 @@ class SlackThreadIO:
         if (turn.channel, turn.ts) not in self._reacted:
             return
         self._reacted.discard((turn.channel, turn.ts))
+        client = (await self.workspaces.for_turn(turn)).client
         try:
-            await self.client.reactions_remove(
+            await client.reactions_remove(
                 channel=turn.channel, timestamp=turn.ts, name=WORKING_REACTION
             )
         except SlackApiError as exc:
@@ -157,40 +158,46 @@ class SlackThreadIO:
     async def send(self, turn: Turn, part: int, reply: Reply) -> None:
         """Post part `part` of the turn's replies, then upload its files (`ReplyPosts.send`:
         safe to call again after a failure)."""
-        await self.posts.send(turn, part, reply)
+        await (await self.workspaces.for_turn(turn)).posts.send(turn, part, reply)
 
     async def sent_parts(self, turn: Turn) -> set[int]:
         """Reply parts of this turn already in Slack, found by their message metadata."""
-        return await self.posts.sent_parts(turn)
+        return await (await self.workspaces.for_turn(turn)).posts.sent_parts(turn)
 
     async def history(self, turn: Turn, before_ts: str, limit: int) -> list[HistoryMessage]:
         """Earlier messages of the turn's thread (oldest first), at most `limit`."""
-        return await self.reader.history(turn, before_ts, limit)
+        return await (await self.workspaces.for_turn(turn)).reader.history(
+            turn, before_ts, limit)
 
-    async def display_name(self, user_id: str) -> str:
-        return await self.reader.display_name(user_id)
+    async def display_name(self, turn: Turn, user_id: str) -> str:
+        return await (await self.workspaces.for_turn(turn)).reader.display_name(user_id)
 
     async def file_parts(self, turn: Turn) -> FileParts:
+        client = (await self.workspaces.for_turn(turn)).client
         return await message_parts_for_files(
-            self.client, turn.files, max_bytes=self.file_limits.max_bytes,
+            client, turn.files, max_bytes=self.file_limits.max_bytes,
             max_files=self.file_limits.max_files, allowed_mimetypes=self.file_limits.mimetypes,
             budget=self.file_memory, budget_wait=self.file_memory_wait,
         )
 
     async def retract(self, turn: Turn, ts: str) -> None:
+        client = (await self.workspaces.for_turn(turn)).client
         try:
-            await self.client.chat_delete(channel=turn.channel, ts=ts)
+            await client.chat_delete(channel=turn.channel, ts=ts)
         except SlackApiError as exc:
             if exc.response.get("error") != "message_not_found":
                 raise
 
     async def user_groups(self, user_id: str) -> frozenset[str]:
-        if self.groups is None:
+        """The user's groups (a single-workspace bot: with many workspaces, the settings
+        naming user groups are refused at start-up)."""
+        groups = self.workspaces.one.groups if self.workspaces.one is not None else None
+        if groups is None:
             return frozenset()
-        return await self.groups.groups_of(user_id)
+        return await groups.groups_of(user_id)
 
     async def tell_privately(self, turn: Turn, text: str) -> None:
-        await self.client.chat_postEphemeral(
+        await (await self.workspaces.for_turn(turn)).client.chat_postEphemeral(
             channel=turn.channel, user=turn.user, text=markdown_to_mrkdwn(text),
             thread_ts=turn.thread_ts if turn.in_existing_thread else None,
         )

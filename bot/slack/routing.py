@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.turns import BotIdentity, Turn, TurnKind
+from bot.turns import BotIdentity, InstallRef, Turn, TurnKind
 
 # Message subtypes that are a person saying something; every other subtype is ignored.
 USER_MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
@@ -55,6 +55,30 @@ def _edited_long_after(event: Mapping[str, Any], ts: str, window: float) -> bool
         return True  # an edit we cannot date: not a new question
 
 
+def installation_of(body: Mapping[str, Any]) -> InstallRef | None:
+    """The installation Slack delivered the event through: the first entry of its
+    `authorizations` (Slack lists one, even in a channel shared with another organisation
+    that installed the app: https://docs.slack.dev/apis/events-api/#authorizations). None
+    when there is none with a bot user."""
+    authorizations = body.get("authorizations")
+    if not isinstance(authorizations, list) or not authorizations:
+        return None
+    first = authorizations[0]
+    if not isinstance(first, Mapping):
+        return None
+    user, team, enterprise = (first.get("user_id"), first.get("team_id"),
+                              first.get("enterprise_id"))
+    if not isinstance(user, str) or not user or _SURROGATE.search(user):
+        return None
+    org_install = first.get("is_enterprise_install") is True
+    ids = [value if isinstance(value, str) and not _SURROGATE.search(value) else ""
+           for value in (team, enterprise)]
+    if (org_install and not ids[1]) or (not org_install and not ids[0]):
+        return None
+    return InstallRef(team_id="" if org_install else ids[0], enterprise_id=ids[1],
+                      org_install=org_install, bot_user=user)
+
+
 def route_event(
     body: Mapping[str, Any],
     bot: BotIdentity,
@@ -62,11 +86,21 @@ def route_event(
     max_input_chars: int,
     now: float | None = None,
     edit_window: float = EDIT_ANSWER_WINDOW_SECONDS,
+    installed: bool = False,
 ) -> Route | Ignore:
-    """Decide what one Events API callback means. Never raises on odd input."""
+    """Decide what one Events API callback means. Never raises on odd input. `installed`
+    (many workspaces): the bot is the one of the installation the event names
+    (`installation_of`), not `bot`, and the turn carries that installation."""
     event = body.get("event")
     if not isinstance(event, Mapping):
         return Ignore("no event")
+    install: InstallRef | None = None
+    if installed:
+        install = installation_of(body)
+        if install is None:
+            return Ignore("no authorization with a bot user")
+        bot = BotIdentity(user_id=install.bot_user,
+                          team_id=str(body.get("team_id") or install.team_id))
     message = _person_message(body, event, bot, edit_window)
     if isinstance(message, Ignore):
         return message
@@ -90,6 +124,7 @@ def route_event(
         files=[_file_summary(f) for f in files if isinstance(f, Mapping)]
         if isinstance(files, list)
         else [],
+        install=install,
     )
     return Route(turn=turn, engages=place.engages)
 

@@ -115,3 +115,27 @@ class ThreadIndex:
         for shard in self.keys.all_shards:
             pipe.zremrangebyscore(self.keys.threads_index(shard), 0, cutoff)
         return sum(int(n) for n in await pipe.execute())
+
+
+async def purge_team_threads(client: aioredis.Redis, keys: Keys, team: str,
+                             *, batch: int = 500) -> tuple[int, int]:
+    """Delete every key of the threads of workspace `team` (mappings, queues, dedupe,
+    outboxes, feedback), shard by shard, and their index entries: (threads, keys deleted).
+    Its ADK sessions are left in ADK."""
+    threads = deleted = 0
+    for shard in keys.all_shards:
+        index = keys.threads_index(shard)
+        found = [str(item[0] if isinstance(item, tuple | list) else item)
+                 async for item in client.zscan_iter(index, match=f"{team}:*", count=1000)]
+        if found:
+            await client.zrem(index, *found)
+            threads += len(found)
+        doomed: list[str] = []
+        async for key in client.scan_iter(match=f"{keys.shard(shard)}:{team}:*", count=1000):
+            doomed.append(str(key))
+            if len(doomed) >= batch:
+                deleted += int(await client.delete(*doomed))
+                doomed = []
+        if doomed:
+            deleted += int(await client.delete(*doomed))
+    return threads, deleted

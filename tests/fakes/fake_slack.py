@@ -315,6 +315,7 @@ class FakeSlack:
         self._handlers: dict[str, Handler] = {
             "api.test": self._api_test,
             "auth.test": self._auth_test,
+            "auth.revoke": self._auth_revoke,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.delete": self._chat_delete,
@@ -1355,6 +1356,14 @@ class FakeSlack:
 
     async def _api_test(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         return {"args": {k: v for k, v in params.items() if k != "token"}}
+
+    async def _auth_revoke(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
+        """The token revokes itself (https://docs.slack.dev/reference/methods/auth.revoke);
+        with `test`, nothing changes."""
+        if not _truthy(params.get("test")):
+            who.revoked = True
+            return {"revoked": True}
+        return {"revoked": False}
 
     async def _auth_test(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
         """Who the token is (https://docs.slack.dev/reference/methods/auth.test). An org-wide

@@ -15,6 +15,7 @@ from types import ModuleType
 from bot.turns import Turn
 from tests.unit import (
     test_feedback,
+    test_installations,
     test_key_layout,
     test_limits,
     test_stops,
@@ -39,8 +40,8 @@ def any_redis_tests_of(*modules: ModuleType) -> dict[str, object]:
 
 
 globals().update(any_redis_tests_of(
-    test_feedback, test_key_layout, test_limits, test_stops, test_store_and_worker, test_takeover,
-    test_turn_attempts))
+    test_feedback, test_installations, test_key_layout, test_limits, test_stops,
+    test_store_and_worker, test_takeover, test_turn_attempts))
 
 
 async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, prefix) -> None:

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from bot.config import DEPRECATED_NAMES, Settings
+from bot.slack.scopes import REQUIRED_SCOPES
 from bot.store.keys import Keys
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_front import AdkFront, GoogleTokenEndpoint
@@ -29,6 +30,7 @@ from tests.fakes.adk_server import AdkServer, free_port
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
 from tests.integration.inprocess import Running, running, settings_for
+from tests.integration.installs import distributed_settings, open_install_page, redirect
 from tests.integration.redis_topology import SentinelTopology
 from tests.integration.slack_user import answer_in, answered, refused, say
 
@@ -478,6 +480,10 @@ OTHER_STARTS = {
     "test_serve_with_google_id_tokens": {"adk_auth", "adk_id_token_audience"},
     "test_serve_with_a_metrics_port_and_token": {"metrics_port", "metrics_host",
                                                  "metrics_token"},
+    "test_serve_for_many_workspaces": {
+        "slack_client_id", "slack_client_secret", "installation_encryption_key",
+        "slack_redirect_uri", "slack_authorize_url", "oauth_state_ttl_seconds",
+        "token_refresh_minutes"},
     "test_serve_in_sentinel_mode_with_durable_acks": {
         "redis_mode", "redis_sentinels", "redis_sentinel_master", "redis_sentinel_password",
         "redis_min_replicas", "redis_min_replicas_timeout_ms"},
@@ -525,6 +531,32 @@ async def test_serve_in_sentinel_mode_with_durable_acks(serve: Any, people: Fake
             client.close()
     finally:
         topology.cleanup()
+
+
+async def test_serve_for_many_workspaces(serve: Any, people: FakeSlack, adk: AdkServer,
+                                         real_redis: Any) -> None:
+    """SLACK_CLIENT_ID without a bot token: the install pages, an install through the
+    redirect, and a mention in the installed workspace answered with its new token
+    (tests/integration/test_workspaces.py has the rest)."""
+    bot = await serve(adk.base_url, **distributed_settings(
+        people, slack_redirect_uri="https://bot.example.com/slack/oauth_redirect",
+        oauth_state_ttl_seconds="120", token_refresh_minutes="30"))
+    assert await readyz(bot.http, bot.url) == {"ready": True, "redis": True, "adk": True}
+    page = await open_install_page(bot)
+    assert page.query["redirect_uri"] == ["https://bot.example.com/slack/oauth_redirect"]
+    assert sorted(page.scopes) == sorted(REQUIRED_SCOPES)
+    state_key = f"{bot.prefix}:oauth:state:{page.state}"
+    assert 0 < await real_redis.ttl(state_key) <= 120
+    code = people.authorize(team_id=people.team_id, user_id="U1", scopes=page.scopes,
+                            redirect_uri="https://bot.example.com/slack/oauth_redirect")
+    response = await redirect(bot, code=code, state=page.state, cookie=page.cookie)
+    assert response.status_code == 200, response.text
+    installation = people.installation(team_id=people.team_id)
+    assert installation is not None
+    token = people.tokens_of(installation, "bot")[-1]
+    root = await answered(people, bot)
+    assert {c.token for c in people.calls if c.params.get("channel") == "C1"} == {token}
+    assert root
 
 
 # Settings no start test sets, each with the reason it cannot change what gets built.

@@ -118,7 +118,7 @@ async def test_the_bot_s_earlier_replies_are_seeded_as_the_root_agent_s(adk_serv
             return [HistoryMessage("1.0", "U1", "what did we spend?", False),
                     HistoryMessage("2.0", "UBOT", "USD 4,321.50", True)]
 
-        async def display_name(self, user: str) -> str:
+        async def display_name(self, turn: Turn, user: str) -> str:
             return "Alice"
 
     adk = adk_client(adk_server.base_url, "test_agent", cls=RenamedRoot)

@@ -11,6 +11,7 @@ import yaml
 SLACK_DIR = Path(__file__).resolve().parents[2] / "deploy" / "slack"
 SOCKET = SLACK_DIR / "manifest.socket-mode.yaml"
 HTTP = SLACK_DIR / "manifest.http.yaml"
+DISTRIBUTED = SLACK_DIR / "manifest.distributed.yaml"
 REQUIRED_SCOPES = SLACK_DIR / "required_scopes.txt"
 
 # Bot event -> the bot scope Slack requires for it.
@@ -23,6 +24,9 @@ EVENT_SCOPES = {
     "assistant_thread_started": "assistant:write",
     "assistant_thread_context_changed": "assistant:write",
     "agent_session_stopped": "chat:write",
+    # Sent to every app, no scope needed; only the distributable app subscribes.
+    "app_uninstalled": "",
+    "tokens_revoked": "",
 }
 EVENTS_URL = "https://YOUR-HOST/slack/events"
 
@@ -46,7 +50,8 @@ def _required_scopes() -> list[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-@pytest.fixture(scope="module", params=[SOCKET, HTTP], ids=["socket", "http"])
+@pytest.fixture(scope="module", params=[SOCKET, HTTP, DISTRIBUTED],
+                ids=["socket", "http", "distributed"])
 def manifest(request: pytest.FixtureRequest) -> dict[str, Any]:
     return _load(request.param)
 
@@ -67,9 +72,10 @@ def test_scopes_equal_required_scopes_file(manifest: dict[str, Any]) -> None:
 
 def test_every_event_has_its_scope(manifest: dict[str, Any]) -> None:
     events = _events(manifest)
-    assert set(events) == set(EVENT_SCOPES)
+    uninstalls = {"app_uninstalled", "tokens_revoked"}
+    assert set(events) | uninstalls == set(EVENT_SCOPES)
     scopes = set(_scopes(manifest))
-    for event in events:
+    for event in set(events) - uninstalls:
         assert EVENT_SCOPES[event] in scopes, event
 
 
@@ -111,8 +117,22 @@ def test_socket_variant_has_socket_mode_and_no_urls() -> None:
     assert all("url" not in c for c in socket["features"]["slash_commands"])
 
 
+def test_distributed_variant_installs_through_oauth_with_rotating_tokens() -> None:
+    distributed, http = _load(DISTRIBUTED), _load(HTTP)
+    settings = distributed["settings"]
+    assert distributed["oauth_config"]["redirect_urls"] == [
+        "https://YOUR-HOST/slack/oauth_redirect"]
+    assert settings["org_deploy_enabled"] is True
+    assert settings["token_rotation_enabled"] is True
+    assert settings["socket_mode_enabled"] is False
+    assert settings["event_subscriptions"]["request_url"] == EVENTS_URL
+    assert set(_events(distributed)) - set(_events(http)) == {"app_uninstalled",
+                                                             "tokens_revoked"}
+    assert sorted(_scopes(distributed)) == sorted(_scopes(http))
+
+
 def test_manifests_explain_how_to_use_them() -> None:
-    for path in (SOCKET, HTTP):
+    for path in (SOCKET, HTTP, DISTRIBUTED):
         header = path.read_text(encoding="utf-8").split("\n", 1)[0]
         assert header.startswith("#"), path
         assert "From a manifest" in path.read_text(encoding="utf-8"), path

@@ -1,0 +1,80 @@
+"""Installing the bot as a distributable app, the way a browser does: the install page,
+the user's approval on slack.com (the fake's `authorize`, which gives the code), and the
+redirect back with the code, the `state` and the state cookie Bolt set."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from html import unescape
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+
+from tests.fakes.fake_slack import FakeSlack
+from tests.integration.harness import BotProcess
+
+# The key the test bots seal installations with (test data, never a deployment's).
+ENCRYPTION_KEY = "vM4GCfZjl0e5XPMBCAvX9UxzXUpyOUsWiEqlQ7-ipWg="
+STATE_COOKIE = "slack-app-oauth-state"
+
+
+def distributed_settings(slack: FakeSlack, **extra: str) -> dict[str, str]:
+    """What makes a BotProcess a distributable app: no bot token, the fake's client id and
+    secret, an encryption key."""
+    return {"slack_bot_token": "", "slack_client_id": slack.workspaces.client_id,
+            "slack_client_secret": slack.workspaces.client_secret,
+            "installation_encryption_key": ENCRYPTION_KEY,
+            "slack_authorize_url": f"{slack.base_url.removesuffix('/api/')}/oauth/v2/authorize",
+            **extra}
+
+
+@dataclass(frozen=True)
+class InstallPage:
+    """What `/slack/install` gave the browser: the "Add to Slack" link's query and the
+    state cookie."""
+
+    query: dict[str, list[str]]
+    cookie: str
+
+    @property
+    def state(self) -> str:
+        return self.query["state"][0]
+
+    @property
+    def scopes(self) -> list[str]:
+        return self.query["scope"][0].split(",")
+
+
+async def open_install_page(bot: BotProcess) -> InstallPage:
+    page = await bot.http.get(f"{bot.url}/slack/install")
+    assert page.status_code == 200, page.text
+    assert "Add to Slack" in page.text
+    links = [unescape(h) for h in re.findall(r'href="([^"]+)"', page.text)]
+    [authorize] = [link for link in links if "/oauth/v2/authorize" in link]
+    cookie = page.headers["set-cookie"]
+    assert cookie.startswith(f"{STATE_COOKIE}="), cookie
+    return InstallPage(parse_qs(urlparse(authorize).query), cookie.split(";")[0])
+
+
+async def redirect(bot: BotProcess, *, code: str, state: str, cookie: str | None
+                   ) -> httpx.Response:
+    """Slack sends the browser back to the app with the code and the state."""
+    headers = {"Cookie": cookie} if cookie else {}
+    return await bot.http.get(f"{bot.url}/slack/oauth_redirect",
+                              params={"code": code, "state": state}, headers=headers)
+
+
+async def install(bot: BotProcess, slack: FakeSlack, *, user: str, team_id: str | None = None,
+                  enterprise_id: str | None = None, org_wide: bool = False) -> Any:
+    """The whole flow; returns the fake's installation, checked to have succeeded."""
+    page = await open_install_page(bot)
+    code = slack.authorize(team_id=team_id, enterprise_id=enterprise_id, user_id=user,
+                           org_wide=org_wide, scopes=page.scopes)
+    response = await redirect(bot, code=code, state=page.state, cookie=page.cookie)
+    assert response.status_code == 200, response.text
+    installation = slack.installation(team_id=None if org_wide else team_id,
+                                      enterprise_id=enterprise_id if org_wide else None)
+    assert installation is not None
+    return installation

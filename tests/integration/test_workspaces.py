@@ -1,0 +1,273 @@
+"""One deployment, many workspaces (docs/distribute.md), with `python -m bot serve` as a
+distributable app against the fake Slack playing several workspaces and an Enterprise Grid
+org: installs through the real OAuth redirect flow, each workspace answered with its own
+token and only that one, forged and replayed states refused, a rotating token refreshed,
+an uninstall in the middle of a turn, a Slack Connect channel answered once, and the
+`installs` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import slack_events as ev
+from tests.fakes.adk_server import AdkServer
+from tests.fakes.fake_slack import FakeSlack, message_text
+from tests.integration.harness import BotProcess
+from tests.integration.installs import (
+    distributed_settings,
+    install,
+    open_install_page,
+    redirect,
+)
+from tests.waiting import eventually
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Workspaces: Alpha and Beta are organisations of their own; Gamma and Delta are the two
+# workspaces of the Enterprise Grid org E1, which installs the app org-wide.
+TEAMS = {"TA": "Alpha", "TB": "Beta", "TG": "Gamma", "TD": "Delta"}
+ORG = "E1"
+PEOPLE = {"TA": ("UA1", "Ann"), "TB": ("UB1", "Ben"), "TG": ("UG1", "Gus"),
+          "TD": ("UD1", "Dee")}
+CHANNELS = {"TA": "CA", "TB": "CB", "TG": "CG", "TD": "CD"}
+SHARED = "CS"  # a Slack Connect channel of Alpha and Beta
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack()
+    await fake.start()
+    for team, name in TEAMS.items():
+        fake.add_team(team, name, enterprise_id=ORG if team in ("TG", "TD") else None,
+                      enterprise_name="Initech" if team in ("TG", "TD") else None)
+        user, person = PEOPLE[team]
+        fake.add_user(user, person.lower(), real_name=person, display_name=person,
+                      team_id=team)
+        fake.add_channel(CHANNELS[team], f"finops-{name.lower()}", teams=[team])
+    fake.add_channel(SHARED, "shared-finops", teams=["TA", "TB"])
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def app(slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object
+              ) -> AsyncIterator[BotProcess]:
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, **distributed_settings(slack))
+    await bot.start()
+    try:
+        yield bot
+    finally:
+        await bot.close()
+
+
+def bot_user(installation: Any) -> str:
+    return str(installation.bot_user_id)
+
+
+def authorization(installation: Any) -> dict[str, Any]:
+    return ev.authorization(team_id=installation.team_id, user_id=bot_user(installation),
+                            enterprise_id=installation.enterprise_id,
+                            is_enterprise_install=installation.is_enterprise_install)
+
+
+async def ask(bot: BotProcess, slack: FakeSlack, installation: Any, *, team: str,
+              channel: str, user: str, text: str, thread_ts: str | None = None,
+              shared: bool = False) -> str:
+    """A mention in `channel` of workspace `team`, delivered through `installation`
+    (its two events, as Slack sends a mention); returns its ts."""
+    mention = f"<@{bot_user(installation)}> {text}"
+    ts = slack.add_message(channel, user=user, text=mention, thread_ts=thread_ts)
+    enterprise = installation.enterprise_id
+    for event in (ev.app_mention(channel=channel, user=user, text=mention, ts=ts,
+                                 thread_ts=thread_ts),
+                  ev.message(channel=channel, user=user, text=mention, ts=ts,
+                             thread_ts=thread_ts, channel_type="channel")):
+        event["team"] = team
+        payload = ev.envelope(event, team_id=team, enterprise_id=enterprise,
+                              authorizations=[authorization(installation)],
+                              is_ext_shared_channel=shared)
+        response = await bot.send(payload)
+        assert response.status_code == 200, response.text
+    return ts
+
+
+def answers(slack: FakeSlack, channel: str, ts: str) -> list[str]:
+    """What any installation's bot posted in the thread."""
+    return [message_text(m) for m in slack.thread_messages(channel, ts)
+            if m["ts"] != ts and m.get("bot_id")]
+
+
+async def answered(slack: FakeSlack, channel: str, ts: str, n: int = 1) -> list[str]:
+    return await eventually(lambda: (found := answers(slack, channel, ts)) and len(found) >= n
+                            and found, timeout=30, what=lambda: slack.summary())
+
+
+def tokens_used(slack: FakeSlack, channel: str) -> set[str]:
+    """The tokens of every Web API call the bot made about `channel`."""
+    return {c.token for c in slack.calls
+            if (c.params.get("channel") or c.params.get("channel_id")) == channel}
+
+
+async def test_three_workspaces_install_and_each_is_answered_with_its_own_token(
+    slack: FakeSlack, app: BotProcess,
+) -> None:
+    alpha = await install(app, slack, user="UA1", team_id="TA")
+    beta = await install(app, slack, user="UB1", team_id="TB")
+    org = await install(app, slack, user="UG1", enterprise_id=ORG, org_wide=True)
+    token = {name: slack.tokens_of(inst, "bot")[-1]
+             for name, inst in (("TA", alpha), ("TB", beta), ("E1", org))}
+    assert len(set(token.values())) == 3
+    cases = [("TA", alpha, "TA"), ("TB", beta, "TB"), ("TG", org, "E1"), ("TD", org, "E1")]
+    for team, installation, _ in cases:
+        user, person = PEOPLE[team]
+        ts = await ask(app, slack, installation, team=team, channel=CHANNELS[team],
+                       user=user, text=f"spend of {team}?")
+        [answer] = await answered(slack, CHANNELS[team], ts)
+        assert f"said={person}: spend of {team}?" in answer
+    await app.wait_idle()
+    for team, _, owner in cases:
+        assert tokens_used(slack, CHANNELS[team]) == {token[owner]}, team
+    # Each answer's thread is its workspace's (the thread key starts with the team).
+    for team, _, _ in cases:
+        assert any(record.get("thread_key", "").startswith(f"{team}:{CHANNELS[team]}:")
+                   for record in app.log_records()), team
+    assert "xoxb" not in app.log() and "xoxe" not in app.log()  # no token in the logs
+
+
+async def test_a_forged_or_replayed_state_is_refused(slack: FakeSlack, app: BotProcess
+                                                     ) -> None:
+    page = await open_install_page(app)
+    code = slack.authorize(team_id="TA", user_id="UA1", scopes=page.scopes)
+    forged = secrets.token_hex(16)
+    for state, cookie in ((forged, f"slack-app-oauth-state={forged}"),  # never issued
+                          (page.state, None),  # another browser (no cookie)
+                          (forged, page.cookie)):  # cookie and state disagree
+        refused = await redirect(app, code=code, state=state, cookie=cookie)
+        assert refused.status_code in (400, 401), refused.status_code
+        assert slack.installation(team_id="TA") is None
+    ok = await redirect(app, code=code, state=page.state, cookie=page.cookie)
+    assert ok.status_code == 200, ok.text
+    assert slack.installation(team_id="TA") is not None
+    # The same redirect again: the state was used up.
+    code_again = slack.authorize(team_id="TA", user_id="UA1", scopes=page.scopes)
+    replayed = await redirect(app, code=code_again, state=page.state, cookie=page.cookie)
+    assert replayed.status_code == 401, replayed.status_code
+    assert len(slack.tokens_of(slack.installation(team_id="TA"), "bot")) == 1
+
+
+async def test_an_expiring_token_is_refreshed_and_the_new_one_used(
+    slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object,
+) -> None:
+    slack.workspaces.token_rotation = True
+    slack.workspaces.token_lifetime = 3600  # within TOKEN_REFRESH_MINUTES (120) at once
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, **distributed_settings(slack))
+    await bot.start()
+    try:
+        alpha = await install(bot, slack, user="UA1", team_id="TA")
+        [issued] = slack.tokens_of(alpha, "bot")
+        ts = await ask(bot, slack, alpha, team="TA", channel="CA", user="UA1",
+                       text="after the refresh")
+        [answer] = await answered(slack, "CA", ts)
+        assert "said=Ann: after the refresh" in answer
+        await bot.wait_idle()
+        refreshes = [c for c in slack.calls_to("oauth.v2.access")
+                     if c.params.get("grant_type") == "refresh_token"]
+        assert len(refreshes) == 1
+        fresh = slack.tokens_of(alpha, "bot")[-1]
+        assert fresh != issued
+        assert tokens_used(slack, "CA") == {fresh}
+        slack.expire_token(issued)
+        again = await ask(bot, slack, alpha, team="TA", channel="CA", user="UA1",
+                          text="once more", thread_ts=ts)
+        await answered(slack, "CA", ts, 2)
+        assert tokens_used(slack, "CA") == {fresh}
+        assert again
+    finally:
+        await bot.close()
+
+
+async def test_an_uninstall_mid_turn_posts_nothing_afterwards(
+    slack: FakeSlack, app: BotProcess,
+) -> None:
+    beta = await install(app, slack, user="UB1", team_id="TB")
+    ts = await ask(app, slack, beta, team="TB", channel="CB", user="UB1",
+                   text="a slow one sleep=3")
+    queued = await ask(app, slack, beta, team="TB", channel="CB", user="UB1",
+                       text="queued behind it", thread_ts=ts)
+    await app.wait_log(lambda r: r.get("message") == "event queued" and r.get("ts") == queued)
+    # The turn runs (its status is set) when the app is uninstalled.
+    await eventually(lambda: slack.status_history("CB", ts), timeout=15)
+    slack.uninstall(team_id="TB")
+    response = await app.send(ev.app_uninstalled_event(team_id="TB"))
+    assert response.status_code == 200
+    uninstalled_at = slack.calls[-1].at
+    for turn_ts in (ts, queued):
+        record = await app.wait_log(lambda r, t=turn_ts: r.get("ts") == t
+                                    and r.get("outcome") == "unreachable", timeout=30)
+        assert record["thread_key"].startswith("TB:CB:")
+    await app.wait_idle()
+    posted = [c for c in slack.calls if c.at > uninstalled_at and c.ok
+              and c.method.startswith(("chat.", "files."))]
+    assert posted == []
+    assert answers(slack, "CB", ts) == []
+    # The workspace is gone from the installations, and listed as uninstalled.
+    listing = await run_installs(app, "list")
+    assert "TB" in listing.stdout.split("Uninstalled", 1)[1]
+
+
+async def test_a_slack_connect_channel_is_answered_once_with_the_named_installation(
+    slack: FakeSlack, app: BotProcess,
+) -> None:
+    alpha = await install(app, slack, user="UA1", team_id="TA")
+    beta = await install(app, slack, user="UB1", team_id="TB")
+    # Ann (Alpha) asks in the channel Alpha shares with Beta; Slack delivers the message
+    # once, through Beta's installation.
+    ts = await ask(app, slack, beta, team="TA", channel=SHARED, user="UA1",
+                   text="shared spend?", shared=True)
+    [answer] = await answered(slack, SHARED, ts)
+    assert "shared spend?" in answer
+    await app.wait_idle()
+    assert len(answers(slack, SHARED, ts)) == 1
+    assert tokens_used(slack, SHARED) == {slack.tokens_of(beta, "bot")[-1]}
+    assert slack.tokens_of(alpha, "bot")[-1] not in tokens_used(slack, SHARED)
+
+
+async def run_installs(bot: BotProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m bot installs …` with the bot's own settings (in a thread: the fake Slack
+    it may call runs on this loop)."""
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "bot", "installs", *args], env=bot.env,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+
+
+async def test_the_installs_commands_never_print_a_token(slack: FakeSlack, app: BotProcess
+                                                         ) -> None:
+    alpha = await install(app, slack, user="UA1", team_id="TA")
+    await install(app, slack, user="UG1", enterprise_id=ORG, org_wide=True)
+    [token] = slack.tokens_of(alpha, "bot")
+    listing = await run_installs(app, "list")
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert any(line.split()[:2] == ["TA", "workspace"] and "Alpha" in line for line in lines)
+    assert any(line.split()[:2] == [ORG, "org"] and "Initech" in line for line in lines)
+    shown = await run_installs(app, "show", "TA")
+    assert shown.returncode == 0, shown.stderr
+    assert bot_user(alpha) in shown.stdout and "UA1" in shown.stdout
+    revoked = await run_installs(app, "revoke", "TA")
+    assert revoked.returncode == 0, revoked.stderr
+    assert slack.token_info(token).revoked, revoked.stdout
+    purge = await run_installs(app, "purge", "TA")
+    assert purge.returncode == 0, purge.stderr
+    refused = await run_installs(app, "purge", ORG)
+    assert refused.returncode == 1 and "not a workspace" in refused.stderr
+    for result in (listing, shown, revoked, purge):
+        assert token not in result.stdout + result.stderr
+        assert "xoxb" not in result.stdout + result.stderr
