@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
@@ -122,14 +122,14 @@ def bolt_logger() -> logging.Logger:
 def build_bolt_app(
     client: AsyncWebClient, intake: Intake, stops: Stops,
     extras: Sequence[Callable[[AsyncApp], None]] = (),
-    *, oauth: AsyncOAuthSettings | None = None,
+    *, oauth: AsyncOAuthFlow | None = None,
     client_for: Callable[[str], AsyncWebClient] | None = None,
 ) -> AsyncApp:
     """The Bolt app: messages and mentions to the intake, the stop controls, then `extras`
     (more listeners: feedback, assistant pane, commands), then the catch-all that acks every
     other event. With `oauth` (many workspaces), Bolt's OAuth flow installs the app
     (/slack/install, /slack/oauth_redirect), its authorization finds each request's
-    installation in `oauth.installation_store`, and listeners get `client_for` its token
+    installation in `oauth.settings.installation_store`, and listeners get `client_for` its token
     (the uninstall listeners come with `extras`)."""
     # Signatures are verified by the HTTP endpoint (bot.server) before JSON is parsed, so that
     # a bad signature gets 401 and malformed JSON 400; Socket Mode needs none.
@@ -142,10 +142,10 @@ def build_bolt_app(
         signing_secret="",
         process_before_response=True,
         request_verification_enabled=False,
-        oauth_settings=oauth,
+        oauth_flow=oauth,
         # Bolt's own token refresh (a fallback: the store hands out fresh tokens) goes
         # through `client` (SLACK_API_URL) only with the store given here too.
-        installation_store=oauth.installation_store if oauth is not None else None,
+        installation_store=oauth.settings.installation_store if oauth is not None else None,
     )
     # Listeners reply through the bot's own client, ack and respond, all filtered.
     app.middleware(bolt_middleware(client, client_for))

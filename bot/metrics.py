@@ -29,6 +29,13 @@ class Metrics:
         self.turns = Counter(
             "slackbot_turns_total", "Turns finished, by outcome", ["outcome"], registry=r
         )
+        # Many workspaces: the same, by the installation the turn came through (its team,
+        # or its org for an org-wide install).
+        self.workspace_turns = Counter(
+            "slackbot_workspace_turns_total",
+            "Turns finished, by installation (many workspaces) and outcome",
+            ["workspace", "outcome"], registry=r,
+        )
         self.turns_given_up = Counter(
             "slackbot_turns_given_up_total",
             "Turns given up unanswered: attempts at them stopped their worker "

@@ -33,6 +33,7 @@ from bot.notes import BackgroundNotes
 from bot.slack.assistant import register_assistant
 from bot.slack.controls import register_reset_command
 from bot.slack.feedback import register_feedback
+from bot.slack.install_page import InstallFlow
 from bot.slack.replies import SlackThreadIO
 from bot.slack.scopes import REQUIRED_SCOPES
 from bot.slack.token_refresh import RefreshingInstallationStore
@@ -259,6 +260,8 @@ def make_handler(conversation: Conversation, metrics: Metrics) -> TurnHandler:
             finally:
                 metrics.turns_running.dec()
         metrics.turns.labels(outcome).inc()
+        if turn.install is not None:
+            metrics.workspace_turns.labels(turn.install.owner, outcome).inc()
         return outcome
 
     return handle
@@ -432,7 +435,9 @@ def build_bot(
                                               forget=workspaces.forget)]
               if installs is not None and workspaces is not None else []),
         ],
-        oauth=oauth_settings(settings, installs) if installs is not None else None,
+        oauth=InstallFlow(client=client, settings=oauth_settings(settings, installs),
+                          title=settings.assistant_title or "the agent")
+        if installs is not None else None,
         client_for=client_for if installs is not None else None,
     )
     return Bot(

@@ -34,6 +34,12 @@ class InstallRef:
     org_install: bool = False
     bot_user: str = ""
 
+    @property
+    def owner(self) -> str:
+        """Whom the installation belongs to: the workspace, or the org of an org-wide
+        install."""
+        return self.enterprise_id if self.org_install else self.team_id
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InstallRef:
         return cls(team_id=str(data.get("team_id") or ""),

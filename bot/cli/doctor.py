@@ -213,7 +213,9 @@ async def check_installations(loaded: LoadedSettings) -> tuple[CheckResult, Chec
                 unreadable.append(team or enterprise or owner)
                 continue
             if bot is not None:
-                opened.append((team or enterprise or owner, str(bot.bot_scopes or "")))
+                scopes = bot.bot_scopes  # slack_sdk keeps them as a list
+                opened.append((team or enterprise or owner,
+                               scopes if isinstance(scopes, str) else ",".join(scopes or [])))
     except (RedisError, OSError) as exc:
         return (CheckResult("Slack installations", Status.SKIPPED,
                             f"not checked: Redis failed ({type(exc).__name__})"),

@@ -81,9 +81,14 @@ def _owner_for(workspace: str, owners: Sequence[str]) -> str | None:
     return None
 
 
-def _scopes(value: object) -> str:
+def _scope_list(value: object) -> list[str]:
+    """An installation's scopes (slack_sdk keeps a list; a comma-separated string too)."""
     items = value if isinstance(value, list) else str(value or "").split(",")
-    return ", ".join(sorted(s.strip() for s in items if s and s.strip())) or "-"
+    return sorted(str(s).strip() for s in items if s and str(s).strip())
+
+
+def _scopes(value: object) -> str:
+    return ", ".join(_scope_list(value)) or "-"
 
 
 async def _list(store: RedisInstallationStore) -> int:
@@ -96,7 +101,7 @@ async def _list(store: RedisInstallationStore) -> int:
         name = (bot.enterprise_name if team is None else bot.team_name) if bot else None
         rows.append([team or enterprise or "-", "org" if team is None else "workspace",
                      name or "-", enterprise or "-", when(installed_at, now),
-                     len([s for s in str(bot.bot_scopes or "").split(",") if s]) if bot else 0])
+                     len(_scope_list(bot.bot_scopes)) if bot else 0])
     print(render_table(["id", "kind", "name", "enterprise", "installed", "scopes"], rows,
                        right=[5]) if rows else "No installations.")
     gone = await store.uninstalled()

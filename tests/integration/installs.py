@@ -17,6 +17,7 @@ from tests.integration.harness import BotProcess
 
 # The key the test bots seal installations with (test data, never a deployment's).
 ENCRYPTION_KEY = "vM4GCfZjl0e5XPMBCAvX9UxzXUpyOUsWiEqlQ7-ipWg="
+SECOND_KEY = "BB8T6vAUFeBjZeanRWXD1ACFIKdIFCA5F6YmdP_RtXM="
 STATE_COOKIE = "slack-app-oauth-state"
 
 
@@ -53,9 +54,13 @@ async def open_install_page(bot: BotProcess) -> InstallPage:
     assert "Add to Slack" in page.text
     links = [unescape(h) for h in re.findall(r'href="([^"]+)"', page.text)]
     [authorize] = [link for link in links if "/oauth/v2/authorize" in link]
+    query = parse_qs(urlparse(authorize).query)
+    # The page lists every scope the link asks for, each with what the bot uses it for.
+    for scope in query["scope"][0].split(","):
+        assert f"<li><code>{scope}</code>: " in page.text, scope
     cookie = page.headers["set-cookie"]
     assert cookie.startswith(f"{STATE_COOKIE}="), cookie
-    return InstallPage(parse_qs(urlparse(authorize).query), cookie.split(";")[0])
+    return InstallPage(query, cookie.split(";")[0])
 
 
 async def redirect(bot: BotProcess, *, code: str, state: str, cookie: str | None

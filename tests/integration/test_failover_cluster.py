@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import Settings
+from bot.store.connect import redis_client
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration import slack_user
@@ -22,6 +24,8 @@ from tests.integration.harness import BotProcess
 from tests.integration.redis_topology import RedisClusterProcs
 from tests.integration.slack_user import answer_in, history, say, wait_replies
 from tests.integration.test_cli import cli_env, run_cli
+from tests.integration.test_real_redis import any_redis_tests_of
+from tests.unit import test_installations
 from tests.waiting import eventually
 
 # ---- Redis Cluster ------------------------------------------------------------------------
@@ -107,3 +111,19 @@ async def test_a_cluster_primary_killed_under_load(
         await eventually(lambda: bot.proc is not None and bot.proc.poll() is None)
     finally:
         await bot.close()
+
+
+async def test_the_installation_store_runs_on_a_cluster(cluster: RedisClusterProcs,
+                                                        prefix: str) -> None:
+    """The installation and OAuth state stores' tests (tests/unit/test_installations.py),
+    each on the cluster: every multi-key write of theirs stays in one slot."""
+    client = redis_client(Settings(_env_file=None,  # type: ignore[call-arg]
+                                   **_cluster_settings(cluster)))
+    try:
+        tests = any_redis_tests_of(test_installations)
+        assert len(tests) >= 8
+        for n, (name, test) in enumerate(sorted(tests.items())):
+            await test(any_redis=client, prefix=f"{prefix}-{n}")  # type: ignore[operator]
+            print("passed on the cluster:", name)
+    finally:
+        await client.aclose()

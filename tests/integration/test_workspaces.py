@@ -8,6 +8,7 @@ an uninstall in the middle of a turn, a Slack Connect channel answered once, and
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import subprocess
 import sys
@@ -17,11 +18,13 @@ from typing import Any
 
 import pytest
 
+from bot.slack.scopes import REQUIRED_SCOPES
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack, message_text
 from tests.integration.harness import BotProcess
 from tests.integration.installs import (
+    SECOND_KEY,
     distributed_settings,
     install,
     open_install_page,
@@ -140,6 +143,11 @@ async def test_three_workspaces_install_and_each_is_answered_with_its_own_token(
         assert any(record.get("thread_key", "").startswith(f"{team}:{CHANNELS[team]}:")
                    for record in app.log_records()), team
     assert "xoxb" not in app.log() and "xoxe" not in app.log()  # no token in the logs
+    metrics = (await app.http.get(f"{app.url}/metrics")).text
+    for owner, count in (("TA", 1), ("TB", 1), ("E1", 2)):
+        line = (f'slackbot_workspace_turns_total{{outcome="answered",workspace="{owner}"}} '
+                f"{count:.1f}")
+        assert line in metrics.splitlines(), line
 
 
 async def test_a_forged_or_replayed_state_is_refused(slack: FakeSlack, app: BotProcess
@@ -218,6 +226,8 @@ async def test_an_uninstall_mid_turn_posts_nothing_afterwards(
               and c.method.startswith(("chat.", "files."))]
     assert posted == []
     assert answers(slack, "CB", ts) == []
+    metrics = (await app.http.get(f"{app.url}/metrics")).text.splitlines()
+    assert 'slackbot_workspace_turns_total{outcome="unreachable",workspace="TB"} 2.0' in metrics
     # The workspace is gone from the installations, and listed as uninstalled.
     listing = await run_installs(app, "list")
     assert "TB" in listing.stdout.split("Uninstalled", 1)[1]
@@ -256,7 +266,8 @@ async def test_the_installs_commands_never_print_a_token(slack: FakeSlack, app: 
     listing = await run_installs(app, "list")
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert any(line.split()[:2] == ["TA", "workspace"] and "Alpha" in line for line in lines)
+    [alpha_line] = [line for line in lines if line.split()[:2] == ["TA", "workspace"]]
+    assert "Alpha" in alpha_line and alpha_line.split()[-1] == str(len(REQUIRED_SCOPES))
     assert any(line.split()[:2] == [ORG, "org"] and "Initech" in line for line in lines)
     shown = await run_installs(app, "show", "TA")
     assert shown.returncode == 0, shown.stderr
@@ -271,3 +282,33 @@ async def test_the_installs_commands_never_print_a_token(slack: FakeSlack, app: 
     for result in (listing, shown, revoked, purge):
         assert token not in result.stdout + result.stderr
         assert "xoxb" not in result.stdout + result.stderr
+
+
+async def run_doctor(bot: BotProcess, **env: str) -> dict[str, Any]:
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "bot", "doctor", "--json"],
+        env={**bot.env, **env}, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    report: dict[str, Any] = json.loads(result.stdout)
+    return {check["name"]: check for check in report["checks"]} | {"ok": report["ok"]}
+
+
+async def test_doctor_checks_the_installations_and_their_key(slack: FakeSlack, app: BotProcess
+                                                              ) -> None:
+    fresh = await run_doctor(app)
+    assert fresh["Slack installations"]["status"] == "warning"  # none yet
+    assert "/slack/install" in fresh["Slack installations"]["summary"]
+    await install(app, slack, user="UA1", team_id="TA")
+    report = await run_doctor(app)
+    assert report["settings"]["status"] == "ok"
+    assert report["Slack installations"]["status"] == "ok"
+    assert report["Slack installations"]["summary"].startswith("1 installed")
+    assert report["Slack scopes"]["status"] == "ok"
+    # Another key cannot open them: a problem naming the workspace.
+    other = await run_doctor(app, INSTALLATION_ENCRYPTION_KEY=SECOND_KEY)
+    assert other["ok"] is False
+    assert other["Slack installations"]["status"] == "problem"
+    assert other["Slack installations"]["details"] == ["TA"]
+    # A key that is no key at all is a settings problem.
+    broken = await run_doctor(app, INSTALLATION_ENCRYPTION_KEY="not-a-key")
+    assert broken["settings"]["status"] == "problem"
+    assert any("INSTALLATION_ENCRYPTION_KEY" in line for line in broken["settings"]["details"])

@@ -1,0 +1,60 @@
+"""The "Add to Slack" page of a distributable app (`GET /slack/install`): Bolt's OAuth flow,
+with a page that says what the app asks for, each bot scope with what the bot uses it for
+(the manifest's scopes, `bot.slack.scopes`), above Slack's "Add to Slack" button
+(https://docs.slack.dev/authentication/installing-with-oauth)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
+from slack_bolt.request.async_request import AsyncBoltRequest
+
+from bot.slack.scopes import SCOPE_REASONS
+
+_BUTTON = ("https://platform.slack-edge.com/img/add_to_slack.png",
+           "https://platform.slack-edge.com/img/add_to_slack@2x.png")
+
+
+def install_page_html(url: str, scopes: list[str], *, title: str) -> str:
+    """The page: `title`, the scopes asked for with their reasons, the button to `url`."""
+    items = "\n".join(
+        f"<li><code>{html.escape(scope)}</code>: {html.escape(SCOPE_REASONS.get(scope, ''))}"
+        "</li>" for scope in scopes)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<link rel="icon" href="data:,">
+<title>Add {html.escape(title)} to Slack</title>
+<style>
+body {{ padding: 10px 15px; font-family: verdana, sans-serif; max-width: 46em; margin: auto; }}
+li {{ margin: 0.2em 0; }}
+</style>
+</head>
+<body>
+<h2>Add {html.escape(title)} to Slack</h2>
+<p>It answers questions in the channels it is invited to and in direct messages. It asks
+Slack for these permissions:</p>
+<ul>
+{items}
+</ul>
+<p><a href="{html.escape(url)}"><img alt="Add to Slack" height="40" width="139"
+src="{_BUTTON[0]}" srcset="{_BUTTON[0]} 1x, {_BUTTON[1]} 2x"></a></p>
+</body>
+</html>
+"""
+
+
+class InstallFlow(AsyncOAuthFlow):
+    """Bolt's OAuth flow with the install page above; `title` names the app on it."""
+
+    def __init__(self, *, title: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.title = title
+
+    async def build_install_page_html(self, url: str, request: AsyncBoltRequest) -> str:
+        scopes = self.settings.scopes
+        listed = sorted(scopes.split(",") if isinstance(scopes, str) else scopes or [])
+        return install_page_html(url, listed, title=self.title)
