@@ -12,6 +12,7 @@ import json
 import secrets
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from bot.slack.scopes import REQUIRED_SCOPES
 from tests.fakes import slack_events as ev
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack, message_text
-from tests.integration.harness import BotProcess
+from tests.integration.harness import SIGNING_SECRET, BotProcess
 from tests.integration.installs import (
     SECOND_KEY,
     distributed_settings,
@@ -30,6 +31,7 @@ from tests.integration.installs import (
     open_install_page,
     redirect,
 )
+from tests.unit.test_feedback import block_actions
 from tests.waiting import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +85,7 @@ def authorization(installation: Any) -> dict[str, Any]:
 
 async def ask(bot: BotProcess, slack: FakeSlack, installation: Any, *, team: str,
               channel: str, user: str, text: str, thread_ts: str | None = None,
-              shared: bool = False) -> str:
+              shared: bool = False, files: list[dict[str, Any]] | None = None) -> str:
     """A mention in `channel` of workspace `team`, delivered through `installation`
     (its two events, as Slack sends a mention); returns its ts."""
     mention = f"<@{bot_user(installation)}> {text}"
@@ -94,6 +96,8 @@ async def ask(bot: BotProcess, slack: FakeSlack, installation: Any, *, team: str
                   ev.message(channel=channel, user=user, text=mention, ts=ts,
                              thread_ts=thread_ts, channel_type="channel")):
         event["team"] = team
+        if files is not None:
+            event["files"] = files
         payload = ev.envelope(event, team_id=team, enterprise_id=enterprise,
                               authorizations=[authorization(installation)],
                               is_ext_shared_channel=shared)
@@ -312,3 +316,42 @@ async def test_doctor_checks_the_installations_and_their_key(slack: FakeSlack, a
     broken = await run_doctor(app, INSTALLATION_ENCRYPTION_KEY="not-a-key")
     assert broken["settings"]["status"] == "problem"
     assert any("INSTALLATION_ENCRYPTION_KEY" in line for line in broken["settings"]["details"])
+
+
+async def test_a_feedback_click_is_answered_with_its_workspace_token(
+    slack: FakeSlack, app: BotProcess,
+) -> None:
+    """The clicks Bolt dispatches (feedback, Stop, /adk-reset) get the client of the
+    installation Bolt's authorization finds for the click's team."""
+    await install(app, slack, user="UA1", team_id="TA")
+    beta = await install(app, slack, user="UB1", team_id="TB")
+    ts = await ask(app, slack, beta, team="TB", channel="CB", user="UB1", text="rate me")
+    await answered(slack, "CB", ts)
+    [answer] = [m for m in slack.thread_messages("CB", ts) if m.get("bot_id")]
+    [block] = [b for b in answer["blocks"] if b["type"] == "context_actions"]
+    payload = block_actions(block, "up", user="UB1", channel="CB", message_ts=answer["ts"],
+                            thread_ts=ts)
+    payload["team"] = {"id": "TB", "domain": "beta"}
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    headers = {**ev.sign(body, SIGNING_SECRET),
+               "Content-Type": "application/x-www-form-urlencoded"}
+    response = await app.http.post(f"{app.url}/slack/events", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    [note] = await eventually(lambda: [c for c in slack.calls_to("chat.postEphemeral")
+                                       if c.ok], timeout=15)
+    assert note.token == slack.tokens_of(beta, "bot")[-1]
+    assert note.params["user"] == "UB1" and "Thanks" in str(note.params.get("text"))
+
+
+async def test_an_attached_file_is_downloaded_with_the_org_token(
+    slack: FakeSlack, app: BotProcess,
+) -> None:
+    org = await install(app, slack, user="UG1", enterprise_id=ORG, org_wide=True)
+    csv = slack.add_file("F1", "costs.csv", "text/csv", b"team,usd\ndata,10\n", user="UD1",
+                         team_id="TD", channel="CD")
+    ts = await ask(app, slack, org, team="TD", channel="CD", user="UD1",
+                   text="what is in the file?", files=[csv])
+    [answer] = await answered(slack, "CD", ts)
+    assert "part: text/csv 17 bytes" in answer
+    downloads = slack.calls_to("download")
+    assert downloads and {c.token for c in downloads} == {slack.tokens_of(org, "bot")[-1]}
