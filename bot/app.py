@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -136,17 +138,22 @@ def build_bolt_app(
     # process_before_response: the listener (route, dedupe, persist: a few ms) finishes
     # before Slack is acked, so an acked event is never lost; an exception gives a 500
     # (or no Socket Mode ack) and Slack delivers it again.
-    app = AsyncApp(
-        client=client,
-        logger=bolt_logger(),
-        signing_secret="",
-        process_before_response=True,
-        request_verification_enabled=False,
-        oauth_flow=oauth,
-        # Bolt's own token refresh (a fallback: the store hands out fresh tokens) goes
-        # through `client` (SLACK_API_URL) only with the store given here too.
-        installation_store=oauth.settings.installation_store if oauth is not None else None,
-    )
+    # Bolt turns an OAuth flow of its own on (a file-based installation store) whenever
+    # SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are in the environment; a single-workspace
+    # bot (SLACK_BOT_TOKEN) ignores them, so Bolt does not see them while it is built.
+    with _hidden(OAUTH_ENVIRONMENT if oauth is None else ()):
+        app = AsyncApp(
+            client=client,
+            logger=bolt_logger(),
+            signing_secret="",
+            process_before_response=True,
+            request_verification_enabled=False,
+            oauth_flow=oauth,
+            # The installations Bolt's authorization reads: the bot's record only, refreshed
+            # already (bot.slack.token_refresh.BoltInstallations).
+            installation_store=oauth.settings.installation_store if oauth is not None else None,
+            installation_store_bot_only=True if oauth is not None else None,
+        )
     # Listeners reply through the bot's own client, ack and respond, all filtered.
     app.middleware(bolt_middleware(client, client_for))
     register_intake(app, intake)
@@ -155,6 +162,19 @@ def build_bolt_app(
         register(app)
     register_catch_all(app)
     return app
+
+
+OAUTH_ENVIRONMENT = ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET")
+
+
+@contextlib.contextmanager
+def _hidden(names: Sequence[str]) -> Iterator[None]:
+    """The environment without `names` for the duration (restored after)."""
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def register_intake(app: AsyncApp, intake: Intake) -> None:

@@ -13,7 +13,7 @@ from functools import partial
 from typing import NoReturn, TypeVar
 
 from bot.store.redis_store import Store
-from bot.thread_io import Attachment, Reply, ThreadIO
+from bot.thread_io import Attachment, Reply, ThreadIO, ThreadUnreachable
 from bot.turn_replies import upload_refused_text
 from bot.turns import RetryLater, Turn
 
@@ -83,7 +83,7 @@ class Delivery:
         try:
             await self._attempt(turn, partial(self.io.send, turn, part,
                                               Reply(text="", files=files)))
-        except RetryLater:
+        except (RetryLater, ThreadUnreachable):
             raise
         except Exception as exc:
             log.warning("could not upload a reply's files; going on without them: %s", exc,
@@ -100,6 +100,8 @@ class Delivery:
         for attempt in range(DELIVERY_ATTEMPTS):
             try:
                 return await call()
+            except ThreadUnreachable:
+                raise  # uninstalled: nothing more is posted, and trying again cannot help
             except Exception as exc:
                 if attempt == DELIVERY_ATTEMPTS - 1:
                     await self._give_up_or_defer(turn, exc)

@@ -36,7 +36,7 @@ from bot.slack.feedback import register_feedback
 from bot.slack.install_page import InstallFlow
 from bot.slack.replies import SlackThreadIO
 from bot.slack.scopes import REQUIRED_SCOPES
-from bot.slack.token_refresh import RefreshingInstallationStore
+from bot.slack.token_refresh import BoltInstallations, RefreshingInstallationStore
 from bot.slack.uninstall import register_uninstall
 from bot.slack.usergroups import UserGroupResolver
 from bot.slack.workspaces import Workspaces, WorkspaceSlack
@@ -240,7 +240,7 @@ def oauth_settings(settings: Settings, installs: RefreshingInstallationStore
         redirect_uri=settings.slack_redirect_uri,
         install_path=INSTALL_PATH, redirect_uri_path=REDIRECT_PATH,
         authorization_url=settings.slack_authorize_url,
-        installation_store=installs,
+        installation_store=BoltInstallations(installs),
         installation_store_bot_only=True,
         token_rotation_expiration_minutes=settings.token_refresh_minutes,
         state_store=RedisOAuthStateStore(installs.redis, settings.redis_key_prefix,

@@ -83,14 +83,16 @@ def _message_event(payload: Mapping[str, object]) -> bool:
 # Event types handled by Bolt listeners (messages and mentions take the direct path).
 BOLT_EVENT_TYPES = frozenset({
     "assistant_thread_started", "assistant_thread_context_changed", "agent_session_stopped",
-    "app_home_opened", "app_uninstalled", "tokens_revoked",
+    "app_home_opened",
 })
+# Many workspaces: the uninstall events too (bot/slack/uninstall.py).
+INSTALL_EVENT_TYPES = frozenset({"app_uninstalled", "tokens_revoked"})
 
 
-def _bolt_event(payload: Mapping[str, object]) -> bool:
+def _bolt_event(payload: Mapping[str, object], types: frozenset[str]) -> bool:
     event = payload.get("event")
     kind = event.get("type") if isinstance(event, Mapping) else None
-    return isinstance(kind, str) and kind in BOLT_EVENT_TYPES
+    return isinstance(kind, str) and kind in types
 
 
 def _readable_event(payload: Mapping[str, object]) -> bool:
@@ -138,6 +140,8 @@ class SlackEvents:
         secret = bot.settings.slack_signing_secret
         self.verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
         self.max_body = bot.settings.max_body_bytes
+        self.bolt_types = BOLT_EVENT_TYPES | (INSTALL_EVENT_TYPES if bot.settings.distributed
+                                              else frozenset())
 
     async def handle(self, request: Request) -> Response:
         body = await self._signed_body(request)
@@ -154,7 +158,8 @@ class SlackEvents:
             parsed = loaded
             if _message_event(parsed):
                 return await self._to_intake(parsed, request)
-            if parsed.get("type") == "event_callback" and not _bolt_event(parsed):
+            if parsed.get("type") == "event_callback" and not _bolt_event(parsed,
+                                                                          self.bolt_types):
                 return self._ignored("an event type the bot does not use")
         return await self._to_bolt(request, body, parsed)
 

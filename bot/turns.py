@@ -132,7 +132,10 @@ class Turn:
         return self.thread_ts is not None and self.thread_ts != self.ts
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        data = asdict(self)
+        if self.install is None:
+            del data["install"]  # a single-workspace turn is stored as it always was
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @property
     def bot_user(self) -> str | None:

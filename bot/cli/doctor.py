@@ -27,7 +27,7 @@ from bot.slack.scopes import (
     unneeded_missing_scopes,
 )
 from bot.store.cipher import Cipher, CipherError
-from bot.store.connect import close_redis, describe_redis, redis_client
+from bot.store.connect import close_redis, describe_redis, redis_client, uses_real_redis
 from bot.store.installations import InstallKeys, RedisInstallationStore, split_owner
 from bot.store.keys import Keys
 from bot.store.thread_index import ThreadIndex
@@ -194,7 +194,7 @@ async def check_installations(loaded: LoadedSettings) -> tuple[CheckResult, Chec
     settings = loaded.settings
     secret = settings.installation_encryption_key
     key = secret.get_secret_value() if secret else ""
-    if not key or encryption_key_problem(key) or not settings.redis_url:
+    if not key or encryption_key_problem(key) or not uses_real_redis(settings):
         return (CheckResult("Slack installations", Status.SKIPPED,
                             "not checked: see settings (the key or REDIS_URL)"),
                 CheckResult("Slack scopes", Status.SKIPPED, "not checked"))

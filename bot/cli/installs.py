@@ -159,18 +159,20 @@ async def _revoke(store: RedisInstallationStore, settings: Settings, workspace: 
         try:
             await client.auth_revoke()
         except SlackApiError as exc:
-            note = f" (Slack refused auth.revoke: {exc.response.get('error')}; the token " \
-                   "may be revoked already)"
+            note = (f"; Slack refused to revoke the token ({exc.response.get('error')}: "
+                    "revoked or expired already, or uninstall the app in that workspace)")
         except Exception as exc:
-            note = f" (could not reach Slack to revoke the token: {type(exc).__name__})"
+            note = (f"; the token was NOT revoked at Slack (unreachable: "
+                    f"{type(exc).__name__}): uninstall the app in that workspace")
         finally:
             if client.session is not None:
                 await client.session.close()
     await store.async_delete_all(enterprise_id=enterprise, team_id=team,
                                  is_enterprise_install=org)
-    print(f"Revoked and deleted the installation of {workspace}{note}. Its queued turns are "
-          "dropped unanswered; its thread data is purged on the retention schedule, or now "
-          f"with `python -m bot installs purge {team or workspace}`.")
+    revoked = "Deleted" if note else "Revoked and deleted"
+    print(f"{revoked} the installation of {workspace}{note}. Its queued turns are dropped "
+          "unanswered; its thread data is purged on the retention schedule, or now with "
+          f"`python -m bot installs purge {team or workspace}`.")
     return 0
 
 
@@ -178,11 +180,11 @@ async def _purge(store: RedisInstallationStore, settings: Settings, workspace: s
                  force: bool) -> int:
     if not workspace.startswith("T"):
         raise CliError(f"{workspace!r} is not a workspace (team) id: T…")
-    owners = [o for o, _ in await store.owners()]
-    installed = _owner_for(workspace, owners)
-    if installed is not None and not force:
-        raise CliError(f"{workspace} is still installed: revoke it first "
-                       "(`installs revoke`), or pass --force")
+    gone = [o for o, _ in await store.uninstalled() if split_owner(o)[1] == workspace]
+    if not gone and not force:
+        # Still installed (by itself or by its org), or never: nothing says it may go.
+        raise CliError(f"{workspace} is not listed as uninstalled (`installs list`): revoke "
+                       "it first (`installs revoke`), or pass --force")
     keys = Keys(settings.redis_key_prefix, settings.redis_shards)
     threads, deleted = await purge_team_threads(store.redis, keys, workspace)
     for owner, _ in await store.uninstalled():
@@ -193,16 +195,26 @@ async def _purge(store: RedisInstallationStore, settings: Settings, workspace: s
     return 0
 
 
+# Replaces a record only if it is still the one read: a token refreshed meanwhile by a
+# running bot is never overwritten with the old one.
+_SWAP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') return 1
+end
+return 0
+"""
+
+
 async def _rekey(store: RedisInstallationStore) -> int:
+    swap = store.redis.register_script(_SWAP)
     count = 0
     async for key in store.redis.scan_iter(match=f"{store.keys.base}:*", count=500):
         if not any(f":{kind}:" in key for kind in ("bot", "inst")):
             continue
-        sealed = await store.redis.get(key)
-        if sealed is None:
-            continue
-        await store.redis.set(key, store.cipher.reseal(str(sealed)), keepttl=True)
-        count += 1
+        while (sealed := await store.redis.get(key)) is not None:
+            if await swap(keys=[key], args=[sealed, store.cipher.reseal(str(sealed))]):
+                count += 1
+                break
     print(f"Sealed {count} record(s) under the first key of INSTALLATION_ENCRYPTION_KEY; the "
           "other keys can be dropped from it now.")
     return 0

@@ -166,3 +166,56 @@ class RefreshingInstallationStore(AsyncInstallationStore):
         log.info("bot token refreshed", extra={"team_id": team_id,
                                                "enterprise_id": enterprise_id})
         return refreshed
+
+
+class BoltInstallations(AsyncInstallationStore):
+    """The installations as Bolt's authorization reads them: refreshed by `store`, and
+    handed over without their refresh tokens, so that Bolt's own token rotation (no lock,
+    and its own margin) never runs. Writes (Bolt's OAuth flow saving an install) go to
+    `store`."""
+
+    def __init__(self, store: RefreshingInstallationStore) -> None:
+        self.store = store
+
+    @property
+    def logger(self) -> logging.Logger:
+        return log
+
+    async def async_save(self, installation: Installation) -> None:
+        await self.store.async_save(installation)
+
+    async def async_save_bot(self, bot: Bot) -> None:
+        await self.store.async_save_bot(bot)
+
+    async def async_find_bot(self, *, enterprise_id: str | None, team_id: str | None,
+                             is_enterprise_install: bool | None = False) -> Bot | None:
+        bot = await self.store.async_find_bot(enterprise_id=enterprise_id, team_id=team_id,
+                                              is_enterprise_install=is_enterprise_install)
+        if bot is not None:
+            bot.bot_refresh_token = None
+        return bot
+
+    async def async_find_installation(
+        self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None,
+        is_enterprise_install: bool | None = False,
+    ) -> Installation | None:
+        installation = await self.store.async_find_installation(
+            enterprise_id=enterprise_id, team_id=team_id, user_id=user_id,
+            is_enterprise_install=is_enterprise_install)
+        if installation is not None:
+            installation.bot_refresh_token = None
+            installation.user_refresh_token = None
+        return installation
+
+    async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None,
+                               is_enterprise_install: bool | None = False) -> None:
+        await self.store.async_delete_bot(enterprise_id=enterprise_id, team_id=team_id,
+                                          is_enterprise_install=is_enterprise_install)
+
+    async def async_delete_installation(
+        self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None,
+        is_enterprise_install: bool | None = False,
+    ) -> None:
+        await self.store.async_delete_installation(
+            enterprise_id=enterprise_id, team_id=team_id, user_id=user_id,
+            is_enterprise_install=is_enterprise_install)

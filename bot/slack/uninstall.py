@@ -1,6 +1,6 @@
 """Uninstalls (many workspaces): `app_uninstalled` deletes the installation the event came
-through, `tokens_revoked` the installation of a revoked bot token and the records of
-revoked user tokens (https://docs.slack.dev/reference/events/app_uninstalled,
+through, `tokens_revoked` the installation of a revoked bot token (all its records) and
+the records of revoked user tokens (https://docs.slack.dev/reference/events/app_uninstalled,
 https://docs.slack.dev/reference/events/tokens_revoked). The installation is read from the
 event's `authorizations`, so an org-wide install is deleted as the org's, not as one
 workspace's. Queued turns of the workspace then find no installation and are dropped
@@ -75,7 +75,8 @@ def register_uninstall(app: AsyncApp, *, installations: RefreshingInstallationSt
                     enterprise_id=enterprise, team_id=team, user_id=user,
                     is_enterprise_install=ref.org_install)
         if tokens.get("bot"):
-            await installations.async_delete_bot(enterprise_id=enterprise, team_id=team,
+            # The installer records hold the same (revoked) bot token: all of it goes.
+            await installations.async_delete_all(enterprise_id=enterprise, team_id=team,
                                                  is_enterprise_install=ref.org_install)
             forget(ref)
             log.info("bot token revoked", extra={"team_id": ref.team_id,

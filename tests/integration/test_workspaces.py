@@ -25,6 +25,7 @@ from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack, message_text
 from tests.integration.harness import SIGNING_SECRET, BotProcess
 from tests.integration.installs import (
+    ENCRYPTION_KEY,
     SECOND_KEY,
     distributed_settings,
     install,
@@ -281,6 +282,22 @@ async def test_the_installs_commands_never_print_a_token(slack: FakeSlack, app: 
     assert slack.token_info(token).revoked, revoked.stdout
     purge = await run_installs(app, "purge", "TA")
     assert purge.returncode == 0, purge.stderr
+    # A workspace of the org-wide install is served: not purged without --force.
+    served = await run_installs(app, "purge", "TG")
+    assert served.returncode == 1 and "not listed as uninstalled" in served.stderr
+    # A new key first, the old one after: every record sealed again under the new one,
+    # then read with the new key alone.
+    rekey = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "bot", "installs", "rekey"],
+        env={**app.env, "INSTALLATION_ENCRYPTION_KEY": f"{SECOND_KEY},{ENCRYPTION_KEY}"},
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert rekey.returncode == 0 and rekey.stdout.startswith("Sealed "), rekey.stderr
+    assert int(rekey.stdout.split()[1]) >= 2  # the org's bot and installer records
+    only_new = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "bot", "installs", "show", ORG],
+        env={**app.env, "INSTALLATION_ENCRYPTION_KEY": SECOND_KEY},
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert only_new.returncode == 0 and "org-wide install" in only_new.stdout, only_new.stderr
     refused = await run_installs(app, "purge", ORG)
     assert refused.returncode == 1 and "not a workspace" in refused.stderr
     for result in (listing, shown, revoked, purge):
@@ -355,3 +372,38 @@ async def test_an_attached_file_is_downloaded_with_the_org_token(
     assert "part: text/csv 17 bytes" in answer
     downloads = slack.calls_to("download")
     assert downloads and {c.token for c in downloads} == {slack.tokens_of(org, "bot")[-1]}
+
+
+async def test_a_bot_token_wins_over_client_credentials_in_the_environment(
+    slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object,
+) -> None:
+    """SLACK_BOT_TOKEN set: one workspace, as always, whatever SLACK_CLIENT_ID and
+    SLACK_CLIENT_SECRET say (Bolt would otherwise start an OAuth flow of its own)."""
+    bot = BotProcess(slack, adk.base_url, prefix=prefix,
+                     slack_client_id=slack.workspaces.client_id,
+                     slack_client_secret=slack.workspaces.client_secret)
+    await bot.start()
+    try:
+        assert (await bot.http.get(f"{bot.url}/slack/install")).status_code == 404
+        assert (await bot.http.get(f"{bot.url}/slack/oauth_redirect")).status_code == 404
+        text = f"<@{slack.bot_user_id}> one workspace"
+        ts = slack.add_message("C1", user="U1", text=text)
+        response = await bot.send(ev.envelope(ev.app_mention(channel="C1", user="U1",
+                                                             text=text, ts=ts)))
+        assert response.status_code == 200
+        [answer] = await answered(slack, "C1", ts)
+        [message] = [m for m in slack.thread_messages("C1", ts) if m.get("bot_id")]
+        [block] = [b for b in message["blocks"] if b["type"] == "context_actions"]
+        payload = block_actions(block, "down", user="U1", channel="C1",
+                                message_ts=message["ts"], thread_ts=ts)
+        payload["team"] = {"id": slack.team_id, "domain": "test"}
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        headers = {**ev.sign(body, SIGNING_SECRET),
+                   "Content-Type": "application/x-www-form-urlencoded"}
+        click = await bot.http.post(f"{bot.url}/slack/events", content=body, headers=headers)
+        assert click.status_code == 200, click.text
+        [note] = await eventually(lambda: [c for c in slack.calls_to("chat.postEphemeral")
+                                           if c.ok], timeout=15)
+        assert note.token == slack.bot_token and "one workspace" in answer
+    finally:
+        await bot.close()
