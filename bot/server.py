@@ -11,17 +11,18 @@ import hmac
 import json
 import logging
 import signal
-from collections.abc import Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import TYPE_CHECKING
 
 import uvicorn
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import (
-    AsyncSlackRequestHandler,
     to_async_bolt_request,
     to_starlette_response,
 )
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -124,10 +125,27 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
                             methods=["POST"]))
     if bot.bolt is not None and bot.bolt.oauth_flow is not None:
         # Many workspaces: Bolt's OAuth flow ("Add to Slack", then Slack's redirect back).
-        oauth = AsyncSlackRequestHandler(bot.bolt)
-        routes += [Route(INSTALL_PATH, oauth.handle, methods=["GET"]),
-                   Route(REDIRECT_PATH, oauth.handle, methods=["GET"])]
+        flow = bot.bolt.oauth_flow
+        routes += [Route(INSTALL_PATH, oauth_page(flow.handle_installation), methods=["GET"]),
+                   Route(REDIRECT_PATH, oauth_page(flow.handle_callback), methods=["GET"])]
     return Starlette(routes=routes)
+
+
+def oauth_page(step: Callable[[AsyncBoltRequest], Awaitable[BoltResponse]]
+               ) -> Callable[[Request], Awaitable[Response]]:
+    """A page of Bolt's OAuth flow, its cookies passed on as the flow wrote them (Bolt's
+    own Starlette adapter would make every cookie `Secure`, which the flow decides:
+    bot.slack.install_page)."""
+
+    async def page(request: Request) -> Response:
+        answer = await step(to_async_bolt_request(request, b""))
+        response = Response(content=answer.body, status_code=answer.status,
+                            headers=answer.first_headers_without_set_cookie())
+        for cookie in answer.headers.get("set-cookie", []):
+            response.headers.append("set-cookie", cookie)
+        return response
+
+    return page
 
 
 class SlackEvents:

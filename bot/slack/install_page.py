@@ -10,6 +10,7 @@ from typing import Any
 
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 
 from bot.slack.scopes import SCOPE_REASONS
 
@@ -47,12 +48,35 @@ src="{_BUTTON[0]}" srcset="{_BUTTON[0]} 1x, {_BUTTON[1]} 2x"></a></p>
 """
 
 
+def plain_http_cookie(cookie: str) -> str:
+    """The state cookie without `Secure`, for a page served over plain HTTP on this machine
+    (a browser, or a test client, keeps a `Secure` cookie from `http://127.0.0.1` to itself,
+    and the redirect would be refused as coming from another browser)."""
+    return "; ".join(part for part in cookie.split("; ") if part.lower() != "secure")
+
+
+def _local_http(request: AsyncBoltRequest) -> bool:
+    forwarded = request.headers.get("x-forwarded-proto", [""])
+    if forwarded and forwarded[0].lower() == "https":
+        return False
+    host = (request.headers.get("host", [""]) or [""])[0].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
 class InstallFlow(AsyncOAuthFlow):
-    """Bolt's OAuth flow with the install page above; `title` names the app on it."""
+    """Bolt's OAuth flow with the install page above; `title` names the app on it. Its
+    state cookie is `Secure`, except on a page served over plain HTTP from loopback."""
 
     def __init__(self, *, title: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.title = title
+
+    async def handle_installation(self, request: AsyncBoltRequest) -> BoltResponse:
+        response = await super().handle_installation(request)
+        if _local_http(request) and "set-cookie" in response.headers:
+            response.headers["set-cookie"] = [
+                plain_http_cookie(c) for c in response.headers["set-cookie"]]
+        return response
 
     async def build_install_page_html(self, url: str, request: AsyncBoltRequest) -> str:
         scopes = self.settings.scopes

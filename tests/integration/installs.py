@@ -48,8 +48,18 @@ class InstallPage:
         return self.query["scope"][0].split(",")
 
 
-async def open_install_page(bot: BotProcess) -> InstallPage:
-    page = await bot.http.get(f"{bot.url}/slack/install")
+def browser() -> httpx.AsyncClient:
+    """A browser of its own: a cookie jar that keeps what the bot's pages set."""
+    return httpx.AsyncClient(timeout=15, trust_env=False)
+
+
+async def open_install_page(bot: BotProcess, client: httpx.AsyncClient | None = None
+                            ) -> InstallPage:
+    """`/slack/install` in `client` (default: a fresh browser, closed after)."""
+    if client is None:
+        async with browser() as fresh:
+            return await open_install_page(bot, fresh)
+    page = await client.get(f"{bot.url}/slack/install")
     assert page.status_code == 200, page.text
     assert "Add to Slack" in page.text
     links = [unescape(h) for h in re.findall(r'href="([^"]+)"', page.text)]
@@ -63,21 +73,29 @@ async def open_install_page(bot: BotProcess) -> InstallPage:
     return InstallPage(query, cookie.split(";")[0])
 
 
-async def redirect(bot: BotProcess, *, code: str, state: str, cookie: str | None
-                   ) -> httpx.Response:
-    """Slack sends the browser back to the app with the code and the state."""
-    headers = {"Cookie": cookie} if cookie else {}
-    return await bot.http.get(f"{bot.url}/slack/oauth_redirect",
-                              params={"code": code, "state": state}, headers=headers)
+async def redirect(bot: BotProcess, *, code: str, state: str, cookie: str | None,
+                   client: httpx.AsyncClient | None = None) -> httpx.Response:
+    """Slack sends the browser back to the app with the code and the state: `client` (a
+    browser that keeps its cookies), or a fresh one sending `cookie` alone."""
+    if client is not None:
+        return await client.get(f"{bot.url}/slack/oauth_redirect",
+                                params={"code": code, "state": state})
+    async with browser() as fresh:
+        headers = {"Cookie": cookie} if cookie else {}
+        return await fresh.get(f"{bot.url}/slack/oauth_redirect",
+                               params={"code": code, "state": state}, headers=headers)
 
 
 async def install(bot: BotProcess, slack: FakeSlack, *, user: str, team_id: str | None = None,
                   enterprise_id: str | None = None, org_wide: bool = False) -> Any:
-    """The whole flow; returns the fake's installation, checked to have succeeded."""
-    page = await open_install_page(bot)
-    code = slack.authorize(team_id=team_id, enterprise_id=enterprise_id, user_id=user,
-                           org_wide=org_wide, scopes=page.scopes)
-    response = await redirect(bot, code=code, state=page.state, cookie=page.cookie)
+    """The whole flow in one browser (its cookie jar carries the state cookie); returns the
+    fake's installation, checked to have succeeded."""
+    async with browser() as client:
+        page = await open_install_page(bot, client)
+        code = slack.authorize(team_id=team_id, enterprise_id=enterprise_id, user_id=user,
+                               org_wide=org_wide, scopes=page.scopes)
+        response = await redirect(bot, code=code, state=page.state, cookie=None,
+                                  client=client)
     assert response.status_code == 200, response.text
     installation = slack.installation(team_id=None if org_wide else team_id,
                                       enterprise_id=enterprise_id if org_wide else None)
