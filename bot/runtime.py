@@ -33,7 +33,7 @@ from bot.notes import BackgroundNotes
 from bot.slack.assistant import register_assistant
 from bot.slack.controls import register_reset_command
 from bot.slack.feedback import register_feedback
-from bot.slack.install_page import InstallFlow
+from bot.slack.install_page import InstallFlow, StateCookieCheck
 from bot.slack.replies import SlackThreadIO
 from bot.slack.scopes import REQUIRED_SCOPES
 from bot.slack.token_refresh import BoltInstallations, RefreshingInstallationStore
@@ -233,7 +233,7 @@ def oauth_settings(settings: Settings, installs: RefreshingInstallationStore
     """Bolt's OAuth flow: "Add to Slack" at /slack/install with the manifest's bot scopes,
     the redirect at /slack/oauth_redirect, one-use states in Redis."""
     assert settings.slack_client_secret is not None
-    return AsyncOAuthSettings(
+    oauth = AsyncOAuthSettings(
         client_id=settings.slack_client_id,
         client_secret=settings.slack_client_secret.get_secret_value(),
         scopes=sorted(REQUIRED_SCOPES),
@@ -247,6 +247,9 @@ def oauth_settings(settings: Settings, installs: RefreshingInstallationStore
                                          ttl_seconds=settings.oauth_state_ttl_seconds),
         state_expiration_seconds=settings.oauth_state_ttl_seconds,
     )
+    oauth.state_utils = StateCookieCheck(cookie_name=oauth.state_cookie_name,
+                                         expiration_seconds=settings.oauth_state_ttl_seconds)
+    return oauth
 
 
 def make_handler(conversation: Conversation, metrics: Metrics) -> TurnHandler:

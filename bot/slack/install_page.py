@@ -6,11 +6,13 @@ with a page that says what the app asks for, each bot scope with what the bot us
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from typing import Any
 
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
+from slack_sdk.oauth.state_utils import OAuthStateUtils
 
 from bot.slack.scopes import SCOPE_REASONS
 
@@ -46,6 +48,25 @@ src="{_BUTTON[0]}" srcset="{_BUTTON[0]} 1x, {_BUTTON[1]} 2x"></a></p>
 </body>
 </html>
 """
+
+
+class StateCookieCheck(OAuthStateUtils):
+    """The browser check of the redirect: a state cookie that names another state is
+    refused; a client that kept no cookie is left to the state itself, which is random,
+    kept in Redis, good for one redirect and expiring (bot/store/oauth_state.py). An
+    install is the authorizing user's own act on slack.com, so a redirect in another
+    browser installs nothing the user did not approve."""
+
+    def is_valid_browser(self, state: str | None,
+                         request_headers: dict[str, str | Sequence[str]]) -> bool:
+        if not state:
+            return False
+        raw = (request_headers or {}).get("cookie") or []
+        cookies = [raw] if isinstance(raw, str) else list(raw)
+        named = [value.strip().strip("\"'").partition("=")[2]
+                 for cookie in cookies for value in cookie.split(";")
+                 if value.strip().startswith(f"{self.cookie_name}=")]
+        return not named or state in named
 
 
 def plain_http_cookie(cookie: str) -> str:

@@ -155,25 +155,46 @@ async def test_three_workspaces_install_and_each_is_answered_with_its_own_token(
         assert line in metrics.splitlines(), line
 
 
-async def test_a_forged_or_replayed_state_is_refused(slack: FakeSlack, app: BotProcess
-                                                     ) -> None:
+async def test_a_forged_replayed_or_expired_state_is_refused(
+    slack: FakeSlack, app: BotProcess, real_redis: Any,
+) -> None:
     page = await open_install_page(app)
     code = slack.authorize(team_id="TA", user_id="UA1", scopes=page.scopes)
     forged = secrets.token_hex(16)
+    other = await open_install_page(app)  # another install, begun in another browser
     for state, cookie in ((forged, f"slack-app-oauth-state={forged}"),  # never issued
-                          (page.state, None),  # another browser (no cookie)
-                          (forged, page.cookie)):  # cookie and state disagree
+                          (forged, None),
+                          (page.state, other.cookie),  # the browser began another one
+                          ("", page.cookie)):
         refused = await redirect(app, code=code, state=state, cookie=cookie)
         assert refused.status_code in (400, 401), refused.status_code
+        assert "Something Went Wrong" in refused.text
         assert slack.installation(team_id="TA") is None
     ok = await redirect(app, code=code, state=page.state, cookie=page.cookie)
     assert ok.status_code == 200, ok.text
     assert slack.installation(team_id="TA") is not None
-    # The same redirect again: the state was used up.
-    code_again = slack.authorize(team_id="TA", user_id="UA1", scopes=page.scopes)
-    replayed = await redirect(app, code=code_again, state=page.state, cookie=page.cookie)
-    assert replayed.status_code == 401, replayed.status_code
+    # The same redirect again, with or without the cookie: the state was used up.
+    for cookie in (page.cookie, None):
+        code_again = slack.authorize(team_id="TA", user_id="UA1", scopes=page.scopes)
+        replayed = await redirect(app, code=code_again, state=page.state, cookie=cookie)
+        assert replayed.status_code == 401, replayed.status_code
     assert len(slack.tokens_of(slack.installation(team_id="TA"), "bot")) == 1
+    # An expired state: refused too.
+    late = await open_install_page(app)
+    await real_redis.pexpire(f"{app.prefix}:oauth:state:{late.state}", 1)
+    await eventually(lambda: _gone(real_redis, f"{app.prefix}:oauth:state:{late.state}"))
+    code_late = slack.authorize(team_id="TB", user_id="UB1", scopes=late.scopes)
+    expired = await redirect(app, code=code_late, state=late.state, cookie=late.cookie)
+    assert expired.status_code == 401 and slack.installation(team_id="TB") is None
+    # A client that keeps no cookies installs with a valid state alone.
+    bare = await open_install_page(app)
+    code_bare = slack.authorize(team_id="TB", user_id="UB1", scopes=bare.scopes)
+    accepted = await redirect(app, code=code_bare, state=bare.state, cookie=None)
+    assert accepted.status_code == 200 and slack.installation(team_id="TB") is not None
+
+
+async def _gone(client: Any, key: str) -> bool:
+    return bool(await client.exists(key) == 0)
 
 
 async def test_an_expiring_token_is_refreshed_and_the_new_one_used(
