@@ -41,11 +41,11 @@ from bot.slack.uninstall import register_uninstall
 from bot.slack.usergroups import UserGroupResolver
 from bot.slack.workspaces import Workspaces, WorkspaceSlack
 from bot.stops import Stops
-from bot.store.cipher import Cipher
+from bot.store.cipher import Cipher, CipherError
 from bot.store.connect import bot_redis_client, close_redis, describe_redis, uses_real_redis
 from bot.store.feedback import FeedbackStore
 from bot.store.heartbeats import Heartbeats
-from bot.store.installations import InstallKeys, RedisInstallationStore
+from bot.store.installations import InstallKeys, RedisInstallationStore, split_owner
 from bot.store.keys import Keys
 from bot.store.layout import LayoutError, check_layout
 from bot.store.oauth_state import RedisOAuthStateStore
@@ -213,6 +213,27 @@ class Bot:
         return {"redis": redis_ok, "adk": await self.adk.health()}
 
 
+async def check_installations_open(settings: Settings, client: aioredis.Redis) -> None:
+    """The stored installations open with INSTALLATION_ENCRYPTION_KEY (one is tried): a
+    wrong key is refused at start, not at every turn."""
+    assert settings.installation_encryption_key is not None
+    store = RedisInstallationStore(
+        client, InstallKeys(settings.redis_key_prefix),
+        Cipher.from_setting(settings.installation_encryption_key.get_secret_value()))
+    owners = await store.owners()
+    if not owners:
+        return
+    enterprise, team = split_owner(owners[-1][0])
+    try:
+        await store.async_find_bot(enterprise_id=enterprise, team_id=team,
+                                   is_enterprise_install=team is None)
+    except CipherError as exc:
+        raise StartupError([
+            "INSTALLATION_ENCRYPTION_KEY cannot open the stored installations: set the key "
+            "they were sealed with (to replace a key, list the new one first, then the old "
+            "one, and run `python -m bot installs rekey`)"]) from exc
+
+
 def installations(settings: Settings, redis_client: aioredis.Redis,
                   client: AsyncWebClient) -> RefreshingInstallationStore:
     """The installations of a distributable app, sealed in Redis, with rotating tokens
@@ -370,6 +391,8 @@ async def build_slack_bot(settings: Settings) -> Bot:
     await check_key_layout(settings, redis_client)
     adk = build_adk(settings)
     await check_adk_app(adk, settings.adk_app_name, settings.adk_startup_wait_seconds)
+    if settings.distributed:
+        await check_installations_open(settings, redis_client)
     # The heartbeats get a connection of their own, so a busy pool never delays them.
     heartbeat_client = None if embedded else connect_redis(settings)[0]
     return build_bot(settings, client=client, identity=identity, redis_client=redis_client,

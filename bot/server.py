@@ -26,11 +26,12 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.readiness import CachedCheck
 from bot.runtime import INSTALL_PATH, REDIRECT_PATH, Bot
+from bot.store.cipher import CipherError
 from bot.store.redis_store import NotReplicated
 
 if TYPE_CHECKING:
@@ -131,6 +132,11 @@ def build_http_app(bot: Bot, *, events: bool) -> Starlette:
     return Starlette(routes=routes)
 
 
+OAUTH_UNAVAILABLE = ("<!DOCTYPE html><html><body><h2>The install is not available right "
+                     "now</h2><p>The app cannot reach its storage. Try again in a minute, "
+                     "from the install page.</p></body></html>")
+
+
 def oauth_page(step: Callable[[AsyncBoltRequest], Awaitable[BoltResponse]]
                ) -> Callable[[Request], Awaitable[Response]]:
     """A page of Bolt's OAuth flow, its cookies passed on as the flow wrote them (Bolt's
@@ -138,7 +144,12 @@ def oauth_page(step: Callable[[AsyncBoltRequest], Awaitable[BoltResponse]]
     bot.slack.install_page)."""
 
     async def page(request: Request) -> Response:
-        answer = await step(to_async_bolt_request(request, b""))
+        try:
+            answer = await step(to_async_bolt_request(request, b""))
+        except (RedisError, OSError, CipherError) as exc:
+            # The states and installations live in Redis: the browser is told to try again.
+            log.warning("an OAuth page failed: %s", type(exc).__name__)
+            return HTMLResponse(OAUTH_UNAVAILABLE, status_code=503)
         response = Response(content=answer.body, status_code=answer.status,
                             headers=answer.first_headers_without_set_cookie())
         for cookie in answer.headers.get("set-cookie", []):

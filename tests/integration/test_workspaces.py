@@ -27,11 +27,13 @@ from tests.integration.harness import SIGNING_SECRET, BotProcess
 from tests.integration.installs import (
     ENCRYPTION_KEY,
     SECOND_KEY,
+    browser,
     distributed_settings,
     install,
     open_install_page,
     redirect,
 )
+from tests.integration.redis_server import RedisServer
 from tests.unit.test_feedback import block_actions
 from tests.waiting import eventually
 
@@ -428,3 +430,53 @@ async def test_a_bot_token_wins_over_client_credentials_in_the_environment(
         assert note.token == slack.bot_token and "one workspace" in answer
     finally:
         await bot.close()
+
+
+async def test_hostile_redirects_get_a_failure_page_and_install_nothing(
+    slack: FakeSlack, app: BotProcess,
+) -> None:
+    page = await open_install_page(app)
+    async with browser() as client:
+        for params in ({"error": "<script>alert(1)</script>"},
+                       {"code": "x", "state": "s" * 20000},
+                       {"code": "x"}, {"state": page.state}, {},
+                       {"code": "\udcff".encode("utf-8", "surrogatepass").decode("latin-1"),
+                        "state": page.state}):
+            response = await client.get(f"{app.url}/slack/oauth_redirect", params=params)
+            assert response.status_code in (200, 400, 401), (params, response.status_code)
+            assert "Something Went Wrong" in response.text
+            assert "<script>alert" not in response.text
+    assert [c for c in slack.calls_to("oauth.v2.access") if c.ok] == []
+    assert (await app.http.get(f"{app.url}/healthz")).status_code == 200
+
+
+async def test_a_wrong_encryption_key_is_refused_at_start(slack: FakeSlack, app: BotProcess
+                                                          ) -> None:
+    await install(app, slack, user="UA1", team_id="TA")
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "bot", "serve"],
+        env={**app.env, "INSTALLATION_ENCRYPTION_KEY": SECOND_KEY, "PORT": "0"},
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert ("startup error: INSTALLATION_ENCRYPTION_KEY cannot open the stored "
+            "installations") in result.stderr
+    assert SECOND_KEY not in result.stderr + result.stdout
+
+
+async def test_the_install_page_says_so_when_redis_is_down(
+    slack: FakeSlack, adk: AdkServer, prefix: str,
+) -> None:
+    redis = RedisServer(persistent=False)
+    redis.start()
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, redis_url=redis.url,
+                     **distributed_settings(slack))
+    try:
+        await bot.start()
+        redis.kill()
+        async with browser() as client:
+            page = await client.get(f"{bot.url}/slack/install")
+        assert page.status_code == 503
+        assert "not available right now" in page.text
+    finally:
+        await bot.close()
+        redis.cleanup()
