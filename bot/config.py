@@ -1336,11 +1336,6 @@ class Settings(BaseSettings):
                             "SLACK_CLIENT_ID; make one with `python -m bot installs newkey`)")
         elif (problem := encryption_key_problem(key)) is not None:
             problems.append(f"INSTALLATION_ENCRYPTION_KEY: {problem}")
-        if (self.access_allowed_usergroups or self.access_denied_usergroups
-                or self.approver_usergroups):
-            problems.append("ACCESS_ALLOWED_USERGROUPS, ACCESS_DENIED_USERGROUPS and "
-                            "APPROVER_USERGROUPS name one workspace's user groups: they "
-                            "cannot be used with SLACK_CLIENT_ID (many workspaces)")
         if not self.redis_url and self.redis_mode == "standalone":
             problems.append("REDIS_URL is not set: installations must outlive the process "
                             "and be shared by the replicas, so SLACK_CLIENT_ID needs a real "

@@ -24,7 +24,7 @@ from bot.store.connect import close_redis
 from bot.store.redis_store import NotReplicated, Store
 from bot.terminal_text import terminal_text
 from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
-from bot.turns import BotIdentity, Turn
+from bot.turns import BotIdentity, InstallRef, Turn
 
 TEAM, CHANNEL, USER, BOT_USER = "TCONSOLE", "CCONSOLE", "UCONSOLE", "UCONSOLEBOT"
 
@@ -91,7 +91,8 @@ class ConsoleIO:
     async def retract(self, turn: Turn, ts: str) -> None:
         return None  # the terminal cannot take back what it printed
 
-    async def user_groups(self, user_id: str) -> frozenset[str]:
+    async def user_groups(self, user_id: str, install: InstallRef | None = None
+                          ) -> frozenset[str]:
         return frozenset()
 
     async def file_parts(self, turn: Turn) -> FileParts:

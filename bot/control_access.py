@@ -7,10 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from bot.access import AccessPolicy, Allow, Decision, decide_control, needs_user_groups
+from bot.turns import InstallRef
 
 log = logging.getLogger("bot.controls")
 
-UserGroupLookup = Callable[[str], Awaitable[frozenset[str]]]
+# A user's groups (user id, and the installation asked through; None: the one workspace).
+UserGroupLookup = Callable[[str, InstallRef | None], Awaitable[frozenset[str]]]
 
 
 class ControlAccess:
@@ -27,9 +29,11 @@ class ControlAccess:
         return self.policy.denied_message
 
     async def decide(self, *, control: str, channel: str, user: str, addressed: bool = True,
-                     log_extra: Mapping[str, str] | None = None) -> Decision:
-        """`control` names the control in the log line of a refusal (with `log_extra`)."""
-        groups = (await self._user_groups(user)
+                     log_extra: Mapping[str, str] | None = None,
+                     install: InstallRef | None = None) -> Decision:
+        """`control` names the control in the log line of a refusal (with `log_extra`);
+        `install`: the installation it came through (many workspaces)."""
+        groups = (await self._user_groups(user, install)
                   if self._user_groups is not None and needs_user_groups(self.policy)
                   else frozenset[str]())
         decision = decide_control(self.policy, channel=channel, user=user, user_groups=groups,

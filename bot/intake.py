@@ -144,6 +144,7 @@ class Intake:
         (then the stop word is that answer, queued like any reply)."""
         verdict = await self.controls.decide(
             control="a stop message", channel=turn.channel, user=turn.user,
+            install=turn.install,
             addressed=turn.kind != "followup",
             log_extra={"thread_key": turn.key, "ts": turn.ts})
         if not isinstance(verdict, Allow):

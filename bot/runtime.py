@@ -430,9 +430,15 @@ def build_bot(
                                 metrics=metrics, installation=True)
 
     def make_workspace(token: str, bot: BotIdentity) -> WorkspaceSlack:
-        return WorkspaceSlack(client_for(token), bot, stream_client=build_web_client(
+        """An installation's clients, and its user groups: a group named in the settings
+        that is not this workspace's has no members here."""
+        ws_client = client_for(token)
+        return WorkspaceSlack(ws_client, bot, stream_client=build_web_client(
             token, client.base_url, wait_on_429=False, session=client.session,
-            metrics=metrics, installation=True))
+            metrics=metrics, installation=True),
+            groups=UserGroupResolver.for_policy(ws_client, access, also=approvers.usergroups,
+                                                elsewhere_empty=True)
+            if groups is not None else None)
 
     workspaces = (Workspaces(installations=installs, make=make_workspace)
                   if installs is not None else None)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from bot.memory_budget import Reservation
-    from bot.turns import Turn
+    from bot.turns import InstallRef, Turn
 
 
 class ThreadUnreachable(Exception):
@@ -165,8 +165,10 @@ class ThreadIO(Protocol):
     async def retract(self, turn: Turn, ts: str) -> None:
         """Remove a message this bot posted for the turn (a half-written live answer)."""
 
-    async def user_groups(self, user_id: str) -> frozenset[str]:
-        """The user's groups among those the access policy and the approvers name."""
+    async def user_groups(self, user_id: str, install: InstallRef | None = None
+                          ) -> frozenset[str]:
+        """The user's groups among those the access policy and the approvers name, in the
+        workspace of `install` (many workspaces; None: the one workspace)."""
 
     async def tell_privately(self, turn: Turn, text: str) -> None:
         """A message only the turn's author sees (Slack: ephemeral)."""

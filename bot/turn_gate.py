@@ -74,7 +74,7 @@ class TurnGate:
         access policy or the approvers need them for this turn."""
         if needs_user_groups(self.access) or approval_needs_user_groups(
                 self.approvers, awaiting, turn.user):
-            return await self.io.user_groups(turn.user)
+            return await self.io.user_groups(turn.user, turn.install)
         return frozenset()
 
     async def _check_access(self, turn: Turn, record: ThreadRecord | None,

@@ -23,6 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.access import Allow
 from bot.control_access import ControlAccess
 from bot.slack.mrkdwn import markdown_to_mrkdwn
+from bot.slack.routing import install_of_request
 from bot.slack.stream import STOP_ACTION_ID
 from bot.stops import Stops
 from bot.store.redis_store import Store
@@ -62,7 +63,8 @@ def register_reset_command(app: AsyncApp, store: Store,
         team = str(body.get("team_id") or "")
         user = str(body.get("user_id") or "")
         if controls is not None and not isinstance(
-            await controls.decide(control=RESET_COMMAND, channel=channel, user=user), Allow
+            await controls.decide(control=RESET_COMMAND, channel=channel, user=user,
+                                  install=install_of_request(body)), Allow
         ):
             # A slash command's response is seen only by the person who ran it.
             await ack(markdown_to_mrkdwn(controls.denied_message))
@@ -89,6 +91,7 @@ def register_stop_controls(app: AsyncApp, *, controls: ControlAccess, stops: Sto
             return
         key = thread_key(team, channel, thread_ts)
         verdict = await controls.decide(control="a Slack stop", channel=channel, user=user,
+                                        install=install_of_request(body),
                                         log_extra={"thread_key": key})
         if not isinstance(verdict, Allow):
             await tell_refused(client, channel=channel, user=user, thread_ts=thread_ts,
@@ -108,6 +111,7 @@ def register_stop_controls(app: AsyncApp, *, controls: ControlAccess, stops: Sto
         if not key:
             return
         verdict = await controls.decide(control="a Stop button", channel=channel, user=user,
+                                        install=install_of_request(body),
                                         log_extra={"thread_key": key})
         if not isinstance(verdict, Allow):
             thread_ts = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts")

@@ -25,6 +25,7 @@ from bot.control_access import ControlAccess
 from bot.metrics import Metrics
 from bot.slack.controls import tell_refused
 from bot.slack.feedback_block import ACTION_ID_PATTERN, Vote, parse_feedback_action
+from bot.slack.routing import install_of_request
 from bot.store.feedback import FeedbackStore
 
 log = logging.getLogger("bot.feedback")
@@ -93,7 +94,8 @@ def register_feedback(app: AsyncApp, *, store: FeedbackStore, metrics: Metrics,
             return
         if controls is not None and not isinstance(
             await controls.decide(control="a feedback vote", channel=vote.channel,
-                                  user=vote.user, log_extra={"thread_key": vote.key}), Allow
+                                  user=vote.user, log_extra={"thread_key": vote.key},
+                                  install=install_of_request(body)), Allow
         ):
             await tell_refused(client, channel=vote.channel, user=vote.user,
                                thread_ts=vote.thread_ts, text=controls.denied_message)

@@ -23,7 +23,7 @@ from bot.slack.usergroups import UserGroupResolver
 from bot.slack.workspaces import Workspaces, WorkspaceSlack
 from bot.store.redis_store import Store
 from bot.thread_io import FeedbackRef, FileParts, HistoryMessage, Reply
-from bot.turns import BotIdentity, Turn
+from bot.turns import BotIdentity, InstallRef, Turn
 
 if TYPE_CHECKING:
     from bot.config import Settings, StreamingMode
@@ -188,10 +188,15 @@ class SlackThreadIO:
             if exc.response.get("error") != "message_not_found":
                 raise
 
-    async def user_groups(self, user_id: str) -> frozenset[str]:
-        """The user's groups (a single-workspace bot: with many workspaces, the settings
-        naming user groups are refused at start-up)."""
-        groups = self.workspaces.one.groups if self.workspaces.one is not None else None
+    async def user_groups(self, user_id: str, install: InstallRef | None = None
+                          ) -> frozenset[str]:
+        """The user's groups, looked up in the workspace of `install` (many workspaces)."""
+        if self.workspaces.one is not None:
+            groups = self.workspaces.one.groups
+        elif install is not None:
+            groups = (await self.workspaces.of(install)).groups
+        else:
+            groups = None
         if groups is None:
             return frozenset()
         return await groups.groups_of(user_id)

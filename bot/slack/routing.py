@@ -79,6 +79,25 @@ def installation_of(body: Mapping[str, Any]) -> InstallRef | None:
                       org_install=org_install, bot_user=user)
 
 
+def install_of_request(body: Mapping[str, Any]) -> InstallRef | None:
+    """The installation any request came through: an event's `authorizations`; a click's
+    (`team`, `enterprise`) or a slash command's (`team_id`, `enterprise_id`) ids, with
+    `is_enterprise_install`. None when it names none."""
+    found = installation_of(body)
+    if found is not None:
+        return found
+    team, enterprise = body.get("team"), body.get("enterprise")
+    team_id = team.get("id") if isinstance(team, Mapping) else body.get("team_id")
+    enterprise_id = (enterprise.get("id") if isinstance(enterprise, Mapping)
+                     else body.get("enterprise_id"))
+    org = body.get("is_enterprise_install") in (True, "true")
+    ids = [value if isinstance(value, str) and not _SURROGATE.search(value) else ""
+           for value in (team_id, enterprise_id)]
+    if not (ids[1] if org else ids[0]):
+        return None
+    return InstallRef(team_id="" if org else ids[0], enterprise_id=ids[1], org_install=org)
+
+
 def route_event(
     body: Mapping[str, Any],
     bot: BotIdentity,

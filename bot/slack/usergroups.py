@@ -44,8 +44,12 @@ class UserGroupResolver:
         error_ttl: float = ERROR_TTL_SECONDS,
         fail_closed: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
+        elsewhere_empty: bool = False,
     ) -> None:
         self._client = client
+        # Many workspaces: a group Slack does not know here (`no_such_subteam`) is another
+        # workspace's, and has no members here.
+        self._elsewhere_empty = elsewhere_empty
         self._groups = tuple(sorted(set(groups)))
         self._ttl = ttl
         self._error_ttl = error_ttl
@@ -63,6 +67,7 @@ class UserGroupResolver:
         also: Iterable[str] = (),
         error_ttl: float = ERROR_TTL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        elsewhere_empty: bool = False,
     ) -> UserGroupResolver:
         """A resolver for the policy's groups and the groups in `also` (APPROVER_USERGROUPS),
         cached USERGROUP_CACHE_SECONDS; denied groups fail closed, the others open (a
@@ -74,6 +79,7 @@ class UserGroupResolver:
             error_ttl=error_ttl,
             fail_closed=policy.denied_usergroups,
             clock=clock,
+            elsewhere_empty=elsewhere_empty,
         )
 
     @property
@@ -116,6 +122,9 @@ class UserGroupResolver:
         except SlackApiError as exc:
             data = exc.response.data if isinstance(exc.response.data, dict) else {}
             problem = str(data.get("error") or f"HTTP {exc.response.status_code}")
+            if self._elsewhere_empty and problem == "no_such_subteam":
+                return _Members(users=frozenset(), expires_at=self._clock() + self._ttl,
+                                known=True)
         except Exception as exc:  # network trouble: the turn goes on with what is known
             problem = type(exc).__name__
         stale = previous is not None and previous.known

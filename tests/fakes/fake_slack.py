@@ -277,6 +277,8 @@ class FakeSlack:
         self.channels: dict[str, dict[str, Any]] = {}
         #: user group id -> member user ids (usergroups.users.list)
         self.usergroups: dict[str, list[str]] = {}
+        #: user group id -> the workspace it belongs to (default: the fake's own)
+        self.usergroup_teams: dict[str, str] = {}
         self.files: dict[str, UploadedFile] = {}
         #: files users attached (add_file), served with the bot token like files.slack.com
         self.shared_files: dict[str, SharedFile] = {}
@@ -534,8 +536,12 @@ class FakeSlack:
             **({"user_id": user_id} if user_id else {}),
         }
 
-    def add_usergroup(self, group_id: str, users: list[str]) -> None:
+    def add_usergroup(self, group_id: str, users: list[str], *,
+                      team_id: str | None = None) -> None:
+        """A user group of workspace ``team_id`` (default: the fake's own); other
+        workspaces' tokens get ``no_such_subteam`` for it."""
         self.usergroups[group_id] = list(users)
+        self.usergroup_teams[group_id] = team_id or self.team_id
 
     def add_channel(
         self,
@@ -1690,7 +1696,11 @@ class FakeSlack:
         self, params: dict[str, Any], who: IssuedToken
     ) -> dict[str, Any]:
         self._require(params, "usergroup")
-        users = self.usergroups.get(str(params["usergroup"]))
+        group = str(params["usergroup"])
+        users = self.usergroups.get(group)
+        if users is not None and not self.workspaces.sees(
+                who.installation, [self.usergroup_teams.get(group, self.team_id)]):
+            users = None  # another workspace's group
         if users is None:
             raise SlackApiFail("no_such_subteam")
         return {"users": list(users)}

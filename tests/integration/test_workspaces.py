@@ -480,3 +480,33 @@ async def test_the_install_page_says_so_when_redis_is_down(
     finally:
         await bot.close()
         redis.cleanup()
+
+
+async def test_user_groups_are_looked_up_in_each_workspace(
+    slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object,
+) -> None:
+    """ACCESS_DENIED_USERGROUPS names Alpha's group SA (Ann is in it): Ann is refused in
+    Alpha, asked with Alpha's token; in Beta, where SA is not a group, Ben is answered."""
+    slack.add_usergroup("SA", ["UA1"], team_id="TA")
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, access_denied_usergroups="SA",
+                     **distributed_settings(slack))
+    await bot.start()
+    try:
+        alpha = await install(bot, slack, user="UA1", team_id="TA")
+        beta = await install(bot, slack, user="UB1", team_id="TB")
+        refused_ts = await ask(bot, slack, alpha, team="TA", channel="CA", user="UA1",
+                               text="may I?")
+        [note] = await eventually(lambda: [c for c in slack.calls_to("chat.postEphemeral")
+                                           if c.ok], timeout=15)
+        assert note.params["user"] == "UA1" and note.token == slack.tokens_of(alpha, "bot")[-1]
+        ts = await ask(bot, slack, beta, team="TB", channel="CB", user="UB1", text="and I?")
+        [answer] = await answered(slack, "CB", ts)
+        assert "said=Ben: and I?" in answer
+        await bot.wait_idle()
+        assert answers(slack, "CA", refused_ts) == []
+        lookups = {(c.params["usergroup"], c.token, c.error)
+                   for c in slack.calls_to("usergroups.users.list")}
+        assert lookups == {("SA", slack.tokens_of(alpha, "bot")[-1], None),
+                           ("SA", slack.tokens_of(beta, "bot")[-1], "no_such_subteam")}
+    finally:
+        await bot.close()

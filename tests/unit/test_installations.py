@@ -142,11 +142,10 @@ def test_the_encryption_key_is_checked(value: str, problem: str | None) -> None:
 
 def test_many_workspaces_need_a_secret_a_key_and_a_real_redis() -> None:
     settings = Settings(_env_file=None, slack_client_id="1.2",  # type: ignore[call-arg]
-                        slack_signing_secret="s", access_denied_usergroups="S1")
+                        slack_signing_secret="s")
     assert settings.distributed
     problems = " ".join(settings.problems_for_serve())
-    for name in ("SLACK_CLIENT_SECRET", "INSTALLATION_ENCRYPTION_KEY", "REDIS_URL",
-                 "ACCESS_DENIED_USERGROUPS"):
+    for name in ("SLACK_CLIENT_SECRET", "INSTALLATION_ENCRYPTION_KEY", "REDIS_URL"):
         assert name in problems
     assert "SLACK_BOT_TOKEN" not in problems
     ready = Settings(_env_file=None, slack_client_id="1.2",  # type: ignore[call-arg]
