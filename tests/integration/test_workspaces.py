@@ -510,3 +510,27 @@ async def test_user_groups_are_looked_up_in_each_workspace(
                            ("SA", slack.tokens_of(beta, "bot")[-1], "no_such_subteam")}
     finally:
         await bot.close()
+
+
+async def test_socket_mode_serves_the_installed_workspaces(
+    slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object,
+) -> None:
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, slack_app_token=slack.app_token,
+                     **distributed_settings(slack))
+    await bot.start()
+    try:
+        await slack.wait_socket_connected(timeout=15)
+        beta = await install(bot, slack, user="UB1", team_id="TB")
+        mention = f"<@{bot_user(beta)}> over the socket"
+        ts = slack.add_message("CB", user="UB1", text=mention)
+        event = ev.app_mention(channel="CB", user="UB1", text=mention, ts=ts)
+        event["team"] = "TB"
+        envelope = await slack.push_event(ev.envelope(event, team_id="TB",
+                                                      authorizations=[authorization(beta)]))
+        await slack.wait_for_ack(envelope, timeout=15)
+        [answer] = await answered(slack, "CB", ts)
+        assert "said=Ben: over the socket" in answer
+        await bot.wait_idle()
+        assert tokens_used(slack, "CB") == {slack.tokens_of(beta, "bot")[-1]}
+    finally:
+        await bot.close()
