@@ -157,7 +157,8 @@ def build_bolt_app(
     # Listeners reply through the bot's own client, ack and respond, all filtered.
     app.middleware(bolt_middleware(client, client_for))
     register_intake(app, intake)
-    register_stop_controls(app, controls=intake.controls, stops=stops)
+    register_stop_controls(app, controls=intake.controls, stops=stops,
+                           installed=oauth is not None)
     for register in extras:
         register(app)
     register_catch_all(app)

@@ -462,7 +462,8 @@ def build_bot(
                                           controls=parts.intake.controls),
             lambda app: register_assistant(app, prompts=settings.assistant_prompts,
                                            title=settings.assistant_title),
-            lambda app: register_reset_command(app, parts.store, parts.intake.controls),
+            lambda app: register_reset_command(app, parts.store, parts.intake.controls,
+                                               installed=settings.distributed),
             *([lambda app: register_uninstall(app, installations=installs,
                                               forget=workspaces.forget)]
               if installs is not None and workspaces is not None else []),

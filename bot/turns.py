@@ -119,7 +119,11 @@ class Turn:
 
     @property
     def key(self) -> str:
-        return thread_key(self.team, self.channel, self.thread_ts)
+        """The thread's key: its workspace's, or with many workspaces its installation's
+        (the org of an org-wide install: a channel shared by workspaces of the org is one
+        thread, whoever writes)."""
+        owner = self.install.owner if self.install is not None else self.team
+        return thread_key(owner, self.channel, self.thread_ts)
 
     @property
     def reply_thread_ts(self) -> str | None:

@@ -8,9 +8,9 @@ printed.
   expiry;
 - `revoke T…|E…`: revokes the bot token at Slack (`auth.revoke`) and deletes the
   installation; the workspace's queued turns are dropped unanswered;
-- `purge T…`: deletes the thread data (mappings, queues, dedupe, outboxes) of a workspace
-  at once, instead of on the retention schedule; refused while it is installed, unless
-  `--force`;
+- `purge T…|E…`: deletes the thread data (mappings, queues, dedupe, outboxes) of a
+  workspace, or of an org-wide install, at once, instead of on the retention schedule;
+  refused unless it is listed as uninstalled, or `--force`;
 - `newkey`: prints a new INSTALLATION_ENCRYPTION_KEY;
 - `rekey`: seals every record again under the first key of INSTALLATION_ENCRYPTION_KEY."""
 
@@ -52,7 +52,7 @@ def add_installs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         action = actions.add_parser(name, help=text)
         action.add_argument("workspace", metavar="WORKSPACE", help="T… or E…")
     purge = actions.add_parser("purge", help="delete a workspace's thread data now")
-    purge.add_argument("workspace", metavar="WORKSPACE", help="the workspace's team id (T…)")
+    purge.add_argument("workspace", metavar="WORKSPACE", help="T… or E…")
     purge.add_argument("--force", action="store_true",
                        help="purge even though the workspace is still installed")
     actions.add_parser("newkey", help="print a new INSTALLATION_ENCRYPTION_KEY")
@@ -178,18 +178,17 @@ async def _revoke(store: RedisInstallationStore, settings: Settings, workspace: 
 
 async def _purge(store: RedisInstallationStore, settings: Settings, workspace: str,
                  force: bool) -> int:
-    if not workspace.startswith("T"):
-        raise CliError(f"{workspace!r} is not a workspace (team) id: T…")
-    gone = [o for o, _ in await store.uninstalled() if split_owner(o)[1] == workspace]
+    if not workspace.startswith(("T", "E")):
+        raise CliError(f"{workspace!r} is neither a workspace (T…) nor an org (E…) id")
+    gone = [o for o, _ in await store.uninstalled() if workspace in split_owner(o)]
     if not gone and not force:
         # Still installed (by itself or by its org), or never: nothing says it may go.
         raise CliError(f"{workspace} is not listed as uninstalled (`installs list`): revoke "
                        "it first (`installs revoke`), or pass --force")
     keys = Keys(settings.redis_key_prefix, settings.redis_shards)
     threads, deleted = await purge_team_threads(store.redis, keys, workspace)
-    for owner, _ in await store.uninstalled():
-        if split_owner(owner)[1] == workspace:
-            await store.forget_uninstalled(owner)
+    for owner in gone:
+        await store.forget_uninstalled(owner)
     print(f"Purged {workspace}: {threads} thread(s), {deleted} key(s) deleted. ADK sessions "
           "are not deleted.")
     return 0

@@ -23,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.access import Allow
 from bot.control_access import ControlAccess
 from bot.slack.mrkdwn import markdown_to_mrkdwn
-from bot.slack.routing import install_of_request
+from bot.slack.routing import install_of_request, thread_owner
 from bot.slack.stream import STOP_ACTION_ID
 from bot.stops import Stops
 from bot.store.redis_store import Store
@@ -57,10 +57,14 @@ async def tell_refused(client: AsyncWebClient, *, channel: str, user: str,
 
 
 def register_reset_command(app: AsyncApp, store: Store,
-                           controls: ControlAccess | None = None) -> None:
+                           controls: ControlAccess | None = None, *,
+                           installed: bool = False) -> None:
+    """`/adk-reset` in a DM; `installed`: many workspaces (the thread keys' owner is the
+    installation's)."""
+
     async def on_reset(ack: AsyncAck, body: dict[str, Any]) -> None:
         channel = str(body.get("channel_id") or "")
-        team = str(body.get("team_id") or "")
+        team = thread_owner(body, installed=installed)
         user = str(body.get("user_id") or "")
         if controls is not None and not isinstance(
             await controls.decide(control=RESET_COMMAND, channel=channel, user=user,
@@ -79,13 +83,16 @@ def register_reset_command(app: AsyncApp, store: Store,
     app.command(RESET_COMMAND)(on_reset)
 
 
-def register_stop_controls(app: AsyncApp, *, controls: ControlAccess, stops: Stops) -> None:
+def register_stop_controls(app: AsyncApp, *, controls: ControlAccess, stops: Stops,
+                           installed: bool = False) -> None:
     """Slack's own stop on a streamed answer (`agent_session_stopped`) and the Stop button
-    under an answer. A user `controls` refuses is told so, and nothing stops."""
+    under an answer. A user `controls` refuses is told so, and nothing stops. `installed`:
+    many workspaces (the thread keys' owner is the installation's)."""
 
     async def on_agent_stop(body: dict[str, Any], client: AsyncWebClient) -> None:
         event = body.get("event") or {}
-        team, channel = str(body.get("team_id") or ""), str(event.get("channel") or "")
+        team = thread_owner(body, installed=installed)
+        channel = str(event.get("channel") or "")
         thread_ts, user = event.get("thread_ts"), str(event.get("user") or "")
         if not (team and channel and isinstance(thread_ts, str)):
             return

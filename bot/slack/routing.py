@@ -98,6 +98,17 @@ def install_of_request(body: Mapping[str, Any]) -> InstallRef | None:
     return InstallRef(team_id="" if org else ids[0], enterprise_id=ids[1], org_install=org)
 
 
+def thread_owner(body: Mapping[str, Any], *, installed: bool) -> str:
+    """The first part of the thread keys of a request's channel: its workspace, or with many
+    workspaces (`installed`) its installation's owner (`Turn.key`)."""
+    ref = install_of_request(body) if installed else None
+    if ref is not None and ref.owner:
+        return ref.owner
+    team = body.get("team")
+    found = team.get("id") if isinstance(team, Mapping) else body.get("team_id")
+    return found if isinstance(found, str) else ""
+
+
 def route_event(
     body: Mapping[str, Any],
     bot: BotIdentity,
