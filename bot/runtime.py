@@ -33,7 +33,7 @@ from bot.notes import BackgroundNotes
 from bot.slack.assistant import register_assistant
 from bot.slack.controls import register_reset_command
 from bot.slack.feedback import register_feedback
-from bot.slack.install_page import InstallFlow, StateCookieCheck
+from bot.slack.install_page import InstallFlow, StateCookieCheck, plain_http_loopback
 from bot.slack.replies import SlackThreadIO
 from bot.slack.scopes import REQUIRED_SCOPES
 from bot.slack.token_refresh import BoltInstallations, RefreshingInstallationStore
@@ -430,17 +430,18 @@ def build_bot(
                                 metrics=metrics, installation=True)
 
     def make_workspace(token: str, bot: BotIdentity) -> WorkspaceSlack:
-        """An installation's clients, and its user groups: a group named in the settings
-        that is not this workspace's has no members here."""
-        ws_client = client_for(token)
-        return WorkspaceSlack(ws_client, bot, stream_client=build_web_client(
+        """An installation's clients."""
+        return WorkspaceSlack(client_for(token), bot, stream_client=build_web_client(
             token, client.base_url, wait_on_429=False, session=client.session,
-            metrics=metrics, installation=True),
-            groups=UserGroupResolver.for_policy(ws_client, access, also=approvers.usergroups,
-                                                elsewhere_empty=True)
-            if groups is not None else None)
+            metrics=metrics, installation=True))
 
-    workspaces = (Workspaces(installations=installs, make=make_workspace)
+    def make_groups(ws_client: AsyncWebClient, workspace: str | None) -> UserGroupResolver:
+        return UserGroupResolver.for_policy(ws_client, access, also=approvers.usergroups,
+                                            elsewhere_empty=True, team_id=workspace)
+
+    workspaces = (Workspaces(installations=installs, make=make_workspace,
+                             make_groups=make_groups if groups is not None else None,
+                             groups_seconds=max(float(settings.usergroup_cache_seconds), 60.0))
                   if installs is not None else None)
 
     def make_io(store: Store, metrics: Metrics) -> ThreadIO:
@@ -469,7 +470,8 @@ def build_bot(
               if installs is not None and workspaces is not None else []),
         ],
         oauth=InstallFlow(client=client, settings=oauth_settings(settings, installs),
-                          title=settings.assistant_title or "the agent")
+                          title=settings.assistant_title or "the agent",
+                          plain_http=plain_http_loopback(settings.slack_redirect_uri))
         if installs is not None else None,
         client_for=client_for if installs is not None else None,
     )

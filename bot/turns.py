@@ -29,10 +29,19 @@ class InstallRef:
     https://docs.slack.dev/apis/events-api/#authorizations): the workspace, or the
     Enterprise Grid org of an org-wide install, and the bot's user id there."""
 
-    team_id: str = ""  # "" for an org-wide install
+    # The workspace; for an org-wide install, the workspace of the org the request came
+    # from (the installation is the org's: `owner`).
+    team_id: str = ""
     enterprise_id: str = ""
     org_install: bool = False
     bot_user: str = ""
+
+    @property
+    def installation(self) -> tuple[str, str, bool]:
+        """Which installation it is (enterprise, team, org-wide), whatever workspace of an
+        org and whichever bot user: what caches of installations are keyed by."""
+        return ((self.enterprise_id, "", True) if self.org_install
+                else (self.enterprise_id, self.team_id, False))
 
     @property
     def owner(self) -> str:

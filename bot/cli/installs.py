@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -178,9 +179,12 @@ async def _revoke(store: RedisInstallationStore, settings: Settings, workspace: 
 
 async def _purge(store: RedisInstallationStore, settings: Settings, workspace: str,
                  force: bool) -> int:
-    if not workspace.startswith(("T", "E")):
+    if not re.fullmatch(r"[TE][A-Z0-9]+", workspace):
         raise CliError(f"{workspace!r} is neither a workspace (T…) nor an org (E…) id")
-    gone = [o for o, _ in await store.uninstalled() if workspace in split_owner(o)]
+    # The uninstalled installation that is exactly this one: a workspace's own (T…), or
+    # an org-wide one (E…), never a workspace install inside an org for the org's id.
+    gone = [o for o, _ in await store.uninstalled()
+            if (split_owner(o)[1] or split_owner(o)[0]) == workspace]
     if not gone and not force:
         # Still installed (by itself or by its org), or never: nothing says it may go.
         raise CliError(f"{workspace} is not listed as uninstalled (`installs list`): revoke "

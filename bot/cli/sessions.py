@@ -247,9 +247,9 @@ async def resolve_key(ref: str, store: Store, settings: Settings, team: str | No
             raise CliError(f"the link matches several threads ({', '.join(candidates)}); "
                            "pass --team T…", 2)
         if not candidates:
-            raise CliError("cannot tell the workspace of this link: pass --team T… (or, for "
-                           "one workspace, set SLACK_BOT_TOKEN: its auth.test names the "
-                           "team)", 2)
+            raise CliError("cannot tell the workspace of this link: pass --team T… (E… for "
+                           "an org-wide install; or, for one workspace, set SLACK_BOT_TOKEN: "
+                           "its auth.test names the team)", 2)
     for key in candidates:
         if await store.get_thread(key) is not None:
             return key

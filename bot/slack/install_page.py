@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -71,30 +72,31 @@ class StateCookieCheck(OAuthStateUtils):
 
 def plain_http_cookie(cookie: str) -> str:
     """The state cookie without `Secure`, for a page served over plain HTTP on this machine
-    (a browser, or a test client, keeps a `Secure` cookie from `http://127.0.0.1` to itself,
-    and the redirect would be refused as coming from another browser)."""
+    (a client keeps a `Secure` cookie from `http://127.0.0.1` to itself)."""
     return "; ".join(part for part in cookie.split("; ") if part.lower() != "secure")
 
 
-def _local_http(request: AsyncBoltRequest) -> bool:
-    forwarded = request.headers.get("x-forwarded-proto", [""])
-    if forwarded and forwarded[0].lower() == "https":
+def plain_http_loopback(redirect_uri: str | None) -> bool:
+    """Whether SLACK_REDIRECT_URI is a plain-HTTP address on this machine (a local trial):
+    then the state cookie cannot be `Secure`."""
+    if not redirect_uri:
         return False
-    host = (request.headers.get("host", [""]) or [""])[0].rsplit(":", 1)[0].strip("[]")
-    return host in ("127.0.0.1", "localhost", "::1")
+    url = urlparse(redirect_uri)
+    return url.scheme == "http" and url.hostname in ("127.0.0.1", "localhost", "::1")
 
 
 class InstallFlow(AsyncOAuthFlow):
     """Bolt's OAuth flow with the install page above; `title` names the app on it. Its
-    state cookie is `Secure`, except on a page served over plain HTTP from loopback."""
+    state cookie is `Secure`, unless `plain_http` (`plain_http_loopback`)."""
 
-    def __init__(self, *, title: str, **kwargs: Any) -> None:
+    def __init__(self, *, title: str, plain_http: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.title = title
+        self.plain_http = plain_http
 
     async def handle_installation(self, request: AsyncBoltRequest) -> BoltResponse:
         response = await super().handle_installation(request)
-        if _local_http(request) and "set-cookie" in response.headers:
+        if self.plain_http and "set-cookie" in response.headers:
             response.headers["set-cookie"] = [
                 plain_http_cookie(c) for c in response.headers["set-cookie"]]
         return response

@@ -191,12 +191,7 @@ class SlackThreadIO:
     async def user_groups(self, user_id: str, install: InstallRef | None = None
                           ) -> frozenset[str]:
         """The user's groups, looked up in the workspace of `install` (many workspaces)."""
-        if self.workspaces.one is not None:
-            groups = self.workspaces.one.groups
-        elif install is not None:
-            groups = (await self.workspaces.of(install)).groups
-        else:
-            groups = None
+        groups = await self.workspaces.groups(install)
         if groups is None:
             return frozenset()
         return await groups.groups_of(user_id)

@@ -75,8 +75,16 @@ def installation_of(body: Mapping[str, Any]) -> InstallRef | None:
            for value in (team, enterprise)]
     if (org_install and not ids[1]) or (not org_install and not ids[0]):
         return None
-    return InstallRef(team_id="" if org_install else ids[0], enterprise_id=ids[1],
-                      org_install=org_install, bot_user=user)
+    return InstallRef(team_id=_workspace_of(body) if org_install else ids[0],
+                      enterprise_id=ids[1], org_install=org_install, bot_user=user)
+
+
+def _workspace_of(body: Mapping[str, Any]) -> str:
+    """The workspace a request came from (an org-wide install's requests come from any
+    workspace of the org)."""
+    team = body.get("team")
+    found = team.get("id") if isinstance(team, Mapping) else body.get("team_id")
+    return found if isinstance(found, str) and not _SURROGATE.search(found) else ""
 
 
 def install_of_request(body: Mapping[str, Any]) -> InstallRef | None:
@@ -95,7 +103,7 @@ def install_of_request(body: Mapping[str, Any]) -> InstallRef | None:
            for value in (team_id, enterprise_id)]
     if not (ids[1] if org else ids[0]):
         return None
-    return InstallRef(team_id="" if org else ids[0], enterprise_id=ids[1], org_install=org)
+    return InstallRef(team_id=ids[0], enterprise_id=ids[1], org_install=org)
 
 
 def thread_owner(body: Mapping[str, Any], *, installed: bool) -> str:

@@ -45,8 +45,12 @@ class UserGroupResolver:
         fail_closed: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
         elsewhere_empty: bool = False,
+        team_id: str | None = None,
     ) -> None:
         self._client = client
+        # An org-wide install's token asks about one workspace of the org
+        # (https://docs.slack.dev/reference/methods/usergroups.users.list).
+        self._team_id = team_id
         # Many workspaces: a group Slack does not know here (`no_such_subteam`) is another
         # workspace's, and has no members here.
         self._elsewhere_empty = elsewhere_empty
@@ -68,6 +72,7 @@ class UserGroupResolver:
         error_ttl: float = ERROR_TTL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         elsewhere_empty: bool = False,
+        team_id: str | None = None,
     ) -> UserGroupResolver:
         """A resolver for the policy's groups and the groups in `also` (APPROVER_USERGROUPS),
         cached USERGROUP_CACHE_SECONDS; denied groups fail closed, the others open (a
@@ -80,6 +85,7 @@ class UserGroupResolver:
             fail_closed=policy.denied_usergroups,
             clock=clock,
             elsewhere_empty=elsewhere_empty,
+            team_id=team_id,
         )
 
     @property
@@ -112,7 +118,9 @@ class UserGroupResolver:
 
     async def _fetch(self, group: str, previous: _Members | None) -> _Members:
         try:
-            response = await self._client.usergroups_users_list(usergroup=group)
+            response = await (
+                self._client.usergroups_users_list(usergroup=group, team_id=self._team_id)
+                if self._team_id else self._client.usergroups_users_list(usergroup=group))
             users = response.get("users") or []
             return _Members(
                 users=frozenset(u for u in users if isinstance(u, str)),

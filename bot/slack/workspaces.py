@@ -47,6 +47,9 @@ class WorkspaceSlack:
 
 # Builds an installation's WorkspaceSlack from its bot token and its bot's identity.
 MakeWorkspace = Callable[[str, BotIdentity], WorkspaceSlack]
+# Builds the user-group resolver of an installation's client, for a workspace of an org
+# (an org-wide install's token names it) or None.
+MakeGroups = Callable[[AsyncWebClient, str | None], UserGroupResolver]
 
 
 class Workspaces:
@@ -56,14 +59,21 @@ class Workspaces:
     def __init__(self, *, one: WorkspaceSlack | None = None,
                  installations: AsyncInstallationStore | None = None,
                  make: MakeWorkspace | None = None,
-                 cache_seconds: float = INSTALL_CACHE_SECONDS) -> None:
+                 cache_seconds: float = INSTALL_CACHE_SECONDS,
+                 make_groups: MakeGroups | None = None,
+                 groups_seconds: float = INSTALL_CACHE_SECONDS) -> None:
+        """`make_groups` (with user groups in the settings): each installation's user-group
+        resolver, kept `groups_seconds` (its own cache of members lives as long)."""
         if (one is None) == (installations is None) or (installations and make is None):
             raise ValueError("either one workspace, or installations and make")
         self.one = one
         self.installations = installations
         self.make = make
-        self._built: TtlCache[InstallRef, WorkspaceSlack] = TtlCache(
+        self._built: TtlCache[tuple[str, str, bool], WorkspaceSlack] = TtlCache(
             INSTALL_CACHE_SIZE, cache_seconds)
+        self.make_groups = make_groups
+        self._groups: TtlCache[tuple[tuple[str, str, bool], str], UserGroupResolver] = (
+            TtlCache(INSTALL_CACHE_SIZE, groups_seconds))
 
     @property
     def many(self) -> bool:
@@ -80,7 +90,7 @@ class Workspaces:
         """The installation's clients; ThreadUnreachable when it is not installed."""
         if self.one is not None:
             return self.one
-        cached = self._built.get(ref)
+        cached = self._built.get(ref.installation)
         if cached is not None:
             return cached
         assert self.installations is not None and self.make is not None
@@ -92,9 +102,24 @@ class Workspaces:
         built = self.make(bot.bot_token, BotIdentity(
             user_id=bot.bot_user_id or ref.bot_user, bot_id=bot.bot_id or "",
             team_id=bot.team_id or ref.team_id))
-        self._built.put(ref, built)
+        self._built.put(ref.installation, built)
         return built
+
+    async def groups(self, ref: InstallRef | None) -> UserGroupResolver | None:
+        """The user-group resolver of the installation (None: no user groups in the
+        settings); an org-wide install's asks about the workspace `ref` came from."""
+        if self.one is not None:
+            return self.one.groups
+        if ref is None or self.make_groups is None:
+            return None
+        workspace = ref.team_id if ref.org_install else ""
+        key = (ref.installation, workspace)
+        cached = self._groups.get(key)
+        if cached is None:
+            cached = self.make_groups((await self.of(ref)).client, workspace or None)
+            self._groups.put(key, cached)
+        return cached
 
     def forget(self, ref: InstallRef) -> None:
         """Drop the cached clients of an installation (uninstalled, token revoked)."""
-        self._built.pop(ref)
+        self._built.pop(ref.installation)

@@ -1698,8 +1698,15 @@ class FakeSlack:
         self._require(params, "usergroup")
         group = str(params["usergroup"])
         users = self.usergroups.get(group)
-        if users is not None and not self.workspaces.sees(
-                who.installation, [self.usergroup_teams.get(group, self.team_id)]):
+        home = self.usergroup_teams.get(group, self.team_id)
+        if who.installation.is_enterprise_install:
+            # An org token names the workspace it asks about
+            # (https://docs.slack.dev/reference/methods/usergroups.users.list).
+            if not params.get("team_id"):
+                raise SlackApiFail("missing_argument")
+            if users is not None and str(params["team_id"]) != home:
+                users = None
+        if users is not None and not self.workspaces.sees(who.installation, [home]):
             users = None  # another workspace's group
         if users is None:
             raise SlackApiFail("no_such_subteam")

@@ -549,3 +549,31 @@ async def test_a_channel_shared_by_two_workspaces_of_the_org_is_one_conversation
     answers_now = await answered(slack, "CO", ts, 2)
     assert follow and "turn=2" in answers_now[1] and "said=Dee: what number?" in answers_now[1]
     assert "session_id=E1-CO-" in answers_now[1]
+
+
+async def test_user_groups_of_an_org_wide_install_name_the_workspace(
+    slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: object,
+) -> None:
+    """An org token asks for a group's members in one workspace of the org: Gamma's
+    denied group SG refuses Gus in Gamma, and is no group in Delta, where Dee is answered."""
+    slack.add_usergroup("SG", ["UG1"], team_id="TG")
+    bot = BotProcess(slack, adk.base_url, prefix=prefix, access_denied_usergroups="SG",
+                     **distributed_settings(slack))
+    await bot.start()
+    try:
+        org = await install(bot, slack, user="UG1", enterprise_id=ORG, org_wide=True)
+        refused_ts = await ask(bot, slack, org, team="TG", channel="CG", user="UG1",
+                               text="may I?")
+        [note] = await eventually(lambda: [c for c in slack.calls_to("chat.postEphemeral")
+                                           if c.ok], timeout=15)
+        assert note.params["user"] == "UG1"
+        ts = await ask(bot, slack, org, team="TD", channel="CD", user="UD1", text="and I?")
+        [answer] = await answered(slack, "CD", ts)
+        assert "said=Dee: and I?" in answer
+        await bot.wait_idle()
+        assert answers(slack, "CG", refused_ts) == []
+        lookups = {(c.params.get("team_id"), c.error)
+                   for c in slack.calls_to("usergroups.users.list")}
+        assert lookups == {("TG", None), ("TD", "no_such_subteam")}
+    finally:
+        await bot.close()

@@ -243,7 +243,7 @@ def test_the_installation_is_read_from_the_events_authorizations() -> None:
         team_id="T1", bot_user="UB")
     assert installation_of(body(enterprise_id="E1", team_id=None, user_id="UB",
                                 is_enterprise_install=True)) == InstallRef(
-        enterprise_id="E1", org_install=True, bot_user="UB")
+        team_id="T9", enterprise_id="E1", org_install=True, bot_user="UB")
     for bad in ({}, {"authorizations": []}, {"authorizations": ["x"]},
                 body(team_id="T1"), body(user_id="UB"), body(team_id=7, user_id="UB"),
                 body(is_enterprise_install=True, user_id="UB"),
