@@ -22,10 +22,14 @@ from bot.store.keys import Keys
 from bot.store.thread_index import ThreadIndex
 from bot.store.thread_record import ThreadRecord
 from bot.store.work_stream import WorkStream
-from bot.turns import Turn
+from bot.turns import RetryLater, Turn
 
 if TYPE_CHECKING:
     from bot.config import Settings
+
+# With durable acks: how many WAITs (each REDIS_MIN_REPLICAS_TIMEOUT_MS) an answer's outbox
+# gets for its replicas before the turn is put off unposted.
+OUTBOX_CONFIRM_ATTEMPTS = 10
 
 
 def _parse_outbox(raw: str | None) -> list[dict[str, Any]] | None:
@@ -146,6 +150,7 @@ class Store:
         self._take_head = client.register_script(scripts.TAKE_HEAD)
         self._release_if_empty = client.register_script(scripts.RELEASE_IF_EMPTY)
         self._save_outbox = client.register_script(scripts.SAVE_OUTBOX)
+        self._replicate_mark = client.register_script(scripts.REPLICATE_MARK)
         self._hand_back = client.register_script(scripts.HAND_BACK)
 
     @classmethod
@@ -324,10 +329,11 @@ class Store:
         """The turn's replies, before any is posted; also counts the turn on its thread. With
         `lock_token`, only while that is still the thread's lock: LockLost if not.
 
-        With durable acks, the save also waits (as long as an ack may) for the replicas to
-        have it: a failover right after the answer is posted then finds the turn answered
-        ("a", its outbox), and delivers only what Slack lacks, instead of running it again.
-        Fewer confirmations only delay: the turn goes on."""
+        With durable acks, nothing is posted before the replicas have the outbox: a
+        failover right after the answer is posted then finds the turn answered ("a", its
+        outbox), and delivers only what Slack lacks, instead of running it again. The save
+        waits for them (WAIT, as long as an ack may, OUTBOX_CONFIRM_ATTEMPTS times); if they
+        still have not confirmed, the turn is put off (RetryLater), its outbox kept."""
         k = self.keys
         now = f"{time.time():.6f}"
         keys = [k.outbox(key, ts), k.message(key, ts), k.thread(key), k.lock(key),
@@ -337,10 +343,27 @@ class Store:
         if self.durability is None:
             saved = await self._save_outbox(keys=keys, args=args)
         else:
-            saved, _confirmed = await self._replicated(
+            saved, confirmed = await self._replicated(
                 self._save_outbox.sha, scripts.SAVE_OUTBOX, keys, args, self.durability)
+            if int(saved):
+                await self._confirm_outbox(keys[0], confirmed, self.durability)
         if not int(saved):
             raise LockLost(key)
+
+    async def _confirm_outbox(self, outbox: str, confirmed: int, durability: Durability
+                              ) -> None:
+        """Wait until the replicas have the outbox just saved: a write behind it, then WAIT
+        (a later write's confirmation covers every earlier one of the primary)."""
+        ttl_ms = self.dedupe_ttl * 1000
+        for _ in range(OUTBOX_CONFIRM_ATTEMPTS):
+            if confirmed >= durability.replicas:
+                return
+            _marked, confirmed = await self._replicated(
+                self._replicate_mark.sha, scripts.REPLICATE_MARK, [outbox], [ttl_ms],
+                durability)
+        if confirmed < durability.replicas:
+            raise RetryLater(f"{confirmed} of {durability.replicas} replica(s) confirmed the "
+                             "answer; it is posted once they do")
 
     async def get_thread(self, key: str) -> ThreadRecord | None:
         data = cast("dict[str, str]", await self.redis.hgetall(self.keys.thread(key)))

@@ -188,6 +188,12 @@ return 0
 # KEYS (one thread, one hash tag): thread hash, queue, lock. ARGV: cutoff, dry run.
 # A mapping is purged only if it is still idle since before the cutoff and no turn of
 # it is queued or running, checked and deleted atomically.
+# A write the replicas must copy, behind every earlier write of the primary (one
+# replication stream): WAIT after it confirms those too. The outbox's own expiry again.
+REPLICATE_MARK = """
+return redis.call('PEXPIRE', KEYS[1], ARGV[1])
+"""
+
 PURGE_THREAD = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'expired', '0'} end
 local last = redis.call('HGET', KEYS[1], 'last_activity') or '0'

@@ -12,7 +12,10 @@ from __future__ import annotations
 import inspect
 from types import ModuleType
 
-from bot.turns import Turn
+import pytest
+
+from bot.store.redis_store import Durability
+from bot.turns import RetryLater, Turn
 from tests.unit import (
     test_feedback,
     test_installations,
@@ -63,3 +66,16 @@ async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, 
     await eventually(lambda: answered == ["101.0"])
     await worker.stop(1)
     assert await store.stream.pending_count() == 0
+
+
+async def test_an_answer_no_replica_confirms_is_not_posted(real_redis, prefix) -> None:
+    """With durable acks and no replica to confirm the outbox (this Redis has none), the
+    save waits OUTBOX_CONFIRM_ATTEMPTS times, then puts the turn off unposted: RetryLater,
+    with the outbox kept for the retry."""
+    store = make_store(real_redis, prefix)
+    store.durability = Durability(replicas=1, timeout_ms=10)
+    t = turn("301.0", kind="mention")
+    with pytest.raises(RetryLater, match="0 of 1 replica"):
+        await store.save_outbox(t.key, t.ts, [{"text": "the answer"}])
+    context = await store.turn_context(t.key, t.ts)
+    assert context.outbox == [{"text": "the answer"}]
