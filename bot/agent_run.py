@@ -115,6 +115,10 @@ class AgentRunner:
                     await self._stream(run, responses=())
         except TimeoutError as exc:
             raise AdkTimeout("the turn took longer than TURN_TIMEOUT_SECONDS") from exc
+        finally:
+            # What the model calls used, stopped or not (no per-user label).
+            for (model, kind), count in run.result.usage.items():
+                self.metrics.tokens.labels(model, kind).inc(count)
 
     async def _stream(self, run: AgentRun, *, responses: Sequence[Mapping[str, Any]]) -> None:
         turn = run.turn

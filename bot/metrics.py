@@ -36,6 +36,11 @@ class Metrics:
             "Turns finished, by installation (many workspaces) and outcome",
             ["workspace", "outcome"], registry=r,
         )
+        self.tokens = Counter(
+            "slackbot_tokens_total",
+            "Tokens the agent's model calls reported (usageMetadata), by model and kind "
+            "(prompt, candidates, thoughts, cached)", ["model", "kind"], registry=r,
+        )
         self.turns_given_up = Counter(
             "slackbot_turns_given_up_total",
             "Turns given up unanswered: attempts at them stopped their worker "

@@ -151,6 +151,8 @@ class TurnResult:
     invocation_id: str = ""
     agents: list[str] = field(default_factory=list)
     requests: list[HumanRequest] = field(default_factory=list)  # the run paused for these
+    # Tokens the run's model calls used: (model, kind) -> count (`usage_of`).
+    usage: dict[tuple[str, str], int] = field(default_factory=dict)
     _seen_ids: set[str] = field(default_factory=set)
 
     def feed(self, event: Mapping[str, Any]) -> None:
@@ -186,6 +188,8 @@ class TurnResult:
         if event.get("partial"):
             self.partial_text += text
             return
+        for kind_key, count in usage_of(event).items():
+            self.usage[kind_key] = self.usage.get(kind_key, 0) + count
         finish = str(event.get("finishReason") or "")
         if finish not in NORMAL_FINISH and not self.error_code:
             self.error_code = finish
@@ -212,6 +216,26 @@ class TurnResult:
     @property
     def failed(self) -> bool:
         return bool(self.stream_error or (self.error_code and not self.answer))
+
+
+# usageMetadata's counts, by the kind of token they count
+# (https://ai.google.dev/api/generate-content#UsageMetadata).
+USAGE_KINDS = {"promptTokenCount": "prompt", "candidatesTokenCount": "candidates",
+               "thoughtsTokenCount": "thoughts", "cachedContentTokenCount": "cached"}
+
+
+def usage_of(event: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+    """The tokens one complete model event reports (its `usageMetadata`, under its
+    `modelVersion`). Streamed chunks repeat the running totals, so only events that are not
+    partial are counted."""
+    metadata = event.get("usageMetadata")
+    if event.get("partial") or not isinstance(metadata, Mapping):
+        return {}
+    model = event.get("modelVersion")
+    name = model if isinstance(model, str) and model else "unknown"
+    return {(name, kind): count for key, kind in USAGE_KINDS.items()
+            if isinstance(count := metadata.get(key), int) and not isinstance(count, bool)
+            and count > 0}
 
 
 def describe_error_code(code: str, message: str = "") -> str:

@@ -75,3 +75,27 @@ async def test_logs_link_the_slack_event_to_the_adk_invocation(
     assert turn["invocation"].startswith("e-")
     assert all(set(r) >= {"time", "level", "logger", "message"} for r in records)
     assert "correlate me" not in bot.log()
+
+
+async def test_token_usage_is_counted_per_model_and_kind(slack: FakeSlack, bot: BotProcess
+                                                          ) -> None:
+    """The test agent's answers report usageMetadata (1200 prompt, 340 candidates, 25
+    thoughts, 800 cached tokens of test-model-1): a streamed answer (its chunks repeat the
+    totals) and a plain one count twice that, not more."""
+    streamed = await say(slack, bot, user="U1", text="usage stream chunks=4", mention=True)
+    await wait_replies(slack, "C1", streamed, 1)
+    plain = await say(slack, bot, user="U2", text="usage", mention=True)
+    await wait_replies(slack, "C1", plain, 1)
+
+    async def counted() -> str | None:
+        text = (await bot.http.get(f"{bot.url}/metrics")).text
+        return text if 'slackbot_tokens_total{kind="prompt",model="test-model-1"} 2400.0' \
+            in text else None
+
+    text = await eventually(counted, timeout=15, what="2400 prompt tokens")
+    for kind, each in (("prompt", 1200), ("candidates", 340), ("thoughts", 25),
+                       ("cached", 800)):
+        assert sample(text, "slackbot_tokens_total", kind=kind,
+                      model="test-model-1") == 2 * each
+    assert "U1" not in "".join(line for line in text.splitlines()
+                               if line.startswith("slackbot_tokens"))

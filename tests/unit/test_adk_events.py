@@ -7,6 +7,7 @@ from bot.adk.events import (
     encode_requests,
     human_requests,
     text_of,
+    usage_of,
 )
 
 
@@ -145,3 +146,21 @@ def test_a_paused_run_s_requests_for_a_human_are_found_and_answered() -> None:
     plain = {"author": "agent", "content": {"parts": [{"functionCall": {
         "id": "t", "name": "query_cost_data", "args": {}}}]}, "longRunningToolIds": ["t"]}
     assert human_requests(plain) == [] and decode_requests("not json") == []
+
+
+def test_token_usage_is_summed_over_complete_model_events() -> None:
+    usage = {"promptTokenCount": 100, "candidatesTokenCount": 20, "thoughtsTokenCount": 5,
+             "cachedContentTokenCount": 40, "totalTokenCount": 125}
+    result = TurnResult()
+    # Streamed chunks repeat the running totals: only the complete events count.
+    result.feed(ev("a", partial=True, usageMetadata=usage, modelVersion="m-1"))
+    result.feed(ev("ab", id="x1", usageMetadata=usage, modelVersion="m-1"))
+    result.feed(ev("ab", id="x1", usageMetadata=usage, modelVersion="m-1"))  # a repeat
+    result.feed(ev("c", id="x2", usageMetadata={"promptTokenCount": 7, "candidatesTokenCount":
+                                                True, "thoughtsTokenCount": "9"}))
+    result.feed(ev("d", id="x3", author="user", usageMetadata=usage))  # not the model's
+    assert result.usage == {("m-1", "prompt"): 100, ("m-1", "candidates"): 20,
+                            ("m-1", "thoughts"): 5, ("m-1", "cached"): 40,
+                            ("unknown", "prompt"): 7}
+    assert usage_of(ev("x", usageMetadata=usage, partial=True)) == {}
+    assert usage_of(ev("x", usageMetadata="not a mapping")) == {}

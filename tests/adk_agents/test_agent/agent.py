@@ -12,7 +12,7 @@ The reply lists, one per line::
 Directives in the user text change the behaviour (they may be combined):
 ``sleep=<s>``, ``hold=<path>`` (after any sleep, wait until the file ``<path>`` exists:
 a test opens the gate when it is ready, at most 120 s later), ``fail``, ``errorcode``,
-``tool``, ``stream``, ``long=<n>``,
+``tool``, ``stream``, ``long=<n>``, ``usage`` (the answer carries usageMetadata),
 ``markdown``, ``artifact``, ``chart``, ``textartifact``, ``thought``, ``failafter`` (answer,
 then raise: the SSE stream ends with an error line after the answer), ``confirm`` and ``ask``
 (pause for a human: ADK's ``adk_request_confirmation`` / ``adk_request_input`` call; the
@@ -96,6 +96,14 @@ _CHUNKS_RE = re.compile(r"\bchunks=(\d+)")
 _GAP_RE = re.compile(r"\bgap=(\d+(?:\.\d+)?)")
 
 
+# What `usage` reports for the answer (a model's LLM response would carry it; a streamed
+# one on every chunk, the final event with the totals).
+USAGE_MODEL = "test-model-1"
+USAGE = types.GenerateContentResponseUsageMetadata(
+    prompt_token_count=1200, candidates_token_count=340, thoughts_token_count=25,
+    cached_content_token_count=800, total_token_count=1565)
+
+
 @dataclass(frozen=True)
 class Directives:
     sleep: float = 0.0
@@ -117,6 +125,7 @@ class Directives:
     hostileartifact: bool = False
     traversal: bool = False
     bigtable: int = 0  # append a cost table with this many rows
+    usage: bool = False  # the answer's events carry usageMetadata (USAGE) and a model
     chunks: int = 3  # partial events when streaming
     gap: float = 0.0  # seconds between partial events
 
@@ -139,6 +148,7 @@ class Directives:
             confirm=flag("confirm"),
             ask=flag("ask"),
             errorcode=flag("errorcode"),
+            usage=flag("usage"),
             tool=flag("tool"),
             stream=flag("stream"),
             long=int(long.group(1)) if long else 0,
@@ -348,17 +358,20 @@ class DeterministicAgent(BaseAgent):
             text += "\n\nEnd of table."
 
         thought = [types.Part(text=THOUGHT_TEXT, thought=True)] if d.thought else []
+        usage = USAGE if d.usage else None
         if d.stream:
             if thought:
-                yield self._event(ctx, parts=thought, partial=True)
+                yield self._event(ctx, parts=thought, partial=True, usage=usage)
             step = max(1, -(-len(text) // d.chunks))
             for start in range(0, len(text), step):
                 if d.gap and start:
                     await asyncio.sleep(d.gap)
                 yield self._event(
-                    ctx, parts=[types.Part(text=text[start : start + step])], partial=True
+                    ctx, parts=[types.Part(text=text[start : start + step])], partial=True,
+                    usage=usage,
                 )
-        yield self._event(ctx, parts=[*thought, types.Part(text=text)], actions=actions)
+        yield self._event(ctx, parts=[*thought, types.Part(text=text)], actions=actions,
+                          usage=usage)
         if d.failafter:
             raise RuntimeError("test agent: requested failure after the answer")
 
@@ -389,8 +402,11 @@ class DeterministicAgent(BaseAgent):
         actions: EventActions | None = None,
         error_code: str | None = None,
         error_message: str | None = None,
+        usage: types.GenerateContentResponseUsageMetadata | None = None,
     ) -> Event:
         return Event(
+            usage_metadata=usage,
+            model_version=USAGE_MODEL if usage is not None else None,
             invocation_id=ctx.invocation_id,
             author=self.name,
             branch=ctx.branch,
