@@ -48,6 +48,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("bot.conversation")
 
 
+def _dropped(turn: Turn, exc: ThreadUnreachable) -> str:
+    """The outcome of a turn whose thread cannot be reached (the app was uninstalled):
+    dropped, nothing posted."""
+    log.info("turn dropped: %s", exc, extra={"thread_key": turn.key, "ts": turn.ts,
+                                             "outcome": "unreachable"})
+    return "unreachable"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ConversationConfig:
     """What a conversation needs from the settings; built by `from_settings`."""
@@ -134,9 +142,7 @@ class Conversation:
         try:
             return await self._handle(turn, context)
         except ThreadUnreachable as exc:
-            log.info("turn dropped: %s", exc, extra={"thread_key": turn.key, "ts": turn.ts,
-                                                     "outcome": "unreachable"})
-            return "unreachable"
+            return _dropped(turn, exc)
 
     async def _handle(self, turn: Turn, context: TurnContext | None) -> str:
         if context is None:
@@ -187,9 +193,7 @@ class Conversation:
         try:
             return await self._give_up(turn, context, notice)
         except ThreadUnreachable as exc:
-            log.info("turn dropped: %s", exc, extra={"thread_key": turn.key, "ts": turn.ts,
-                                                     "outcome": "unreachable"})
-            return "unreachable"
+            return _dropped(turn, exc)
 
     async def _give_up(self, turn: Turn, context: TurnContext | None, notice: str) -> str:
         if context is None:

@@ -213,13 +213,20 @@ class Bot:
         return {"redis": redis_ok, "adk": await self.adk.health()}
 
 
+def sealed_installations(settings: Settings, client: aioredis.Redis
+                         ) -> RedisInstallationStore:
+    """The installation store under REDIS_KEY_PREFIX, sealed with
+    INSTALLATION_ENCRYPTION_KEY (checked by the settings)."""
+    assert settings.installation_encryption_key is not None
+    return RedisInstallationStore(
+        client, InstallKeys(settings.redis_key_prefix),
+        Cipher.from_setting(settings.installation_encryption_key.get_secret_value()))
+
+
 async def check_installations_open(settings: Settings, client: aioredis.Redis) -> None:
     """The stored installations open with INSTALLATION_ENCRYPTION_KEY (one is tried): a
     wrong key is refused at start, not at every turn."""
-    assert settings.installation_encryption_key is not None
-    store = RedisInstallationStore(
-        client, InstallKeys(settings.redis_key_prefix),
-        Cipher.from_setting(settings.installation_encryption_key.get_secret_value()))
+    store = sealed_installations(settings, client)
     owners = await store.owners()
     if not owners:
         return
@@ -238,11 +245,8 @@ def installations(settings: Settings, redis_client: aioredis.Redis,
                   client: AsyncWebClient) -> RefreshingInstallationStore:
     """The installations of a distributable app, sealed in Redis, with rotating tokens
     refreshed through `client` (SLACK_API_URL)."""
-    assert settings.installation_encryption_key is not None
     assert settings.slack_client_id and settings.slack_client_secret is not None
-    store = RedisInstallationStore(
-        redis_client, InstallKeys(settings.redis_key_prefix),
-        Cipher.from_setting(settings.installation_encryption_key.get_secret_value()))
+    store = sealed_installations(settings, redis_client)
     rotator = AsyncTokenRotator(
         client_id=settings.slack_client_id,
         client_secret=settings.slack_client_secret.get_secret_value(), client=client)

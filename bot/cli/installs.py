@@ -17,9 +17,7 @@ printed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
-import sys
 import time
 from collections.abc import Sequence
 
@@ -29,7 +27,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cli import render_fields, render_table, when
-from bot.cli.sessions import CliError, _load_settings
+from bot.cli.sessions import CliError, run_with_settings
 from bot.config import Settings
 from bot.runtime import connect_redis
 from bot.store.cipher import Cipher, CipherError, new_key
@@ -249,10 +247,4 @@ def run_installs(args: argparse.Namespace) -> int:
     if args.action == "newkey":
         print(new_key())
         return 0
-    try:
-        settings = _load_settings()
-        return asyncio.run(_run(args, settings))
-    except CliError as exc:
-        text = str(exc)
-        print(text if text.startswith("config error:") else f"error: {text}", file=sys.stderr)
-        return exc.code
+    return run_with_settings(lambda settings: _run(args, settings))

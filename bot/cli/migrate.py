@@ -6,12 +6,10 @@ worker's heartbeat is alive, unless `--force`."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 
 from redis.exceptions import RedisError
 
-from bot.cli.sessions import CliError, _load_settings
+from bot.cli.sessions import CliError, run_with_settings
 from bot.config import Settings
 from bot.runtime import connect_redis
 from bot.store.connect import close_redis, describe_redis
@@ -54,10 +52,4 @@ async def _migrate(settings: Settings, *, force: bool) -> int:
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    try:
-        settings = _load_settings()
-        return asyncio.run(_migrate(settings, force=args.force))
-    except CliError as exc:
-        text = str(exc)
-        print(text if text.startswith("config error:") else f"error: {text}", file=sys.stderr)
-        return exc.code
+    return run_with_settings(lambda settings: _migrate(settings, force=args.force))

@@ -8,8 +8,9 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
@@ -357,14 +358,20 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         await close_redis(client)
 
 
-def run_sessions(args: argparse.Namespace) -> int:
+def run_with_settings(command: Callable[[Settings], Coroutine[Any, Any, int]]) -> int:
+    """An operator command on the bot's Redis: the settings loaded, `command` run; a
+    CliError printed (as a config error, or `error: …`) and its exit code returned."""
     try:
         settings = _load_settings()
-        return asyncio.run(_run(args, settings))
+        return asyncio.run(command(settings))
     except CliError as exc:
         text = str(exc)
         print(text if text.startswith("config error:") else f"error: {text}", file=sys.stderr)
         return exc.code
+
+
+def run_sessions(args: argparse.Namespace) -> int:
+    return run_with_settings(lambda settings: _run(args, settings))
 
 
 # ---- argparse -------------------------------------------------------------------------

@@ -94,27 +94,23 @@ def install_of_request(body: Mapping[str, Any]) -> InstallRef | None:
     found = installation_of(body)
     if found is not None:
         return found
-    team, enterprise = body.get("team"), body.get("enterprise")
-    team_id = team.get("id") if isinstance(team, Mapping) else body.get("team_id")
+    enterprise = body.get("enterprise")
     enterprise_id = (enterprise.get("id") if isinstance(enterprise, Mapping)
                      else body.get("enterprise_id"))
+    if not isinstance(enterprise_id, str) or _SURROGATE.search(enterprise_id):
+        enterprise_id = ""
+    team_id = _workspace_of(body)
     org = body.get("is_enterprise_install") in (True, "true")
-    ids = [value if isinstance(value, str) and not _SURROGATE.search(value) else ""
-           for value in (team_id, enterprise_id)]
-    if not (ids[1] if org else ids[0]):
+    if not (enterprise_id if org else team_id):
         return None
-    return InstallRef(team_id=ids[0], enterprise_id=ids[1], org_install=org)
+    return InstallRef(team_id=team_id, enterprise_id=enterprise_id, org_install=org)
 
 
 def thread_owner(body: Mapping[str, Any], *, installed: bool) -> str:
     """The first part of the thread keys of a request's channel: its workspace, or with many
     workspaces (`installed`) its installation's owner (`Turn.key`)."""
     ref = install_of_request(body) if installed else None
-    if ref is not None and ref.owner:
-        return ref.owner
-    team = body.get("team")
-    found = team.get("id") if isinstance(team, Mapping) else body.get("team_id")
-    return found if isinstance(found, str) else ""
+    return ref.owner if ref is not None and ref.owner else _workspace_of(body)
 
 
 def route_event(

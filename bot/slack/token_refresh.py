@@ -42,12 +42,50 @@ def _expires_at(bot: Bot) -> float | None:
     return float(at) if at is not None and bot.bot_refresh_token else None
 
 
-class RefreshingInstallationStore(AsyncInstallationStore):
+class _Delegating(AsyncInstallationStore):
+    """An installation store whose writes and deletes are `inner`'s."""
+
+    def __init__(self, inner: AsyncInstallationStore) -> None:
+        self.inner = inner
+
+    @property
+    def logger(self) -> logging.Logger:
+        return log
+
+    async def async_save(self, installation: Installation) -> None:
+        await self.inner.async_save(installation)
+
+    async def async_save_bot(self, bot: Bot) -> None:
+        await self.inner.async_save_bot(bot)
+
+    async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None,
+                               is_enterprise_install: bool | None = False) -> None:
+        await self.inner.async_delete_bot(  # type: ignore[call-arg]
+            enterprise_id=enterprise_id, team_id=team_id,
+            is_enterprise_install=is_enterprise_install)
+
+    async def async_delete_installation(
+        self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None,
+        is_enterprise_install: bool | None = False,
+    ) -> None:
+        await self.inner.async_delete_installation(  # type: ignore[call-arg]
+            enterprise_id=enterprise_id, team_id=team_id, user_id=user_id,
+            is_enterprise_install=is_enterprise_install)
+
+    async def async_delete_all(self, *, enterprise_id: str | None, team_id: str | None,
+                               is_enterprise_install: bool | None = False) -> None:
+        await self.inner.async_delete_all(  # type: ignore[call-arg]
+            enterprise_id=enterprise_id, team_id=team_id,
+            is_enterprise_install=is_enterprise_install)
+
+
+class RefreshingInstallationStore(_Delegating):
     """The installation store as every part of the bot reads it (Bolt's authorization, the
     workers, the CLI): a bot token due for a refresh is refreshed before it is returned."""
 
     def __init__(self, store: RedisInstallationStore, rotator: AsyncTokenRotator, *,
                  minutes: int, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(store)
         self.store = store
         self.rotator = rotator
         self.minutes = minutes
@@ -58,10 +96,6 @@ class RefreshingInstallationStore(AsyncInstallationStore):
     def redis(self) -> aioredis.Redis:
         return self.store.redis
 
-    @property
-    def logger(self) -> logging.Logger:
-        return log
-
     def due(self, bot: Bot) -> bool:
         at = _expires_at(bot)
         return at is not None and at <= self.clock() + self.minutes * 60
@@ -69,12 +103,6 @@ class RefreshingInstallationStore(AsyncInstallationStore):
     def expired(self, bot: Bot) -> bool:
         at = _expires_at(bot)
         return at is not None and at <= self.clock()
-
-    async def async_save(self, installation: Installation) -> None:
-        await self.store.async_save(installation)
-
-    async def async_save_bot(self, bot: Bot) -> None:
-        await self.store.async_save_bot(bot)
 
     async def async_find_bot(self, *, enterprise_id: str | None, team_id: str | None,
                              is_enterprise_install: bool | None = False) -> Bot | None:
@@ -100,24 +128,6 @@ class RefreshingInstallationStore(AsyncInstallationStore):
             installation.bot_refresh_token = bot.bot_refresh_token
             installation.bot_token_expires_at = bot.bot_token_expires_at
         return installation
-
-    async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None,
-                               is_enterprise_install: bool | None = False) -> None:
-        await self.store.async_delete_bot(enterprise_id=enterprise_id, team_id=team_id,
-                                          is_enterprise_install=is_enterprise_install)
-
-    async def async_delete_installation(
-        self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None,
-        is_enterprise_install: bool | None = False,
-    ) -> None:
-        await self.store.async_delete_installation(
-            enterprise_id=enterprise_id, team_id=team_id, user_id=user_id,
-            is_enterprise_install=is_enterprise_install)
-
-    async def async_delete_all(self, *, enterprise_id: str | None, team_id: str | None,
-                               is_enterprise_install: bool | None = False) -> None:
-        await self.store.async_delete_all(enterprise_id=enterprise_id, team_id=team_id,
-                                          is_enterprise_install=is_enterprise_install)
 
     async def _refresh(self, enterprise_id: str | None, team_id: str | None,
                        org: bool | None, bot: Bot) -> Bot | None:
@@ -168,24 +178,15 @@ class RefreshingInstallationStore(AsyncInstallationStore):
         return refreshed
 
 
-class BoltInstallations(AsyncInstallationStore):
+class BoltInstallations(_Delegating):
     """The installations as Bolt's authorization reads them: refreshed by `store`, and
     handed over without their refresh tokens, so that Bolt's own token rotation (no lock,
     and its own margin) never runs. Writes (Bolt's OAuth flow saving an install) go to
     `store`."""
 
     def __init__(self, store: RefreshingInstallationStore) -> None:
+        super().__init__(store)
         self.store = store
-
-    @property
-    def logger(self) -> logging.Logger:
-        return log
-
-    async def async_save(self, installation: Installation) -> None:
-        await self.store.async_save(installation)
-
-    async def async_save_bot(self, bot: Bot) -> None:
-        await self.store.async_save_bot(bot)
 
     async def async_find_bot(self, *, enterprise_id: str | None, team_id: str | None,
                              is_enterprise_install: bool | None = False) -> Bot | None:
@@ -206,16 +207,3 @@ class BoltInstallations(AsyncInstallationStore):
             installation.bot_refresh_token = None
             installation.user_refresh_token = None
         return installation
-
-    async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None,
-                               is_enterprise_install: bool | None = False) -> None:
-        await self.store.async_delete_bot(enterprise_id=enterprise_id, team_id=team_id,
-                                          is_enterprise_install=is_enterprise_install)
-
-    async def async_delete_installation(
-        self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None,
-        is_enterprise_install: bool | None = False,
-    ) -> None:
-        await self.store.async_delete_installation(
-            enterprise_id=enterprise_id, team_id=team_id, user_id=user_id,
-            is_enterprise_install=is_enterprise_install)

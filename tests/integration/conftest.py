@@ -15,6 +15,7 @@ from tests.conftest import REAL_REDIS_URL, drop_prefix
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
+from tests.integration.redis_topology import RedisClusterProcs, SentinelTopology
 
 # ---- the real Redis ------------------------------------------------------------------------
 
@@ -151,3 +152,28 @@ async def make_bot(slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: ob
     yield make
     for process in started:
         await process.close()
+
+
+# ---- Redis topologies of a test's own (tests/integration/redis_topology.py) ---------------
+
+
+@pytest.fixture
+async def sentinels() -> AsyncIterator[SentinelTopology]:
+    """A primary, a replica and three Sentinels on free loopback ports."""
+    topology = SentinelTopology()
+    try:
+        await topology.start()
+        yield topology
+    finally:
+        topology.cleanup()
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[RedisClusterProcs]:
+    """A Redis Cluster of three primaries with one replica each."""
+    procs = RedisClusterProcs()
+    try:
+        await procs.start()
+        yield procs
+    finally:
+        procs.cleanup()

@@ -13,6 +13,7 @@ from tests.fakes import slack_events as ev
 from tests.fakes.fake_slack import FakeSlack, message_text
 from tests.integration.harness import BotProcess
 from tests.integration.redis_topology import RedisClusterProcs, SentinelTopology
+from tests.integration.slack_user import answer_in, say
 
 QUESTIONS = 240
 CONCURRENCY = 12
@@ -125,3 +126,21 @@ async def cluster_failover(cluster: RedisClusterProcs) -> None:
     victim, _promoted = await cluster.kill_primary()
     victim.start()
     await cluster.ready()
+
+
+async def failover_under_load(bot: BotProcess, slack: FakeSlack, *,
+                              during: Callable[[], Any], name: str, durable: bool,
+                              record_property: Callable[[str, object], None]) -> None:
+    """The failover tests' check: the load with `during()` (the kill) beside it, its tally
+    reported as `name`; most of it acked (Slack gives up after three retries), nothing lost
+    or answered twice with durable acks, and a question after the failover answered."""
+    load = await run_load(bot, slack, during=during)
+    lost, duplicated = await tally(slack, load, settle=20)
+    report(record_property, name, load, lost, duplicated)
+    assert len(load.acked) >= QUESTIONS // 2, (len(load.acked), len(load.refused))
+    if durable:
+        assert (lost, duplicated) == (0, 0)
+    else:
+        assert 0 <= lost <= len(load.acked)
+    root = await say(slack, bot, user="U1", text="after the failover", mention=True)
+    await answer_in(slack, "C1", root, "said=Alice: after the failover")

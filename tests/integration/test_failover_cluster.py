@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from bot.store.connect import redis_client
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration import slack_user
-from tests.integration.failover_load import QUESTIONS, cluster_failover, report, run_load, tally
+from tests.integration.failover_load import cluster_failover, failover_under_load
 from tests.integration.harness import BotProcess
 from tests.integration.redis_topology import RedisClusterProcs
 from tests.integration.slack_user import answer_in, history, say, wait_replies
@@ -29,16 +29,6 @@ from tests.unit import test_installations
 from tests.waiting import eventually
 
 # ---- Redis Cluster ------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[RedisClusterProcs]:
-    procs = RedisClusterProcs()
-    try:
-        await procs.start()
-        yield procs
-    finally:
-        procs.cleanup()
 
 
 def _cluster_settings(cluster: RedisClusterProcs) -> dict[str, str]:
@@ -97,17 +87,10 @@ async def test_a_cluster_primary_killed_under_load(
                      redis_min_replicas="1" if durable else "0")
     await bot.start()
     try:
-        load = await run_load(bot, slack, during=lambda: cluster_failover(cluster))
-        lost, duplicated = await tally(slack, load, settle=20)
-        report(record_property, f"cluster_{'durable' if durable else 'plain'}", load,
-                lost, duplicated)
-        assert len(load.acked) >= QUESTIONS // 2, (len(load.acked), len(load.refused))
-        if durable:
-            assert (lost, duplicated) == (0, 0)
-        else:
-            assert 0 <= lost <= len(load.acked)
-        root = await say(slack, bot, user="U1", text="after the failover", mention=True)
-        await answer_in(slack, "C1", root, "said=Alice: after the failover")
+        await failover_under_load(
+            bot, slack, during=lambda: cluster_failover(cluster), durable=durable,
+            name=f"cluster_{'durable' if durable else 'plain'}",
+            record_property=record_property)
         await eventually(lambda: bot.proc is not None and bot.proc.poll() is None)
     finally:
         await bot.close()

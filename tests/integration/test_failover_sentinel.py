@@ -6,28 +6,17 @@ stdout and the test's `record_property`), not hidden and not asserted to be zero
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
-from tests.integration.failover_load import QUESTIONS, report, run_load, sentinel_failover, tally
+from tests.integration.failover_load import failover_under_load, sentinel_failover
 from tests.integration.harness import BotProcess
 from tests.integration.redis_topology import SentinelTopology
-from tests.integration.slack_user import answer_in, say
 
 # ---- Sentinel ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def sentinels() -> AsyncIterator[SentinelTopology]:
-    topology = SentinelTopology()
-    try:
-        await topology.start()
-        yield topology
-    finally:
-        topology.cleanup()
 
 
 @pytest.mark.parametrize("durable", [True, False], ids=["min_replicas_1", "min_replicas_0"])
@@ -39,18 +28,9 @@ async def test_a_sentinel_failover_under_load(
     bot = BotProcess(slack, adk.base_url, prefix=prefix, **settings)
     await bot.start()
     try:
-        load = await run_load(bot, slack, during=lambda: sentinel_failover(sentinels))
-        lost, duplicated = await tally(slack, load, settle=20)
-        report(record_property, f"sentinel_{'durable' if durable else 'plain'}", load,
-                lost, duplicated)
-        # Most of the load got through the failover (Slack gives up after three retries).
-        assert len(load.acked) >= QUESTIONS // 2, (len(load.acked), len(load.refused))
-        if durable:
-            assert (lost, duplicated) == (0, 0)
-        else:
-            assert 0 <= lost <= len(load.acked)
-        # The bot followed the failover: a question after it is answered.
-        root = await say(slack, bot, user="U1", text="after the failover", mention=True)
-        await answer_in(slack, "C1", root, "said=Alice: after the failover")
+        await failover_under_load(
+            bot, slack, during=lambda: sentinel_failover(sentinels), durable=durable,
+            name=f"sentinel_{'durable' if durable else 'plain'}",
+            record_property=record_property)
     finally:
         await bot.close()

@@ -24,16 +24,6 @@ async def sentinels() -> AsyncIterator[SentinelTopology]:
         topology.cleanup()
 
 
-@pytest.fixture
-async def cluster() -> AsyncIterator[RedisClusterProcs]:
-    procs = RedisClusterProcs()
-    try:
-        await procs.start()
-        yield procs
-    finally:
-        procs.cleanup()
-
-
 async def test_a_sentinel_failover_promotes_the_replica_with_its_data(
     sentinels: SentinelTopology,
 ) -> None:

@@ -34,16 +34,6 @@ REPLICA_TIMEOUT_MS = 300
 
 
 @pytest.fixture
-async def sentinels() -> AsyncIterator[SentinelTopology]:
-    topology = SentinelTopology()
-    try:
-        await topology.start()
-        yield topology
-    finally:
-        topology.cleanup()
-
-
-@pytest.fixture
 async def replicated() -> AsyncIterator[tuple[RedisServer, RedisServer]]:
     """A primary and one replica of it (no Sentinels)."""
     primary = RedisServer(persistent=False, extra_args=QUICK_SYNC)

@@ -181,21 +181,35 @@ async def _gone(client: aioredis.Redis, key: str) -> bool:
 
 class CountingRotator:
     """Stands in for slack_sdk's AsyncTokenRotator (whose Slack call is tested against the
-    fake Slack): counts refreshes, each taking `seconds`."""
+    fake Slack): counts refreshes, each held until `release` is set (the Slack call under
+    way while the other replicas look)."""
 
-    def __init__(self, seconds: float = 0.05) -> None:
+    def __init__(self) -> None:
         self.calls = 0
-        self.seconds = seconds
+        self.release = asyncio.Event()
+        self.release.set()
 
     async def perform_bot_token_rotation(self, *, bot: Bot, minutes_before_expiration: int
                                          ) -> Bot | None:
         self.calls += 1
-        await asyncio.sleep(self.seconds)  # the Slack call's time, so that replicas overlap
+        await self.release.wait()
         fresh = Bot(**bot.to_dict_for_copying())
         fresh.bot_token = f"xoxe.xoxb-fresh-{self.calls}"
         fresh.bot_refresh_token = f"xoxe-1-fresh-{self.calls}"
         fresh.bot_token_expires_at = int(time.time()) + 43200
         return fresh
+
+
+class CountingStore(RedisInstallationStore):
+    """The store, counting its bot reads."""
+
+    reads = 0
+
+    async def async_find_bot(self, *, enterprise_id: str | None, team_id: str | None,
+                             is_enterprise_install: bool | None = False) -> Bot | None:
+        self.reads += 1
+        return await super().async_find_bot(enterprise_id=enterprise_id, team_id=team_id,
+                                            is_enterprise_install=is_enterprise_install)
 
 
 async def test_an_expiring_token_is_refreshed_once_across_replicas(
@@ -206,10 +220,19 @@ async def test_an_expiring_token_is_refreshed_once_across_replicas(
         token="xoxe.xoxb-old", bot_refresh_token="xoxe-1-old",
         bot_token_expires_at=int(time.time()) - 5))  # already expired
     rotator = CountingRotator()
-    replicas = [RefreshingInstallationStore(store_on(any_redis, prefix), rotator,  # type: ignore[arg-type]
-                                            minutes=120) for _ in range(4)]
-    bots = await asyncio.gather(*(r.async_find_bot(enterprise_id=None, team_id="T1")
-                                  for r in replicas))
+    rotator.release.clear()
+    stores = [CountingStore(any_redis, InstallKeys(prefix), Cipher.from_setting(KEY))
+              for _ in range(4)]
+    replicas = [RefreshingInstallationStore(s, rotator, minutes=120)  # type: ignore[arg-type]
+                for s in stores]
+    finding = asyncio.gather(*(r.async_find_bot(enterprise_id=None, team_id="T1")
+                               for r in replicas))
+    # One replica refreshes; each of the other three read the bot, lost the lock, and read
+    # it again while the refresh is under way (the holder read it twice too).
+    await eventually(lambda: rotator.calls == 1 and sum(s.reads for s in stores) >= 8,
+                     what="the replicas waiting on the refresh")
+    rotator.release.set()
+    bots = await finding
     assert rotator.calls == 1
     assert {b.bot_token for b in bots if b is not None} == {"xoxe.xoxb-fresh-1"}
     stored = await store.async_find_bot(enterprise_id=None, team_id="T1")
