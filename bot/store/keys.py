@@ -25,7 +25,11 @@ same layout runs on one Redis, behind Sentinel, or on a Redis Cluster
     <s>:<key>:files:<ts>      set    reply parts whose files are uploaded, TTL
     <s>:<key>:defer:<ts>      string times the turn's delivery was put off, TTL
     <s>:<key>:fb:<turn_ts>    hash   feedback on a turn's answer: user id -> JSON {rating,
-                                     session_id, invocation_id, at}; TTL FEEDBACK_TTL_DAYS
+                                     session_id, invocation_id, at}, and "note:<user id>" ->
+                                     JSON {correction, why, at}, what a 👎 voter said the
+                                     answer should have been; TTL FEEDBACK_TTL_DAYS
+    <s>:rated                 zset   "<key>|<turn_ts>" -> latest vote time: the shard's rated
+                                     answers (eval export), trimmed to FEEDBACK_TTL_DAYS
     <s>:work                  stream the shard's doorbells {"k": <key>}; group "workers"
     <s>:threads               zset   the shard's thread keys -> last activity (listing, purging)
     <s>:hb:<worker>           string a live worker's heartbeat (its consumer name), in every
@@ -104,6 +108,10 @@ class Keys:
 
     def work_stream(self, shard: int) -> str:
         return f"{self.shard(shard)}:work"
+
+    def rated(self, shard: int) -> str:
+        """The shard's index of the answers someone voted on."""
+        return f"{self.shard(shard)}:rated"
 
     def threads_index(self, shard: int) -> str:
         return f"{self.shard(shard)}:threads"

@@ -204,3 +204,26 @@ end
 if ARGV[2] ~= '1' then redis.call('DEL', KEYS[1]) end
 return {'purged', last}
 """
+
+# KEYS: the answer's feedback hash, the shard's index of rated answers. ARGV: user, vote
+# (JSON), the user's note field, TTL, index member, vote time, the index's cutoff, rating.
+# A 👍 drops the user's note (a note belongs to a 👎). Returns the vote it replaced.
+RECORD_VOTE = """
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[8] == 'up' then redis.call('HDEL', KEYS[1], ARGV[3]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
+return previous
+"""
+
+# KEYS: the answer's feedback hash. ARGV: user, how a 👎 reads in a vote, the note field,
+# the note (JSON), TTL. The note is kept only while the user's vote is a 👎.
+ANNOTATE_VOTE = """
+local vote = redis.call('HGET', KEYS[1], ARGV[1])
+if not vote or not string.find(vote, ARGV[2], 1, true) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""

@@ -25,7 +25,7 @@ from bot.slack.feedback import (
     register_feedback,
 )
 from bot.slack.feedback_block import Vote, feedback_block, parse_feedback_action
-from bot.store.feedback import FeedbackStore
+from bot.store.feedback import MAX_NOTE_CHARS, FeedbackStore
 from bot.store.keys import Keys
 from tests.fakes.fake_slack import FakeSlack
 
@@ -257,6 +257,64 @@ async def test_store_one_vote_per_user_per_answer(
     assert 0 < await any_redis.ttl(redis_key) <= 90 * 86400
     # another answer in the same thread is counted apart
     assert await store.counts(key, "1732400009.000900") == {"up": 0, "down": 0}
+
+
+async def test_store_keeps_a_down_voters_note_until_they_vote_up(
+    any_redis: aioredis.Redis, prefix: str
+) -> None:
+    store = FeedbackStore(any_redis, Keys(prefix), ttl_seconds=90 * 86400)
+    key = f"{TEAM}:{CHANNEL}:{THREAD_TS}"
+    # no vote, or a 👍: nothing to annotate
+    assert not await store.annotate(key, TURN_TS, "U1", correction="x", why="y")
+    await store.record(key, TURN_TS, "U1", "up", session_id=SESSION, invocation_id=INVOCATION)
+    assert not await store.annotate(key, TURN_TS, "U1", correction="x", why="y")
+    assert await store.record(key, TURN_TS, "U1", "down", session_id=SESSION,
+                              invocation_id=INVOCATION) == "up"
+    long_text = "é" * 5000
+    assert await store.annotate(key, TURN_TS, "U1", correction="Spend was $1,234.",
+                                why=long_text)
+    votes = await store.votes(key, TURN_TS)
+    assert list(votes) == ["U1"]
+    assert votes["U1"].correction == "Spend was $1,234."
+    assert votes["U1"].why == "é" * MAX_NOTE_CHARS
+    assert await store.counts(key, TURN_TS) == {"up": 0, "down": 1}
+    # 👎 again keeps the note; a 👍 drops it, and a later 👎 starts without one
+    await store.record(key, TURN_TS, "U1", "down", session_id=SESSION, invocation_id=INVOCATION)
+    assert (await store.votes(key, TURN_TS))["U1"].correction == "Spend was $1,234."
+    await store.record(key, TURN_TS, "U1", "up", session_id=SESSION, invocation_id=INVOCATION)
+    await store.record(key, TURN_TS, "U1", "down", session_id=SESSION, invocation_id=INVOCATION)
+    vote = (await store.votes(key, TURN_TS))["U1"]
+    assert (vote.rating, vote.correction, vote.why) == ("down", "", "")
+
+
+async def test_store_lists_the_rated_answers_since_a_time(
+    any_redis: aioredis.Redis, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    store = FeedbackStore(any_redis, keys, ttl_seconds=1000)
+    threads = [f"{TEAM}:C{n}:1732400000.00000{n}" for n in range(6)]
+    assert len({keys.shard_of(t) for t in threads}) > 1  # over more than one shard
+    for n, thread in enumerate(threads):
+        await store.record(thread, f"1732400100.00000{n}", "U1", "up", session_id=SESSION,
+                           invocation_id=INVOCATION, at=5000.0 + n)
+    # a later vote on the first answer moves it to the end
+    await store.record(threads[0], "1732400100.000000", "U2", "down", session_id=SESSION,
+                       invocation_id=INVOCATION, at=5100.0)
+    rated = await store.rated_since(5003.0)
+    assert [(r.thread_key, r.turn_ts, r.at) for r in rated] == [
+        (threads[3], "1732400100.000003", 5003.0),
+        (threads[4], "1732400100.000004", 5004.0),
+        (threads[5], "1732400100.000005", 5005.0),
+        (threads[0], "1732400100.000000", 5100.0),
+    ]
+    assert len(await store.rated_since(0.0)) == 6
+    # a vote trims its shard's index to the retention (TTL 1000 s before the vote)
+    shard = keys.shard_of(threads[1])
+    await store.record(threads[1], "1732400200.000001", "U1", "up", session_id=SESSION,
+                       invocation_id=INVOCATION, at=7000.0)
+    left = [r.turn_ts for r in await store.rated_since(0.0)
+            if keys.shard_of(r.thread_key) == shard]
+    assert left == ["1732400200.000001"]
 
 
 async def test_store_without_decoded_responses_and_with_junk() -> None:
