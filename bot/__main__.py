@@ -1,4 +1,5 @@
-"""Command line: `python -m bot serve | console | doctor | sessions | migrate`."""
+"""Command line: `python -m bot serve | console | doctor | sessions | migrate | installs |
+evals`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 from pydantic import ValidationError
 
+from bot.cli.evals import add_evals_parser, run_evals
 from bot.cli.installs import add_installs_parser, run_installs
 from bot.cli.migrate import add_migrate_parser, run_migrate
 from bot.cli.sessions import add_sessions_parser, run_sessions
@@ -60,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     add_sessions_parser(sub)
     add_migrate_parser(sub)
     add_installs_parser(sub)
+    add_evals_parser(sub)
     args = parser.parse_args(argv)
 
-    if args.command in ("doctor", "sessions", "migrate", "installs"):
+    if args.command in ("doctor", "sessions", "migrate", "installs", "evals"):
         setup_logging("ERROR", json_lines=False)
         try:
             if args.command == "doctor":
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 return run_migrate(args)
             if args.command == "installs":
                 return run_installs(args)
+            if args.command == "evals":
+                return run_evals(args)
             return run_sessions(args)
         except KeyboardInterrupt:
             return 130

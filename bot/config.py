@@ -919,6 +919,18 @@ class Settings(BaseSettings):
         json_schema_extra=group("Access policy"),
     )
 
+    eval_pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The secret `python -m bot evals export` keys people's pseudonyms with (an HMAC "
+            "of their Slack user id): the same person gets the same pseudonym in every "
+            "export, and nobody without the key can tell who it is. Unset: the pseudonyms "
+            "are still stable, but anyone who can list the workspace's user ids can match "
+            "them. Any long random string, e.g. `openssl rand -hex 32`."
+        ),
+        examples=["a-long-random-secret"],
+        json_schema_extra=group("Feedback and assistant pane"),
+    )
     feedback_ttl_days: int = Field(
         default=90,
         ge=1,

@@ -71,7 +71,7 @@ def _store(settings: Settings, client: aioredis.Redis) -> RedisInstallationStore
     return RedisInstallationStore(client, InstallKeys(settings.redis_key_prefix), cipher)
 
 
-def _owner_for(workspace: str, owners: Sequence[str]) -> str | None:
+def owner_for(workspace: str, owners: Sequence[str]) -> str | None:
     """The installation a T… or E… names, among `owners` (`<e>:<t>`)."""
     for owner in owners:
         enterprise, team = split_owner(owner)
@@ -114,7 +114,7 @@ async def _list(store: RedisInstallationStore) -> int:
 
 
 async def _show(store: RedisInstallationStore, workspace: str) -> int:
-    owner = _owner_for(workspace, [o for o, _ in await store.owners()])
+    owner = owner_for(workspace, [o for o, _ in await store.owners()])
     if owner is None:
         raise CliError(f"{workspace} has not installed the app (see `installs list`)")
     enterprise, team = split_owner(owner)
@@ -144,7 +144,7 @@ async def _show(store: RedisInstallationStore, workspace: str) -> int:
 
 
 async def _revoke(store: RedisInstallationStore, settings: Settings, workspace: str) -> int:
-    owner = _owner_for(workspace, [o for o, _ in await store.owners()])
+    owner = owner_for(workspace, [o for o, _ in await store.owners()])
     if owner is None:
         raise CliError(f"{workspace} has not installed the app (see `installs list`)")
     enterprise, team = split_owner(owner)

@@ -264,7 +264,7 @@ IN_PROCESS: list[Case] = [
         "feedback_ttl_days": 7, "max_queued_turns": 5, "user_rate_limit": 100,
         "user_rate_window_seconds": 30, "max_body_bytes": 65536, "readyz_cache_seconds": 0.5,
         "max_attachment_memory_bytes": 4000, "attachment_memory_wait_seconds": 5.0,
-        "max_turn_attempts": 2,
+        "max_turn_attempts": 2, "eval_pseudonym_key": "a-key-for-the-exports",
     }, _check_values),
     Case("approvers", {"approver_users": "U9", "approver_usergroups": "S3"}, _check_no_auth),
 ]

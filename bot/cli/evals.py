@@ -1,0 +1,312 @@
+"""`python -m bot evals export`: the answers people rated in Slack, as ADK eval sets.
+
+Every answer voted on since `--since` (the shards' indexes of rated answers) gets its
+verdict (the last vote counts); `--rating` picks 👎, 👍 or both, `--channel` some channels.
+Each becomes a case built from its ADK session (GET the session), or, when ADK no longer
+has it, from the Slack thread; a 👎 without a correction, or a thread that cannot be read,
+is skipped with a line saying why. The sets are written to `--out` as
+`<name>_down.evalset.json` and `<name>_up.evalset.json`, ready for `adk eval`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adk.client import AdkClient, AdkError
+from bot.cli import parse_duration
+from bot.cli.installs import owner_for
+from bot.cli.sessions import CliError, run_with_settings
+from bot.config import Settings
+from bot.message_text import readable_input
+from bot.store.connect import close_redis, describe_redis, redis_client
+from bot.store.feedback import FeedbackStore
+from bot.store.installations import split_owner
+from bot.store.layout import LayoutError, check_layout
+from bot.store.redis_store import Store
+from bot.turns import DM_THREAD, BotIdentity, Turn
+
+if TYPE_CHECKING:
+    from google.adk.evaluation.eval_case import EvalCase
+
+    from bot.evals.cases import RatedAnswer
+    from bot.evals.pseudonyms import Pseudonyms
+
+RATING_CHOICES = ("down", "up", "all")
+THREAD_MESSAGES_LIMIT = 1000  # the most messages read back from one Slack thread
+NEEDS_ADK = ("the export builds eval sets with ADK's evaluation models: install the adk "
+             "extra (pip install 'adk-slack-bot[adk]', or google-adk)")
+
+
+def add_evals_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    evals = sub.add_parser("evals", help="export the answers rated in Slack as ADK eval sets")
+    actions = evals.add_subparsers(dest="action", required=True)
+    export = actions.add_parser(
+        "export", help="write <name>_down/_up.evalset.json from the rated answers",
+        description="Builds ADK eval sets (adk eval) from the answers rated in Slack: a 👎 "
+                    "with a correction expects the correction, a 👍 the answer given.")
+    export.add_argument("--rating", choices=RATING_CHOICES, default="all",
+                        help="which verdicts to export (the last vote on an answer counts)")
+    export.add_argument("--since", default="7d", type=_duration,
+                        help="answers voted on within this long, e.g. 7d, 12h (default 7d)")
+    export.add_argument("--channel", action="append", default=[], metavar="C…",
+                        help="only this channel (may be given more than once)")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="the folder the .evalset.json files are written to")
+    export.add_argument("--name", default="slack_feedback",
+                        help="the sets' name: <name>_down and <name>_up (default "
+                             "slack_feedback)")
+    export.add_argument("--keep-names", action="store_true",
+                        help="keep people's names and Slack ids instead of pseudonyms")
+
+
+def _duration(text: str) -> str:
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
+
+
+def run_evals(args: argparse.Namespace) -> int:
+    return run_with_settings(lambda settings: _export(args, settings))
+
+
+@dataclass
+class Export:
+    """What one export found: the cases by rating, and what it skipped and why."""
+
+    cases: dict[str, list[EvalCase]] = field(default_factory=lambda: {"down": [], "up": []})
+    from_session: int = 0
+    from_thread: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+async def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.evals.pseudonyms import Pseudonyms
+
+    try:
+        import bot.evals.cases  # noqa: F401  (needs google-adk)
+    except ImportError as exc:
+        raise CliError(NEEDS_ADK, 2) from exc
+    if args.out.exists() and not args.out.is_dir():
+        raise CliError(f"--out {args.out} is not a folder", 2)
+    key = settings.eval_pseudonym_key
+    pseudonyms = Pseudonyms(key=key.get_secret_value().encode() if key else b"",
+                            keep_names=args.keep_names)
+    since = time.time() - parse_duration(args.since)
+    client = redis_client(settings, socket_connect_timeout=5, socket_timeout=30)
+    shown = describe_redis(settings)
+    from bot.runtime import build_adk
+
+    adk = build_adk(settings)
+    try:
+        try:
+            await client.ping()
+            store = Store.from_settings(settings, client)
+            await check_layout(client, store.keys)
+        except LayoutError as exc:
+            raise CliError(str(exc)) from exc
+        except (RedisError, OSError) as exc:
+            raise CliError(f"cannot reach Redis at {shown} ({exc}); check REDIS_URL") from exc
+        feedback = FeedbackStore(client, store.keys, settings.feedback_ttl_days * 86400)
+        found = Export()
+        slack = SlackThreads(settings, client)
+        try:
+            for rated in await feedback.rated_since(since):
+                await _one(found, rated.thread_key, rated.turn_ts, args, settings,
+                           store=store, feedback=feedback, adk=adk, slack=slack,
+                           pseudonyms=pseudonyms)
+        except (RedisError, OSError) as exc:
+            raise CliError(f"Redis at {shown} failed: {exc}") from exc
+        finally:
+            await slack.aclose()
+    finally:
+        await adk.aclose()
+        await close_redis(client)
+    return _write(found, args)
+
+
+async def _one(found: Export, thread_key: str, turn_ts: str, args: argparse.Namespace,
+               settings: Settings, *, store: Store, feedback: FeedbackStore, adk: AdkClient,
+               slack: SlackThreads, pseudonyms: Pseudonyms) -> None:
+    from bot.evals.cases import NotInSession, case_from_session, speakers, verdict
+
+    parts = thread_key.split(":")
+    if len(parts) != 3 or (args.channel and parts[1] not in args.channel):
+        return
+    rated = verdict(thread_key, turn_ts, await feedback.votes(thread_key, turn_ts))
+    if rated is None or (args.rating != "all" and rated.rating != args.rating):
+        return
+    where = f"{thread_key} answer to {turn_ts}"
+    if rated.rating == "down" and not rated.correction:
+        found.skipped.append(f"{where}: voted down without a correction (nothing to expect)")
+        return
+    record = await store.get_thread(thread_key)
+    user_id = record.adk_user_id if record is not None else ""
+    session_id = rated.session_id or (record.session_id if record is not None else "")
+    reason = "the thread's mapping has expired"
+    if user_id and session_id:
+        try:
+            session = await adk.get_session(user_id, session_id)
+        except AdkError as exc:
+            raise CliError(f"cannot read ADK sessions at {settings.adk_base_url} ({exc})"
+                           ) from exc
+        reason = f"ADK no longer has session {session_id}"
+        if session is not None:
+            if not pseudonyms.keep_names:  # every name Slack knows them by is replaced
+                for user in speakers(session):
+                    for name in await slack.names(parts[0], user):
+                        pseudonyms.learn(user, name)
+            try:
+                found.cases[rated.rating].append(case_from_session(
+                    session, rated, app_name=settings.adk_app_name, pseudonyms=pseudonyms))
+                found.from_session += 1
+                return
+            except NotInSession:
+                reason = f"session {session_id} does not hold the rated answer"
+            except ValueError:  # not a session ADK's own model reads
+                reason = f"session {session_id} could not be read as an ADK session"
+    case = await slack.case(rated, app_name=settings.adk_app_name, user_id=user_id,
+                            pseudonyms=pseudonyms)
+    if isinstance(case, str):
+        found.skipped.append(f"{where}: {reason}, and {case}")
+        return
+    found.cases[rated.rating].append(case)
+    found.from_thread += 1
+
+
+def _write(found: Export, args: argparse.Namespace) -> int:
+    from bot.evals.cases import eval_set, write_eval_set
+
+    total = sum(len(cases) for cases in found.cases.values())
+    for line in found.skipped:
+        print(f"skipped {line}")
+    if not total:
+        print(f"nothing to export: no {_rated_words(args.rating)} answers with what a case "
+              f"needs in the last {args.since}")
+        return 0
+    for rating, cases in found.cases.items():
+        if not cases:
+            continue
+        words = ("voted down, expecting their corrections" if rating == "down"
+                 else "voted up, expecting the answers given")
+        path = write_eval_set(args.out, eval_set(
+            f"{args.name}_{rating}", cases,
+            description=f"{len(cases)} Slack answer(s) {words} (exported "
+                        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"))
+        print(f"wrote {path}: {len(cases)} case{'' if len(cases) == 1 else 's'}")
+    print(f"{total} case{'' if total == 1 else 's'}: {found.from_session} from ADK sessions, "
+          f"{found.from_thread} from Slack threads; {len(found.skipped)} skipped")
+    return 0
+
+
+def _rated_words(rating: str) -> str:
+    return {"down": "voted-down", "up": "voted-up"}.get(rating, "rated")
+
+
+class SlackThreads:
+    """The Slack threads of rated answers whose ADK sessions are gone, read back with the
+    bot's token of the thread's workspace (SLACK_BOT_TOKEN, or its installation)."""
+
+    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self._clients: dict[str, tuple[AsyncWebClient, BotIdentity] | str] = {}
+
+    async def aclose(self) -> None:
+        self._clients.clear()
+
+    async def _client(self, owner: str) -> tuple[AsyncWebClient, BotIdentity] | str:
+        if owner in self._clients:
+            return self._clients[owner]
+        self._clients[owner] = found = await self._connect(owner)
+        return found
+
+    async def _connect(self, owner: str) -> tuple[AsyncWebClient, BotIdentity] | str:
+        settings = self.settings
+        if settings.slack_bot_token is not None:
+            token = settings.slack_bot_token.get_secret_value()
+        elif settings.installation_encryption_key is not None:
+            from bot.runtime import sealed_installations
+
+            installs = sealed_installations(settings, self.redis)
+            installed = owner_for(owner, [o for o, _ in await installs.owners()])
+            if installed is None:
+                return f"the app is not installed in {owner} to read the thread"
+            enterprise, team = split_owner(installed)
+            installation = await installs.async_find_installation(
+                enterprise_id=enterprise, team_id=team, is_enterprise_install=team is None)
+            if installation is None or not installation.bot_token:
+                return f"the app is not installed in {owner} to read the thread"
+            token = installation.bot_token
+        else:
+            return "no Slack token to read the thread with"
+        client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
+        try:
+            auth = await client.auth_test()
+        except SlackApiError as exc:
+            return f"Slack refused the token ({exc.response.get('error')})"
+        return client, BotIdentity(user_id=str(auth.get("user_id") or ""),
+                                   bot_id=str(auth.get("bot_id") or ""))
+
+    async def names(self, owner: str, user: str) -> list[str]:
+        """Every name `user` goes by in Slack (display, real and user name); none if Slack
+        cannot say."""
+        connected = await self._client(owner)
+        if isinstance(connected, str):
+            return []
+        client, _bot = connected
+        try:
+            found = (await client.users_info(user=user)).get("user") or {}
+        except SlackApiError:
+            return []
+        profile = found.get("profile") or {}
+        candidates = (profile.get("display_name"), profile.get("real_name"),
+                      found.get("real_name"), found.get("name"))
+        return [name for name in candidates if isinstance(name, str) and name.strip()]
+
+    async def case(self, rated: RatedAnswer, *, app_name: str, user_id: str,
+                   pseudonyms: Pseudonyms) -> EvalCase | str:
+        """The rated answer's case from its Slack thread, or why there is none."""
+        from bot.evals.cases import ThreadMessage, case_from_thread
+        from bot.slack.thread_reader import SlackThreadReader
+
+        team, channel, thread_ts = rated.thread_key.split(":")
+        if thread_ts == DM_THREAD:
+            return "a top-level DM conversation is not read back from Slack"
+        connected = await self._client(team)
+        if isinstance(connected, str):
+            return connected
+        client, bot = connected
+        reader = SlackThreadReader(client, bot)
+        turn = Turn(team=team, channel=channel, thread_ts=thread_ts, ts=rated.turn_ts,
+                    user="", text="", kind="mention")
+        try:
+            history = await reader.history(turn, "9999999999.999999", THREAD_MESSAGES_LIMIT)
+        except SlackApiError as exc:
+            return f"Slack did not return the thread ({exc.response.get('error')})"
+        names = {m.user: await reader.display_name(m.user)
+                 for m in history if not m.from_self and m.user}
+        if not pseudonyms.keep_names:
+            for user in names:
+                for name in await self.names(team, user):
+                    pseudonyms.learn(user, name)
+        # A person's message as the bot asks it (mentions resolved, its own dropped).
+        messages = [ThreadMessage(
+            ts=m.ts, user=m.user, from_bot=m.from_self,
+            text=m.text if m.from_self else readable_input(
+                m.text, bot_user_id=bot.user_id, user_names=names))
+            for m in history]
+        case = case_from_thread(messages, rated, app_name=app_name,
+                                user_id=user_id or f"slack-{team}-{channel}", names=names,
+                                pseudonyms=pseudonyms)
+        return case if case is not None else "the Slack thread no longer holds the question"

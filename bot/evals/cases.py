@@ -1,0 +1,268 @@
+"""Rated answers as ADK eval cases, built with ADK's own evaluation models (google-adk,
+the `adk` extra): the answer's ADK session converted by ADK's
+`convert_session_to_eval_invocations`, or, when ADK no longer has the session, the Slack
+thread read back as invocations.
+
+A case is the conversation up to and including the rated answer. A 👍 expects the answer
+that was given; a 👎 expects the correction its voter wrote, and their reason becomes a
+rubric of that last invocation. Every text goes through the export's `Pseudonyms`, and
+attached files are left out (a part saying which type was attached stays).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.adk.cli.utils.evals import convert_session_to_eval_invocations
+from google.adk.evaluation.eval_case import EvalCase, Invocation, SessionInput
+from google.adk.evaluation.eval_rubrics import Rubric, RubricContent
+from google.adk.evaluation.eval_set import EvalSet
+from google.adk.sessions.session import Session
+from google.genai import types
+
+from bot.evals.pseudonyms import Pseudonyms
+from bot.store.feedback import Rating, StoredVote
+
+_ID_CHARS = re.compile(r"[^A-Za-z0-9_]")  # ADK's eval set and case ids: ^[a-zA-Z0-9_]+$
+STATE_USER_ID = "slack_user_id"  # what the bot puts in each turn's stateDelta
+STATE_USER_NAME = "slack_user_name"
+
+
+class NotInSession(Exception):
+    """The rated answer is not in the session ADK returned (the session was recreated)."""
+
+
+@dataclass(frozen=True)
+class RatedAnswer:
+    """One answer's verdict: the last vote counts."""
+
+    thread_key: str  # team:channel:thread_ts
+    turn_ts: str  # the question the answer replied to
+    rating: Rating  # the latest vote's
+    at: float  # when it was cast
+    session_id: str
+    invocation_id: str
+    correction: str  # the latest 👎 voter's correction ("" if none wrote one)
+    why: str
+    up: int
+    down: int
+
+    @property
+    def channel(self) -> str:
+        return self.thread_key.split(":")[1]
+
+    @property
+    def thread_ts(self) -> str:
+        return self.thread_key.split(":")[2]
+
+    @property
+    def eval_id(self) -> str:
+        return _ID_CHARS.sub("_", f"{self.channel}_{self.thread_ts}_{self.turn_ts}")
+
+
+def verdict(thread_key: str, turn_ts: str, votes: Mapping[str, StoredVote]
+            ) -> RatedAnswer | None:
+    """The answer's verdict from its votes (one per voter), or None if nobody voted. The
+    latest vote gives the rating; a 👎 takes the correction and reason of the latest 👎
+    voter who wrote one."""
+    if not votes:
+        return None
+    ordered = sorted(votes.values(), key=lambda vote: vote.at)
+    latest = ordered[-1]
+    noted = [v for v in ordered if v.rating == "down" and (v.correction.strip() or v.why.strip())]
+    note = noted[-1] if noted else None
+    return RatedAnswer(
+        thread_key=thread_key, turn_ts=turn_ts, rating=latest.rating, at=latest.at,
+        session_id=latest.session_id, invocation_id=latest.invocation_id,
+        correction=note.correction.strip() if note else "",
+        why=note.why.strip() if note else "",
+        up=sum(v.rating == "up" for v in ordered), down=sum(v.rating == "down" for v in ordered),
+    )
+
+
+# ---- from the ADK session ------------------------------------------------------------
+
+
+def _scrub_value(value: Any, pseudonyms: Pseudonyms) -> Any:
+    if isinstance(value, str):
+        return pseudonyms.scrub(value)
+    if isinstance(value, list):
+        return [_scrub_value(item, pseudonyms) for item in value]
+    if isinstance(value, dict):
+        return {key: _scrub_value(item, pseudonyms) for key, item in value.items()}
+    return value
+
+
+def _scrub_part(part: Any, pseudonyms: Pseudonyms) -> Any:
+    if not isinstance(part, dict):
+        return part
+    inline = part.get("inlineData") or part.get("inline_data")
+    if isinstance(inline, dict):
+        mime = inline.get("mimeType") or inline.get("mime_type") or "a file"
+        return {"text": f"[attached: {mime}]"}
+    return _scrub_value(part, pseudonyms)
+
+
+def _events(session: Mapping[str, Any]) -> list[dict[str, Any]]:
+    events = session.get("events")
+    return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+
+
+def _user_state(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The state a person's turn sent with it (empty for any other event)."""
+    actions = event.get("actions")
+    delta = actions.get("stateDelta") if isinstance(actions, dict) else None
+    return delta if event.get("author") == "user" and isinstance(delta, dict) else {}
+
+
+def speakers(session: Mapping[str, Any]) -> dict[str, str]:
+    """The speakers of the session's turns (user id -> the name the turn gave), from the
+    state each turn sent with it."""
+    found: dict[str, str] = {}
+    for event in _events(session):
+        delta = _user_state(event)
+        user, name = delta.get(STATE_USER_ID), delta.get(STATE_USER_NAME)
+        if isinstance(user, str) and user and isinstance(name, str):
+            found[user] = name
+    return found
+
+
+def scrub_session(session: Mapping[str, Any], pseudonyms: Pseudonyms) -> dict[str, Any]:
+    """A copy of an ADK session (JSON) with its speakers' names and Slack ids replaced in
+    the events' content and state, and attached files left out."""
+    for user, name in speakers(session).items():
+        pseudonyms.learn(user, name)
+    data = copy.deepcopy(dict(session))
+    for event in _events(data):
+        content = event.get("content")
+        if isinstance(content, dict) and isinstance(content.get("parts"), list):
+            content["parts"] = [_scrub_part(part, pseudonyms) for part in content["parts"]]
+        actions = event.get("actions")
+        if isinstance(actions, dict) and isinstance(actions.get("stateDelta"), dict):
+            actions["stateDelta"] = _scrub_value(actions["stateDelta"], pseudonyms)
+        event.pop("customMetadata", None)  # the bot's Slack ids of the turn
+    if isinstance(data.get("state"), dict):
+        data["state"] = _scrub_value(data["state"], pseudonyms)
+    return data
+
+
+def _first_state(session: Mapping[str, Any]) -> dict[str, Any]:
+    """The state the first turn set (who asked), as the eval's starting state."""
+    for event in _events(session):
+        if event.get("author") == "user":
+            return {k: v for k, v in _user_state(event).items()
+                    if k in (STATE_USER_ID, STATE_USER_NAME)}
+    return {}
+
+
+def _expect(invocation: Invocation, rated: RatedAnswer, pseudonyms: Pseudonyms) -> None:
+    """A 👎's correction as the expected answer, its reason as a rubric."""
+    if rated.rating != "down":
+        return
+    invocation.final_response = types.Content(
+        role="model", parts=[types.Part(text=pseudonyms.scrub(rated.correction))])
+    if rated.why:
+        invocation.rubrics = [Rubric(
+            rubric_id="slack_feedback_why",
+            rubric_content=RubricContent(text_property=pseudonyms.scrub(rated.why)),
+            description="Why a Slack user voted the agent's answer down",
+        )]
+
+
+def case_from_session(session: Mapping[str, Any], rated: RatedAnswer, *, app_name: str,
+                      pseudonyms: Pseudonyms) -> EvalCase:
+    """The rated answer's case from its ADK session (GET the session: JSON). NotInSession
+    if the session does not hold the rated invocation."""
+    scrubbed = scrub_session(session, pseudonyms)
+    invocations = convert_session_to_eval_invocations(Session.model_validate(scrubbed))
+    ids = [invocation.invocation_id for invocation in invocations]
+    if not rated.invocation_id or rated.invocation_id not in ids:
+        raise NotInSession(rated.invocation_id)
+    kept = invocations[:ids.index(rated.invocation_id) + 1]
+    _expect(kept[-1], rated, pseudonyms)
+    return EvalCase(
+        eval_id=rated.eval_id, conversation=kept,
+        session_input=SessionInput(app_name=app_name, user_id=str(scrubbed.get("userId") or ""),
+                                   state=_first_state(scrubbed)),
+        creation_timestamp=rated.at,
+    )
+
+
+# ---- from the Slack thread -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThreadMessage:
+    ts: str
+    user: str  # the author's user id ("" for a bot without one)
+    text: str
+    from_bot: bool  # the bot's own message (an answer)
+
+
+def case_from_thread(messages: Sequence[ThreadMessage], rated: RatedAnswer, *,
+                     app_name: str, user_id: str, names: Mapping[str, str],
+                     pseudonyms: Pseudonyms) -> EvalCase | None:
+    """The rated answer's case from the Slack thread itself: each person's message a
+    question ("<name>: <text>", as the bot asks the agent), the bot's messages after it
+    the answer. None if the thread no longer holds the rated question."""
+    for user, name in names.items():
+        pseudonyms.learn(user, name)
+    invocations: list[Invocation] = []
+    answers: list[list[str]] = []
+    reached = False
+    for message in sorted(messages, key=lambda m: float(m.ts)):
+        if message.from_bot:
+            if answers and message.text.strip():
+                answers[-1].append(pseudonyms.scrub(message.text))
+            continue
+        if reached:
+            break  # the conversation after the rated answer is not part of the case
+        speaker = pseudonyms.scrub(names.get(message.user, message.user))
+        said = pseudonyms.scrub(message.text)
+        invocations.append(Invocation(
+            invocation_id=_ID_CHARS.sub("_", f"slack_{message.ts}"),
+            user_content=types.Content(role="user", parts=[types.Part(text=f"{speaker}: {said}")]),
+            creation_timestamp=float(message.ts),
+        ))
+        answers.append([])
+        reached = message.ts == rated.turn_ts
+    if not reached:
+        return None
+    for invocation, texts in zip(invocations, answers, strict=True):
+        if texts:
+            invocation.final_response = types.Content(
+                role="model", parts=[types.Part(text="\n\n".join(texts))])
+    _expect(invocations[-1], rated, pseudonyms)
+    first = next((m for m in messages if not m.from_bot), None)
+    state = ({STATE_USER_ID: pseudonyms.of(first.user),
+              STATE_USER_NAME: pseudonyms.scrub(names.get(first.user, first.user))}
+             if first else {})
+    return EvalCase(
+        eval_id=rated.eval_id, conversation=invocations,
+        session_input=SessionInput(app_name=app_name, user_id=user_id, state=state),
+        creation_timestamp=rated.at,
+    )
+
+
+# ---- the set -------------------------------------------------------------------------
+
+
+def eval_set(set_id: str, cases: Sequence[EvalCase], *, description: str) -> EvalSet:
+    return EvalSet(eval_set_id=_ID_CHARS.sub("_", set_id), name=set_id,
+                   description=description, eval_cases=list(cases),
+                   creation_timestamp=max((c.creation_timestamp for c in cases), default=0.0))
+
+
+def write_eval_set(directory: Path, evals: EvalSet) -> Path:
+    """`<directory>/<set id>.evalset.json`, written whole (a temporary file renamed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{evals.eval_set_id}.evalset.json"
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(evals.model_dump_json(indent=2, exclude_none=True), encoding="utf-8")
+    partial.replace(path)
+    return path

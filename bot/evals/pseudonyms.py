@@ -1,0 +1,63 @@
+"""Stable pseudonyms for the people in exported conversations (pure).
+
+A person's pseudonym is `person-` and eight hex digits of an HMAC of their Slack user id,
+keyed with EVAL_PSEUDONYM_KEY: the same person gets the same pseudonym in every case and
+every export under one key, and nobody without the key can tell who it is. Without a key
+the digest is unkeyed: still stable, but anyone who can list the workspace's user ids can
+match them to pseudonyms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+# Slack user ids (U…, W… on Enterprise Grid), alone or in a mention `<@U…>` / `<@U…|name>`.
+_USER_ID = re.compile(r"<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>|\b([UW][A-Z0-9]{8,})\b")
+MIN_NAME_CHARS = 2  # a one-letter name would replace letters inside words
+
+
+class Pseudonyms:
+    """Who is who in one export: user id -> pseudonym, and the names to replace."""
+
+    def __init__(self, *, key: bytes = b"", keep_names: bool = False) -> None:
+        self.key = key
+        self.keep_names = keep_names
+        self._names: dict[str, str] = {}  # a name as it appears -> its pseudonym
+        self._pattern: re.Pattern[str] | None = None
+
+    def of(self, user_id: str) -> str:
+        """The pseudonym of `user_id` (the id itself with keep_names)."""
+        if self.keep_names:
+            return user_id
+        digest = (hmac.new(self.key, user_id.encode(), hashlib.sha256).hexdigest() if self.key
+                  else hashlib.sha256(user_id.encode()).hexdigest())
+        return f"person-{digest[:8]}"
+
+    def learn(self, user_id: str, name: str) -> None:
+        """`name` is how `user_id` appears in the text: it (and the id) is replaced by
+        their pseudonym."""
+        if self.keep_names:
+            return
+        for text in (user_id, name.strip()):
+            if len(text) >= MIN_NAME_CHARS and self._names.get(text) != self.of(user_id):
+                self._names[text] = self.of(user_id)
+                self._pattern = None
+
+    def scrub(self, text: str) -> str:
+        """`text` with every learned name and every Slack user id replaced."""
+        if self.keep_names or not text:
+            return text
+        text = _USER_ID.sub(self._id_sub, text)
+        if not self._names:
+            return text
+        if self._pattern is None:
+            names = sorted(self._names, key=len, reverse=True)  # "Ann Lee" before "Ann"
+            self._pattern = re.compile(
+                r"(?<![\w@])(@?)(" + "|".join(re.escape(n) for n in names) + r")(?!\w)")
+        return self._pattern.sub(lambda m: m.group(1) + self._names[m.group(2)], text)
+
+    def _id_sub(self, match: re.Match[str]) -> str:
+        mentioned, bare = match.group(1), match.group(2)
+        return self.of(mentioned or bare)
