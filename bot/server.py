@@ -103,7 +103,8 @@ def _readable_event(payload: Mapping[str, object]) -> bool:
 
 
 def _supported(payload: Mapping[str, object]) -> bool:
-    """Events, button clicks (block_actions with actions) and slash commands."""
+    """Events, button clicks (block_actions with actions), submitted forms (view_submission
+    of a view with a type and a callback id) and slash commands."""
     kind = payload.get("type")
     if kind in ("event_callback", "url_verification") or "ssl_check" in payload:
         return True
@@ -112,6 +113,11 @@ def _supported(payload: Mapping[str, object]) -> bool:
         return (isinstance(actions, list) and bool(actions)
                 and all(isinstance(a, Mapping) and isinstance(a.get("action_id"), str)
                         for a in actions))
+    if kind == "view_submission":
+        # Bolt's matchers read the view's type and callback id without checking them.
+        view = payload.get("view")
+        return (isinstance(view, Mapping) and isinstance(view.get("type"), str)
+                and isinstance(view.get("callback_id"), str))
     return isinstance(payload.get("command"), str) and isinstance(payload.get("channel_id"), str)
 
 

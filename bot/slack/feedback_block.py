@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from bot.store.feedback import RATINGS, Rating
 from bot.turns import thread_key
@@ -28,6 +28,12 @@ ACTION_IDS = (FEEDBACK_ACTION_ID, FEEDBACK_UP_ACTION_ID, FEEDBACK_DOWN_ACTION_ID
 ACTION_ID_PATTERN = re.compile(r"^feedback(?:_up|_down)?$")
 MAX_VALUE_CHARS = 2000  # Slack's limit on a button's value
 _SAFE_ID = re.compile(r"^[^\s{}]{1,255}$")  # no whitespace or braces: ids go into Redis keys
+
+
+def safe_id(value: object) -> TypeGuard[str]:
+    """Whether `value` may go into a Redis key: a string of 1 to 255 characters without
+    whitespace or braces (a brace would change the key's Redis Cluster hash tag)."""
+    return isinstance(value, str) and _SAFE_ID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -162,10 +168,9 @@ def parse_feedback_action(body: dict[str, Any]) -> Vote | None:
         thread_ts = None  # a top-level message (an answer at the top of a DM) with replies
     team_id = _str(team.get("id")) or _str(user.get("team_id")) or "T"
     user_id = _str(user.get("id"))
-    for required in (turn_ts, channel, message_ts, user_id):
-        if not _SAFE_ID.match(required):
-            return None
-    if key and not _SAFE_ID.match(key):
+    if not all(safe_id(required) for required in (turn_ts, channel, message_ts, user_id)):
+        return None
+    if key and not safe_id(key):
         return None
     return Vote(
         team=team_id, channel=channel, thread_ts=thread_ts, message_ts=message_ts,

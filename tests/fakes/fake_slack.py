@@ -33,6 +33,7 @@ from aiohttp import WSMsgType, web
 
 from tests.waiting import eventually
 
+from . import slack_events
 from .fake_workspaces import (
     TOKEN_LIFETIME,
     Installation,
@@ -104,8 +105,31 @@ MAX_TABLE_ROWS = 100
 MAX_TABLE_CELLS = 20
 MAX_TABLE_CHARS = 10_000  # all cell texts of one table
 
+# Views (https://docs.slack.dev/reference/surfaces/views,
+# https://docs.slack.dev/reference/methods/views.open).
+TRIGGER_LIFETIME = 3.0  # seconds a trigger_id can open a view, once
+MAX_VIEW_BLOCKS = 100
+MAX_VIEW_TITLE = 24  # the title, submit and close texts
+MAX_CALLBACK_ID = 255
+MAX_PRIVATE_METADATA = 3000
+MAX_INPUT_LABEL = 2000
+MAX_PLACEHOLDER = 150
+MAX_TEXT_INPUT = 3000  # a plain_text_input's max_length, min_length and initial_value
+MODAL_BLOCK_TYPES = frozenset(
+    {"actions", "context", "divider", "header", "image", "input", "rich_text", "section",
+     "video", "file"}
+)
+INPUT_ELEMENT_TYPES = frozenset(
+    {"plain_text_input", "email_text_input", "url_text_input", "number_input",
+     "rich_text_input", "checkboxes", "radio_buttons", "static_select", "multi_static_select",
+     "external_select", "multi_external_select", "users_select", "multi_users_select",
+     "conversations_select", "multi_conversations_select", "channels_select",
+     "multi_channels_select", "datepicker", "timepicker", "datetimepicker", "file_input"}
+)
+
 # Parameters that arrive as JSON strings in form-encoded bodies.
 _JSON_PARAMS = (
+    "view",
     "blocks",
     "attachments",
     "chunks",
@@ -138,6 +162,17 @@ class Call:
     @property
     def error(self) -> str | None:
         return None if self.response is None else self.response.get("error")
+
+
+@dataclass
+class Trigger:
+    """A trigger_id Slack sent with an interaction: it opens one view within 3 seconds."""
+
+    value: str
+    user: str
+    team_id: str
+    issued_at: float
+    used: bool = False
 
 
 @dataclass
@@ -288,6 +323,14 @@ class FakeSlack:
         self.statuses: dict[tuple[str, str], list[str]] = {}
         self.titles: dict[tuple[str, str], str] = {}
         self.suggested_prompts: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        #: trigger ids sent with interactions (issue_trigger_id), and the views opened with
+        #: them (views.open): view id -> the view as Slack returned it
+        self.triggers: dict[str, Trigger] = {}
+        self.views: dict[str, dict[str, Any]] = {}
+        #: view id -> the trigger that opened it (who, in which workspace)
+        self.view_triggers: dict[str, Trigger] = {}
+        self._view_ids = itertools.count(1)
+        self._trigger_ids = itertools.count(1000)
         #: Socket Mode: acks received from the app, and envelopes sent
         self.socket_acks: list[dict[str, Any]] = []
         self.socket_sent: list[dict[str, Any]] = []
@@ -339,6 +382,7 @@ class FakeSlack:
             "files.getUploadURLExternal": self._files_get_upload_url,
             "files.completeUploadExternal": self._files_complete_upload,
             "apps.connections.open": self._apps_connections_open,
+            "views.open": self._views_open,
         }
         self.default_installation = self.workspaces.install(
             team_id=team_id, enterprise_id=enterprise_id, org_wide=False, user_id="U0000",
@@ -739,6 +783,47 @@ class FakeSlack:
             ) from None
         return result
 
+    # ------------------------------------------------------------------ interactions & views
+
+    def issue_trigger_id(self, *, user: str, team_id: str | None = None,
+                         age: float = 0.0) -> str:
+        """A trigger_id as Slack sends with an interaction (a click, a submitted view) by
+        ``user`` in workspace ``team_id`` (default: the fake's own). It opens one view
+        (views.open) within 3 seconds; ``age`` makes it that many seconds old already."""
+        value = f"{next(self._trigger_ids)}.{int(self.workspaces.now())}.{uuid.uuid4().hex[:20]}"
+        self.triggers[value] = Trigger(value=value, user=user, team_id=team_id or self.team_id,
+                                       issued_at=self.workspaces.now() - age)
+        return value
+
+    def opened_views(self, callback_id: str | None = None) -> list[dict[str, Any]]:
+        """The views opened (views.open), oldest first; only ``callback_id``'s if given."""
+        return [v for v in self.views.values()
+                if callback_id is None or v.get("callback_id") == callback_id]
+
+    def view_submission(
+        self,
+        view_id: str,
+        *,
+        values: dict[str, str | None],
+        user: str | None = None,
+    ) -> dict[str, Any]:
+        """The ``view_submission`` payload Slack sends when ``user`` (default: whoever
+        opened it) submits the open view ``view_id`` with ``values`` (action id -> text;
+        None or absent: left blank), with a fresh trigger_id
+        (https://docs.slack.dev/reference/interaction-payloads/view-interactions-payload)."""
+        view = self.views[view_id]
+        opener = self.view_triggers[view_id]
+        who = user or opener.user
+        known = self.users.get(who, {})
+        team = self.workspaces.teams.get(opener.team_id)
+        return slack_events.view_submission(
+            view, values=values, user=who, user_name=str(known.get("name") or who),
+            team_id=opener.team_id, team_domain=team.domain if team else "fake-test",
+            api_app_id=self.app_id,
+            trigger_id=self.issue_trigger_id(user=who, team_id=opener.team_id),
+            enterprise_id=team.enterprise_id if team else None,
+        )
+
     # ------------------------------------------------------------------ fault injection
 
     def fail_next(
@@ -885,7 +970,8 @@ class FakeSlack:
                 try:
                     params[key] = json.loads(value)
                 except ValueError as e:
-                    err = "invalid_blocks_format" if key == "blocks" else f"invalid_{key}"
+                    err = {"blocks": "invalid_blocks_format", "view": "invalid_arguments"
+                           }.get(key, f"invalid_{key}")
                     raise SlackApiFail(err) from e
         return params
 
@@ -1780,6 +1866,144 @@ class FakeSlack:
             "user": who.user_id,
             "channels": [f.channel_id] if f.channel_id else [],
         }
+
+    async def _views_open(self, params: dict[str, Any], who: IssuedToken) -> dict[str, Any]:
+        """views.open: a trigger_id issued with an interaction in a workspace the token's
+        installation acts in, not used yet and at most 3 seconds old; a valid modal."""
+        pointer = params.get("trigger_id") or params.get("interactivity_pointer")
+        self._require({"trigger_id": pointer, "view": params.get("view")}, "trigger_id",
+                      "view")
+        trigger = self.triggers.get(str(pointer))
+        if trigger is None or not self.workspaces.sees(who.installation, [trigger.team_id]):
+            raise SlackApiFail("invalid_trigger_id")
+        if trigger.used:
+            raise SlackApiFail("exchanged_trigger_id")
+        if self.workspaces.now() - trigger.issued_at > TRIGGER_LIFETIME:
+            raise SlackApiFail("expired_trigger_id")
+        view = params["view"]
+        self._validate_view(view)
+        trigger.used = True
+        view_id = f"V{next(self._view_ids):08d}"
+        blocks = [dict(b) for b in view.get("blocks") or []]
+        for block in blocks:
+            block.setdefault("block_id", uuid.uuid4().hex[:5])
+        opened: dict[str, Any] = {
+            "id": view_id,
+            "team_id": trigger.team_id,
+            "type": "modal",
+            "title": view["title"],
+            "submit": view.get("submit"),
+            "close": view.get("close"),
+            "blocks": blocks,
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "external_id": view.get("external_id", ""),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
+            "clear_on_close": bool(view.get("clear_on_close", False)),
+            "notify_on_close": bool(view.get("notify_on_close", False)),
+            "root_view_id": view_id,
+            "previous_view_id": None,
+            "app_id": self.app_id,
+            "app_installed_team_id": trigger.team_id,
+            "bot_id": who.installation.bot_id,
+        }
+        self.views[view_id] = opened
+        self.view_triggers[view_id] = trigger
+        return {"view": opened}
+
+    @staticmethod
+    def _invalid_view(pointer: str, reason: str) -> SlackApiFail:
+        return SlackApiFail(
+            "invalid_arguments",
+            response_metadata={"messages": [f"[ERROR] {reason} [json-pointer:/view{pointer}]"]},
+        )
+
+    def _plain_text(self, value: Any, pointer: str, limit: int, *, required: bool) -> None:
+        if value is None and not required:
+            return
+        if not isinstance(value, dict) or value.get("type") != "plain_text":
+            raise self._invalid_view(pointer, "must be a plain_text text object")
+        text = value.get("text")
+        if not isinstance(text, str) or not text:
+            raise self._invalid_view(pointer + "/text", "must be more than 0 characters")
+        if len(text) > limit:
+            raise self._invalid_view(pointer + "/text",
+                                     f"must be less than {limit + 1} characters")
+
+    def _validate_view(self, view: Any) -> None:
+        """A modal as Slack checks it: its type, title, buttons, ids, metadata and blocks."""
+        if not isinstance(view, dict):
+            raise self._invalid_view("", "must provide an object")
+        if view.get("type") != "modal":
+            raise self._invalid_view("/type", "must be modal")
+        self._plain_text(view.get("title"), "/title", MAX_VIEW_TITLE, required=True)
+        for button in ("submit", "close"):
+            self._plain_text(view.get(button), f"/{button}", MAX_VIEW_TITLE, required=False)
+        for name, limit in (("callback_id", MAX_CALLBACK_ID), ("external_id", MAX_CALLBACK_ID),
+                            ("private_metadata", MAX_PRIVATE_METADATA)):
+            value = view.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise self._invalid_view(f"/{name}", "must be a string")
+            if len(value) > limit:
+                raise self._invalid_view(f"/{name}", f"must be less than {limit + 1} characters")
+        blocks = view.get("blocks")
+        if not isinstance(blocks, list) or not blocks:
+            raise self._invalid_view("/blocks", "must provide an array of blocks")
+        if len(blocks) > MAX_VIEW_BLOCKS:
+            raise self._invalid_view("/blocks", f"must be less than {MAX_VIEW_BLOCKS + 1} items")
+        block_ids: set[str] = set()
+        inputs = 0
+        for i, block in enumerate(blocks):
+            where = f"/blocks/{i}"
+            if not isinstance(block, dict) or block.get("type") not in MODAL_BLOCK_TYPES:
+                raise self._invalid_view(where, "unsupported block type in a modal")
+            block_id = block.get("block_id")
+            if block_id is not None:
+                if not isinstance(block_id, str) or not 0 < len(block_id) <= 255:
+                    raise self._invalid_view(where + "/block_id", "invalid block_id")
+                if block_id in block_ids:
+                    raise self._invalid_view(where + "/block_id", "duplicate block_id")
+                block_ids.add(block_id)
+            if block["type"] == "section":
+                text = block.get("text")
+                if not isinstance(text, dict) and not block.get("fields"):
+                    raise self._invalid_view(where, "must provide text or fields")
+                if isinstance(text, dict) and len(str(text.get("text", ""))) > MAX_SECTION_TEXT:
+                    raise self._invalid_view(where + "/text",
+                                             f"must be less than {MAX_SECTION_TEXT + 1} characters")
+            elif block["type"] == "input":
+                inputs += 1
+                self._validate_input(block, where)
+        if inputs and view.get("submit") is None:
+            raise self._invalid_view("/submit", "submit is required when an input block is "
+                                                "within the blocks array")
+
+    def _validate_input(self, block: dict[str, Any], where: str) -> None:
+        self._plain_text(block.get("label"), where + "/label", MAX_INPUT_LABEL, required=True)
+        self._plain_text(block.get("hint"), where + "/hint", MAX_INPUT_LABEL, required=False)
+        element = block.get("element")
+        if not isinstance(element, dict) or element.get("type") not in INPUT_ELEMENT_TYPES:
+            raise self._invalid_view(where + "/element", "unsupported input element")
+        action_id = element.get("action_id")
+        if not isinstance(action_id, str) or not 0 < len(action_id) <= 255:
+            raise self._invalid_view(where + "/element/action_id", "invalid action_id")
+        self._plain_text(element.get("placeholder"), where + "/element/placeholder",
+                         MAX_PLACEHOLDER, required=False)
+        if element["type"] == "plain_text_input":
+            low, high = element.get("min_length", 0), element.get("max_length", MAX_TEXT_INPUT)
+            for name, value in (("min_length", low), ("max_length", high)):
+                if not isinstance(value, int) or not 0 <= value <= MAX_TEXT_INPUT:
+                    raise self._invalid_view(f"{where}/element/{name}",
+                                             f"must be between 0 and {MAX_TEXT_INPUT}")
+            if low > high:
+                raise self._invalid_view(where + "/element", "min_length exceeds max_length")
+            initial = element.get("initial_value")
+            if initial is not None and (not isinstance(initial, str) or len(initial) > high):
+                raise self._invalid_view(where + "/element/initial_value",
+                                         "must be a string within max_length")
 
     async def _apps_connections_open(
         self, params: dict[str, Any], who: IssuedToken

@@ -11,6 +11,7 @@ import re
 import string
 import threading
 import time
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -427,6 +428,53 @@ def tokens_revoked_event(
     )
 
 
+def view_submission(
+    view: dict[str, Any],
+    *,
+    values: dict[str, str | None],
+    user: str,
+    trigger_id: str,
+    user_name: str | None = None,
+    team_id: str = DEFAULT_TEAM,
+    team_domain: str = "fake-test",
+    api_app_id: str = DEFAULT_APP,
+    enterprise_id: str | None = None,
+) -> dict[str, Any]:
+    """The ``view_submission`` interaction Slack sends when ``user`` submits ``view`` (as
+    views.open returned it): every input block's state under ``view.state.values``
+    (block id -> action id -> ``{"type", "value"}``), a text left blank as ``null``
+    (https://docs.slack.dev/reference/interaction-payloads/view-interactions-payload).
+    ``values``: action id -> text, for text inputs only."""
+    state: dict[str, dict[str, Any]] = {}
+    inputs = [b for b in view.get("blocks") or [] if b.get("type") == "input"]
+    action_ids = {b["element"]["action_id"] for b in inputs}
+    unknown = set(values) - action_ids
+    if unknown:
+        raise ValueError(f"the view has no inputs {sorted(unknown)}")
+    for block in inputs:
+        element = block["element"]
+        if element["type"] not in ("plain_text_input", "email_text_input", "url_text_input",
+                                   "number_input"):
+            raise ValueError(f"view_submission builds text inputs only, not {element['type']}")
+        state.setdefault(block["block_id"], {})[element["action_id"]] = {
+            "type": element["type"], "value": values.get(element["action_id"]) or None,
+        }
+    submitted = {**view, "state": {"values": state}}
+    return {
+        "type": "view_submission",
+        "team": {"id": team_id, "domain": team_domain},
+        "user": {"id": user, "username": user_name or user, "name": user_name or user,
+                 "team_id": team_id},
+        "api_app_id": api_app_id,
+        "token": "legacy-verification-token",
+        "trigger_id": trigger_id,
+        "view": submitted,
+        "response_urls": [],
+        "is_enterprise_install": False,
+        "enterprise": {"id": enterprise_id, "name": enterprise_id} if enterprise_id else None,
+    }
+
+
 def url_verification(challenge: str) -> dict[str, Any]:
     return {
         "token": "legacy-verification-token",
@@ -465,4 +513,17 @@ async def send_event(
     if retry_num is not None:
         headers["X-Slack-Retry-Num"] = str(retry_num)
         headers["X-Slack-Retry-Reason"] = retry_reason
+    return await client.post(url, content=body, headers=headers)
+
+
+async def send_interaction(
+    client: httpx.AsyncClient, url: str, payload: dict[str, Any], *, secret: str
+) -> httpx.Response:
+    """POST an interaction payload signed with ``secret``, as Slack delivers clicks and
+    submitted views: form-encoded, its JSON in the ``payload`` field
+    (https://docs.slack.dev/interactivity/handling-user-interaction)."""
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    headers = sign(body, secret)
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+    headers["User-Agent"] = "Slackbot 1.0 (+https://api.slack.com/robots)"
     return await client.post(url, content=body, headers=headers)

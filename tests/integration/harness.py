@@ -22,7 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 from bot.store.keys import DEFAULT_SHARDS, Keys
 from tests.fakes.adk_server import PROXY_VARS, free_port, port_taken
 from tests.fakes.fake_slack import FakeSlack
-from tests.fakes.slack_events import send_event
+from tests.fakes.slack_events import send_event, send_interaction
 from tests.waiting import eventually
 
 SIGNING_SECRET = "test-signing-secret"
@@ -197,3 +197,9 @@ class BotProcess:
                    ) -> httpx.Response:
         return await send_event(self.http, f"{self.url}/slack/events", payload,
                                 secret=SIGNING_SECRET, retry_num=retry_num)
+
+    async def interact(self, payload: dict[str, Any]) -> httpx.Response:
+        """POST an interaction (a click, a submitted form) signed, as Slack sends it: a
+        form with its JSON in `payload`."""
+        return await send_interaction(self.http, f"{self.url}/slack/events", payload,
+                                      secret=SIGNING_SECRET)

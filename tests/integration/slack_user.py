@@ -10,6 +10,7 @@ from typing import Any
 from tests.fakes import slack_events as ev
 from tests.fakes.fake_slack import FakeSlack, message_text
 from tests.integration.harness import BotProcess
+from tests.unit.test_feedback import block_actions
 
 
 async def say(
@@ -112,3 +113,28 @@ async def refused(slack: FakeSlack, bot: Any, *, user: str, channel: str = "C1",
     note = slack.ephemerals[before]
     assert note["user"] == user and note["channel"] == channel and message in note["text"]
     assert slack.bot_replies(channel, root) == []
+
+
+async def click_feedback(slack: FakeSlack, bot: BotProcess, answer: dict[str, Any], rating: str,
+                         *, user: str, thread_ts: str, channel: str = "C1",
+                         trigger_age: float = 0.0) -> str:
+    """`user` clicks 👍 or 👎 under `answer` (a bot message carrying the feedback control),
+    as Slack sends it, with a trigger_id the fake issued for this click (`trigger_age`
+    seconds old already); returns the trigger_id."""
+    [block] = [b for b in answer["blocks"] if b["type"] in ("context_actions", "actions")]
+    payload = block_actions(block, rating, user=user, channel=channel,
+                            message_ts=answer["ts"], thread_ts=thread_ts)
+    payload["team"]["id"] = slack.team_id
+    payload["trigger_id"] = slack.issue_trigger_id(user=user, age=trigger_age)
+    response = await bot.interact(payload)
+    assert response.status_code == 200, response.text
+    return str(payload["trigger_id"])
+
+
+async def submit_view(slack: FakeSlack, bot: BotProcess, view_id: str,
+                      values: dict[str, str | None], *, user: str | None = None) -> None:
+    """`user` (default: whoever opened it) submits the open view `view_id` with `values`
+    (action id -> text), as Slack sends it."""
+    response = await bot.interact(slack.view_submission(view_id, values=values, user=user))
+    assert response.status_code == 200, response.text
+    assert response.text == ""  # an empty ack closes the form

@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -181,6 +182,24 @@ async def test_other_payloads_are_acked_and_slash_commands_do_not_crash(
         b"payload=%7B%22type%22%3A%22block_actions%22%2C%22team%22%3A%7B%22id%22%3A%22T0001"
         b"%22%7D%2C%22user%22%3A%7B%22id%22%3A%22U1%22%7D%2C%22actions%22%3A%5B%5D%7D",
         b"payload=not-json",
+        # submitted forms (view_submission): without a view, with junk where the view's
+        # ids go, of a form the bot never opened, and a view_closed it never asked for
+        *(b"payload=" + urllib.parse.quote(json.dumps(p)).encode() for p in (
+            {"type": "view_submission", "user": {"id": "U1"}, "team": {"id": "T0001"}},
+            {"type": "view_submission", "user": {"id": "U1"}, "team": {"id": "T0001"},
+             "view": {"callback_id": "feedback_note", "private_metadata": "{{{",
+                      "state": {"values": []}}},
+            {"type": "view_submission", "user": {"id": "U1"}, "team": {"id": "T0001"},
+             "view": {"type": "modal", "callback_id": "feedback_note",
+                      "private_metadata": "{{{", "state": {"values": []}}},
+            {"type": "view_submission", "user": "U1", "team": {"id": "T0001"},
+             "view": {"type": "modal", "callback_id": "feedback_note",
+                      "private_metadata": '{"k":"T0001:C1:1.2","t":"1.2","c":"C1"}'}},
+            {"type": "view_submission", "user": {"id": "U1"}, "team": {"id": "T0001"},
+             "view": {"callback_id": "other", "state": {}}},
+            {"type": "view_closed", "user": {"id": "U1"}, "team": {"id": "T0001"},
+             "view": {"callback_id": "feedback_note"}},
+        )),
         b"payload=%5B1%2C2%5D",
         b"%%%%&&&==",
         "text=caf\u00e9 \U0001f642".encode(),

@@ -381,6 +381,24 @@ async def test_a_feedback_click_is_answered_with_its_workspace_token(
     assert note.token == slack.tokens_of(beta, "bot")[-1]
     assert note.params["user"] == "UB1" and "Thanks" in str(note.params.get("text"))
 
+    # A 👎 opens the note form with the same token, and its submission is answered with it.
+    payload = {**payload, "actions": block_actions(block, "down", user="UB1", channel="CB",
+                                                   message_ts=answer["ts"],
+                                                   thread_ts=ts)["actions"],
+               "trigger_id": slack.issue_trigger_id(user="UB1", team_id="TB")}
+    assert (await app.interact(payload)).status_code == 200
+    [opened] = await slack.wait_for_calls("views.open", 1, trigger_id=payload["trigger_id"])
+    assert opened.ok and opened.token == slack.tokens_of(beta, "bot")[-1]
+    [view] = slack.opened_views("feedback_note")
+    submitted = await app.interact(slack.view_submission(view["id"],
+                                                         values={"correction": "42"}))
+    assert submitted.status_code == 200, submitted.text
+    kept = await eventually(lambda: [c for c in slack.calls_to("chat.postEphemeral")
+                                     if c.ok and "note is saved" in str(c.params["text"])],
+                            timeout=15)
+    assert kept[0].token == slack.tokens_of(beta, "bot")[-1]
+    assert kept[0].params["user"] == "UB1" and kept[0].params["channel"] == "CB"
+
 
 async def test_an_attached_file_is_downloaded_with_the_org_token(
     slack: FakeSlack, app: BotProcess,

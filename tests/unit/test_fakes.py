@@ -215,6 +215,116 @@ async def test_fault_injection(slack: FakeSlack, client: AsyncWebClient) -> None
     assert time.monotonic() - start >= 0.2
 
 
+def _modal(**overrides: Any) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "type": "modal", "callback_id": "cb", "private_metadata": "{}",
+        "title": {"type": "plain_text", "text": "A title"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "blocks": [{"type": "input", "block_id": "b", "optional": True,
+                    "label": {"type": "plain_text", "text": "Say"},
+                    "element": {"type": "plain_text_input", "action_id": "a",
+                                "multiline": True, "max_length": 3000}}],
+    }
+    view.update(overrides)
+    return view
+
+
+async def test_views_open_needs_a_fresh_unused_trigger(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    trigger = slack.issue_trigger_id(user="U1")
+    response = await client.views_open(trigger_id=trigger, view=_modal())
+    view = response["view"]
+    assert view["id"].startswith("V") and view["callback_id"] == "cb"
+    assert view["state"] == {"values": {}} and view["private_metadata"] == "{}"
+    assert view["team_id"] == "T0001" and view["bot_id"] == "BBOT"
+    assert slack.opened_views("cb") == [view] and slack.opened_views("other") == []
+    # a trigger opens one view
+    with pytest.raises(SlackApiError) as e:
+        await client.views_open(trigger_id=trigger, view=_modal())
+    assert e.value.response["error"] == "exchanged_trigger_id"
+    # one Slack never sent, and one older than 3 seconds
+    for pointer, error in (("1.2.abc", "invalid_trigger_id"),
+                           (slack.issue_trigger_id(user="U1", age=3.5), "expired_trigger_id")):
+        with pytest.raises(SlackApiError) as e:
+            await client.views_open(trigger_id=pointer, view=_modal())
+        assert e.value.response["error"] == error
+    # the fake's clock ages them too
+    later = slack.issue_trigger_id(user="U1")
+    slack.advance_clock(3.1)
+    with pytest.raises(SlackApiError) as e:
+        await client.views_open(trigger_id=later, view=_modal())
+    assert e.value.response["error"] == "expired_trigger_id"
+    # a workspace the token's installation does not act in
+    slack.add_team("T0002", "Other")
+    with pytest.raises(SlackApiError) as e:
+        await client.views_open(trigger_id=slack.issue_trigger_id(user="U9", team_id="T0002"),
+                                view=_modal())
+    assert e.value.response["error"] == "invalid_trigger_id"
+    assert len(slack.opened_views()) == 1
+
+
+@pytest.mark.parametrize(("overrides", "pointer"), [
+    ({"type": "home"}, "/view/type"),
+    ({"title": {"type": "plain_text", "text": "x" * 25}}, "/view/title/text"),
+    ({"title": {"type": "mrkdwn", "text": "x"}}, "/view/title"),
+    ({"submit": {"type": "plain_text", "text": "s" * 25}}, "/view/submit/text"),
+    ({"close": {"type": "plain_text", "text": "c" * 25}}, "/view/close/text"),
+    ({"submit": None}, "/view/submit"),
+    ({"callback_id": "c" * 256}, "/view/callback_id"),
+    ({"private_metadata": "m" * 3001}, "/view/private_metadata"),
+    ({"blocks": [{"type": "divider"}] * 101}, "/view/blocks"),
+    ({"blocks": [{"type": "context_actions", "elements": []}]}, "/view/blocks/0"),
+    ({"blocks": [{"type": "input", "label": {"type": "plain_text", "text": "L"},
+                  "element": {"type": "plain_text_input"}}]},
+     "/view/blocks/0/element/action_id"),
+    ({"blocks": [{"type": "input", "label": {"type": "plain_text", "text": "L"},
+                  "element": {"type": "plain_text_input", "action_id": "a",
+                              "max_length": 3001}}]},
+     "/view/blocks/0/element/max_length"),
+    ({"blocks": [{"type": "input", "element": {"type": "plain_text_input",
+                                               "action_id": "a"}}]},
+     "/view/blocks/0/label"),
+])
+async def test_views_open_validates_the_view(
+    slack: FakeSlack, client: AsyncWebClient, overrides: dict[str, Any], pointer: str
+) -> None:
+    trigger = slack.issue_trigger_id(user="U1")
+    with pytest.raises(SlackApiError) as e:
+        await client.views_open(trigger_id=trigger, view=_modal(**overrides))
+    assert e.value.response["error"] == "invalid_arguments"
+    assert e.value.response["response_metadata"]["messages"][0].endswith(
+        f"[json-pointer:{pointer}]")
+    # the refused view did not use the trigger up
+    assert (await client.views_open(trigger_id=trigger, view=_modal()))["ok"]
+
+
+async def test_view_submission_payload(slack: FakeSlack, client: AsyncWebClient) -> None:
+    slack.add_user("U1", "alice")
+    trigger = slack.issue_trigger_id(user="U1")
+    blocks = [*_modal()["blocks"],
+              {"type": "input", "label": {"type": "plain_text", "text": "Why"},
+               "element": {"type": "plain_text_input", "action_id": "w"}}]
+    view = (await client.views_open(trigger_id=trigger, view=_modal(blocks=blocks)))["view"]
+    payload = slack.view_submission(view["id"], values={"a": "fixed it"})
+    assert payload["type"] == "view_submission"
+    assert payload["user"] == {"id": "U1", "username": "alice", "name": "alice",
+                               "team_id": "T0001"}
+    assert payload["team"]["id"] == "T0001" and payload["api_app_id"] == "A0001"
+    assert payload["trigger_id"] in slack.triggers and payload["trigger_id"] != trigger
+    submitted = payload["view"]
+    assert submitted["id"] == view["id"] and submitted["callback_id"] == "cb"
+    assert submitted["private_metadata"] == "{}"
+    generated = view["blocks"][1]["block_id"]  # Slack names a block that had no block_id
+    assert submitted["state"]["values"] == {
+        "b": {"a": {"type": "plain_text_input", "value": "fixed it"}},
+        generated: {"w": {"type": "plain_text_input", "value": None}},
+    }
+    assert slack.view_submission(view["id"], values={}, user="U2")["user"]["id"] == "U2"
+    with pytest.raises(ValueError, match="no inputs"):
+        slack.view_submission(view["id"], values={"nope": "x"})
+
+
 async def test_wait_for_calls(slack: FakeSlack, client: AsyncWebClient) -> None:
     async def later() -> None:
         await asyncio.sleep(0.05)  # the calls come after wait_for_calls started waiting

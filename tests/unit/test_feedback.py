@@ -218,6 +218,7 @@ def test_parse_falls_back_to_user_team_and_body_channel() -> None:
     lambda b: b["actions"][0].update(value=json.dumps({"r": "meh", "t": TURN_TS})),
     lambda b: b["actions"][0].update(value=json.dumps({"r": "up"})),
     lambda b: b["actions"][0].update(value=json.dumps({"r": "up", "t": "1.2", "k": "a}b"})),
+    lambda b: b["actions"][0].update(value=json.dumps({"r": "up", "t": "1.2\n"})),
     lambda b: b["user"].update(id=None),
     lambda b: b.update(user="U0ALICE"),
     lambda b: b.update(container=None, message=None),

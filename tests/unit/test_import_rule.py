@@ -36,6 +36,8 @@ LAYERS: dict[str, str] = {
     "bot.adk": ADK,
     "bot.store": STORE, "bot.stops": STORE,
     "bot.slack": THREAD_IO, "bot.terminal_text": THREAD_IO,
+    # pure: the note form a 👎 opens, its submission read back (bot.slack.feedback uses it)
+    "bot.slack.feedback_modal": THREAD_IO,
 
     "bot.thread_io": LEAF, "bot.message_text": LEAF, "bot.turns": LEAF, "bot.config": LEAF,
     "bot.access": LEAF, "bot.control_access": LEAF, "bot.limits": LEAF, "bot.progress": LEAF,
