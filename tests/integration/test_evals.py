@@ -19,15 +19,13 @@ from google.adk.evaluation.eval_case import get_all_tool_calls
 from google.adk.evaluation.eval_set import EvalSet
 
 from bot.evals.pseudonyms import Pseudonyms
-from bot.store.feedback import FeedbackStore
+from bot.slack.feedback_modal import NOTE_CALLBACK_ID, NOTE_KEPT
 from bot.store.keys import Keys
 from tests.fakes.adk_server import AGENTS_DIR, AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
-from tests.integration.slack_user import say, wait_replies
+from tests.integration.slack_user import click_feedback, say, submit_view, wait_replies
 from tests.integration.test_cli import cli_env, run_cli
-from tests.integration.test_slack_native import post_form
-from tests.unit.test_feedback import block_actions
 
 TEAM = "T0001"
 PSEUDONYM_KEY = "test-pseudonym-key"
@@ -35,16 +33,20 @@ CRITERIA = {"criteria": {"tool_trajectory_avg_score": 1.0, "response_match_score
 
 
 async def vote(slack: FakeSlack, bot: BotProcess, *, root: str, answer: dict[str, Any],
-               rating: str, user: str) -> None:
-    """`user` clicks 👍/👎 under `answer` and is thanked."""
-    thanked = len(slack.ephemerals)
-    [block] = [b for b in answer["blocks"] if b["type"] == "context_actions"]
-    payload = block_actions(block, rating, user=user, channel="C1", message_ts=answer["ts"],
-                            thread_ts=root)
-    payload["team"]["id"] = TEAM
-    response = await post_form(bot, {"payload": json.dumps(payload)})
-    assert response.status_code == 200
-    await slack.wait_for(lambda s: len(s.ephemerals) > thanked, timeout=10)
+               rating: str, user: str, note: dict[str, str | None] | None = None) -> None:
+    """`user` clicks 👍/👎 under `answer`. A 👍 is thanked; a 👎 opens the note form, which
+    `note` fills in and sends (None: the form is dismissed)."""
+    told = len(slack.ephemerals)
+    trigger = await click_feedback(slack, bot, answer, rating, user=user, thread_ts=root)
+    if rating == "up":
+        await slack.wait_for(lambda s: len(s.ephemerals) > told, timeout=10)
+        return
+    await slack.wait_for_calls("views.open", 1, trigger_id=trigger)
+    if note is not None:
+        view = slack.opened_views(NOTE_CALLBACK_ID)[-1]
+        await submit_view(slack, bot, view["id"], note)
+        await slack.wait_for(lambda s: len(s.ephemerals) > told, timeout=10)
+        assert slack.ephemerals[-1]["text"] == NOTE_KEPT
 
 
 async def ask(slack: FakeSlack, bot: BotProcess, text: str, *, user: str = "U1",
@@ -93,12 +95,10 @@ async def test_rated_answers_become_eval_sets_that_adk_eval_runs(
     await vote(slack, bot, root=liked, answer=liked_answer, rating="up", user="U2")
     # Alice dislikes an answer and writes what it should have said.
     disliked, disliked_ts, disliked_answer = await ask(slack, bot, "forecast next month")
-    await vote(slack, bot, root=disliked, answer=disliked_answer, rating="down", user="U1")
-    store = FeedbackStore(real_redis, Keys(prefix), ttl_seconds=86400)
-    assert await store.annotate(f"{TEAM}:C1:{disliked}", disliked_ts, "U1",
-                                correction="Next month: $4,500, as Alice Adams forecast.",
-                                why="It gave no forecast at all.")
-    # A 👎 with nothing to expect, and a 👍 changed to 👎 later (the last vote counts).
+    await vote(slack, bot, root=disliked, answer=disliked_answer, rating="down", user="U1",
+               note={"correction": "Next month: $4,500, as Alice Adams forecast.",
+                     "why": "It gave no forecast at all."})
+    # A 👎 whose form was dismissed, after a 👍 by someone else (the last vote counts).
     bare, _, bare_answer = await ask(slack, bot, "hello")
     await vote(slack, bot, root=bare, answer=bare_answer, rating="up", user="U2")
     await vote(slack, bot, root=bare, answer=bare_answer, rating="down", user="U1")
@@ -137,6 +137,7 @@ async def test_rated_answers_become_eval_sets_that_adk_eval_runs(
 
     # 👎: expecting the correction; the reason is the last invocation's rubric.
     [case] = exported(down_path).eval_cases
+    assert case.eval_id == f"C1_{disliked}_{disliked_ts}".replace(".", "_")
     assert case.conversation is not None and len(case.conversation) == 1
     [only] = case.conversation
     assert text_of(only.user_content).endswith(f"{alice}: forecast next month")
