@@ -18,6 +18,7 @@ form and tells the voter what became of the note. The note's text is never logge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -81,13 +82,17 @@ async def _tell_voter(client: AsyncWebClient, vote: Vote, text: str) -> bool:
                        text=text, log_extra={"thread_key": vote.key, "ts": vote.turn_ts})
 
 
-async def open_note_form(client: AsyncWebClient, vote: Vote, trigger_id: str) -> bool:
-    """Open the note form for a 👎 (views.open with the click's trigger). False, logged
-    with Slack's error code, when it could not be opened (an expired or used trigger, a
-    surface without modals, Slack down)."""
+async def open_note_form(client: AsyncWebClient, vote: Vote, trigger_id: str, *,
+                         earlier: tuple[str, str] = ("", "")) -> bool:
+    """Open the note form for a 👎 (views.open with the click's trigger), filled in with
+    the voter's `earlier` note (correction, why). False, logged with Slack's error code,
+    when it could not be opened (an expired or used trigger, a surface without modals,
+    Slack down)."""
+    correction, why = earlier
     try:
         async with asyncio.timeout(MODAL_TIMEOUT_SECONDS):
-            await client.views_open(trigger_id=trigger_id, view=note_view(target_of(vote)))
+            await client.views_open(trigger_id=trigger_id, view=note_view(
+                target_of(vote), correction=correction, why=why))
         return True
     except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
         log.warning("could not open the feedback note form: %s", _error_code(exc),
@@ -125,9 +130,15 @@ async def handle_feedback(
         "thread_key": vote.key, "ts": vote.turn_ts, "session": vote.session_id,
         "invocation": vote.invocation_id, "outcome": outcome,
     })
-    # The trigger is the clock: the form opens before anything else is sent.
-    if vote.rating == "down" and trigger_id and await open_note_form(client, vote, trigger_id):
-        return outcome
+    # The trigger is the clock: the form opens before anything else is sent (a 👎 again
+    # reads the earlier note first, one Redis read).
+    if vote.rating == "down" and trigger_id:
+        earlier = ("", "")
+        if previous == "down":
+            with contextlib.suppress(RedisError):
+                earlier = await store.note(vote.key, vote.turn_ts, vote.user)
+        if await open_note_form(client, vote, trigger_id, earlier=earlier):
+            return outcome
     await _tell_voter(client, vote, THANKS_UP if vote.rating == "up" else THANKS_DOWN)
     return outcome
 
@@ -135,21 +146,19 @@ async def handle_feedback(
 async def handle_note(note: NoteSubmission, store: FeedbackStore,
                       client: AsyncWebClient) -> NoteOutcome:
     """Keep a submitted note with its writer's 👎 and tell them what became of it. A blank
-    form keeps nothing more (the vote stays as it is)."""
+    form keeps no note (it clears one the form showed); the vote stays as it is."""
     target = note.target
     extra = {"thread_key": target.thread_key, "ts": target.turn_ts}
-    outcome: NoteOutcome
-    if note.empty:
-        outcome = "empty"
-    else:
-        try:
-            kept = await store.annotate(target.thread_key, target.turn_ts, note.user,
-                                        correction=note.correction, why=note.why)
-        except RedisError as exc:
-            log.warning("could not store a feedback note: %s", type(exc).__name__,
-                        extra={**extra, "outcome": "error"})
-            kept = None
-        outcome = "error" if kept is None else "kept" if kept else "not_down"
+    kept: bool | None
+    try:  # a blank form clears an earlier note (the form showed it)
+        kept = await store.annotate(target.thread_key, target.turn_ts, note.user,
+                                    correction=note.correction, why=note.why)
+    except RedisError as exc:
+        log.warning("could not store a feedback note: %s", type(exc).__name__,
+                    extra={**extra, "outcome": "error"})
+        kept = None
+    outcome: NoteOutcome = ("error" if kept is None else "empty" if note.empty
+                            else "kept" if kept else "not_down")
     # The note's text is the user's: it stays out of the logs.
     log.info("feedback note %s", outcome, extra={**extra, "outcome": outcome})
     await _tell(client, channel=target.channel, user=note.user, thread_ts=target.thread_ts,

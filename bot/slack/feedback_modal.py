@@ -93,24 +93,28 @@ def _plain(text: str) -> dict[str, Any]:
     return {"type": "plain_text", "text": text, "emoji": True}
 
 
-def _input(block_id: str, label: str, placeholder: str) -> dict[str, Any]:
+def _input(block_id: str, label: str, placeholder: str, initial: str = "") -> dict[str, Any]:
+    element: dict[str, Any] = {
+        "type": "plain_text_input",
+        "action_id": block_id,
+        "multiline": True,
+        "max_length": MAX_NOTE_CHARS,
+        "placeholder": {"type": "plain_text", "text": placeholder},
+    }
+    if initial:
+        element["initial_value"] = initial[:MAX_NOTE_CHARS]
     return {
         "type": "input",
         "block_id": block_id,
         "optional": True,
         "label": _plain(label),
-        "element": {
-            "type": "plain_text_input",
-            "action_id": block_id,
-            "multiline": True,
-            "max_length": MAX_NOTE_CHARS,
-            "placeholder": {"type": "plain_text", "text": placeholder},
-        },
+        "element": element,
     }
 
 
-def note_view(target: NoteTarget) -> dict[str, Any]:
-    """The modal a 👎 opens (https://docs.slack.dev/reference/surfaces/views)."""
+def note_view(target: NoteTarget, *, correction: str = "", why: str = "") -> dict[str, Any]:
+    """The modal a 👎 opens (https://docs.slack.dev/reference/surfaces/views), filled in
+    with the voter's earlier note when they click 👎 again: what they send replaces it."""
     return {
         "type": "modal",
         "callback_id": NOTE_CALLBACK_ID,
@@ -120,8 +124,9 @@ def note_view(target: NoteTarget) -> dict[str, Any]:
         "private_metadata": note_metadata(target),
         "blocks": [
             {"type": "section", "text": _plain(INTRO)},
-            _input(CORRECTION_BLOCK_ID, CORRECTION_LABEL, "The right answer, or what it missed"),
-            _input(WHY_BLOCK_ID, WHY_LABEL, "What was wrong with the answer"),
+            _input(CORRECTION_BLOCK_ID, CORRECTION_LABEL, "The right answer, or what it missed",
+                   correction),
+            _input(WHY_BLOCK_ID, WHY_LABEL, "What was wrong with the answer", why),
         ],
     }
 

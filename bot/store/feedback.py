@@ -149,9 +149,9 @@ class FeedbackStore:
                        why: str, at: float | None = None) -> bool:
         """Keep what `user` says the answer to `turn_ts` should have been (`correction`)
         and why, with their vote. Only while that vote is a 👎: False (nothing kept) if the
-        user has no vote there, or has changed it to a 👍 since. Each text is cut to
-        MAX_NOTE_CHARS."""
-        note = json.dumps(
+        user has no vote there, or has changed it to a 👍 since. Both empty: the user's note
+        is removed. Each text is cut to MAX_NOTE_CHARS."""
+        note = "" if not (correction or why) else json.dumps(
             {"correction": correction[:MAX_NOTE_CHARS], "why": why[:MAX_NOTE_CHARS],
              "at": time.time() if at is None else at},
             separators=(",", ":"), ensure_ascii=False,
@@ -180,6 +180,11 @@ class FeedbackStore:
                                   correction=correction, why=why)
             votes[user] = vote
         return votes
+
+    async def note(self, thread_key: str, turn_ts: str, user: str) -> tuple[str, str]:
+        """(correction, why) of `user`'s note on the answer to `turn_ts`; empty if none."""
+        raw = await self.redis.hget(self.keys.feedback(thread_key, turn_ts), NOTE_PREFIX + user)
+        return _note(raw) if raw is not None else ("", "")
 
     async def rated_since(self, since: float) -> list[RatedTurn]:
         """The answers voted on at or after `since` (a Unix time), oldest first, from every

@@ -219,11 +219,12 @@ return previous
 """
 
 # KEYS: the answer's feedback hash. ARGV: user, how a 👎 reads in a vote, the note field,
-# the note (JSON), TTL. The note is kept only while the user's vote is a 👎.
+# the note (JSON; empty: remove it), TTL. Only while the user's vote is a 👎.
 ANNOTATE_VOTE = """
 local vote = redis.call('HGET', KEYS[1], ARGV[1])
 if not vote or not string.find(vote, ARGV[2], 1, true) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+if ARGV[4] == '' then redis.call('HDEL', KEYS[1], ARGV[3])
+else redis.call('HSET', KEYS[1], ARGV[3], ARGV[4]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """

@@ -302,6 +302,36 @@ async def test_a_note_after_the_vote_turned_up_is_not_kept(
     assert await redis.hget(Keys("asb").feedback(KEY, TURN_TS), "note:U0ALICE") is None
 
 
+async def test_a_down_vote_again_shows_the_earlier_note_and_a_cleared_form_removes_it(
+    slack: FakeSlack, redis: aioredis.Redis
+) -> None:
+    store = FeedbackStore(redis, Keys("asb"), ttl_seconds=86400)
+    app = _app(slack, store)
+    await _dispatch(app, _click(slack, "down"))
+    [first] = slack.opened_views()
+    inputs = [b["element"] for b in first["blocks"] if b["type"] == "input"]
+    assert [e.get("initial_value") for e in inputs] == [None, None]
+    await _dispatch(app, slack.view_submission(first["id"], values={
+        "correction": "It was $12.", "why": "March was left out"}))
+    # 👎 again: the form shows the note, and what is sent replaces it
+    await _dispatch(app, _click(slack, "down"))
+    second = slack.opened_views()[-1]
+    inputs = [b["element"] for b in second["blocks"] if b["type"] == "input"]
+    assert [e.get("initial_value") for e in inputs] == ["It was $12.", "March was left out"]
+    await _dispatch(app, slack.view_submission(second["id"], values={
+        "correction": "It was $13.", "why": None}))
+    vote = (await store.votes(KEY, TURN_TS))["U0ALICE"]
+    assert (vote.rating, vote.correction, vote.why) == ("down", "It was $13.", "")
+    # cleared and sent: no note left, the 👎 stays
+    await _dispatch(app, _click(slack, "down"))
+    third = slack.opened_views()[-1]
+    await _dispatch(app, slack.view_submission(third["id"], values={}))
+    assert slack.ephemerals[-1]["text"] == NOTE_EMPTY
+    vote = (await store.votes(KEY, TURN_TS))["U0ALICE"]
+    assert (vote.rating, vote.correction, vote.why) == ("down", "", "")
+    assert await redis.hget(Keys("asb").feedback(KEY, TURN_TS), "note:U0ALICE") is None
+
+
 async def test_a_blank_form_keeps_the_vote_and_thanks(
     slack: FakeSlack, redis: aioredis.Redis
 ) -> None:
