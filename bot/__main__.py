@@ -1,4 +1,5 @@
-"""Command line: `python -m bot serve | console | doctor | sessions | migrate`."""
+"""Command line: `python -m bot serve | console | doctor | sessions | migrate | installs |
+usage`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from bot.cli.installs import add_installs_parser, run_installs
 from bot.cli.migrate import add_migrate_parser, run_migrate
 from bot.cli.sessions import add_sessions_parser, run_sessions
+from bot.cli.usage import add_usage_parser, run_usage
 from bot.config import Settings, describe_validation_error
 from bot.logs import setup_logging
 from bot.runtime import StartupError
@@ -60,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     add_sessions_parser(sub)
     add_migrate_parser(sub)
     add_installs_parser(sub)
+    add_usage_parser(sub)
     args = parser.parse_args(argv)
 
-    if args.command in ("doctor", "sessions", "migrate", "installs"):
+    if args.command in ("doctor", "sessions", "migrate", "installs", "usage"):
         setup_logging("ERROR", json_lines=False)
         try:
             if args.command == "doctor":
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 return run_migrate(args)
             if args.command == "installs":
                 return run_installs(args)
+            if args.command == "usage":
+                return run_usage(args)
             return run_sessions(args)
         except KeyboardInterrupt:
             return 130
