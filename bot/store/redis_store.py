@@ -132,9 +132,9 @@ class Store:
         keys: Keys,
         dedupe_ttl: int,
         thread_ttl: int,
+        usage_retention_days: int,
         wakeup: asyncio.Event | None = None,
         durability: Durability | None = None,
-        usage_retention_days: int = 400,
     ) -> None:
         """`usage_retention_days`: how long a day's token usage is kept past the day."""
         self.redis = client

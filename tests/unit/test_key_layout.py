@@ -23,7 +23,8 @@ THREAD = "T1:C1:100.0"
 def store_of(client: aioredis.Redis, keys: Keys) -> Store:
     settings = default_settings()
     return Store(client, keys=keys, dedupe_ttl=settings.dedupe_ttl_seconds,
-                 thread_ttl=settings.thread_ttl_days * 86400)
+                 thread_ttl=settings.thread_ttl_days * 86400,
+                 usage_retention_days=settings.usage_retention_days)
 
 
 async def test_a_fresh_prefix_is_marked_and_then_accepted(any_redis, prefix) -> None:
