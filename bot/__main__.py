@@ -1,5 +1,5 @@
 """Command line: `python -m bot serve | console | doctor | sessions | migrate | installs |
-evals`."""
+evals | usage`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from bot.cli.evals import add_evals_parser, run_evals
 from bot.cli.installs import add_installs_parser, run_installs
 from bot.cli.migrate import add_migrate_parser, run_migrate
 from bot.cli.sessions import add_sessions_parser, run_sessions
+from bot.cli.usage import add_usage_parser, run_usage
 from bot.config import Settings, describe_validation_error
 from bot.logs import setup_logging
 from bot.runtime import StartupError
@@ -63,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     add_migrate_parser(sub)
     add_installs_parser(sub)
     add_evals_parser(sub)
+    add_usage_parser(sub)
     args = parser.parse_args(argv)
 
-    if args.command in ("doctor", "sessions", "migrate", "installs", "evals"):
+    if args.command in ("doctor", "sessions", "migrate", "installs", "evals", "usage"):
         setup_logging("ERROR", json_lines=False)
         try:
             if args.command == "doctor":
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 return run_installs(args)
             if args.command == "evals":
                 return run_evals(args)
+            if args.command == "usage":
+                return run_usage(args)
             return run_sessions(args)
         except KeyboardInterrupt:
             return 130

@@ -39,6 +39,7 @@ from pydantic_settings import (
 from bot.followup import FOLLOWUP_POLICY_NAMES, FollowupPolicy
 from bot.memory_budget import MEMORY_PER_FILE_BYTE
 from bot.progress import WORKING
+from bot.usage import parse_prices
 
 APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 DEFAULT_DENIED_MESSAGE = (
@@ -115,6 +116,11 @@ SETTINGS_GROUPS: dict[str, str] = {
     "Limits": "",
     "Files": "",
     "Feedback and assistant pane": "",
+    "Token usage": (
+        "Every turn's tokens (Gemini's `usageMetadata`: prompt, candidates, thoughts, cached) "
+        "are kept per thread and per day, for `python -m bot sessions show` and "
+        "`python -m bot usage` (docs/operations.md#usage-report)."
+    ),
     "Access policy": (
         "Lists of Slack ids are comma-separated (`C0123,C0456`) or a JSON list. Deny always "
         "beats allow. An empty allow-list allows everyone. A refused mention or DM gets "
@@ -968,6 +974,41 @@ class Settings(BaseSettings):
         json_schema_extra=group("Feedback and assistant pane"),
     )
 
+    usage_retention_days: int = Field(
+        default=400,
+        ge=1,
+        le=3660,
+        description=(
+            "How long each day's token usage is kept in Redis for `python -m bot usage`, in "
+            "days after the day (1 to 3660). `--since` reaches back at most this far."
+        ),
+        json_schema_extra=group("Token usage"),
+    )
+    token_prices: Annotated[dict[str, dict[str, float]], NoDecode] = Field(
+        default_factory=dict,
+        description=(
+            "Optional prices that turn tokens into an estimated cost (`usage`, `sessions "
+            "show`, the footer): a JSON object of models, each with USD per 1M tokens by "
+            "kind: `prompt` and `candidates` (needed), `thoughts` (default: the candidates "
+            "price) and `cached` (default: the prompt price). Gemini's prompt count includes "
+            "the cached tokens: they are priced at the cached rate, the rest of the prompt "
+            "at the prompt rate. A name ending in `*` prices every model it starts "
+            "(`gemini-2.5-*`), `*` alone any model without a price of its own. Empty: no "
+            "costs are shown."
+        ),
+        examples=['{"gemini-2.5-flash": {"prompt": 0.30, "candidates": 2.50, '
+                  '"thoughts": 2.50, "cached": 0.075}}'],
+        json_schema_extra=group("Token usage"),
+    )
+    usage_footer: bool = Field(
+        default=False,
+        description=(
+            "Show the turn's tokens (and its estimated cost, with `TOKEN_PRICES`) in a small "
+            "line under each answer."
+        ),
+        json_schema_extra=group("Token usage"),
+    )
+
     # ---- validators, by group: each accepts what its field's description says ----
 
     # Deprecated names (DEPRECATED_NAMES): read from the environment too, and each becomes
@@ -1126,6 +1167,12 @@ class Settings(BaseSettings):
             pairs = [item.split("=", 1) for item in value.split(";") if "=" in item]
             return {k.strip(): v.strip() for k, v in pairs}
         return value
+
+    @field_validator("token_prices", mode="before")
+    @classmethod
+    def _token_prices(cls, value: object) -> object:
+        """A JSON object (bot/usage.py parse_prices), every entry completed to all kinds."""
+        return parse_prices(value)
 
     # Files
     @field_validator("max_attachment_memory_bytes")

@@ -8,6 +8,7 @@ import asyncio
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import Any, TextIO
 
 from bot.adk.client import AdkClient
@@ -67,6 +68,16 @@ class ConsoleIO:
 
     def with_feedback(self, replies: list[Reply], feedback: FeedbackRef) -> list[Reply]:
         return replies  # a terminal has no buttons to rate an answer with
+
+    def with_footer(self, replies: list[Reply], text: str) -> list[Reply]:
+        """The line under the answer's last message."""
+        answers = [i for i, r in enumerate(replies) if r.answer]
+        if not answers:
+            return replies
+        last = replies[answers[-1]]
+        shown = list(replies)
+        shown[answers[-1]] = replace(last, text=f"{last.text}\n({text})")
+        return shown
 
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, OSError)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from bot.access import AccessPolicy
@@ -41,6 +41,7 @@ from bot.turn_replies import (
     truncated_text,
 )
 from bot.turns import Turn
+from bot.usage import PriceTable, footer_text
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -73,6 +74,8 @@ class ConversationConfig:
     tool_status: Mapping[str, str]
     # Who besides the asker may answer the agent's requests for a human (bot/approvals.py).
     approvers: Approvers
+    usage_footer: bool = False  # the turn's tokens (and cost) in a line under the answer
+    prices: PriceTable = field(default_factory=dict)  # TOKEN_PRICES (bot/usage.py)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, bot_user_id: str,
@@ -88,6 +91,7 @@ class ConversationConfig:
             feedback=feedback,
             max_upload_bytes=settings.max_upload_bytes,
             approvers=Approvers.from_settings(settings),
+            usage_footer=settings.usage_footer, prices=settings.token_prices,
         )
 
 
@@ -166,8 +170,8 @@ class Conversation:
         working = asyncio.create_task(keep_working(
             self.io, turn, progress, refresh_seconds=self.config.status_refresh_seconds))
         try:
-            replies, outcome = await self._answer(turn, context.record, ref, ctx, progress,
-                                                  live)
+            replies, outcome, run = await self._answer(turn, context.record, ref, ctx,
+                                                       progress, live)
         finally:
             working.cancel()
             progress.release_files()
@@ -175,7 +179,10 @@ class Conversation:
         if live_ts and replies:
             replies[0] = replace(replies[0], update_ts=live_ts)
         try:
-            await self.delivery.post(turn, replies, lock_token=context.lock_token)
+            # What the agent's run used is counted with the save (a turn the agent did not
+            # run, such as a reset, counts no tokens and no turn in the usage report).
+            await self.delivery.post(turn, replies, lock_token=context.lock_token,
+                                     tokens=run.result.usage if run is not None else None)
         finally:
             if live_ts:
                 # The answer replaced the live message instead of being a new post, and only
@@ -227,14 +234,15 @@ class Conversation:
 
     async def _answer(self, turn: Turn, record: ThreadRecord | None, ref: str,
                       ctx: dict[str, Any], progress: Progress, live: LiveAnswer
-                      ) -> tuple[list[Reply], str]:
-        """Run the turn; everything the user will see, and the outcome."""
+                      ) -> tuple[list[Reply], str, AgentRun | None]:
+        """Run the turn; everything the user will see, the outcome, and the agent's run
+        (None if the agent was not run)."""
         notices: list[Reply] = []  # what the thread is told before the answer
         if turn.truncated_from:
             notices.append(Reply(truncated_text(turn.truncated_from, len(turn.text))))
         if command_of(turn, bot_user_id=turn.bot_user or self.config.bot_user_id) == "reset":
             await self.store.reset_session(turn.key, turn.ts)
-            return [*notices, Reply(RESET_TEXT)], "reset"
+            return [*notices, Reply(RESET_TEXT)], "reset", None
         run: AgentRun | None = None
         saving: asyncio.Task[None] | None = None  # the thread's mapping, written meanwhile
         try:
@@ -255,14 +263,14 @@ class Conversation:
             if _shutting_down():
                 await self._reopen_requests(run)
                 raise
-            return self._stopped(run, ctx, notices)
+            return *self._stopped(run, ctx, notices), run
         except AdkError as exc:
-            return await self._failed(run, record, exc, ref, ctx, notices)
+            return *await self._failed(run, record, exc, ref, ctx, notices), run
         if saving is not None:
             await saving  # a Redis error leaves the turn queued, like any other
         await self._settle_requests(run)
         more, outcome = await self._compose(run, ref, ctx)
-        return notices + more, outcome
+        return notices + more, outcome, run
 
     async def _question(self, turn: Turn) -> tuple[str, str]:
         """What the agent is asked ("<speaker>: <text>"), and the speaker's name."""
@@ -362,8 +370,8 @@ class Conversation:
 
     async def _compose(self, run: AgentRun, ref: str, ctx: dict[str, Any]
                        ) -> tuple[list[Reply], str]:
-        """A finished run's replies (`run_replies`), its files, and 👍/👎 under an
-        answer; and the turn's outcome."""
+        """A finished run's replies (`run_replies`), its files, 👍/👎 under an answer and
+        (USAGE_FOOTER) the turn's tokens; and the turn's outcome."""
         turn, result = run.turn, run.result
         ctx["invocation"] = result.invocation_id
         if self.config.log_text:
@@ -388,4 +396,8 @@ class Conversation:
             replies = self.io.with_feedback(replies, FeedbackRef(
                 thread_key=turn.key, turn_ts=turn.ts, session_id=run.session.session_id,
                 invocation_id=result.invocation_id))
+        if self.config.usage_footer:
+            footer = footer_text(result.usage, self.config.prices)
+            if footer:
+                replies = self.io.with_footer(replies, footer)
         return replies, outcome

@@ -16,6 +16,7 @@ from bot.store.redis_store import Store
 from bot.thread_io import Attachment, Reply, ThreadIO, ThreadUnreachable
 from bot.turn_replies import upload_refused_text
 from bot.turns import RetryLater, Turn
+from bot.usage import Tokens, TurnUsage
 
 log = logging.getLogger("bot.delivery")
 
@@ -41,17 +42,23 @@ class Delivery:
         self.store = store
         self.io = io
 
-    async def post(self, turn: Turn, replies: Sequence[Reply], *, lock_token: str) -> None:
+    async def post(self, turn: Turn, replies: Sequence[Reply], *, lock_token: str,
+                   tokens: Tokens | None = None) -> None:
         """Save the turn's replies to its outbox, then post them. Saved only while the
         worker still holds the thread (`lock_token`; LockLost if not): past this point the
-        replies are posted, and only one worker may post them."""
-        await self.save(turn, replies, lock_token=lock_token)
+        replies are posted, and only one worker may post them. `tokens`: what the agent's
+        run used, recorded with the save (None: the agent did not run)."""
+        await self.save(turn, replies, lock_token=lock_token, tokens=tokens)
         await self.deliver(turn, replies)
 
-    async def save(self, turn: Turn, replies: Sequence[Reply], *, lock_token: str) -> None:
-        """The first half of `post`: the replies saved to the turn's outbox."""
+    async def save(self, turn: Turn, replies: Sequence[Reply], *, lock_token: str,
+                   tokens: Tokens | None = None) -> None:
+        """The first half of `post`: the replies saved to the turn's outbox, with the
+        turn's tokens counted for its thread and its channel's day in the same script."""
+        usage = (TurnUsage(turn.workspace, turn.channel, tokens) if tokens is not None
+                 else None)
         await self.store.save_outbox(turn.key, turn.ts, [r.to_dict() for r in replies],
-                                     lock_token=lock_token)
+                                     lock_token=lock_token, usage=usage)
 
     async def deliver(self, turn: Turn, replies: Sequence[Reply]) -> None:
         """The second half of `post`: the saved replies posted."""

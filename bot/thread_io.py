@@ -143,6 +143,10 @@ class ThreadIO(Protocol):
     def with_feedback(self, replies: list[Reply], feedback: FeedbackRef) -> list[Reply]:
         """`replies` with a way to rate the answer under its last part (if it has room)."""
 
+    def with_footer(self, replies: list[Reply], text: str) -> list[Reply]:
+        """`replies` with `text` (plain) as a small line under the answer's last part, above
+        its rating control (if it has room)."""
+
     def is_transient(self, exc: BaseException) -> bool:
         """Whether a failure of `send` may pass (the service overloaded or down, the
         network), so that sending again later can work."""

@@ -127,12 +127,17 @@ class Turn:
     install: InstallRef | None = None
 
     @property
+    def workspace(self) -> str:
+        """Whom the thread belongs to: its workspace, or with many workspaces its
+        installation's owner (the org of an org-wide install)."""
+        return self.install.owner if self.install is not None else self.team
+
+    @property
     def key(self) -> str:
         """The thread's key: its workspace's, or with many workspaces its installation's
         (the org of an org-wide install: a channel shared by workspaces of the org is one
         thread, whoever writes)."""
-        owner = self.install.owner if self.install is not None else self.team
-        return thread_key(owner, self.channel, self.thread_ts)
+        return thread_key(self.workspace, self.channel, self.thread_ts)
 
     @property
     def reply_thread_ts(self) -> str | None:

@@ -272,6 +272,12 @@ async def _show(store: Store, settings: Settings, key: str) -> int:
     now = time.time()
     print(render_thread(record, queued, running, now))
     print()
+    from bot.cli.usage import render_thread_tokens  # it imports this module
+
+    cost = " (est. cost from TOKEN_PRICES)" if settings.token_prices else ""
+    print(f"Tokens{cost}")
+    print(render_thread_tokens(record.tokens, settings.token_prices))
+    print()
     where = f"{settings.adk_base_url}, app {settings.adk_app_name}"
     if not record.session_id:
         upcoming = session_id_for(key, record.generation)

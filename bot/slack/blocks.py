@@ -28,6 +28,7 @@ __all__ = [
     "MAX_MARKDOWN_CHARS_PER_MESSAGE",
     "MAX_TEXT_CHARS",
     "SlackMessage",
+    "footer_block",
     "render_answer",
 ]
 
@@ -69,6 +70,12 @@ class SlackMessage:
             blocks=copy.deepcopy(blocks),
             files=[Attachment.from_dict(item) for item in data.get("files") or []],
         )
+
+
+def footer_block(text: str) -> dict[str, Any]:
+    """A plain line as a context block, the small grey text under a message
+    (https://docs.slack.dev/reference/block-kit/blocks/context-block)."""
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(text)}]}
 
 
 def render_answer(markdown: str, *, max_markdown_chars: int = 11_000) -> list[SlackMessage]:

@@ -13,11 +13,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.memory_budget import MemoryBudget
 from bot.metrics import Metrics
 from bot.progress import WORKING
-from bot.slack.blocks import MAX_BLOCKS_PER_MESSAGE, render_answer
+from bot.slack.blocks import MAX_BLOCKS_PER_MESSAGE, footer_block, render_answer
 from bot.slack.errors import is_transient
 from bot.slack.feedback_block import feedback_block
 from bot.slack.files import message_parts_for_files, parse_mimetypes
 from bot.slack.mrkdwn import markdown_to_mrkdwn
+from bot.slack.reply_posts import FEEDBACK_BLOCK_TYPES
 from bot.slack.stream import SlackLiveAnswer, StreamBudget
 from bot.slack.usergroups import UserGroupResolver
 from bot.slack.workspaces import Workspaces, WorkspaceSlack
@@ -149,6 +150,22 @@ class SlackThreadIO:
         rated = list(replies)
         rated[answers[-1]] = replace(last, blocks=[*last.blocks, block])
         return rated
+
+    @staticmethod
+    def with_footer(replies: list[Reply], text: str) -> list[Reply]:
+        """`text` as a context block (small grey text) under the last message of the answer,
+        above its 👍/👎, if the message has room for one more block (the feedback block is
+        placed first, so the footer never pushes it out)."""
+        answers = [i for i, r in enumerate(replies) if r.answer and r.blocks]
+        if not answers or len(replies[answers[-1]].blocks) >= MAX_BLOCKS_PER_MESSAGE:
+            return replies
+        last = replies[answers[-1]]
+        blocks = list(last.blocks)
+        at = len(blocks) - 1 if blocks[-1].get("type") in FEEDBACK_BLOCK_TYPES else len(blocks)
+        blocks.insert(at, footer_block(text))
+        shown = list(replies)
+        shown[answers[-1]] = replace(last, blocks=blocks)
+        return shown
 
     @staticmethod
     def is_transient(exc: BaseException) -> bool:

@@ -8,7 +8,8 @@ same layout runs on one Redis, behind Sentinel, or on a Redis Cluster
 
     <s>:<key>:thread          hash   engaged, adk_user_id, session_id, generation,
                                      created_by, created_at, last_activity, turns, reset_at,
-                                     awaiting (the agent's open requests, with who asked)
+                                     awaiting (the agent's open requests, with who asked),
+                                     tokens|<model>|<kind> (the thread's tokens)
     <s>:<key>:ev:<event_id>   string Slack event id seen (redelivery dedupe), TTL
     <s>:<key>:msg:<ts>        string "q" queued / "r" running / "a" answer ready in the
                                      outbox / "d" delivered / "b" refused, the thread was
@@ -32,6 +33,10 @@ same layout runs on one Redis, behind Sentinel, or on a Redis Cluster
                                      answers (eval export), trimmed to FEEDBACK_TTL_DAYS
     <s>:work                  stream the shard's doorbells {"k": <key>}; group "workers"
     <s>:threads               zset   the shard's thread keys -> last activity (listing, purging)
+    <s>:usage:<YYYY-MM-DD>    hash   the shard's token usage of a UTC day (bot/usage.py):
+                                     `<workspace>|<channel>|<model>|<kind>` -> tokens,
+                                     `…|<model>|turns` and `…||turns` -> turns; written with the
+                                     outbox, expires USAGE_RETENTION_DAYS after the day
     <s>:hb:<worker>           string a live worker's heartbeat (its consumer name), in every
                                      shard, PX HEARTBEAT_TTL_SECONDS
     <p>:layout                string the layout of the keys: "shards=<n>", checked at start
@@ -115,6 +120,10 @@ class Keys:
 
     def threads_index(self, shard: int) -> str:
         return f"{self.shard(shard)}:threads"
+
+    def usage(self, shard: int, day: str) -> str:
+        """The shard's token usage of the UTC day `day` (YYYY-MM-DD)."""
+        return f"{self.shard(shard)}:usage:{day}"
 
     def heartbeat_prefix(self, shard: int) -> str:
         return f"{self.shard(shard)}:hb:"

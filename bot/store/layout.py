@@ -6,7 +6,8 @@ keys of an unsharded layout (`<p>:{<thread key>}:…`, one `<p>:work` stream, on
 `<p>:threads` index), or of another shard count. The migration moves every thread's keys to
 their new names with their TTLs (DUMP and RESTORE, https://redis.io/docs/latest/commands/restore/),
 carries the threads index over, rings a doorbell for every thread with queued turns, drops
-the old streams and heartbeats, and writes the new layout. Run it with the bots stopped."""
+the old streams and heartbeats, folds the token usage of shards the new layout lacks into
+its first shard, and writes the new layout. Run it with the bots stopped."""
 
 from __future__ import annotations
 
@@ -102,6 +103,9 @@ async def migrate_layout(client: aioredis.Redis, keys: Keys) -> MigrationReport:
     names = [str(n) async for n in client.scan_iter(match=f"{keys.prefix}:*", count=1000)]
     index: dict[str, float] = {}
     for name in names:
+        if await _fold_usage(client, name, keys):
+            report.moved_keys += 1
+            continue
         kind = _old_shard_keys(name, keys.prefix)
         if kind is not None:
             if kind == "threads":
@@ -133,6 +137,25 @@ async def migrate_layout(client: aioredis.Redis, keys: Keys) -> MigrationReport:
     await _ring_queued(client, keys, report)
     await client.set(keys.layout, keys.layout_value)
     return report
+
+
+async def _fold_usage(client: aioredis.Redis, name: str, keys: Keys) -> bool:
+    """A shard's token usage of a day (`<s>:usage:<day>`) whose shard the new layout lacks
+    is added to the first shard's of the day (the usage report adds up every shard's), with
+    the longer expiry of the two; True when `name` was one."""
+    shard = rf"{re.escape(keys.prefix)}:\{{{re.escape(keys.prefix)}:(\d+)\}}"
+    match = re.fullmatch(rf"{shard}:usage:(\d{{4}}-\d{{2}}-\d{{2}})", name)
+    if match is None or int(match.group(1)) < keys.shards:
+        return False
+    target = keys.usage(0, match.group(2))
+    fields = cast("dict[str, str]", await client.hgetall(name))
+    ttl = int(await client.pttl(name))
+    for field_name, value in fields.items():
+        await client.hincrby(target, field_name, int(value))
+    if ttl > 0 and ttl > int(await client.pttl(target)):
+        await client.pexpire(target, ttl)
+    await client.delete(name)
+    return True
 
 
 def _is_current(name: str, keys: Keys) -> bool:

@@ -23,6 +23,7 @@ from bot.store.thread_index import ThreadIndex
 from bot.store.thread_record import ThreadRecord
 from bot.store.work_stream import WorkStream
 from bot.turns import RetryLater, Turn
+from bot.usage import TurnUsage
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -131,10 +132,13 @@ class Store:
         keys: Keys,
         dedupe_ttl: int,
         thread_ttl: int,
+        usage_retention_days: int,
         wakeup: asyncio.Event | None = None,
         durability: Durability | None = None,
     ) -> None:
+        """`usage_retention_days`: how long a day's token usage is kept past the day."""
         self.redis = client
+        self.usage_retention_days = usage_retention_days
         # None: Slack is acked once the primary has the event (REDIS_MIN_REPLICAS=0).
         self.durability = durability
         self.keys = keys
@@ -157,8 +161,8 @@ class Store:
     def from_settings(cls, settings: Settings, client: aioredis.Redis, *,
                       wakeup: asyncio.Event | None = None) -> Store:
         """The store of `REDIS_KEY_PREFIX`, `REDIS_SHARDS`, `DEDUPE_TTL_SECONDS`,
-        `THREAD_TTL_DAYS` and `REDIS_MIN_REPLICAS`; `wakeup` for a backend whose XREADGROUP
-        cannot block (fakeredis)."""
+        `THREAD_TTL_DAYS`, `REDIS_MIN_REPLICAS` and `USAGE_RETENTION_DAYS`; `wakeup` for a
+        backend whose XREADGROUP cannot block (fakeredis)."""
         primaries = slot_primaries(settings, client)
         durability = (Durability(settings.redis_min_replicas,
                                  settings.redis_min_replicas_timeout_ms,
@@ -167,7 +171,7 @@ class Store:
         return cls(client, keys=Keys(settings.redis_key_prefix, settings.redis_shards),
                    dedupe_ttl=settings.dedupe_ttl_seconds,
                    thread_ttl=settings.thread_ttl_days * 86400, wakeup=wakeup,
-                   durability=durability)
+                   durability=durability, usage_retention_days=settings.usage_retention_days)
 
     # ---- intake -------------------------------------------------------------------------
 
@@ -325,9 +329,11 @@ class Store:
     # ---- the outbox: a turn's replies between the ADK run and Slack ---------------------
 
     async def save_outbox(self, key: str, ts: str, replies: list[dict[str, Any]],
-                          lock_token: str = "") -> None:
-        """The turn's replies, before any is posted; also counts the turn on its thread. With
-        `lock_token`, only while that is still the thread's lock: LockLost if not.
+                          lock_token: str = "", usage: TurnUsage | None = None) -> None:
+        """The turn's replies, before any is posted; also counts the turn on its thread, and
+        with `usage` its tokens on the thread and on the shard's usage of the UTC day, in
+        the same script. With `lock_token`, only while that is still the thread's lock:
+        LockLost if not.
 
         With durable acks, nothing is posted before the replicas have the outbox: a
         failover right after the answer is posted then finds the turn answered ("a", its
@@ -335,11 +341,21 @@ class Store:
         waits for them (WAIT, as long as an ack may, OUTBOX_CONFIRM_ATTEMPTS times); if they
         still have not confirmed, the turn is put off (RetryLater), its outbox kept."""
         k = self.keys
-        now = f"{time.time():.6f}"
+        clock = time.time()
+        now = f"{clock:.6f}"
+        day = time.strftime("%Y-%m-%d", time.gmtime(clock))
         keys = [k.outbox(key, ts), k.message(key, ts), k.thread(key), k.lock(key),
-                k.threads_index(k.shard_of(key))]
+                k.threads_index(k.shard_of(key)), k.usage(k.shard_of(key), day)]
         args: list[str | int] = [json.dumps(replies, ensure_ascii=False), self.dedupe_ttl,
                                  self.thread_ttl, now, key, lock_token]
+        if usage is None:
+            args.append("")
+        else:
+            # The day's hash lives USAGE_RETENTION_DAYS past the day's end.
+            day_start = int(clock // 86400) * 86400
+            args.append(day_start + (self.usage_retention_days + 1) * 86400)
+            for triple in usage.fields():
+                args.extend(triple)
         if self.durability is None:
             saved = await self._save_outbox(keys=keys, args=args)
         else:

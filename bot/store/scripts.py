@@ -165,15 +165,29 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
-# KEYS: outbox, message key, thread, lock, threads index; ARGV: replies (JSON), dedupe ttl,
-# thread ttl, now, thread key, lock token ("" for no check). The turn's replies are saved
-# (state "a") and the turn counted on its thread, only while the lock is still the caller's:
-# 0 if it is not (another worker may be running the turn: nothing may be posted).
+# KEYS: outbox, message key, thread, lock, threads index, the shard's usage hash of the day;
+# ARGV: replies (JSON), dedupe ttl, thread ttl, now, thread key, lock token ("" for no
+# check), the usage hash's expiry (Unix time; "" when the turn records no usage), then
+# triples (field of the thread's tokens or "" for none, field of the day's usage,
+# increment). The turn's replies are saved (state "a"), the turn counted on its thread and
+# its tokens on the thread and the day, only while the lock is still the caller's: 0 if it
+# is not (another worker may be running the turn: nothing may be posted). The same save
+# again (the command repeated after a dropped connection) counts nothing twice.
 SAVE_OUTBOX = """
 if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return 0 end
+local again = redis.call('GET', KEYS[2]) == 'a'
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('SET', KEYS[2], 'a', 'EX', ARGV[2])
-redis.call('HINCRBY', KEYS[3], 'turns', 1)
+if not again then
+  redis.call('HINCRBY', KEYS[3], 'turns', 1)
+  if ARGV[7] ~= '' then
+    for i = 8, #ARGV - 2, 3 do
+      if ARGV[i] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 2]) end
+      redis.call('HINCRBY', KEYS[6], ARGV[i + 1], ARGV[i + 2])
+    end
+    redis.call('EXPIREAT', KEYS[6], ARGV[7])
+  end
+end
 redis.call('HSET', KEYS[3], 'last_activity', ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[5])

@@ -4,7 +4,9 @@ read into a record."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from bot.usage import thread_tokens
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,8 @@ class ThreadRecord:
     # The agent's open requests for a human (confirm a tool call, give input), as JSON:
     # the thread's next message answers them (bot/adk/events.py HumanRequest).
     awaiting: str = ""
+    # The tokens of the thread's turns: (model, kind) -> count (bot/usage.py).
+    tokens: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     @classmethod
     def from_hash(cls, key: str, data: Mapping[str, str]) -> ThreadRecord:
@@ -37,4 +41,5 @@ class ThreadRecord:
             turns=int(data.get("turns", "0") or 0),
             reset_at=data.get("reset_at", ""),
             awaiting=data.get("awaiting", ""),
+            tokens=thread_tokens(data),
         )

@@ -16,6 +16,7 @@ import pytest
 
 from bot.store.redis_store import Durability
 from bot.turns import RetryLater, Turn
+from bot.usage import TurnUsage
 from tests.unit import (
     test_feedback,
     test_installations,
@@ -25,6 +26,7 @@ from tests.unit import (
     test_store_and_worker,
     test_takeover,
     test_turn_attempts,
+    test_usage,
 )
 from tests.unit.test_store_and_worker import _run_worker, make_store, turn
 from tests.waiting import eventually
@@ -44,7 +46,7 @@ def any_redis_tests_of(*modules: ModuleType) -> dict[str, object]:
 
 globals().update(any_redis_tests_of(
     test_feedback, test_installations, test_key_layout, test_limits, test_stops,
-    test_store_and_worker, test_takeover, test_turn_attempts))
+    test_store_and_worker, test_takeover, test_turn_attempts, test_usage))
 
 
 async def test_a_dead_workers_thread_is_reclaimed_and_answered_once(real_redis, prefix) -> None:
@@ -75,7 +77,10 @@ async def test_an_answer_no_replica_confirms_is_not_posted(real_redis, prefix) -
     store = make_store(real_redis, prefix)
     store.durability = Durability(replicas=1, timeout_ms=10)
     t = turn("301.0", kind="mention")
+    usage = TurnUsage("T1", "C1", {("m", "prompt"): 7})
     with pytest.raises(RetryLater, match="0 of 1 replica"):
-        await store.save_outbox(t.key, t.ts, [{"text": "the answer"}])
+        await store.save_outbox(t.key, t.ts, [{"text": "the answer"}], usage=usage)
     context = await store.turn_context(t.key, t.ts)
     assert context.outbox == [{"text": "the answer"}]
+    # The script ran once, on the primary: the turn's tokens are counted, once.
+    assert context.record is not None and context.record.tokens == {("m", "prompt"): 7}

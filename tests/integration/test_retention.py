@@ -57,7 +57,8 @@ async def test_every_per_thread_key_expires(
 
 async def test_janitor_trims_the_threads_index(real_redis: aioredis.Redis, prefix: str) -> None:
     store = Store(real_redis, keys=Keys(prefix),
-                  dedupe_ttl=default_settings().dedupe_ttl_seconds, thread_ttl=3600)
+                  dedupe_ttl=default_settings().dedupe_ttl_seconds, thread_ttl=3600,
+                  usage_retention_days=default_settings().usage_retention_days)
     for key, at in (("T:C:old", time.time() - 7200), ("T:C:new", time.time())):
         await real_redis.zadd(store.keys.threads_index(store.keys.shard_of(key)), {key: at})
     assert await store.threads.trim_threads_index() == 1

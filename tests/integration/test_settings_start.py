@@ -219,6 +219,15 @@ async def _check_values(env: Env, bot: Running) -> None:
     assert bot.bot.adk.run_timeout == 120.0  # TURN_TIMEOUT_SECONDS: the read timeout too
 
 
+async def _check_usage(env: Env, bot: Running) -> None:
+    root = await answered(env.slack, bot, text="usage")
+    [answer] = env.slack.bot_replies("C1", root)
+    assert [e["text"] for b in answer["blocks"] if b["type"] == "context"
+            for e in b["elements"]] == [
+        "1,565 tokens: 1,200 in (800 cached), 340 out, 25 thinking · est. $0.0016"]
+    assert bot.bot.store.usage_retention_days == 30
+
+
 def _scope_case(scope: str) -> Case:
     async def check(env: Env, bot: Running) -> None:
         root = await answered(env.slack, bot)
@@ -267,6 +276,9 @@ IN_PROCESS: list[Case] = [
         "max_turn_attempts": 2, "eval_pseudonym_key": "a-key-for-the-exports",
     }, _check_values),
     Case("approvers", {"approver_users": "U9", "approver_usergroups": "S3"}, _check_no_auth),
+    Case("token_usage", {"usage_footer": True, "usage_retention_days": 30,
+                         "token_prices": '{"*": {"prompt": 1, "candidates": 1}}'},
+         _check_usage),
 ]
 
 

@@ -42,7 +42,7 @@ LAYERS: dict[str, str] = {
     "bot.thread_io": LEAF, "bot.message_text": LEAF, "bot.turns": LEAF, "bot.config": LEAF,
     "bot.access": LEAF, "bot.control_access": LEAF, "bot.limits": LEAF, "bot.progress": LEAF,
     "bot.metrics": LEAF, "bot.logs": LEAF, "bot.ttl_cache": LEAF, "bot.memory_budget": LEAF,
-    "bot.followup": LEAF, "bot.file_types": LEAF,
+    "bot.followup": LEAF, "bot.file_types": LEAF, "bot.usage": LEAF,
 }
 
 # What each layer may import (its own layer always).

@@ -23,7 +23,8 @@ THREAD = "T1:C1:100.0"
 def store_of(client: aioredis.Redis, keys: Keys) -> Store:
     settings = default_settings()
     return Store(client, keys=keys, dedupe_ttl=settings.dedupe_ttl_seconds,
-                 thread_ttl=settings.thread_ttl_days * 86400)
+                 thread_ttl=settings.thread_ttl_days * 86400,
+                 usage_retention_days=settings.usage_retention_days)
 
 
 async def test_a_fresh_prefix_is_marked_and_then_accepted(any_redis, prefix) -> None:
@@ -111,3 +112,20 @@ async def test_another_shard_count_is_migrated(any_redis, prefix) -> None:
     for t in threads:
         assert await after.message_state(t.key, t.ts) == "q"
         assert await after.queue_length(t.key) == 1
+
+
+async def test_the_usage_of_shards_a_smaller_layout_lacks_is_kept(any_redis, prefix) -> None:
+    """Token usage is kept per shard and day; a shard the new layout lacks is folded into
+    the first one, so the usage report (every shard added up) still counts it."""
+    many, few = Keys(prefix, 8), Keys(prefix, 2)
+    await check_layout(any_redis, many)
+    for shard, count in ((0, 1), (1, 2), (5, 4), (7, 8)):
+        await any_redis.hset(many.usage(shard, "2026-05-01"), "T1|C1|m|prompt", count)
+        await any_redis.expire(many.usage(shard, "2026-05-01"), 1000 * (shard + 1))
+    report = await migrate_layout(any_redis, few)
+    assert report.moved_keys == 2
+    assert await any_redis.hgetall(few.usage(0, "2026-05-01")) == {"T1|C1|m|prompt": "13"}
+    assert await any_redis.hgetall(few.usage(1, "2026-05-01")) == {"T1|C1|m|prompt": "2"}
+    assert 7000 < await any_redis.ttl(few.usage(0, "2026-05-01")) <= 8000
+    for gone in (5, 7):
+        assert not await any_redis.exists(many.usage(gone, "2026-05-01"))
