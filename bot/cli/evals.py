@@ -11,14 +11,17 @@ is skipped with a line saying why. The sets are written to `--out` as
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adk.client import AdkClient, AdkError
@@ -37,10 +40,12 @@ from bot.turns import DM_THREAD, BotIdentity, Turn
 if TYPE_CHECKING:
     from google.adk.evaluation.eval_case import EvalCase
 
-    from bot.evals.cases import RatedAnswer
+    from bot.evals.cases import ThreadMessage
     from bot.evals.pseudonyms import Pseudonyms
 
 RATING_CHOICES = ("down", "up", "all")
+LATEST_TS = "9999999999.999999"  # after any message: the whole thread
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 THREAD_MESSAGES_LIMIT = 1000  # the most messages read back from one Slack thread
 NEEDS_ADK = ("the export builds eval sets with ADK's evaluation models: install the adk "
              "extra (pip install 'adk-slack-bot[adk]', or google-adk)")
@@ -82,12 +87,19 @@ def run_evals(args: argparse.Namespace) -> int:
 
 @dataclass
 class Export:
-    """What one export found: the cases by rating, and what it skipped and why."""
+    """What one export found: the cases by set (`down`/`up` from ADK sessions,
+    `down_from_threads`/`up_from_threads` rebuilt from Slack), and what it skipped and why."""
 
-    cases: dict[str, list[EvalCase]] = field(default_factory=lambda: {"down": [], "up": []})
-    from_session: int = 0
-    from_thread: int = 0
+    cases: dict[str, list[EvalCase]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+
+    def add(self, rating: str, case: EvalCase, *, from_thread: bool) -> None:
+        self.cases.setdefault(f"{rating}_from_threads" if from_thread else rating,
+                              []).append(case)
+
+    def count(self, *, from_thread: bool) -> int:
+        return sum(len(cases) for kind, cases in self.cases.items()
+                   if kind.endswith("_from_threads") == from_thread)
 
 
 async def _export(args: argparse.Namespace, settings: Settings) -> int:
@@ -138,7 +150,13 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
 async def _one(found: Export, thread_key: str, turn_ts: str, args: argparse.Namespace,
                settings: Settings, *, store: Store, feedback: FeedbackStore, adk: AdkClient,
                slack: SlackThreads, pseudonyms: Pseudonyms) -> None:
-    from bot.evals.cases import NotInSession, case_from_session, speakers, verdict
+    from bot.evals.cases import (
+        NotInSession,
+        NotReplayable,
+        case_from_session,
+        case_from_thread,
+        verdict,
+    )
 
     parts = thread_key.split(":")
     if len(parts) != 3 or (args.channel and parts[1] not in args.channel):
@@ -147,9 +165,23 @@ async def _one(found: Export, thread_key: str, turn_ts: str, args: argparse.Name
     if rated is None or (args.rating != "all" and rated.rating != args.rating):
         return
     where = f"{thread_key} answer to {turn_ts}"
+    if rated.tied:
+        found.skipped.append(f"{where}: as many votes up as down ({rated.up} each)")
+        return
     if rated.rating == "down" and not rated.correction:
         found.skipped.append(f"{where}: voted down without a correction (nothing to expect)")
         return
+    thread: ThreadCopy | str | None = None
+    if not pseudonyms.keep_names:
+        # Everyone in the thread, speakers or mentioned, by every name Slack has for them.
+        thread = await slack.read(thread_key)
+        if isinstance(thread, str):
+            found.skipped.append(f"{where}: {thread}, so not every name in it can be "
+                                 "replaced (--keep-names exports it as it is)")
+            return
+        for user, names in thread.people.items():
+            for name in names:
+                pseudonyms.learn(user, name)
     record = await store.get_thread(thread_key)
     user_id = record.adk_user_id if record is not None else ""
     session_id = rated.session_id or (record.session_id if record is not None else "")
@@ -162,26 +194,44 @@ async def _one(found: Export, thread_key: str, turn_ts: str, args: argparse.Name
                            ) from exc
         reason = f"ADK no longer has session {session_id}"
         if session is not None:
-            if not pseudonyms.keep_names:  # every name Slack knows them by is replaced
-                for user in speakers(session):
-                    for name in await slack.names(parts[0], user):
-                        pseudonyms.learn(user, name)
             try:
-                found.cases[rated.rating].append(case_from_session(
-                    session, rated, app_name=settings.adk_app_name, pseudonyms=pseudonyms))
-                found.from_session += 1
+                found.add(rated.rating, case_from_session(
+                    session, rated, app_name=settings.adk_app_name, pseudonyms=pseudonyms),
+                    from_thread=False)
+                return
+            except NotReplayable:
+                found.skipped.append(
+                    f"{where}: a turn up to it answered the agent's request for an approval "
+                    "or input, which adk eval cannot ask again")
                 return
             except NotInSession:
                 reason = f"session {session_id} does not hold the rated answer"
             except ValueError:  # not a session ADK's own model reads
                 reason = f"session {session_id} could not be read as an ADK session"
-    case = await slack.case(rated, app_name=settings.adk_app_name, user_id=user_id,
-                            pseudonyms=pseudonyms)
-    if isinstance(case, str):
-        found.skipped.append(f"{where}: {reason}, and {case}")
+    if thread is None:
+        thread = await slack.read(thread_key)
+    if isinstance(thread, str):
+        found.skipped.append(f"{where}: {reason}, and {thread}")
         return
-    found.cases[rated.rating].append(case)
-    found.from_thread += 1
+    case = case_from_thread(
+        thread.messages, rated, app_name=settings.adk_app_name,
+        user_id=user_id or f"slack-{parts[0]}-{parts[1]}", names=thread.speakers,
+        pseudonyms=pseudonyms)
+    if case is None:
+        found.skipped.append(f"{where}: {reason}, and the Slack thread no longer holds the "
+                             "question")
+        return
+    found.add(rated.rating, case, from_thread=True)
+
+
+_SET_WORDS = {
+    "down": "voted down, expecting their corrections",
+    "up": "voted up, expecting the answers given",
+    "down_from_threads": "voted down, rebuilt from their Slack threads (no tool calls known), "
+                         "expecting their corrections",
+    "up_from_threads": "voted up, rebuilt from their Slack threads (no tool calls known), "
+                       "expecting the answers given",
+}
 
 
 def _write(found: Export, args: argparse.Namespace) -> int:
@@ -194,42 +244,65 @@ def _write(found: Export, args: argparse.Namespace) -> int:
         print(f"nothing to export: no {_rated_words(args.rating)} answers with what a case "
               f"needs in the last {args.since}")
         return 0
-    for rating, cases in found.cases.items():
+    for kind in _SET_WORDS:
+        cases = found.cases.get(kind)
         if not cases:
             continue
-        words = ("voted down, expecting their corrections" if rating == "down"
-                 else "voted up, expecting the answers given")
-        path = write_eval_set(args.out, eval_set(
-            f"{args.name}_{rating}", cases,
-            description=f"{len(cases)} Slack answer(s) {words} (exported "
-                        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"))
-        print(f"wrote {path}: {len(cases)} case{'' if len(cases) == 1 else 's'}")
-    print(f"{total} case{'' if total == 1 else 's'}: {found.from_session} from ADK sessions, "
-          f"{found.from_thread} from Slack threads; {len(found.skipped)} skipped")
+        try:
+            path, kept = write_eval_set(args.out, eval_set(
+                f"{args.name}_{kind}", cases,
+                description=f"Slack answers {_SET_WORDS[kind]} (last export "
+                            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"))
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        except OSError as exc:
+            raise CliError(f"could not write to {args.out}: {exc}") from exc
+        earlier = f", {kept} kept from earlier exports" if kept else ""
+        print(f"wrote {path}: {_cases(len(cases))}{earlier}")
+    print(f"{_cases(total)}: {found.count(from_thread=False)} from ADK sessions, "
+          f"{found.count(from_thread=True)} from Slack threads; {len(found.skipped)} skipped")
     return 0
+
+
+def _cases(n: int) -> str:
+    return f"{n} case{'' if n == 1 else 's'}"
 
 
 def _rated_words(rating: str) -> str:
     return {"down": "voted-down", "up": "voted-up"}.get(rating, "rated")
 
 
+@dataclass(frozen=True)
+class ThreadCopy:
+    """A rated answer's Slack thread as the export reads it."""
+
+    messages: list[ThreadMessage]  # oldest first; a person's text as the bot asks it
+    speakers: dict[str, str]  # user id -> display name, of those who wrote in it
+    people: dict[str, list[str]]  # everyone written by or mentioned: every name they have
+
+
 class SlackThreads:
-    """The Slack threads of rated answers whose ADK sessions are gone, read back with the
-    bot's token of the thread's workspace (SLACK_BOT_TOKEN, or its installation)."""
+    """The Slack threads of rated answers, read back with the bot's token of the thread's
+    workspace (SLACK_BOT_TOKEN, or its installation): who is in them (to replace every
+    name) and, when ADK no longer has the session, the conversation itself."""
 
     def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
         self.settings = settings
         self.redis = redis
         self._clients: dict[str, tuple[AsyncWebClient, BotIdentity] | str] = {}
+        self._threads: dict[str, ThreadCopy | str] = {}
+        self._names: dict[tuple[str, str], list[str]] = {}
 
     async def aclose(self) -> None:
         self._clients.clear()
 
     async def _client(self, owner: str) -> tuple[AsyncWebClient, BotIdentity] | str:
-        if owner in self._clients:
-            return self._clients[owner]
-        self._clients[owner] = found = await self._connect(owner)
-        return found
+        if owner not in self._clients:
+            try:
+                self._clients[owner] = await self._connect(owner)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return f"Slack could not be reached ({type(exc).__name__})"
+        return self._clients[owner]
 
     async def _connect(self, owner: str) -> tuple[AsyncWebClient, BotIdentity] | str:
         settings = self.settings
@@ -249,8 +322,9 @@ class SlackThreads:
                 return f"the app is not installed in {owner} to read the thread"
             token = installation.bot_token
         else:
-            return "no Slack token to read the thread with"
+            return "there is no Slack token to read the thread with"
         client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
+        client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
         try:
             auth = await client.auth_test()
         except SlackApiError as exc:
@@ -258,55 +332,58 @@ class SlackThreads:
         return client, BotIdentity(user_id=str(auth.get("user_id") or ""),
                                    bot_id=str(auth.get("bot_id") or ""))
 
-    async def names(self, owner: str, user: str) -> list[str]:
-        """Every name `user` goes by in Slack (display, real and user name); none if Slack
-        cannot say."""
-        connected = await self._client(owner)
-        if isinstance(connected, str):
-            return []
-        client, _bot = connected
-        try:
-            found = (await client.users_info(user=user)).get("user") or {}
-        except SlackApiError:
-            return []
-        profile = found.get("profile") or {}
-        candidates = (profile.get("display_name"), profile.get("real_name"),
-                      found.get("real_name"), found.get("name"))
-        return [name for name in candidates if isinstance(name, str) and name.strip()]
+    async def _names_of(self, owner: str, client: AsyncWebClient, user: str) -> list[str]:
+        """Every name `user` goes by in Slack (display, real and user name)."""
+        if (owner, user) not in self._names:
+            try:
+                found = (await client.users_info(user=user)).get("user") or {}
+            except SlackApiError:
+                found = {}
+            profile = found.get("profile") or {}
+            candidates = (profile.get("display_name"), profile.get("real_name"),
+                          found.get("real_name"), found.get("name"))
+            self._names[(owner, user)] = [
+                name for name in candidates if isinstance(name, str) and name.strip()]
+        return self._names[(owner, user)]
 
-    async def case(self, rated: RatedAnswer, *, app_name: str, user_id: str,
-                   pseudonyms: Pseudonyms) -> EvalCase | str:
-        """The rated answer's case from its Slack thread, or why there is none."""
-        from bot.evals.cases import ThreadMessage, case_from_thread
+    async def read(self, thread_key: str) -> ThreadCopy | str:
+        """The thread (read once per export), or why it cannot be read."""
+        if thread_key not in self._threads:
+            try:
+                self._threads[thread_key] = await self._read(thread_key)
+            except SlackApiError as exc:
+                self._threads[thread_key] = (
+                    f"Slack did not return the thread ({exc.response.get('error')})")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._threads[thread_key] = (
+                    f"Slack could not be reached ({type(exc).__name__})")
+        return self._threads[thread_key]
+
+    async def _read(self, thread_key: str) -> ThreadCopy | str:
+        from bot.evals.cases import ThreadMessage
         from bot.slack.thread_reader import SlackThreadReader
 
-        team, channel, thread_ts = rated.thread_key.split(":")
-        if thread_ts == DM_THREAD:
-            return "a top-level DM conversation is not read back from Slack"
+        team, channel, thread_ts = thread_key.split(":")
         connected = await self._client(team)
         if isinstance(connected, str):
             return connected
         client, bot = connected
         reader = SlackThreadReader(client, bot)
-        turn = Turn(team=team, channel=channel, thread_ts=thread_ts, ts=rated.turn_ts,
-                    user="", text="", kind="mention")
-        try:
-            history = await reader.history(turn, "9999999999.999999", THREAD_MESSAGES_LIMIT)
-        except SlackApiError as exc:
-            return f"Slack did not return the thread ({exc.response.get('error')})"
-        names = {m.user: await reader.display_name(m.user)
-                 for m in history if not m.from_self and m.user}
-        if not pseudonyms.keep_names:
-            for user in names:
-                for name in await self.names(team, user):
-                    pseudonyms.learn(user, name)
+        turn = Turn(team=team, channel=channel,
+                    thread_ts=None if thread_ts == DM_THREAD else thread_ts,
+                    ts=LATEST_TS, user="", text="", kind="mention")
+        history = await reader.history(turn, LATEST_TS, THREAD_MESSAGES_LIMIT)
+        speakers = {m.user: await reader.display_name(m.user)
+                    for m in history if not m.from_self and m.user}
+        mentioned = {user for m in history for user in _MENTION.findall(m.text)}
+        people = {user: await self._names_of(team, client, user)
+                  for user in sorted(set(speakers) | mentioned) if user != bot.user_id}
+        names = {**{user: (found[0] if found else user) for user, found in people.items()},
+                 **speakers}
         # A person's message as the bot asks it (mentions resolved, its own dropped).
         messages = [ThreadMessage(
             ts=m.ts, user=m.user, from_bot=m.from_self,
             text=m.text if m.from_self else readable_input(
                 m.text, bot_user_id=bot.user_id, user_names=names))
             for m in history]
-        case = case_from_thread(messages, rated, app_name=app_name,
-                                user_id=user_id or f"slack-{team}-{channel}", names=names,
-                                pseudonyms=pseudonyms)
-        return case if case is not None else "the Slack thread no longer holds the question"
+        return ThreadCopy(messages=messages, speakers=speakers, people=people)

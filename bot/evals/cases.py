@@ -29,6 +29,11 @@ from bot.evals.pseudonyms import Pseudonyms
 from bot.store.feedback import Rating, StoredVote
 
 _ID_CHARS = re.compile(r"[^A-Za-z0-9_]")  # ADK's eval set and case ids: ^[a-zA-Z0-9_]+$
+# What ADK's Session model reads of `GET` the session (it refuses other fields, which a
+# newer ADK server may send).
+_SESSION_FIELDS = frozenset(
+    {name for name in Session.model_fields}
+    | {field.alias for field in Session.model_fields.values() if field.alias})
 STATE_USER_ID = "slack_user_id"  # what the bot puts in each turn's stateDelta
 STATE_USER_NAME = "slack_user_name"
 
@@ -39,12 +44,13 @@ class NotInSession(Exception):
 
 @dataclass(frozen=True)
 class RatedAnswer:
-    """One answer's verdict: the last vote counts."""
+    """One answer's verdict from its voters' votes (each voter's last vote counts)."""
 
     thread_key: str  # team:channel:thread_ts
     turn_ts: str  # the question the answer replied to
-    rating: Rating  # the latest vote's
-    at: float  # when it was cast
+    rating: Rating  # the majority's
+    tied: bool  # as many 👍 as 👎: no verdict
+    at: float  # when the latest vote was cast
     session_id: str
     invocation_id: str
     correction: str  # the latest 👎 voter's correction ("" if none wrote one)
@@ -67,21 +73,28 @@ class RatedAnswer:
 
 def verdict(thread_key: str, turn_ts: str, votes: Mapping[str, StoredVote]
             ) -> RatedAnswer | None:
-    """The answer's verdict from its votes (one per voter), or None if nobody voted. The
-    latest vote gives the rating; a 👎 takes the correction and reason of the latest 👎
-    voter who wrote one."""
+    """The answer's verdict from its votes, or None if nobody voted. Each voter's vote is
+    their last one; the rating is the majority's (`tied` when there are as many 👍 as 👎).
+    A 👎 takes the latest correction any 👎 voter wrote, with that voter's reason (else
+    the latest reason given)."""
     if not votes:
         return None
     ordered = sorted(votes.values(), key=lambda vote: vote.at)
+    up = sum(v.rating == "up" for v in ordered)
+    down = len(ordered) - up
+    downs = [v for v in ordered if v.rating == "down"]
+    corrected = [v for v in downs if v.correction.strip()]
+    reasoned = [v for v in downs if v.why.strip()]
+    note = corrected[-1] if corrected else None
+    why = note.why.strip() if note is not None and note.why.strip() else (
+        reasoned[-1].why.strip() if reasoned else "")
     latest = ordered[-1]
-    noted = [v for v in ordered if v.rating == "down" and (v.correction.strip() or v.why.strip())]
-    note = noted[-1] if noted else None
     return RatedAnswer(
-        thread_key=thread_key, turn_ts=turn_ts, rating=latest.rating, at=latest.at,
+        thread_key=thread_key, turn_ts=turn_ts,
+        rating="up" if up > down else "down", tied=up == down, at=latest.at,
         session_id=latest.session_id, invocation_id=latest.invocation_id,
-        correction=note.correction.strip() if note else "",
-        why=note.why.strip() if note else "",
-        up=sum(v.rating == "up" for v in ordered), down=sum(v.rating == "down" for v in ordered),
+        correction=note.correction.strip() if note is not None else "", why=why,
+        up=up, down=down,
     )
 
 
@@ -132,20 +145,36 @@ def speakers(session: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+# Event fields that hold no one's words: kept as they are.
+_STRUCTURE = frozenset({"id", "invocationId", "author", "branch", "timestamp", "partial",
+                        "turnComplete", "modelVersion", "finishReason", "usageMetadata"})
+
+
 def scrub_session(session: Mapping[str, Any], pseudonyms: Pseudonyms) -> dict[str, Any]:
     """A copy of an ADK session (JSON) with its speakers' names and Slack ids replaced in
-    the events' content and state, and attached files left out."""
+    every event field that can hold words (content, tool calls and responses, state,
+    grounding, errors), attached files left out, and only the session fields ADK's own
+    model reads."""
     for user, name in speakers(session).items():
         pseudonyms.learn(user, name)
-    data = copy.deepcopy(dict(session))
+    data = {key: copy.deepcopy(value) for key, value in session.items()
+            if key in _SESSION_FIELDS}
+    events: list[Any] = []
     for event in _events(data):
-        content = event.get("content")
-        if isinstance(content, dict) and isinstance(content.get("parts"), list):
-            content["parts"] = [_scrub_part(part, pseudonyms) for part in content["parts"]]
-        actions = event.get("actions")
-        if isinstance(actions, dict) and isinstance(actions.get("stateDelta"), dict):
-            actions["stateDelta"] = _scrub_value(actions["stateDelta"], pseudonyms)
-        event.pop("customMetadata", None)  # the bot's Slack ids of the turn
+        scrubbed: dict[str, Any] = {}
+        for key, value in event.items():
+            if key in _STRUCTURE:
+                scrubbed[key] = value
+            elif key == "customMetadata":
+                continue  # the bot's Slack ids of the turn
+            elif key == "content" and isinstance(value, dict) and isinstance(
+                    value.get("parts"), list):
+                parts = [_scrub_part(part, pseudonyms) for part in value["parts"]]
+                scrubbed[key] = {**value, "parts": parts}
+            else:
+                scrubbed[key] = _scrub_value(value, pseudonyms)
+        events.append(scrubbed)
+    data["events"] = events
     if isinstance(data.get("state"), dict):
         data["state"] = _scrub_value(data["state"], pseudonyms)
     return data
@@ -154,9 +183,9 @@ def scrub_session(session: Mapping[str, Any], pseudonyms: Pseudonyms) -> dict[st
 def _first_state(session: Mapping[str, Any]) -> dict[str, Any]:
     """The state the first turn set (who asked), as the eval's starting state."""
     for event in _events(session):
-        if event.get("author") == "user":
-            return {k: v for k, v in _user_state(event).items()
-                    if k in (STATE_USER_ID, STATE_USER_NAME)}
+        delta = _user_state(event)
+        if STATE_USER_ID in delta:
+            return {k: v for k, v in delta.items() if k in (STATE_USER_ID, STATE_USER_NAME)}
     return {}
 
 
@@ -169,21 +198,37 @@ def _expect(invocation: Invocation, rated: RatedAnswer, pseudonyms: Pseudonyms) 
     if rated.why:
         invocation.rubrics = [Rubric(
             rubric_id="slack_feedback_why",
-            rubric_content=RubricContent(text_property=pseudonyms.scrub(rated.why)),
-            description="Why a Slack user voted the agent's answer down",
+            rubric_content=RubricContent(text_property=(
+                "The response does not have the problem a user reported in an earlier "
+                f"answer: {pseudonyms.scrub(rated.why)}")),
+            description="What a Slack user said was wrong when voting the answer down",
         )]
+
+
+class NotReplayable(Exception):
+    """The conversation has a turn `adk eval` cannot ask again (it answered the agent's
+    request for an approval or input, which a fresh session never made)."""
+
+
+def _asks(invocation: Invocation) -> bool:
+    return any(part.text for part in invocation.user_content.parts or [])
 
 
 def case_from_session(session: Mapping[str, Any], rated: RatedAnswer, *, app_name: str,
                       pseudonyms: Pseudonyms) -> EvalCase:
     """The rated answer's case from its ADK session (GET the session: JSON). NotInSession
-    if the session does not hold the rated invocation."""
+    if the session does not hold the rated invocation; NotReplayable if a turn up to it
+    answered the agent's request (approvals, input) instead of asking. The thread's
+    earlier messages the session was seeded with (events of no invocation) are left out."""
     scrubbed = scrub_session(session, pseudonyms)
-    invocations = convert_session_to_eval_invocations(Session.model_validate(scrubbed))
+    invocations = [invocation for invocation in convert_session_to_eval_invocations(
+        Session.model_validate(scrubbed)) if invocation.invocation_id]
     ids = [invocation.invocation_id for invocation in invocations]
     if not rated.invocation_id or rated.invocation_id not in ids:
         raise NotInSession(rated.invocation_id)
     kept = invocations[:ids.index(rated.invocation_id) + 1]
+    if not all(_asks(invocation) for invocation in kept):
+        raise NotReplayable(rated.invocation_id)
     _expect(kept[-1], rated, pseudonyms)
     return EvalCase(
         eval_id=rated.eval_id, conversation=kept,
@@ -258,11 +303,24 @@ def eval_set(set_id: str, cases: Sequence[EvalCase], *, description: str) -> Eva
                    creation_timestamp=max((c.creation_timestamp for c in cases), default=0.0))
 
 
-def write_eval_set(directory: Path, evals: EvalSet) -> Path:
-    """`<directory>/<set id>.evalset.json`, written whole (a temporary file renamed)."""
+def write_eval_set(directory: Path, evals: EvalSet) -> tuple[Path, int]:
+    """`<directory>/<set id>.evalset.json`, written whole (a temporary file renamed). The
+    cases of an earlier export in that file are kept, except those this one replaces (the
+    same eval id). Returns the path and how many earlier cases were kept; ValueError if
+    the file there is not an eval set."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{evals.eval_set_id}.evalset.json"
+    kept: list[EvalCase] = []
+    if path.exists():
+        try:
+            earlier = EvalSet.model_validate_json(path.read_bytes())
+        except ValueError as exc:
+            raise ValueError(f"{path} is there and is not an eval set ({type(exc).__name__}); "
+                             "move it away or choose another --name") from exc
+        new_ids = {case.eval_id for case in evals.eval_cases}
+        kept = [case for case in earlier.eval_cases if case.eval_id not in new_ids]
+    merged = evals.model_copy(update={"eval_cases": kept + list(evals.eval_cases)})
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(evals.model_dump_json(indent=2, exclude_none=True), encoding="utf-8")
+    partial.write_text(merged.model_dump_json(indent=2, exclude_none=True), encoding="utf-8")
     partial.replace(path)
-    return path
+    return path, len(kept)

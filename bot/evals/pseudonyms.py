@@ -13,8 +13,12 @@ import hashlib
 import hmac
 import re
 
-# Slack user ids (U…, W… on Enterprise Grid), alone or in a mention `<@U…>` / `<@U…|name>`.
-_USER_ID = re.compile(r"<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>|\b([UW][A-Z0-9]{8,})\b")
+# Slack user ids (U…, W… on Enterprise Grid), in a mention `<@U…>` / `<@U…|name>`, or
+# alone (then shaped as Slack's are, U0…/W0…, so that words such as UTILIZATION or
+# WAREHOUSE1 stay; the ids of the people in the thread are replaced by `learn` anyway).
+_USER_ID = re.compile(r"<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>|\b([UW][0-9][A-Z0-9]{7,})\b")
+# E-mail addresses: people's, in what they wrote or what a tool found.
+_EMAIL = re.compile(r"\b[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\b")
 MIN_NAME_CHARS = 2  # a one-letter name would replace letters inside words
 
 
@@ -46,10 +50,12 @@ class Pseudonyms:
                 self._pattern = None
 
     def scrub(self, text: str) -> str:
-        """`text` with every learned name and every Slack user id replaced."""
+        """`text` with every learned name, every Slack user id and every e-mail address
+        replaced."""
         if self.keep_names or not text:
             return text
         text = _USER_ID.sub(self._id_sub, text)
+        text = _EMAIL.sub(lambda m: self.of(m.group(0).lower()) + "@example.invalid", text)
         if not self._names:
             return text
         if self._pattern is None:

@@ -150,9 +150,12 @@ async def handle_note(note: NoteSubmission, store: FeedbackStore,
     target = note.target
     extra = {"thread_key": target.thread_key, "ts": target.turn_ts}
     kept: bool | None
-    try:  # a blank form clears an earlier note (the form showed it)
-        kept = await store.annotate(target.thread_key, target.turn_ts, note.user,
-                                    correction=note.correction, why=note.why)
+    try:
+        if note.empty and not target.prefilled:
+            kept = False  # nothing to keep, and no note shown to clear
+        else:  # a cleared form removes the note it showed
+            kept = await store.annotate(target.thread_key, target.turn_ts, note.user,
+                                        correction=note.correction, why=note.why)
     except RedisError as exc:
         log.warning("could not store a feedback note: %s", type(exc).__name__,
                     extra={**extra, "outcome": "error"})

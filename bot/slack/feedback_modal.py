@@ -7,7 +7,7 @@ MAX_NOTE_CHARS characters. The view carries the answer it is about in its
 https://docs.slack.dev/reference/surfaces/views):
 
     {"k": <thread key>, "t": <turn ts>, "c": <channel>, "h": <thread ts, absent at the top
-     level of a DM>}
+     level of a DM>, "f": "1" when the form showed the voter's earlier note}
 
 Submitting it sends a `view_submission` interaction
 (https://docs.slack.dev/reference/interaction-payloads/view-interactions-payload);
@@ -20,7 +20,7 @@ metadata). `note_reply` is what the voter is told afterwards.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from bot.slack.feedback_block import Vote, safe_id
@@ -58,6 +58,7 @@ class NoteTarget:
     turn_ts: str
     channel: str
     thread_ts: str | None  # None: an answer at the top level of a DM
+    prefilled: bool = False  # the form showed the voter's earlier note
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def note_metadata(target: NoteTarget) -> str:
     data = {"k": target.thread_key, "t": target.turn_ts, "c": target.channel}
     if target.thread_ts:
         data["h"] = target.thread_ts
+    if target.prefilled:
+        data["f"] = "1"
     metadata = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     if len(metadata) > MAX_METADATA_CHARS:
         raise ValueError(f"private_metadata is {len(metadata)} characters; Slack allows "
@@ -121,7 +124,8 @@ def note_view(target: NoteTarget, *, correction: str = "", why: str = "") -> dic
         "title": _plain(TITLE),
         "submit": _plain(SUBMIT),
         "close": _plain(CLOSE),
-        "private_metadata": note_metadata(target),
+        "private_metadata": note_metadata(
+            replace(target, prefilled=bool(correction or why))),
         "blocks": [
             {"type": "section", "text": _plain(INTRO)},
             _input(CORRECTION_BLOCK_ID, CORRECTION_LABEL, "The right answer, or what it missed",
@@ -153,7 +157,8 @@ def parse_note_metadata(metadata: Any) -> NoteTarget | None:
     if thread_ts is not None and not safe_id(thread_ts):
         return None
     return NoteTarget(thread_key=key, turn_ts=turn_ts, channel=channel,
-                      thread_ts=thread_ts if isinstance(thread_ts, str) else None)
+                      thread_ts=thread_ts if isinstance(thread_ts, str) else None,
+                      prefilled=data.get("f") == "1")
 
 
 def _field(values: dict[str, Any], block_id: str, action_id: str) -> str:

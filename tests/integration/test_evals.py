@@ -50,10 +50,12 @@ async def vote(slack: FakeSlack, bot: BotProcess, *, root: str, answer: dict[str
 
 
 async def ask(slack: FakeSlack, bot: BotProcess, text: str, *, user: str = "U1",
-              root: str | None = None) -> tuple[str, str, dict[str, Any]]:
+              root: str | None = None, mention: bool = False
+              ) -> tuple[str, str, dict[str, Any]]:
     """A question (a mention, or a follow-up in `root`): (root, ts, the answer)."""
     before = len(slack.bot_replies("C1", root)) if root else 0
-    ts = await say(slack, bot, user=user, text=text, mention=root is None, thread_ts=root)
+    ts = await say(slack, bot, user=user, text=text, mention=mention or root is None,
+                   thread_ts=root)
     root = root or ts
     await wait_replies(slack, "C1", root, before + 1, timeout=30)
     return root, ts, slack.bot_replies("C1", root)[-1]
@@ -98,10 +100,18 @@ async def test_rated_answers_become_eval_sets_that_adk_eval_runs(
     await vote(slack, bot, root=disliked, answer=disliked_answer, rating="down", user="U1",
                note={"correction": "Next month: $4,500, as Alice Adams forecast.",
                      "why": "It gave no forecast at all."})
-    # A 👎 whose form was dismissed, after a 👍 by someone else (the last vote counts).
+    # A 👍 changed to a 👎 whose form was dismissed: nothing to expect.
     bare, _, bare_answer = await ask(slack, bot, "hello")
-    await vote(slack, bot, root=bare, answer=bare_answer, rating="up", user="U2")
+    await vote(slack, bot, root=bare, answer=bare_answer, rating="up", user="U1")
     await vote(slack, bot, root=bare, answer=bare_answer, rating="down", user="U1")
+    # A thread Carol started before anyone asked the bot (the session is seeded with her
+    # message), mentioning Dave, who never speaks; Alice asks about it and likes the answer.
+    slack.add_user("U3", "carol", real_name="Carol Diaz", display_name="Carol")
+    slack.add_user("U4", "dave", real_name="Dave Smith", display_name="Dave")
+    seeded = slack.add_message("C1", user="U3", text="our GCP bill doubled, ask <@U4>")
+    _, seeded_ts, seeded_answer = await ask(slack, bot, "<@U4> says why?", root=seeded,
+                                            mention=True)
+    await vote(slack, bot, root=seeded, answer=seeded_answer, rating="up", user="U1")
 
     out_dir = tmp_path / "evals"
     env = cli_env(slack, adk, prefix, eval_pseudonym_key=PSEUDONYM_KEY)
@@ -114,16 +124,18 @@ async def test_rated_answers_become_eval_sets_that_adk_eval_runs(
         f"skipped {TEAM}:C1:{bare} answer to {bare}: voted down without a correction "
         "(nothing to expect)",
         f"wrote {down_path}: 1 case",
-        f"wrote {up_path}: 1 case",
-        "2 cases: 2 from ADK sessions, 0 from Slack threads; 1 skipped",
+        f"wrote {up_path}: 2 cases",
+        "3 cases: 3 from ADK sessions, 0 from Slack threads; 1 skipped",
     ]
-    alice, bob = (Pseudonyms(key=PSEUDONYM_KEY.encode()).of(u) for u in ("U1", "U2"))
+    alice, bob, carol, dave = (Pseudonyms(key=PSEUDONYM_KEY.encode()).of(u)
+                               for u in ("U1", "U2", "U3", "U4"))
     for path in (down_path, up_path):
         raw = path.read_text(encoding="utf-8")
-        assert not re.search(r"Alice|Bob|\bU[12]\b", raw), path.name
+        found = re.findall(r"Alice|Adams|Bob|Carol|Diaz|Dave|Smith|\bU[1-4]\b", raw)
+        assert not found, (path.name, found)
 
     # 👍: the conversation up to the liked answer, expecting the answers given.
-    [case] = exported(up_path).eval_cases
+    case, seeded_case = exported(up_path).eval_cases
     assert case.eval_id == f"C1_{liked}_{liked_ts}".replace(".", "_")
     assert case.conversation is not None and len(case.conversation) == 2
     first, second = case.conversation
@@ -135,6 +147,14 @@ async def test_rated_answers_become_eval_sets_that_adk_eval_runs(
     assert case.session_input is not None and case.session_input.app_name == "test_agent"
     assert case.session_input.state == {"slack_user_id": alice, "slack_user_name": alice}
 
+    # The seeded thread: Carol's message is context the agent had, not a turn to replay.
+    assert seeded_case.eval_id == f"C1_{seeded}_{seeded_ts}".replace(".", "_")
+    assert seeded_case.conversation is not None
+    [asked] = seeded_case.conversation
+    assert text_of(asked.user_content) == f"{alice}: @{dave} says why?"
+    assert f"history[1]: {carol}: our GCP bill doubled, ask @{dave}" in text_of(
+        asked.final_response)
+
     # 👎: expecting the correction; the reason is the last invocation's rubric.
     [case] = exported(down_path).eval_cases
     assert case.eval_id == f"C1_{disliked}_{disliked_ts}".replace(".", "_")
@@ -144,6 +164,7 @@ async def test_rated_answers_become_eval_sets_that_adk_eval_runs(
     assert text_of(only.final_response) == f"Next month: $4,500, as {alice} forecast."
     assert only.rubrics is not None
     assert [r.rubric_content.text_property for r in only.rubrics] == [
+        "The response does not have the problem a user reported in an earlier answer: "
         "It gave no forecast at all."]
 
     # The real `adk eval` runs both: the liked answer passes, the correction is not what
@@ -152,7 +173,7 @@ async def test_rated_answers_become_eval_sets_that_adk_eval_runs(
     config.write_text(json.dumps(CRITERIA), encoding="utf-8")
     code, output = await adk_eval(agent_dir, up_path, config)
     assert code == 0, output
-    assert "Tests passed: 1\n  Tests failed: 0" in output
+    assert "Tests passed: 2\n  Tests failed: 0" in output
     code, output = await adk_eval(agent_dir, down_path, config)
     assert code == 1, output
     assert "Tests passed: 0\n  Tests failed: 1" in output
@@ -175,7 +196,7 @@ async def test_a_session_adk_lost_is_exported_from_the_slack_thread(
     code, out, err = await run_cli("evals", "export", "--rating", "up", "--out", str(out_dir),
                                    "--keep-names", env=cli_env(slack, adk, prefix))
     assert (code, err) == (0, "")
-    path = out_dir / "slack_feedback_up.evalset.json"
+    path = out_dir / "slack_feedback_up_from_threads.evalset.json"
     assert out.splitlines() == [f"wrote {path}: 1 case",
                                 "1 case: 0 from ADK sessions, 1 from Slack threads; 0 skipped"]
     [case] = exported(path).eval_cases

@@ -10,6 +10,7 @@ import pytest
 
 from bot.evals.cases import (
     NotInSession,
+    NotReplayable,
     ThreadMessage,
     case_from_session,
     case_from_thread,
@@ -38,6 +39,10 @@ def test_pseudonyms_are_stable_keyed_and_replace_names_and_ids() -> None:
         f"{alice} and {alice} asked; Alibaba is a company, @{alice} too")
     assert one.scrub("<@U0AAAAAAAA1> <@W0BBBBBBBB|bob> U0AAAAAAAA1") == (
         f"{alice} {one.of('W0BBBBBBBB')} {alice}")
+    # uppercase words are not ids; e-mail addresses are people's
+    assert one.scrub("CPU UTILIZATION in WAREHOUSE1") == "CPU UTILIZATION in WAREHOUSE1"
+    assert one.scrub("ask Dave.Smith+x@Example.com") == (
+        f"ask {one.of('dave.smith+x@example.com')}@example.invalid")
     kept = Pseudonyms(keep_names=True)
     kept.learn("U1", "Ali")
     assert kept.of("U1") == "U1" and kept.scrub("Ali <@U1>") == "Ali <@U1>"
@@ -47,21 +52,29 @@ def _vote(rating: str, at: float, correction: str = "", why: str = "") -> Stored
     return StoredVote(rating, "s1", "e-1", at, correction=correction, why=why)  # type: ignore[arg-type]
 
 
-def test_the_last_vote_counts_and_a_down_takes_the_latest_note() -> None:
+def test_the_majority_of_the_voters_last_votes_decides_and_a_down_takes_a_correction(
+) -> None:
     assert verdict(KEY, "1.1", {}) is None
     rated = verdict(KEY, "1700000000.000200", {
         "U1": _vote("down", 10, "old fix", "old why"),
         "U2": _vote("up", 20),
         "U3": _vote("down", 30, "new fix  ", ""),
-        "U4": _vote("down", 40),
+        "U4": _vote("down", 40, "", "a later reason without a fix"),
     })
     assert rated is not None
-    assert (rated.rating, rated.at, rated.correction, rated.why, rated.up, rated.down) == (
-        "down", 40, "new fix", "", 1, 3)
+    assert (rated.rating, rated.tied, rated.at, rated.correction, rated.why, rated.up,
+            rated.down) == ("down", False, 40, "new fix", "a later reason without a fix", 1, 3)
     assert (rated.channel, rated.thread_ts) == ("C1", "1700000000.000100")
     assert rated.eval_id == "C1_1700000000_000100_1700000000_000200"
-    up = verdict(KEY, "1.1", {"U1": _vote("down", 1, "fix"), "U2": _vote("up", 2)})
-    assert up is not None and up.rating == "up"
+    # the correction's own reason goes with it
+    paired = verdict(KEY, "1.1", {"U1": _vote("down", 1, "fix", "why"), "U2": _vote("down", 2)})
+    assert paired is not None and (paired.correction, paired.why) == ("fix", "why")
+    # one 👍 after 👎s does not make the answer golden; a tie is no verdict
+    mostly_down = verdict(KEY, "1.1", {"U1": _vote("down", 1, "fix"), "U2": _vote("down", 2),
+                                      "U3": _vote("up", 3)})
+    assert mostly_down is not None and (mostly_down.rating, mostly_down.tied) == ("down", False)
+    tied = verdict(KEY, "1.1", {"U1": _vote("down", 1, "fix"), "U2": _vote("up", 2)})
+    assert tied is not None and tied.tied
 
 
 def _event(author: str, text: str, invocation: str, **extra: Any) -> dict[str, Any]:
@@ -75,10 +88,16 @@ def _session() -> dict[str, Any]:
     return {
         "id": "s1", "appName": "finops", "userId": "slack-T1-C1",
         "state": {"slack_user_id": "U1", "slack_user_name": "Alice"},
+        "aNewerServerField": {"x": 1},
         "events": [
+            # the thread's earlier messages the session was seeded with: no invocation
+            {"author": "user", "content": {"role": "user", "parts": [
+                {"text": "Carol Diaz: our bill doubled"}]}},
+            {"author": "agent", "content": {"role": "model", "parts": [{"text": "Noted."}]}},
             _event("user", "Alice: spend?", "e-1", actions=delta,
                    customMetadata={"slack_user": "U1"}),
-            _event("agent", "Alice, it was $10.", "e-1"),
+            _event("agent", "Alice, it was $10.", "e-1",
+                   groundingMetadata={"webSearchQueries": ["Alice Adams bill"]}),
             {"author": "user", "invocationId": "e-2", "id": "x", "timestamp": 2.0,
              "actions": {"stateDelta": {"slack_user_id": "U2", "slack_user_name": "Bob"}},
              "content": {"role": "user", "parts": [
@@ -94,11 +113,15 @@ def _session() -> dict[str, Any]:
 def test_a_session_is_scrubbed_and_cut_at_the_rated_answer() -> None:
     pseudonyms = Pseudonyms(key=b"k")
     alice, bob = pseudonyms.of("U1"), pseudonyms.of("U2")
+    pseudonyms.learn("U3", "Carol Diaz")  # as the export learns her from the Slack thread
+    pseudonyms.learn("U1", "Alice Adams")
     scrubbed = scrub_session(_session(), pseudonyms)
     text = json.dumps(scrubbed)
     assert "Alice" not in text and "Bob" not in text and "c2VjcmV0" not in text
-    assert "customMetadata" not in text
-    assert scrubbed["events"][2]["content"]["parts"][1] == {"text": "[attached: text/csv]"}
+    assert "Carol" not in text and "customMetadata" not in text
+    assert "aNewerServerField" not in text
+    assert scrubbed["events"][3]["groundingMetadata"] == {"webSearchQueries": [f"{alice} bill"]}
+    assert scrubbed["events"][4]["content"]["parts"][1] == {"text": "[attached: text/csv]"}
     assert scrubbed["state"] == {"slack_user_id": alice, "slack_user_name": alice}
 
     rated = verdict(KEY, "1700000000.000200", {"U9": StoredVote("up", "s1", "e-2", 5.0)})
@@ -112,10 +135,18 @@ def test_a_session_is_scrubbed_and_cut_at_the_rated_answer() -> None:
     assert case.session_input is not None
     assert (case.session_input.app_name, case.session_input.user_id) == ("finops",
                                                                          "slack-T1-C1")
+    assert case.session_input.state == {"slack_user_id": alice, "slack_user_name": alice}
     gone = verdict(KEY, "1.1", {"U9": StoredVote("up", "s1", "e-404", 5.0)})
     assert gone is not None
     with pytest.raises(NotInSession):
         case_from_session(_session(), gone, app_name="finops", pseudonyms=pseudonyms)
+    # a turn that answered the agent's request (an approval) cannot be asked again
+    resumed = _session()
+    resumed["events"][4]["content"]["parts"] = [
+        {"functionResponse": {"id": "c1", "name": "adk_request_confirmation",
+                              "response": {"confirmed": True}}}]
+    with pytest.raises(NotReplayable):
+        case_from_session(resumed, rated, app_name="finops", pseudonyms=pseudonyms)
 
 
 @pytest.mark.parametrize("session", [
@@ -157,8 +188,23 @@ def test_a_slack_thread_becomes_a_case_up_to_the_rated_answer(tmp_path: Any) -> 
     assert case_from_thread(messages, missing, app_name="finops", user_id="u", names=names,
                             pseudonyms=pseudonyms) is None
 
-    path = write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [case],
-                                                     description="d"))
-    assert path.name == "slack_feedback_down.evalset.json"
+    path, kept = write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [case],
+                                                           description="d"))
+    assert (path.name, kept) == ("slack_feedback_down.evalset.json", 0)
     assert json.loads(path.read_text())["eval_cases"][0]["eval_id"] == rated.eval_id
     assert not list((tmp_path / "out").glob("*.partial"))
+    # a later export adds to the set: the same case replaced, earlier ones kept
+    other = case.model_copy(update={"eval_id": "C1_other"})
+    path, kept = write_eval_set(tmp_path / "out", eval_set("slack-feedback_down",
+                                                           [case, other], description="d"))
+    assert kept == 0
+    path, kept = write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [case],
+                                                           description="d"))
+    assert kept == 1
+    assert sorted(c["eval_id"] for c in json.loads(path.read_text())["eval_cases"]) == sorted(
+        ["C1_other", rated.eval_id])
+    path.write_text("not an eval set")
+    with pytest.raises(ValueError, match="is not an eval set"):
+        write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [case],
+                                                  description="d"))
+    assert path.read_text() == "not an eval set"

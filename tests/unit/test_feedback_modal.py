@@ -13,6 +13,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.models.views import View
@@ -330,6 +331,29 @@ async def test_a_down_vote_again_shows_the_earlier_note_and_a_cleared_form_remov
     vote = (await store.votes(KEY, TURN_TS))["U0ALICE"]
     assert (vote.rating, vote.correction, vote.why) == ("down", "", "")
     assert await redis.hget(Keys("asb").feedback(KEY, TURN_TS), "note:U0ALICE") is None
+
+
+async def test_a_note_that_could_not_be_read_is_not_cleared_by_a_blank_form(
+    slack: FakeSlack, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FeedbackStore(redis, Keys("asb"), ttl_seconds=86400)
+    app = _app(slack, store)
+    await _dispatch(app, _click(slack, "down"))
+    await _dispatch(app, slack.view_submission(slack.opened_views()[-1]["id"],
+                                               values={"correction": "It was $12."}))
+
+    async def unreadable(*_args: Any) -> tuple[str, str]:
+        raise RedisError("connection lost")
+
+    monkeypatch.setattr(store, "note", unreadable)
+    await _dispatch(app, _click(slack, "down"))
+    view = slack.opened_views()[-1]
+    assert [b["element"].get("initial_value") for b in view["blocks"]
+            if b["type"] == "input"] == [None, None]
+    assert "f" not in json.loads(view["private_metadata"])
+    await _dispatch(app, slack.view_submission(view["id"], values={}))
+    assert slack.ephemerals[-1]["text"] == NOTE_EMPTY
+    assert (await store.votes(KEY, TURN_TS))["U0ALICE"].correction == "It was $12."
 
 
 async def test_a_blank_form_keeps_the_vote_and_thanks(
