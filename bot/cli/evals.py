@@ -306,9 +306,9 @@ class SlackThreads:
 
     async def _connect(self, owner: str) -> tuple[AsyncWebClient, BotIdentity] | str:
         settings = self.settings
-        if settings.slack_bot_token is not None:
+        if not settings.distributed and settings.slack_bot_token is not None:
             token = settings.slack_bot_token.get_secret_value()
-        elif settings.installation_encryption_key is not None:
+        elif settings.distributed and settings.installation_encryption_key is not None:
             from bot.runtime import sealed_installations
 
             installs = sealed_installations(settings, self.redis)

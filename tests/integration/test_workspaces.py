@@ -34,6 +34,7 @@ from tests.integration.installs import (
     redirect,
 )
 from tests.integration.redis_server import RedisServer
+from tests.integration.test_cli import SETTING_VARS, run_cli
 from tests.unit.test_feedback import block_actions
 from tests.waiting import eventually
 
@@ -398,6 +399,18 @@ async def test_a_feedback_click_is_answered_with_its_workspace_token(
                             timeout=15)
     assert kept[0].token == slack.tokens_of(beta, "bot")[-1]
     assert kept[0].params["user"] == "UB1" and kept[0].params["channel"] == "CB"
+
+    # The eval export reads the thread with the workspace's own token to find its people.
+    out_dir = app.workdir / "evals"
+    env = {k: v for k, v in app.env.items() if k in SETTING_VARS}
+    calls = len(slack.calls)
+    code, out, err = await run_cli("evals", "export", "--rating", "down", "--out",
+                                   str(out_dir), env=env)
+    assert (code, err) == (0, ""), out
+    assert out.splitlines()[-1] == "1 case: 1 from ADK sessions, 0 from Slack threads; 0 skipped"
+    exported = (out_dir / "slack_feedback_down.evalset.json").read_text()
+    assert "Ben" not in exported and "UB1" not in exported and '"42"' in exported
+    assert {c.token for c in slack.calls[calls:]} == {slack.tokens_of(beta, "bot")[-1]}
 
 
 async def test_an_attached_file_is_downloaded_with_the_org_token(
