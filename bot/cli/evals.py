@@ -30,9 +30,10 @@ from bot.cli.installs import owner_for
 from bot.cli.sessions import CliError, run_with_settings
 from bot.config import Settings
 from bot.message_text import readable_input
+from bot.slack.token_refresh import RefreshingInstallationStore
 from bot.store.connect import close_redis, describe_redis, redis_client
 from bot.store.feedback import FeedbackStore
-from bot.store.installations import split_owner
+from bot.store.installations import RedisInstallationStore, split_owner
 from bot.store.layout import LayoutError, check_layout
 from bot.store.redis_store import Store
 from bot.turns import DM_THREAD, BotIdentity, Turn
@@ -309,18 +310,25 @@ class SlackThreads:
         if not settings.distributed and settings.slack_bot_token is not None:
             token = settings.slack_bot_token.get_secret_value()
         elif settings.distributed and settings.installation_encryption_key is not None:
-            from bot.runtime import sealed_installations
+            from bot.runtime import installations, sealed_installations
 
-            installs = sealed_installations(settings, self.redis)
-            installed = owner_for(owner, [o for o, _ in await installs.owners()])
+            # A rotating token due for a refresh is refreshed, as the bot would (that
+            # needs the client secret).
+            installs: RedisInstallationStore | RefreshingInstallationStore = (
+                installations(settings, self.redis, AsyncWebClient(
+                    base_url=settings.slack_api_url, timeout=10))
+                if settings.slack_client_secret is not None
+                else sealed_installations(settings, self.redis))
+            store = installs if isinstance(installs, RedisInstallationStore) else installs.store
+            installed = owner_for(owner, [o for o, _ in await store.owners()])
             if installed is None:
                 return f"the app is not installed in {owner} to read the thread"
             enterprise, team = split_owner(installed)
-            installation = await installs.async_find_installation(
+            bot = await installs.async_find_bot(
                 enterprise_id=enterprise, team_id=team, is_enterprise_install=team is None)
-            if installation is None or not installation.bot_token:
+            if bot is None or not bot.bot_token:
                 return f"the app is not installed in {owner} to read the thread"
-            token = installation.bot_token
+            token = bot.bot_token
         else:
             return "there is no Slack token to read the thread with"
         client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
