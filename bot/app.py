@@ -7,7 +7,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
@@ -153,6 +153,10 @@ def build_bolt_app(
             # already (bot.slack.token_refresh.BoltInstallations).
             installation_store=oauth.settings.installation_store if oauth is not None else None,
             installation_store_bot_only=True if oauth is not None else None,
+            # The flow's authorization, with its bounded cache (bot/slack/authorize_cache.py):
+            # not one auth.test per request. Bolt takes an AsyncAuthorize as it is, though its
+            # annotation names only plain functions.
+            authorize=cast("Any", oauth.settings.authorize) if oauth is not None else None,
         )
     # Listeners reply through the bot's own client, ack and respond, all filtered.
     app.middleware(bolt_middleware(client, client_for))

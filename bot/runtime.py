@@ -31,6 +31,7 @@ from bot.memory_budget import MemoryBudget
 from bot.metrics import Metrics
 from bot.notes import BackgroundNotes
 from bot.slack.assistant import register_assistant
+from bot.slack.authorize_cache import cache_authorizations
 from bot.slack.controls import register_reset_command
 from bot.slack.feedback import register_feedback
 from bot.slack.install_page import InstallFlow, StateCookieCheck, plain_http_loopback
@@ -274,6 +275,7 @@ def oauth_settings(settings: Settings, installs: RefreshingInstallationStore
     )
     oauth.state_utils = StateCookieCheck(cookie_name=oauth.state_cookie_name,
                                          expiration_seconds=settings.oauth_state_ttl_seconds)
+    cache_authorizations(oauth.authorize)  # not one auth.test per request
     return oauth
 
 

@@ -562,6 +562,17 @@ async def test_socket_mode_serves_the_installed_workspaces(
         assert "said=Ben: over the socket" in answer
         await bot.wait_idle()
         assert tokens_used(slack, "CB") == {slack.tokens_of(beta, "bot")[-1]}
+        # Bolt authorizes each envelope: auth.test is asked once per token, then cached.
+        asked = len(slack.calls_to("auth.test"))
+        again = slack.add_message("CB", user="UB1", text=f"<@{bot_user(beta)}> again")
+        event = ev.app_mention(channel="CB", user="UB1", text=f"<@{bot_user(beta)}> again",
+                               ts=again)
+        event["team"] = "TB"
+        envelope = await slack.push_event(ev.envelope(event, team_id="TB",
+                                                      authorizations=[authorization(beta)]))
+        await slack.wait_for_ack(envelope, timeout=15)
+        await answered(slack, "CB", again)
+        assert len(slack.calls_to("auth.test")) == asked
     finally:
         await bot.close()
 

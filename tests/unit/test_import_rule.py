@@ -23,7 +23,8 @@ LAYERS: dict[str, str] = {
     "bot.readiness": ENTRY, "bot.runtime": ENTRY, "bot.console": ENTRY,
     "bot.settings_docs": ENTRY, "bot.cli": ENTRY, "bot.slack.assistant": ENTRY,
     "bot.slack.controls": ENTRY, "bot.slack.feedback": ENTRY, "bot.slack.scopes": ENTRY,
-    "bot.slack.uninstall": ENTRY, "bot.slack.install_page": ENTRY, "bot.evals": ENTRY,
+    "bot.slack.uninstall": ENTRY, "bot.slack.install_page": ENTRY,
+    "bot.slack.authorize_cache": ENTRY, "bot.evals": ENTRY,
 
     "bot.intake": INTAKE, "bot.worker": INTAKE, "bot.notes": INTAKE,
     "bot.slack.routing": INTAKE,
