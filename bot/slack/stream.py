@@ -291,6 +291,9 @@ class SlackLiveAnswer:
         except SlackApiError as exc:
             log.warning("could not open a live answer: %s", exc.response.get("error"))
             self._closed = True  # the final answer is posted as usual
+        except _NO_ANSWER as exc:  # maybe posted: never a second placeholder beside it
+            log.warning("could not open a live answer: %s", type(exc).__name__)
+            self._closed = True
 
     async def _remember(self) -> None:
         """Note the live message in Redis: a re-run after a crash removes it."""

@@ -397,6 +397,40 @@ async def test_finish_cancelled_while_the_stream_opens_still_notes_it(
     await eventually(noted)
 
 
+
+async def test_finish_while_the_placeholder_is_posted_waits_for_its_ts(
+    slack: FakeSlack, client: AsyncWebClient, store: Store, turn: Turn
+) -> None:
+    """The same for a placeholder: its chat.postMessage is waited for, so the answer
+    replaces the placeholder (and its Stop button) instead of leaving it behind."""
+    live = SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(store, STREAMS_PER_MINUTE),
+                           metrics=Metrics(), mode="placeholder", update_interval=0)
+    slack.set_delay("chat.postMessage", 0.3)
+    await live.delta("First line\n")
+    await slack.wait_for(lambda s: s.calls_to("chat.postMessage"))
+    await live.delta("Second line\n")
+    ts = await live.finish()
+    [post] = slack.calls_to("chat.postMessage")
+    assert post.ok and ts == post.response["ts"]
+    assert [c.method for c in slack.calls] == ["chat.postMessage"]
+    assert (await store.turn_context(turn.key, turn.ts)).live == ts
+
+
+async def test_a_placeholder_post_without_an_answer_is_not_posted_again(
+    slack: FakeSlack, store: Store, turn: Turn
+) -> None:
+    client = AsyncWebClient(token=TOKEN, base_url=slack.base_url, timeout=0.2)
+    live = SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(store, STREAMS_PER_MINUTE),
+                           metrics=Metrics(), mode="placeholder", update_interval=0)
+    slack.set_delay("chat.postMessage", 1.0)
+    await live.delta("First line\n")
+    await settle(live)  # the call timed out
+    await live.delta("Second line\n")
+    await settle(live)
+    assert await live.finish() is None
+    assert [c.method for c in slack.calls] == ["chat.postMessage"]
+
+
 # ---- stream_chunks --------------------------------------------------------------------------
 
 
