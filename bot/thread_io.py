@@ -124,7 +124,9 @@ class LiveAnswer(Protocol):
     async def delta(self, text: str) -> None: ...
 
     async def finish(self) -> str | None:
-        """Stop the live display; the ts of the message the final answer replaces."""
+        """Stop the live display; the ts of the message the final answer replaces. A live
+        message still being opened is waited for, so that the answer replaces it instead of
+        being posted beside it."""
 
 
 class ThreadIO(Protocol):

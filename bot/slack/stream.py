@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -31,6 +32,8 @@ STREAM_CHUNK_CHARS = 11_000  # per startStream/appendStream call (markdown_text:
 _FENCES = ("```", "~~~")
 _FENCE_ROOM = 64  # room kept in a stream chunk to close (or reopen) a code block
 STOP_ACTION_ID = "stop_turn"
+# A call that got no answer: Slack may or may not have acted on it.
+_NO_ANSWER = (TimeoutError, aiohttp.ClientError, OSError)
 
 
 def _is_table_line(line: str) -> bool:
@@ -208,7 +211,10 @@ class SlackLiveAnswer:
         await asyncio.sleep(interval if self.ts is not None else 0)
         async with self._lock:
             if not self._closed:
-                await self._flush()
+                try:
+                    await self._flush()
+                except _NO_ANSWER as exc:  # the next flush (or the final answer) catches up
+                    log.debug("live answer update got no answer: %s", type(exc).__name__)
 
     async def _flush(self) -> None:
         stable = stable_prefix(self.text)
@@ -230,6 +236,8 @@ class SlackLiveAnswer:
         """Append pieces (from `stream_chunks`) to the native stream `ts`; False if it fell
         back."""
         for piece in pieces:
+            if self._closed:
+                return True  # the final answer replaces what the stream shows
             try:
                 await self.client.chat_appendStream(
                     channel=self.turn.channel, ts=ts, markdown_text=piece
@@ -256,11 +264,21 @@ class SlackLiveAnswer:
                 await self._remember()
             except SlackApiError as exc:
                 await self._fall_back(exc)
+            except _NO_ANSWER as exc:
+                # Slack may have opened a stream whose ts the bot never got: no second live
+                # message (stream or placeholder) beside it; the answer is posted as usual.
+                log.warning("no answer to chat.startStream (%s); the answer is posted at the "
+                            "end", type(exc).__name__, extra={"thread_key": turn.key})
+                self.metrics.stream_fallbacks.labels("no_answer").inc()
+                self._closed = True
+                return
             if self.native and self.ts is not None:
                 if await self._append(self.ts, pieces[1:]):
                     return
                 await self._update_placeholder(first)
                 return
+        if self._closed:
+            return  # the answer is complete (finish() waited for the stream): it is posted
         try:
             response = await self.client.chat_postMessage(
                 channel=turn.channel, thread_ts=turn.reply_thread_ts,
@@ -273,6 +291,9 @@ class SlackLiveAnswer:
         except SlackApiError as exc:
             log.warning("could not open a live answer: %s", exc.response.get("error"))
             self._closed = True  # the final answer is posted as usual
+        except _NO_ANSWER as exc:  # maybe posted: never a second placeholder beside it
+            log.warning("could not open a live answer: %s", type(exc).__name__)
+            self._closed = True
 
     async def _remember(self) -> None:
         """Note the live message in Redis: a re-run after a crash removes it."""
@@ -304,6 +325,8 @@ class SlackLiveAnswer:
                 self._streaming = False  # Slack had ended it already
             else:
                 log.debug("stopStream: %s", error)
+        except _NO_ANSWER as exc:  # the final answer's update stops it first if need be
+            log.debug("stopStream got no answer: %s", type(exc).__name__)
 
     def _placeholder_blocks(self, shown: str) -> list[dict[str, Any]]:
         preview = shown if len(shown) <= PREVIEW_CHARS else shown[:PREVIEW_CHARS] + "\n\n…"
@@ -314,8 +337,8 @@ class SlackLiveAnswer:
         return blocks
 
     async def _update_placeholder(self, shown: str) -> None:
-        if self.ts is None or shown == self._shown:
-            return
+        if self.ts is None or shown == self._shown or self._closed:
+            return  # (closed: the final answer replaces it next)
         try:
             await self.client.chat_update(
                 channel=self.turn.channel, ts=self.ts,
@@ -330,12 +353,26 @@ class SlackLiveAnswer:
             log.debug("placeholder update failed: %s", error)
 
     async def finish(self) -> str | None:
-        """End the live display; the ts of the message the final answer should replace."""
-        if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        """End the live display; the ts of the message the final answer should replace.
+
+        A flush waiting for its turn is dropped, but one already talking to Slack is waited
+        for, never cancelled: cancelled, a chat.startStream Slack has acted on leaves a
+        stream whose ts the bot never learns (the answer would come as a second message
+        beside it, still streaming), and a preview update could land after the answer."""
+        self._closed = True  # no flush starts from here on
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():
+            if self._lock.locked():  # held by the flusher only while it calls Slack or Redis
+                # Shielded: a worker shutting down mid-finish still learns the ts (and notes
+                # it in Redis, so that the turn's rerun removes the half-written message).
+                try:
+                    await asyncio.shield(flusher)
+                except Exception as exc:
+                    log.debug("live answer flush failed: %s", type(exc).__name__)
+            else:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
         async with self._lock:
-            self._closed = True
             await self._stop_stream()
         return self.ts

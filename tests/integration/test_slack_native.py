@@ -115,6 +115,57 @@ async def test_stream_closed_by_slack_switches_to_updates(slack: FakeSlack, bot:
     assert "turn=1" in message_text(answer)
 
 
+
+async def opened_streams(slack: FakeSlack) -> list[Any]:
+    """The chat.startStream calls, once Slack has answered each of them (whether or not
+    the bot was still waiting for the answer)."""
+    return await slack.wait_for(
+        lambda s: (lambda calls: calls if all(c.response for c in calls) else None)(
+            s.calls_to("chat.startStream")), timeout=20)
+
+
+async def test_answer_done_before_the_stream_opens_finishes_in_it(
+    slack: FakeSlack, bot: BotProcess
+) -> None:
+    """The agent is done while chat.startStream is on its way (Slack answers it late): the
+    stream Slack opened becomes the answer, the turn's only message."""
+    slack.set_delay("chat.startStream", 2.0)  # the run below takes about 0.2 s
+    root = await say(slack, bot, user="U1", text="stream chunks=3 gap=0.1", mention=True)
+    await bot.turn_logged(root, timeout=20)
+    [start] = await opened_streams(slack)
+    await bot.wait_idle()
+    assert start.ok
+    [answer] = slack.bot_replies("C1", root)
+    assert answer["ts"] == start.response["ts"]
+    assert not answer["streaming"] and answer["stream_stopped"]
+    assert "said=Alice: stream chunks=3 gap=0.1" in message_text(answer)
+    [final] = ok_calls(slack, "chat.update")
+    assert final.params["ts"] == start.response["ts"]
+    assert final.params["metadata"]["event_payload"] == {"turn": root, "part": 0}
+    assert len(ok_calls(slack, "chat.stopStream")) == 1
+    assert not [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == root]
+    assert not slack.calls_to("chat.delete")
+
+
+async def test_refused_stream_after_the_answer_is_done_posts_it_once(
+    slack: FakeSlack, bot: BotProcess
+) -> None:
+    """Slack refuses the stream only after the agent is done: no placeholder is opened
+    for an answer that is complete; the answer is posted, once."""
+    slack.set_delay("chat.startStream", 2.0)
+    slack.fail_next("chat.startStream", status=429, retry_after=30)
+    root = await say(slack, bot, user="U1", text="stream chunks=3 gap=0.1", mention=True)
+    await bot.turn_logged(root, timeout=20)
+    [start] = await opened_streams(slack)
+    await bot.wait_idle()
+    assert not start.ok
+    [answer] = slack.bot_replies("C1", root)
+    assert "said=Alice: stream chunks=3 gap=0.1" in message_text(answer)
+    [post] = [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == root]
+    assert post.params["metadata"]["event_payload"] == {"turn": root, "part": 0}
+    assert not slack.calls_to("chat.update") and not slack.calls_to("chat.stopStream")
+
+
 # ---- 2. progress --------------------------------------------------------------------------
 
 
@@ -241,6 +292,27 @@ async def test_stop_message_stops_a_running_turn(slack: FakeSlack, bot: BotProce
     await bot.wait_idle()
     texts = replies(slack, "C1", root)
     assert len(texts) == 2 and "turn=1" in texts[0]  # the partial answer, then the notice
+
+
+
+async def test_stop_while_the_stream_opens_keeps_one_stopped_answer(
+    slack: FakeSlack, bot: BotProcess
+) -> None:
+    """A stop arrives while chat.startStream is on its way: the stream Slack opens late
+    holds what the agent had written, then comes the notice; no stream is left behind."""
+    slack.set_delay("chat.startStream", 3.0)
+    root = await say(slack, bot, user="U1", text="stream chunks=30 gap=0.3", mention=True)
+    await slack.wait_for(lambda s: s.calls_to("chat.startStream"), timeout=20)
+    await say(slack, bot, user="U2", text="stop", thread_ts=root)
+    await bot.turn_logged(root, timeout=20)
+    [start] = await opened_streams(slack)
+    await bot.wait_idle()
+    assert start.ok
+    answers = slack.bot_replies("C1", root)
+    assert [m["ts"] for m in answers][:1] == [start.response["ts"]]
+    texts = [message_text(m) for m in answers]
+    assert len(texts) == 2 and "turn=1" in texts[0] and texts[1] == ":stop_button: Stopped."
+    assert not any(m.get("streaming") for m in answers)
 
 
 async def test_a_stop_from_a_refused_user_stops_nothing(slack: FakeSlack, custom_bot: Any

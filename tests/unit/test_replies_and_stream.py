@@ -30,6 +30,7 @@ from bot.thread_io import Attachment, Reply
 from bot.turns import BotIdentity, Turn
 from tests.fakes.fake_slack import MAX_MARKDOWN, FakeSlack, message_text
 from tests.settings import default_settings, default_store
+from tests.waiting import eventually
 
 TOKEN = "xoxb-test-token"
 STREAMS_PER_MINUTE = default_settings().stream_starts_per_minute
@@ -315,6 +316,119 @@ async def test_long_first_text_opens_the_stream_in_pieces(
     assert all(c.ok for c in slack.calls_to("chat.appendStream"))
     streamed = slack.get_message(CHANNEL, str(ts))["text"]
     assert streamed.replace("```\n```\n", "") == displayable(text)
+
+
+
+async def stream_opening(slack: FakeSlack, live: SlackLiveAnswer, *, seconds: float) -> None:
+    """A first line goes out, and Slack takes `seconds` to answer its chat.startStream:
+    returns once Slack has the call."""
+    slack.set_delay("chat.startStream", seconds)
+    await live.delta("First line\n")
+    await slack.wait_for(lambda s: s.calls_to("chat.startStream"))
+
+
+async def test_finish_while_the_stream_opens_waits_for_its_ts(
+    slack: FakeSlack, client: AsyncWebClient, store: Store, turn: Turn
+) -> None:
+    """The answer is done before Slack answers chat.startStream: finish() waits for the
+    stream (never cancels the call), stops it, and gives its ts for the answer to replace."""
+    live = live_answer(client, store, turn)
+    await stream_opening(slack, live, seconds=0.3)
+    await live.delta("Second line\n")
+    ts = await live.finish()
+    [start] = slack.calls_to("chat.startStream")
+    assert start.ok and ts == start.response["ts"]
+    assert [c.params["ts"] for c in ok(slack, "chat.stopStream")] == [ts]
+    assert not slack.get_message(CHANNEL, ts)["streaming"]
+    assert not slack.calls_to("chat.appendStream") and not slack.calls_to("chat.postMessage")
+    assert (await store.turn_context(turn.key, turn.ts)).live == ts
+
+
+async def test_stream_refused_after_finish_opens_no_placeholder(
+    slack: FakeSlack, client: AsyncWebClient, store: Store, turn: Turn
+) -> None:
+    """Slack refuses the stream only after the answer is done: no placeholder is posted
+    for it (the answer is posted as a message of its own)."""
+    live = live_answer(client, store, turn)
+    slack.fail_next("chat.startStream", status=200, error="ratelimited")
+    await stream_opening(slack, live, seconds=0.3)
+    assert await live.finish() is None
+    [start] = slack.calls_to("chat.startStream")
+    assert start.error == "ratelimited"
+    assert [c.method for c in slack.calls] == ["chat.startStream"]
+
+
+async def test_a_start_without_an_answer_opens_nothing_more(
+    slack: FakeSlack, store: Store, turn: Turn
+) -> None:
+    """chat.startStream times out: Slack may have opened a stream the bot cannot know of,
+    so the live answer neither starts another nor posts a placeholder beside it, and the
+    turn goes on (the answer is posted at the end)."""
+    client = AsyncWebClient(token=TOKEN, base_url=slack.base_url, timeout=0.2)
+    metrics = Metrics()
+    live = SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(store, STREAMS_PER_MINUTE),
+                           metrics=metrics, update_interval=0, append_interval=0)
+    await stream_opening(slack, live, seconds=1.0)
+    await settle(live)  # the call timed out
+    await live.delta("Second line\n")
+    await settle(live)
+    assert await live.finish() is None
+    assert [c.method for c in slack.calls] == ["chat.startStream"]
+    assert metrics.stream_fallbacks.labels("no_answer")._value.get() == 1
+
+
+async def test_finish_cancelled_while_the_stream_opens_still_notes_it(
+    slack: FakeSlack, client: AsyncWebClient, store: Store, turn: Turn
+) -> None:
+    """The worker shuts down while finish() waits for the stream to open: the call goes
+    on, and the stream's ts is noted in Redis, so that the turn's rerun removes it."""
+    live = live_answer(client, store, turn)
+    await stream_opening(slack, live, seconds=0.3)
+    finishing = asyncio.create_task(live.finish())
+    await eventually(lambda: live._closed)  # finish() is waiting for the flush
+    finishing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await finishing
+    [start] = await slack.wait_for(
+        lambda s: [c for c in s.calls_to("chat.startStream") if c.response])
+    ts = start.response["ts"]
+    async def noted() -> bool:
+        return (await store.turn_context(turn.key, turn.ts)).live == ts
+    await eventually(noted)
+
+
+
+async def test_finish_while_the_placeholder_is_posted_waits_for_its_ts(
+    slack: FakeSlack, client: AsyncWebClient, store: Store, turn: Turn
+) -> None:
+    """The same for a placeholder: its chat.postMessage is waited for, so the answer
+    replaces the placeholder (and its Stop button) instead of leaving it behind."""
+    live = SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(store, STREAMS_PER_MINUTE),
+                           metrics=Metrics(), mode="placeholder", update_interval=0)
+    slack.set_delay("chat.postMessage", 0.3)
+    await live.delta("First line\n")
+    await slack.wait_for(lambda s: s.calls_to("chat.postMessage"))
+    await live.delta("Second line\n")
+    ts = await live.finish()
+    [post] = slack.calls_to("chat.postMessage")
+    assert post.ok and ts == post.response["ts"]
+    assert [c.method for c in slack.calls] == ["chat.postMessage"]
+    assert (await store.turn_context(turn.key, turn.ts)).live == ts
+
+
+async def test_a_placeholder_post_without_an_answer_is_not_posted_again(
+    slack: FakeSlack, store: Store, turn: Turn
+) -> None:
+    client = AsyncWebClient(token=TOKEN, base_url=slack.base_url, timeout=0.2)
+    live = SlackLiveAnswer(client=client, turn=turn, budget=StreamBudget(store, STREAMS_PER_MINUTE),
+                           metrics=Metrics(), mode="placeholder", update_interval=0)
+    slack.set_delay("chat.postMessage", 1.0)
+    await live.delta("First line\n")
+    await settle(live)  # the call timed out
+    await live.delta("Second line\n")
+    await settle(live)
+    assert await live.finish() is None
+    assert [c.method for c in slack.calls] == ["chat.postMessage"]
 
 
 # ---- stream_chunks --------------------------------------------------------------------------
