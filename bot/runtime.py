@@ -196,6 +196,7 @@ class Bot:
         if self.notes is not None:
             await self.notes.drain(NOTES_DRAIN_SECONDS)
         await self.adk.aclose()
+        await self.store.close()
         await close_redis(self.redis)
         if self.heartbeat_redis is not None:
             await close_redis(self.heartbeat_redis)

@@ -109,7 +109,7 @@ class SlotPrimaries:
         if node is None:
             raise RedisConnectionError(f"no node holds the slot of {key!r}")
         client = self._clients.get(node.name)
-        if client is None:
+        if client is None:  # (a node that stops being a primary keeps its idle client)
             client = aioredis.Redis(host=node.host, port=int(node.port), decode_responses=True,
                                     **self.options)
             self._clients[node.name] = client

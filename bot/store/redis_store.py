@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from bot.store import scripts
-from bot.store.connect import slot_primaries
+from bot.store.connect import SlotPrimaries, slot_primaries
 from bot.store.keys import Keys
 from bot.store.thread_index import ThreadIndex
 from bot.store.thread_record import ThreadRecord
@@ -156,6 +156,7 @@ class Store:
         self._save_outbox = client.register_script(scripts.SAVE_OUTBOX)
         self._replicate_mark = client.register_script(scripts.REPLICATE_MARK)
         self._hand_back = client.register_script(scripts.HAND_BACK)
+        self.primaries: SlotPrimaries | None = None  # a cluster's primaries (from_settings)
 
     @classmethod
     def from_settings(cls, settings: Settings, client: aioredis.Redis, *,
@@ -168,10 +169,18 @@ class Store:
                                  settings.redis_min_replicas_timeout_ms,
                                  primaries.client_for if primaries is not None else None)
                       if settings.redis_min_replicas > 0 else None)
-        return cls(client, keys=Keys(settings.redis_key_prefix, settings.redis_shards),
-                   dedupe_ttl=settings.dedupe_ttl_seconds,
-                   thread_ttl=settings.thread_ttl_days * 86400, wakeup=wakeup,
-                   durability=durability, usage_retention_days=settings.usage_retention_days)
+        store = cls(client, keys=Keys(settings.redis_key_prefix, settings.redis_shards),
+                    dedupe_ttl=settings.dedupe_ttl_seconds,
+                    thread_ttl=settings.thread_ttl_days * 86400, wakeup=wakeup,
+                    durability=durability, usage_retention_days=settings.usage_retention_days)
+        store.primaries = primaries
+        return store
+
+    async def close(self) -> None:
+        """Close what the store opened of its own: the clients of a cluster's primaries
+        (the client it was given is its caller's to close)."""
+        if self.primaries is not None:
+            await self.primaries.aclose()
 
     # ---- intake -------------------------------------------------------------------------
 

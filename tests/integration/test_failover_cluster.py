@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Settings
-from bot.store.connect import redis_client
+from bot.store.connect import redis_client, slot_primaries
 from tests.fakes.adk_server import AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration import slack_user
@@ -110,3 +110,45 @@ async def test_the_installation_store_runs_on_a_cluster(cluster: RedisClusterPro
             print("passed on the cluster:", name)
     finally:
         await client.aclose()
+
+
+async def test_the_primaries_clients_follow_a_failover_and_are_all_closed(
+    cluster: RedisClusterProcs, prefix: str
+) -> None:
+    """Durable acks on a cluster run the intake script and its WAIT on the key's primary
+    (SlotPrimaries): after a failover the new primary gets a client of its own, and
+    closing them closes both."""
+    settings = Settings(_env_file=None, redis_min_replicas=1,  # type: ignore[call-arg]
+                        **_cluster_settings(cluster))
+    client = redis_client(settings)
+    primaries = slot_primaries(settings, client)
+    assert primaries is not None
+    key = f"{prefix}:{{slot}}:probe"
+    try:
+        await client.set(key, "1")
+        first = primaries.client_for(key)
+        assert await first.ping()
+        [victim] = [n for n in cluster.primaries()
+                    if n.port == int(client.get_node_from_key(key).port)]  # type: ignore[union-attr]
+        _killed, promoted = await cluster.kill_primary(victim)
+
+        async def moved() -> bool:
+            try:
+                await client.set(key, "2")  # the cluster client learns the new slot map
+            except Exception:
+                return False
+            node = client.get_node_from_key(key)  # type: ignore[attr-defined]
+            return node is not None and int(node.port) == promoted.port
+
+        await eventually(moved, timeout=30)
+        second = primaries.client_for(key)
+        assert second is not first and await second.ping()
+        assert await second.get(key) == "2"
+    finally:
+        await primaries.aclose()
+        await client.aclose()
+    # Both clients closed: no connection of theirs is left open.
+    for closed in (first, second):
+        pool = closed.connection_pool
+        connections = [*pool._available_connections, *pool._in_use_connections]
+        assert connections and not any(c.is_connected for c in connections)
