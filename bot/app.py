@@ -20,6 +20,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.intake import Intake
@@ -69,6 +72,31 @@ class CountingWebClient(AsyncWebClient):
             raise
 
 
+# Calls that do something new each time they are made: a repeat posts, appends or uploads
+# again. Slack has no idempotency key for them.
+NOT_REPEATABLE = frozenset({
+    "chat.postMessage", "chat.postEphemeral", "chat.startStream", "chat.appendStream",
+    "chat.scheduleMessage", "files.completeUploadExternal", "views.open",
+})
+
+
+class SafeConnectionRetryHandler(AsyncConnectionErrorRetryHandler):
+    """Retries a call the connection failed, like slack_sdk's handler, except a call that
+    is not repeatable once the request may have reached Slack: a dropped connection or a
+    timeout can come after Slack did it, so only a failure to connect is retried. The
+    caller finds out what Slack did (the delivery looks for its reply parts by their
+    metadata) instead of doing it twice."""
+
+    async def _can_retry_async(self, *, state: RetryState, request: HttpRequest,
+                               response: HttpResponse | None = None,
+                               error: Exception | None = None) -> bool:
+        method = request.url.rstrip("/").rsplit("/", 1)[-1]
+        if method in NOT_REPEATABLE and not isinstance(error, aiohttp.ClientConnectorError):
+            return False
+        return await super()._can_retry_async(state=state, request=request,
+                                              response=response, error=error)
+
+
 class CountingRateLimitHandler(AsyncRateLimitErrorRetryHandler):
     """Waits out 429s (Retry-After) like slack_sdk's handler, and counts them."""
 
@@ -95,7 +123,7 @@ def build_web_client(
     session = session or aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300, keepalive_timeout=30),
     )
-    handlers: list[AsyncRetryHandler] = [AsyncConnectionErrorRetryHandler(max_retry_count=2)]
+    handlers: list[AsyncRetryHandler] = [SafeConnectionRetryHandler(max_retry_count=2)]
     if wait_on_429:
         handlers += [CountingRateLimitHandler(metrics, max_retry_count=5),
                      AsyncServerErrorRetryHandler(max_retry_count=2)]

@@ -79,7 +79,7 @@ class Delivery:
             has_message = bool(reply.text or reply.blocks or reply.update_ts)
             if part not in done and (has_message or not reply.files):
                 message = replace(reply, files=[])
-                await self._attempt(turn, partial(self.io.send, turn, part, message))
+                await self._post_part(turn, part, message)
             if reply.files and part not in uploaded:
                 await self._upload(turn, part, reply.files)
                 await self.store.mark_uploaded(turn.key, turn.ts, part)
@@ -100,6 +100,24 @@ class Delivery:
             except Exception as note_exc:
                 log.warning("could not say so either: %s", note_exc,
                             extra={"thread_key": turn.key, "ts": turn.ts})
+
+    async def _post_part(self, turn: Turn, part: int, message: Reply) -> None:
+        """A reply part's message, with the attempts of `_attempt`. A post that failed may
+        have reached the thread all the same (a reply lost on the way back): before it is
+        sent again, a new post (never the update of the live message) is looked for by its
+        metadata, so that it is not posted twice."""
+        tried = False
+
+        async def call() -> None:
+            nonlocal tried
+            if tried and not message.update_ts and part in await self.io.sent_parts(turn):
+                log.info("a reply part Slack took without saying so is not posted again",
+                         extra={"thread_key": turn.key, "ts": turn.ts})
+                return
+            tried = True
+            await self.io.send(turn, part, message)
+
+        await self._attempt(turn, call)
 
     async def _attempt(self, turn: Turn, call: Callable[[], Awaitable[T]]) -> T:
         """One call of a delivery, tried DELIVERY_ATTEMPTS times, then put off or given up

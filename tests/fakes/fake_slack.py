@@ -337,6 +337,7 @@ class FakeSlack:
 
         self._faults: dict[str, list[_Fault]] = {}
         self._delays: dict[str, float] = {}
+        self._lost_replies: dict[str, int] = {}  # method -> calls done whose reply is lost
         #: downloads of these file ids wait until their event is set (hold_download)
         self._held_downloads: dict[str, asyncio.Event] = {}
         self._file_ids = itertools.count(1)
@@ -857,6 +858,11 @@ class FakeSlack:
         if gate is not None:
             gate.set()
 
+    def lose_reply_next(self, method: str, *, times: int = 1) -> None:
+        """Do the next ``times`` calls to ``method``, then drop their connection before
+        answering: the client never learns that Slack did it (a reply lost on the way)."""
+        self._lost_replies[method] = self._lost_replies.get(method, 0) + times
+
     def set_delay(self, method: str, seconds: float) -> None:
         if seconds <= 0:
             self._delays.pop(method, None)
@@ -1085,6 +1091,11 @@ class FakeSlack:
         except SlackApiFail as e:
             result = {"ok": False, "error": e.error, **e.extra}
         call.response = result
+        if self._lost_replies.get(method):
+            self._lost_replies[method] -= 1
+            call.failed = True  # done here, but the caller never hears so
+            if request.transport is not None:
+                request.transport.close()
         return self._json(result, headers=reply_headers)
 
     async def _handle_upload(self, request: web.Request) -> web.StreamResponse:

@@ -334,3 +334,20 @@ async def test_kill_9_mid_stream_leaves_one_answer(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_post_whose_reply_is_lost_is_not_posted_twice(
+    slack: FakeSlack, bot: BotProcess
+) -> None:
+    """Slack posts a reply part but the connection drops before it answers: the bot must
+    not post it again blindly (neither the HTTP client's retry nor the delivery's); it
+    finds the part in the thread by its metadata and goes on with the rest."""
+    slack.lose_reply_next("chat.postMessage")
+    root = await say(slack, bot, user="U1", text="long=15000", mention=True)
+    await slack.wait_for(lambda s: len(s.bot_replies("C1", root)) >= 2, timeout=30)
+    await bot.wait_idle()
+    lost = [c for c in slack.calls_to("chat.postMessage") if c.failed]
+    assert len(lost) == 1  # the fault happened
+    parts = parts_of(slack, "C1", root, root)
+    assert parts and sorted(parts) == sorted(set(parts)), parts  # each part once
+    assert parts == list(range(len(parts)))
