@@ -118,7 +118,7 @@ class AgentRunner:
         finally:
             # What the model calls used, stopped or not (no per-user label).
             for (model, kind), count in run.result.usage.items():
-                self.metrics.tokens.labels(model, kind).inc(count)
+                self.metrics.count_tokens(model, kind, count)
 
     async def _stream(self, run: AgentRun, *, responses: Sequence[Mapping[str, Any]]) -> None:
         turn = run.turn

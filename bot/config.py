@@ -990,11 +990,12 @@ class Settings(BaseSettings):
             "Optional prices that turn tokens into an estimated cost (`usage`, `sessions "
             "show`, the footer): a JSON object of models, each with USD per 1M tokens by "
             "kind: `prompt` and `candidates` (needed), `thoughts` (default: the candidates "
-            "price) and `cached` (default: the prompt price). Gemini's prompt count includes "
-            "the cached tokens: they are priced at the cached rate, the rest of the prompt "
-            "at the prompt rate. A name ending in `*` prices every model it starts "
-            "(`gemini-2.5-*`), `*` alone any model without a price of its own. Empty: no "
-            "costs are shown."
+            "price), `cached` and `tool_use` (default: the prompt price). Gemini's prompt "
+            "count includes the cached tokens: they are priced at the cached rate, the rest "
+            "of the prompt at the prompt rate; `tool_use` is the tool results the model read. "
+            "A name ending in `*` prices every model it starts (`gemini-2.5-flash*`), `*` "
+            "alone any model without a price of its own. A price tier that depends on one "
+            "call's prompt size cannot be applied to daily sums. Empty: no costs are shown."
         ),
         examples=['{"gemini-2.5-flash": {"prompt": 0.30, "candidates": 2.50, '
                   '"thoughts": 2.50, "cached": 0.075}}'],

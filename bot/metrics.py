@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from bot.usage import clean_name
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# The `model` label of slackbot_tokens_total takes the first this many model names a
+# process sees; the tokens of any other model count under OTHER_MODELS. The names come from
+# the agent's events, so their number is bounded here, as Prometheus needs a label's values
+# to be (https://prometheus.io/docs/practices/naming/#labels).
+MAX_TOKEN_MODELS = 20
+OTHER_MODELS = "other"
 
 
 class Metrics:
@@ -39,7 +47,7 @@ class Metrics:
         self.tokens = Counter(
             "slackbot_tokens_total",
             "Tokens the agent's model calls reported (usageMetadata), by model and kind "
-            "(prompt, candidates, thoughts, cached)", ["model", "kind"], registry=r,
+            "(prompt, cached, tool_use, candidates, thoughts)", ["model", "kind"], registry=r,
         )
         self.turns_given_up = Counter(
             "slackbot_turns_given_up_total",
@@ -112,6 +120,19 @@ class Metrics:
             "Private notes sent off the ack path, by outcome (sent, failed, dropped)",
             ["outcome"], registry=r,
         )
+
+        self._token_models: set[str] = set()
+
+    def count_tokens(self, model: str, kind: str, count: int) -> None:
+        """Add a turn's tokens of a model and kind to slackbot_tokens_total, the model
+        named as the usage report names it (bot/usage.py clean_name)."""
+        name = clean_name(model)
+        if name not in self._token_models:
+            if len(self._token_models) >= MAX_TOKEN_MODELS:
+                name = OTHER_MODELS
+            else:
+                self._token_models.add(name)
+        self.tokens.labels(name, kind).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,7 +6,9 @@ The kinds are those of Gemini's `usageMetadata`
 (https://ai.google.dev/api/generate-content#UsageMetadata), as bot/adk/events.py counts
 them. `promptTokenCount` includes `cachedContentTokenCount`: the cached tokens are part of
 the prompt, so a cost prices the cached tokens at the cached rate and only the rest of the
-prompt at the prompt rate, and a total is prompt + candidates + thoughts."""
+prompt at the prompt rate. `toolUsePromptTokenCount` (kind `tool_use`) counts the tool
+results the model was given as input, beside the prompt; a total is prompt + tool_use +
+candidates + thoughts, as Gemini's `totalTokenCount` is."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 PROMPT, CANDIDATES, THOUGHTS, CACHED = "prompt", "candidates", "thoughts", "cached"
-KINDS = (PROMPT, CACHED, CANDIDATES, THOUGHTS)  # the order reports show them in
+TOOL_USE = "tool_use"
+KINDS = (PROMPT, CACHED, TOOL_USE, CANDIDATES, THOUGHTS)  # the order reports show them in
+BILLED = (PROMPT, TOOL_USE, CANDIDATES, THOUGHTS)  # what a total adds up
 TURNS = "turns"  # the field of a day's turn counts, beside the kinds
 
 # A name Redis keeps in a field (a model, a workspace, a channel): '|' separates a field's
@@ -114,8 +118,8 @@ def parse_day_field(name: str) -> DayField | None:
 
 
 def total(tokens: Iterable[tuple[tuple[str, str], int]]) -> int:
-    """prompt + candidates + thoughts (the cached tokens are in the prompt)."""
-    return sum(count for (_, kind), count in tokens if kind in (PROMPT, CANDIDATES, THOUGHTS))
+    """prompt + tool_use + candidates + thoughts (the cached tokens are in the prompt)."""
+    return sum(count for (_, kind), count in tokens if kind in BILLED)
 
 
 def by_kind(tokens: Tokens) -> dict[str, int]:
@@ -132,10 +136,10 @@ def by_kind(tokens: Tokens) -> dict[str, int]:
 
 def parse_prices(value: object) -> dict[str, dict[str, float]]:
     """TOKEN_PRICES: a JSON object (or a mapping) of model names to
-    `{"prompt": …, "candidates": …, "thoughts": …, "cached": …}`, USD per 1M tokens.
-    `prompt` and `candidates` are needed; `thoughts` defaults to the candidates price and
-    `cached` to the prompt price. A name ending in `*` prices the models it starts (`*`
-    alone: every model). ValueError says what is wrong."""
+    `{"prompt": …, "candidates": …, "thoughts": …, "cached": …, "tool_use": …}`, USD per
+    1M tokens. `prompt` and `candidates` are needed; `thoughts` defaults to the candidates
+    price, `cached` and `tool_use` to the prompt price. A name ending in `*` prices the
+    models it starts (`*` alone: every model). ValueError says what is wrong."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}
     if isinstance(value, str):
@@ -170,6 +174,7 @@ def parse_prices(value: object) -> dict[str, dict[str, float]]:
             raise ValueError(f"{model}: needs a {' and a '.join(missing)} price")
         checked.setdefault(THOUGHTS, checked[CANDIDATES])
         checked.setdefault(CACHED, checked[PROMPT])
+        checked.setdefault(TOOL_USE, checked[PROMPT])
         table[model] = {kind: checked[kind] for kind in KINDS}
     return table
 
@@ -190,7 +195,8 @@ def prices_of(model: str, table: PriceTable) -> Mapping[str, float] | None:
 def cost(tokens: Tokens, table: PriceTable) -> tuple[float, list[str]]:
     """The estimated cost in USD of `tokens`, and the models the table has no price for
     (their tokens are not in the cost). Cached tokens are priced at the cached rate, the
-    rest of the prompt at the prompt rate."""
+    rest of the prompt at the prompt rate, the tool-use prompt at its own (by default the
+    prompt's)."""
     usd = 0.0
     unpriced: set[str] = set()
     per_model: dict[str, dict[str, int]] = {}
@@ -203,6 +209,7 @@ def cost(tokens: Tokens, table: PriceTable) -> tuple[float, list[str]]:
             continue
         cached = min(counts[CACHED], counts[PROMPT])
         usd += ((counts[PROMPT] - cached) * prices[PROMPT] + cached * prices[CACHED]
+                + counts[TOOL_USE] * prices[TOOL_USE]
                 + counts[CANDIDATES] * prices[CANDIDATES]
                 + counts[THOUGHTS] * prices[THOUGHTS]) / PER_TOKENS
     return usd, sorted(unpriced)
@@ -225,6 +232,8 @@ def footer_text(tokens: Tokens, table: PriceTable) -> str:
     if not whole:
         return ""
     parts = [f"{kinds[PROMPT]:,} in" + (f" ({kinds[CACHED]:,} cached)" if kinds[CACHED] else "")]
+    if kinds[TOOL_USE]:
+        parts.append(f"{kinds[TOOL_USE]:,} tool results in")
     parts.append(f"{kinds[CANDIDATES]:,} out")
     if kinds[THOUGHTS]:
         parts.append(f"{kinds[THOUGHTS]:,} thinking")

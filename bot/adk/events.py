@@ -154,6 +154,9 @@ class TurnResult:
     # Tokens the run's model calls used: (model, kind) -> count (`usage_of`).
     usage: dict[tuple[str, str], int] = field(default_factory=dict)
     _seen_ids: set[str] = field(default_factory=set)
+    # The usage of each agent's (author, branch) last complete event, while no complete
+    # event of that agent without usage has come since (`_count_usage`).
+    _last_usage: dict[tuple[str, str], tuple[object, object]] = field(default_factory=dict)
 
     def feed(self, event: Mapping[str, Any]) -> None:
         """Take one event (from /run or one SSE line)."""
@@ -188,8 +191,7 @@ class TurnResult:
         if event.get("partial"):
             self.partial_text += text
             return
-        for kind_key, count in usage_of(event).items():
-            self.usage[kind_key] = self.usage.get(kind_key, 0) + count
+        self._count_usage(event, author)
         finish = str(event.get("finishReason") or "")
         if finish not in NORMAL_FINISH and not self.error_code:
             self.error_code = finish
@@ -203,6 +205,31 @@ class TurnResult:
             name = author if isinstance(author, str) else ""
             self.by_author.pop(name, None)
             self.by_author[name] = text
+
+    def _count_usage(self, event: Mapping[str, Any], author: object) -> None:
+        """Add a complete event's tokens, once per model call. ADK gives one model call
+        two complete events when it streams without progressive SSE
+        (ADK_DISABLE_PROGRESSIVE_SSE_STREAMING; StreamingResponseAggregator in
+        google/adk/utils/streaming_utils.py): the text it merged from the partial chunks,
+        then the chunk that ended the text (a function call), both with that chunk's
+        usageMetadata. The events carry nothing else that names their model call (ADK gives
+        each complete event a new id), so an agent's complete event with the same
+        usageMetadata and model as its previous one is the same call, unless an event of
+        the agent without usage (a function response) came between them: the agent's next
+        model call follows its tools' results. The one call that is not caught this way, a
+        loop running the agent again with nothing between, reports other counts anyway,
+        since its prompt holds the previous answer."""
+        metadata = event.get("usageMetadata")
+        key = (author if isinstance(author, str) else "", str(event.get("branch") or ""))
+        if not isinstance(metadata, Mapping):
+            self._last_usage.pop(key, None)
+            return
+        seen = (dict(metadata), event.get("modelVersion"))
+        if self._last_usage.get(key) == seen:
+            return
+        self._last_usage[key] = seen
+        for kind_key, count in usage_of(event).items():
+            self.usage[kind_key] = self.usage.get(kind_key, 0) + count
 
     @property
     def answer(self) -> str:
@@ -219,23 +246,41 @@ class TurnResult:
 
 
 # usageMetadata's counts, by the kind of token they count
-# (https://ai.google.dev/api/generate-content#UsageMetadata).
+# (https://ai.google.dev/api/generate-content#UsageMetadata): totalTokenCount is
+# prompt + candidates + toolUsePrompt + thoughts, and the cached tokens are part of the prompt.
 USAGE_KINDS = {"promptTokenCount": "prompt", "candidatesTokenCount": "candidates",
-               "thoughtsTokenCount": "thoughts", "cachedContentTokenCount": "cached"}
+               "thoughtsTokenCount": "thoughts", "cachedContentTokenCount": "cached",
+               "toolUsePromptTokenCount": "tool_use"}
+
+
+def _count(metadata: Mapping[str, Any], key: str) -> int:
+    value = metadata.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def usage_of(event: Mapping[str, Any]) -> dict[tuple[str, str], int]:
     """The tokens one complete model event reports (its `usageMetadata`, under its
     `modelVersion`). Streamed chunks repeat the running totals, so only events that are not
-    partial are counted."""
+    partial are counted.
+
+    ADK's LiteLLM model sets candidatesTokenCount to the completion tokens, which include
+    the reasoning tokens, and thoughtsTokenCount to those reasoning tokens again
+    (google/adk/models/lite_llm.py): when the counts add up to more than totalTokenCount
+    by exactly the thoughts, the thoughts are taken out of the candidates, so no token is
+    counted (or priced) twice."""
     metadata = event.get("usageMetadata")
     if event.get("partial") or not isinstance(metadata, Mapping):
         return {}
     model = event.get("modelVersion")
     name = model if isinstance(model, str) and model else "unknown"
-    return {(name, kind): count for key, kind in USAGE_KINDS.items()
-            if isinstance(count := metadata.get(key), int) and not isinstance(count, bool)
-            and count > 0}
+    counts = {kind: _count(metadata, key) for key, kind in USAGE_KINDS.items()}
+    whole = _count(metadata, "totalTokenCount")
+    thoughts = counts["thoughts"]
+    summed = counts["prompt"] + counts["candidates"] + thoughts + counts["tool_use"]
+    if thoughts and whole and summed > whole and summed - whole == thoughts \
+            and counts["candidates"] >= thoughts:
+        counts["candidates"] -= thoughts
+    return {(name, kind): count for kind, count in counts.items() if count > 0}
 
 
 def describe_error_code(code: str, message: str = "") -> str:

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -27,7 +27,13 @@ from bot.slack.scopes import (
     unneeded_missing_scopes,
 )
 from bot.store.cipher import Cipher, CipherError
-from bot.store.connect import close_redis, describe_redis, redis_client, uses_real_redis
+from bot.store.connect import (
+    REDIS_FAILURES,
+    close_redis,
+    describe_redis,
+    redis_client,
+    uses_real_redis,
+)
 from bot.store.installations import InstallKeys, RedisInstallationStore, split_owner
 from bot.store.keys import Keys
 from bot.store.thread_index import ThreadIndex
@@ -216,7 +222,7 @@ async def check_installations(loaded: LoadedSettings) -> tuple[CheckResult, Chec
                 scopes = bot.bot_scopes  # slack_sdk keeps them as a list
                 opened.append((team or enterprise or owner,
                                scopes if isinstance(scopes, str) else ",".join(scopes or [])))
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         return (CheckResult("Slack installations", Status.SKIPPED,
                             f"not checked: Redis failed ({type(exc).__name__})"),
                 CheckResult("Slack scopes", Status.SKIPPED, "not checked"))
@@ -346,7 +352,7 @@ async def _ask_sentinel(settings: Settings, host: str, port: int
             replicas = await client.sentinel_slaves(name)
         except ResponseError as exc:
             return f"Sentinel {shown}: does not monitor {name!r} ({exc})", None, 0
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             return f"Sentinel {shown}: unreachable ({exc})", None, 0
     finally:
         await client.aclose()
@@ -431,7 +437,7 @@ async def _connected_replicas(client: aioredis.Redis) -> int:
     """The replicas connected to this primary (INFO replication, connected_slaves)."""
     try:
         info = await client.info("replication")
-    except (RedisError, OSError):
+    except REDIS_FAILURES:
         return 0
     return int(info.get("connected_slaves", 0) or 0)
 
@@ -446,7 +452,7 @@ async def _check_server(client: aioredis.Redis, settings: Settings, shown: str) 
             threads = await ThreadIndex(
                 client, Keys(settings.redis_key_prefix, settings.redis_shards), 0
             ).thread_count()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             return CheckResult(name, Status.PROBLEM, f"cannot reach Redis at {shown} ({exc})",
                                fix="start Redis, or set REDIS_URL to a Redis this host can "
                                    "reach (redis://host:6379/0)")
@@ -468,7 +474,7 @@ async def _check_server(client: aioredis.Redis, settings: Settings, shown: str) 
             return CheckResult(name, Status.OK, summary,
                                ("persistence not checked: this Redis refuses CONFIG GET "
                                 "(usual on managed Redis)",))
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             return CheckResult(name, Status.OK, summary,
                                (f"persistence not checked ({exc})",))
         if appendonly != "yes" and not str(save).strip():

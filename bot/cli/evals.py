@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -31,7 +30,7 @@ from bot.cli.sessions import CliError, run_with_settings
 from bot.config import Settings
 from bot.message_text import readable_input
 from bot.slack.token_refresh import RefreshingInstallationStore
-from bot.store.connect import close_redis, describe_redis, redis_client
+from bot.store.connect import REDIS_FAILURES, close_redis, describe_redis, redis_client
 from bot.store.feedback import FeedbackStore
 from bot.store.installations import RedisInstallationStore, split_owner
 from bot.store.layout import LayoutError, check_layout
@@ -125,10 +124,10 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
         try:
             await client.ping()
             store = Store.from_settings(settings, client)
-            await check_layout(client, store.keys)
+            await check_layout(client, store.keys, mark=False)  # the export only reads
         except LayoutError as exc:
             raise CliError(str(exc)) from exc
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise CliError(f"cannot reach Redis at {shown} ({exc}); check REDIS_URL") from exc
         feedback = FeedbackStore(client, store.keys, settings.feedback_ttl_days * 86400)
         found = Export()
@@ -138,14 +137,14 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
                 await _one(found, rated.thread_key, rated.turn_ts, args, settings,
                            store=store, feedback=feedback, adk=adk, slack=slack,
                            pseudonyms=pseudonyms)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise CliError(f"Redis at {shown} failed: {exc}") from exc
         finally:
             await slack.aclose()
     finally:
         await adk.aclose()
         await close_redis(client)
-    return _write(found, args)
+    return _write(found, args, f"REDIS_KEY_PREFIX={store.keys.prefix!r} in Redis at {shown}")
 
 
 async def _one(found: Export, thread_key: str, turn_ts: str, args: argparse.Namespace,
@@ -235,7 +234,7 @@ _SET_WORDS = {
 }
 
 
-def _write(found: Export, args: argparse.Namespace) -> int:
+def _write(found: Export, args: argparse.Namespace, source: str) -> int:
     from bot.evals.cases import eval_set, write_eval_set
 
     total = sum(len(cases) for cases in found.cases.values())
@@ -243,7 +242,7 @@ def _write(found: Export, args: argparse.Namespace) -> int:
         print(f"skipped {line}")
     if not total:
         print(f"nothing to export: no {_rated_words(args.rating)} answers with what a case "
-              f"needs in the last {args.since}")
+              f"needs in the last {args.since} under {source}")
         return 0
     for kind in _SET_WORDS:
         cases = found.cases.get(kind)

@@ -22,7 +22,6 @@ import time
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -31,7 +30,7 @@ from bot.cli.sessions import CliError, run_with_settings
 from bot.config import Settings
 from bot.runtime import connect_redis
 from bot.store.cipher import Cipher, CipherError, new_key
-from bot.store.connect import close_redis, describe_redis
+from bot.store.connect import REDIS_FAILURES, close_redis, describe_redis
 from bot.store.installations import InstallKeys, RedisInstallationStore, split_owner
 from bot.store.keys import Keys
 from bot.store.thread_index import purge_team_threads
@@ -237,7 +236,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         return await _rekey(store)
     except CipherError as exc:
         raise CliError(str(exc)) from exc
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise CliError(f"Redis at {shown} failed: {exc}") from exc
     finally:
         await close_redis(client)

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import argparse
 
-from redis.exceptions import RedisError
-
 from bot.cli.sessions import CliError, run_with_settings
 from bot.config import Settings
 from bot.runtime import connect_redis
-from bot.store.connect import close_redis, describe_redis
+from bot.store.connect import REDIS_FAILURES, close_redis, describe_redis
 from bot.store.keys import Keys
 from bot.store.layout import live_heartbeats, migrate_layout
 
@@ -37,7 +35,7 @@ async def _migrate(settings: Settings, *, force: bool) -> int:
             raise CliError(f"{len(running)} worker heartbeat(s) of prefix {keys.prefix!r} are "
                            "alive: stop the bots first (or pass --force)")
         report = await migrate_layout(client, keys)
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise CliError(f"Redis at {shown} failed: {exc}") from exc
     finally:
         await close_redis(client)

@@ -14,12 +14,17 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from bot.adk.client import AdkError
 from bot.cli import local_time, parse_duration, render_fields, render_table, when
 from bot.config import Settings, describe_validation_error
-from bot.store.connect import close_redis, describe_redis, redis_client, uses_real_redis
+from bot.store.connect import (
+    REDIS_FAILURES,
+    close_redis,
+    describe_redis,
+    redis_client,
+    uses_real_redis,
+)
 from bot.store.layout import LayoutError, check_layout
 from bot.store.redis_store import Store
 from bot.store.thread_record import ThreadRecord
@@ -96,9 +101,10 @@ def _session_cell(record: ThreadRecord | None) -> str:
 
 
 def render_thread_list(rows: Sequence[tuple[str, float, ThreadRecord | None]], total: int,
-                       now: float) -> str:
+                       now: float, source: str = "") -> str:
+    """The engaged threads as a table; `source` says where an empty list looked."""
     if not rows:
-        return "No threads in the index."
+        return "No threads in the index" + (f" of {source}." if source else ".")
     table = render_table(
         ["THREAD", "SESSION", "TURNS", "LAST ACTIVITY", "CREATED BY"],
         [
@@ -257,17 +263,18 @@ async def resolve_key(ref: str, store: Store, settings: Settings, team: str | No
     return candidates[0]
 
 
-async def _list(store: Store, limit: int) -> int:
+async def _list(store: Store, limit: int, source: str) -> int:
     rows = await store.threads.recent_threads(limit)
     total = await store.threads.thread_count()
-    print(render_thread_list(rows, total, time.time()))
+    print(render_thread_list(rows, total, time.time(), source))
     return 0
 
 
-async def _show(store: Store, settings: Settings, key: str) -> int:
+async def _show(store: Store, settings: Settings, key: str, source: str) -> int:
     record = await store.get_thread(key)
     if record is None:
-        raise CliError(f"no thread mapping for {key} (never engaged, expired or purged)")
+        raise CliError(f"no thread mapping for {key} (never engaged, expired or purged) "
+                       f"under {source}")
     queued, running = await store.threads.thread_activity(key)
     now = time.time()
     print(render_thread(record, queued, running, now))
@@ -343,22 +350,24 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         try:
             await client.ping()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise CliError(f"cannot reach Redis at {shown} ({exc}); check REDIS_URL") from exc
         try:
-            await check_layout(client, store.keys)
+            # list and show only read: a fresh (or mistyped) prefix is left unmarked.
+            await check_layout(client, store.keys, mark=args.action not in ("list", "show"))
         except LayoutError as exc:
             raise CliError(str(exc)) from exc
+        source = f"REDIS_KEY_PREFIX={store.keys.prefix!r} in Redis at {shown}"
         if args.action == "list":
-            return await _list(store, args.limit)
+            return await _list(store, args.limit, source)
         if args.action == "purge":
             return await _purge(store, args.older_than, parse_duration(args.older_than),
                                 args.dry_run)
         key = await resolve_key(args.thread, store, settings, args.team)
         if args.action == "show":
-            return await _show(store, settings, key)
+            return await _show(store, settings, key, source)
         return await _reset(store, key)
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise CliError(f"Redis at {shown} failed: {exc}") from exc
     finally:
         await close_redis(client)

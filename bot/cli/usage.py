@@ -2,7 +2,9 @@
 the agent's runs used, from the per-day usage hashes in Redis (bot/store/keys.py,
 bot/usage.py), as a table or as CSV, with an estimated cost when TOKEN_PRICES is set.
 
-Each day is a UTC day. `--since` reaches back at most USAGE_RETENTION_DAYS."""
+Each day is a UTC day. `--since` reaches back at most USAGE_RETENTION_DAYS (by default
+30 days, or USAGE_RETENTION_DAYS when that is shorter). The report only reads: it leaves a
+prefix with no keys unmarked (bot/store/layout.py check_layout)."""
 
 from __future__ import annotations
 
@@ -14,12 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from bot.cli import parse_duration, render_table
 from bot.cli.sessions import CliError, run_with_settings
 from bot.config import Settings
-from bot.store.connect import close_redis, describe_redis, redis_client
+from bot.store.connect import REDIS_FAILURES, close_redis, describe_redis, redis_client
 from bot.store.keys import Keys
 from bot.store.layout import LayoutError, check_layout
 from bot.usage import (
@@ -28,6 +29,7 @@ from bot.usage import (
     KINDS,
     PROMPT,
     THOUGHTS,
+    TOOL_USE,
     TURNS,
     PriceTable,
     by_kind,
@@ -42,9 +44,14 @@ KEY_HEADERS: Mapping[str, tuple[str, ...]] = {
     "channel": ("workspace", "channel"), "workspace": ("workspace",), "day": ("day",),
     "model": ("model",),
 }
-KIND_HEADERS = {PROMPT: "prompt", CACHED: "cached", CANDIDATES: "candidates",
-                THOUGHTS: "thoughts"}
+KIND_HEADERS = {PROMPT: "prompt", CACHED: "cached", TOOL_USE: "tool_use",
+                CANDIDATES: "candidates", THOUGHTS: "thoughts"}
 DAY = 86400
+DEFAULT_SINCE_DAYS = 30
+# A CSV cell a spreadsheet would read as a formula starts with one of these; such a cell
+# gets a leading ' (https://owasp.org/www-community/attacks/CSV_Injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+NOTES = "PROMPT includes CACHED; TOTAL is PROMPT + TOOL_USE + CANDIDATES + THOUGHTS."
 
 
 # ---- the report (pure) ----------------------------------------------------------------
@@ -69,9 +76,16 @@ def utc_days(now: float, since_seconds: float) -> list[str]:
     return [time.strftime("%Y-%m-%d", time.gmtime(day * DAY)) for day in range(first, last + 1)]
 
 
-def since_seconds(text: str, retention_days: int) -> float:
-    """`--since` in seconds; CliError (exit 2) when it is not a duration or reaches back
-    further than the usage is kept."""
+def default_since(retention_days: int) -> str:
+    """`--since` when none is given: 30 days, or the retention when it is shorter."""
+    return f"{min(DEFAULT_SINCE_DAYS, retention_days)}d"
+
+
+def since_seconds(text: str | None, retention_days: int) -> float:
+    """`--since` in seconds (None: `default_since`); CliError (exit 2) when it is not a
+    duration or reaches back further than the usage is kept."""
+    if text is None:
+        text = default_since(retention_days)
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
@@ -117,11 +131,12 @@ def _cost_cell(row: Row, prices: PriceTable, unpriced: set[str]) -> str:
 
 
 def render_report(rows: Sequence[Row], whole: Row, *, by: str, days: Sequence[str],
-                  prices: PriceTable) -> str:
-    """The report as an aligned table with a total row, and what its columns mean."""
+                  prices: PriceTable, source: str = "") -> str:
+    """The report as an aligned table with a total row, and what its columns mean;
+    `source` says where an empty report looked (the prefix and the Redis)."""
     span = f"{days[0]} to {days[-1]} (UTC)" if days else "(no days)"
     if not rows:
-        return f"No token usage recorded from {span}."
+        return f"No token usage recorded from {span}" + (f" {source}." if source else ".")
     width = len(KEY_HEADERS[by])
     headers = [h.upper() for h in KEY_HEADERS[by]] + [
         "TURNS", *(KIND_HEADERS[k].upper() for k in KINDS), "TOTAL"]
@@ -139,7 +154,7 @@ def render_report(rows: Sequence[Row], whole: Row, *, by: str, days: Sequence[st
         table_rows.append(cells)
     lines = [f"Token usage by {by}, {span}", "",
              render_table(headers, table_rows, right=range(width, len(headers))), "",
-             "PROMPT includes CACHED; TOTAL is PROMPT + CANDIDATES + THOUGHTS."]
+             NOTES]
     if by == "model":
         lines.append("A model's TURNS are the turns that used it; the TOTAL row's are every "
                      "turn.")
@@ -149,6 +164,12 @@ def render_report(rows: Sequence[Row], whole: Row, *, by: str, days: Sequence[st
     if unpriced:
         lines.append(f"-: TOKEN_PRICES has no price for {', '.join(sorted(unpriced))}.")
     return "\n".join(lines)
+
+
+def csv_text(value: str) -> str:
+    """A text cell as CSV holds it: with a leading ' when a spreadsheet would take it for a
+    formula (a channel or model name is not the bot's to trust)."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
 
 
 def render_csv(rows: Sequence[Row], *, by: str, prices: PriceTable) -> str:
@@ -162,7 +183,8 @@ def render_csv(rows: Sequence[Row], *, by: str, prices: PriceTable) -> str:
     writer.writerow(headers)
     for row in rows:
         kinds = by_kind(row.tokens)
-        cells: list[object] = [*row.key, row.turns, *(kinds[k] for k in KINDS),
+        cells: list[object] = [*(csv_text(k) for k in row.key), row.turns,
+                               *(kinds[k] for k in KINDS),
                                total(row.tokens.items())]
         if prices:
             usd, missing = cost(row.tokens, prices)
@@ -232,14 +254,14 @@ async def _report(args: argparse.Namespace, settings: Settings) -> int:
     try:
         try:
             await client.ping()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise CliError(f"cannot reach Redis at {shown} ({exc}); check REDIS_URL") from exc
         try:
-            await check_layout(client, keys)
+            await check_layout(client, keys, mark=False)
         except LayoutError as exc:
             raise CliError(str(exc)) from exc
         data = await read_days(client, keys, days)
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise CliError(f"Redis at {shown} failed: {exc}") from exc
     finally:
         await close_redis(client)
@@ -247,7 +269,9 @@ async def _report(args: argparse.Namespace, settings: Settings) -> int:
     if args.csv:
         print(render_csv(rows, by=args.by, prices=settings.token_prices), end="")
     else:
-        print(render_report(rows, whole, by=args.by, days=days, prices=settings.token_prices))
+        source = f"under REDIS_KEY_PREFIX={keys.prefix!r} in Redis at {shown}"
+        print(render_report(rows, whole, by=args.by, days=days, prices=settings.token_prices,
+                            source=source))
     return 0
 
 
@@ -269,13 +293,15 @@ def _since(text: str) -> str:
 def add_usage_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     usage = sub.add_parser(
         "usage", help="tokens used by channel, workspace, day or model (needs REDIS_URL)",
-        description="The tokens the agent's runs used (prompt, cached, candidates, thoughts), "
+        description="The tokens the agent's runs used (prompt, cached, tool_use, candidates, "
+                    "thoughts), "
                     "from Redis, by UTC day; with TOKEN_PRICES, an estimated cost. Exit codes: "
                     "0 done, 1 Redis unreachable, 2 bad arguments or settings.")
     usage.add_argument("--by", choices=DIMENSIONS, default="channel",
                        help="one row per channel (default), workspace, day or model")
-    usage.add_argument("--since", type=_since, default="30d", metavar="AGE",
-                       help="from the UTC day AGE ago (12h, 30d, 2w) to today; default 30d, "
-                            "at most USAGE_RETENTION_DAYS")
+    usage.add_argument("--since", type=_since, default=None, metavar="AGE",
+                       help="from the UTC day AGE ago (12h, 30d, 2w) to today; at most "
+                            "USAGE_RETENTION_DAYS, which is also the default when it is "
+                            "under 30d (else 30d)")
     usage.add_argument("--csv", action="store_true", help="print CSV instead of a table")
 

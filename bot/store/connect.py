@@ -21,9 +21,15 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.config import Settings
+
+# What a Redis that cannot be reached or fails raises: redis-py's errors, its Cluster
+# client's (RedisClusterException, e.g. no node of REDIS_URL answers, is not a RedisError),
+# and the socket's.
+REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 
 # A Sentinel that does not answer within this long is skipped for the next one.
 SENTINEL_TIMEOUT_SECONDS = 2.0

@@ -37,6 +37,9 @@ same layout runs on one Redis, behind Sentinel, or on a Redis Cluster
                                      `<workspace>|<channel>|<model>|<kind>` -> tokens,
                                      `…|<model>|turns` and `…||turns` -> turns; written with the
                                      outbox, expires USAGE_RETENTION_DAYS after the day
+    <s>:usagefold:<day>:<n>   string (first shard only) shard n's usage of the day is folded
+                                     into the first shard's; written by `migrate` with the
+                                     counts and deleted before it writes the new layout
     <s>:hb:<worker>           string a live worker's heartbeat (its consumer name), in every
                                      shard, PX HEARTBEAT_TTL_SECONDS
     <p>:layout                string the layout of the keys: "shards=<n>", checked at start
@@ -124,6 +127,15 @@ class Keys:
     def usage(self, shard: int, day: str) -> str:
         """The shard's token usage of the UTC day `day` (YYYY-MM-DD)."""
         return f"{self.shard(shard)}:usage:{day}"
+
+    @property
+    def usage_fold_prefix(self) -> str:
+        return f"{self.shard(0)}:usagefold:"
+
+    def usage_fold(self, day: str, shard: int) -> str:
+        """The marker of shard `shard`'s usage of `day` folded into the first shard's (in
+        the first shard's slot, beside the hash it was added to)."""
+        return f"{self.usage_fold_prefix}{day}:{shard}"
 
     def heartbeat_prefix(self, shard: int) -> str:
         return f"{self.shard(shard)}:hb:"

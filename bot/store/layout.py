@@ -18,8 +18,11 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from bot.store.keys import Keys
+from bot.store.scripts import FOLD_USAGE
 
 MIGRATE_COMMAND = "python -m bot migrate"
+# How long a usage fold's marker outlives a migration that stopped before deleting it.
+FOLD_MARKER_MS = 7 * 86400 * 1000
 
 
 class LayoutError(Exception):
@@ -35,13 +38,17 @@ class MigrationReport:
     dropped: int = 0  # old work streams, indexes and heartbeats
 
 
-async def check_layout(client: aioredis.Redis, keys: Keys) -> None:
+async def check_layout(client: aioredis.Redis, keys: Keys, *, mark: bool = True) -> None:
     """Raise LayoutError (naming the migration command) when this prefix's keys are in
-    another layout; mark a prefix with no keys yet with this one."""
+    another layout. A prefix with no keys yet is marked with this layout when `mark` (the
+    bot's start: it is about to write the prefix's keys); a command that only reads (a
+    report) passes mark=False and leaves Redis as it found it."""
     current = await client.get(keys.layout)
     if current == keys.layout_value:
         return
     if current is None and not await _has_unsharded_keys(client, keys):
+        if not mark:
+            return
         if await client.set(keys.layout, keys.layout_value, nx=True):
             return
         current = await client.get(keys.layout)  # another process marked it meanwhile
@@ -102,8 +109,12 @@ async def migrate_layout(client: aioredis.Redis, keys: Keys) -> MigrationReport:
         return report
     names = [str(n) async for n in client.scan_iter(match=f"{keys.prefix}:*", count=1000)]
     index: dict[str, float] = {}
+    # Fold markers: a stopped migration's (found) and this one's.
+    markers = {name for name in names if name.startswith(keys.usage_fold_prefix)}
     for name in names:
-        if await _fold_usage(client, name, keys):
+        if name in markers:
+            continue
+        if await _fold_usage(client, name, keys, markers):
             report.moved_keys += 1
             continue
         kind = _old_shard_keys(name, keys.prefix)
@@ -135,25 +146,35 @@ async def migrate_layout(client: aioredis.Redis, keys: Keys) -> MigrationReport:
     for thread, score in index.items():
         await client.zadd(keys.threads_index(keys.shard_of(thread)), {thread: score})
     await _ring_queued(client, keys, report)
+    for marker in markers:  # every source folded and deleted: nothing left to guard
+        await client.delete(marker)
     await client.set(keys.layout, keys.layout_value)
     return report
 
 
-async def _fold_usage(client: aioredis.Redis, name: str, keys: Keys) -> bool:
+async def _fold_usage(client: aioredis.Redis, name: str, keys: Keys,
+                      markers: set[str]) -> bool:
     """A shard's token usage of a day (`<s>:usage:<day>`) whose shard the new layout lacks
     is added to the first shard's of the day (the usage report adds up every shard's), with
-    the longer expiry of the two; True when `name` was one."""
+    the longer expiry of the two; True when `name` was one. The two hashes are in different
+    slots (a Redis Cluster may hold them on different nodes), so the counts are added with
+    a marker in the target's slot, in one script (FOLD_USAGE), and the source deleted after
+    it: a migration stopped between the two adds nothing twice when it runs again. The
+    markers (`markers` collects them) are deleted once every fold is done."""
     shard = rf"{re.escape(keys.prefix)}:\{{{re.escape(keys.prefix)}:(\d+)\}}"
     match = re.fullmatch(rf"{shard}:usage:(\d{{4}}-\d{{2}}-\d{{2}})", name)
     if match is None or int(match.group(1)) < keys.shards:
         return False
-    target = keys.usage(0, match.group(2))
+    day = match.group(2)
+    marker = keys.usage_fold(day, int(match.group(1)))
     fields = cast("dict[str, str]", await client.hgetall(name))
     ttl = int(await client.pttl(name))
+    pairs: list[str | int] = []
     for field_name, value in fields.items():
-        await client.hincrby(target, field_name, int(value))
-    if ttl > 0 and ttl > int(await client.pttl(target)):
-        await client.pexpire(target, ttl)
+        pairs += [field_name, int(value)]
+    await client.register_script(FOLD_USAGE)(
+        keys=[keys.usage(0, day), marker], args=[max(ttl, 0), FOLD_MARKER_MS, *pairs])
+    markers.add(marker)
     await client.delete(name)
     return True
 

@@ -242,3 +242,18 @@ else redis.call('HSET', KEYS[1], ARGV[3], ARGV[4]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
+
+# KEYS: the first shard's usage hash of a day, the fold's marker (both in the first shard's
+# slot); ARGV: the source's TTL in ms (0: none), the marker's TTL in ms, then pairs (field,
+# count) of a usage hash of the day whose shard a new layout lacks (`python -m bot
+# migrate`). The counts are added and the marker written in one step, so a migration that
+# stopped before deleting the source and runs again adds nothing twice: 0 when the marker
+# was there. The target keeps the longer expiry of the two.
+FOLD_USAGE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+for i = 3, #ARGV - 1, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 and ttl > redis.call('PTTL', KEYS[1]) then redis.call('PEXPIRE', KEYS[1], ttl) end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+"""

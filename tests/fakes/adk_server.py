@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -70,7 +70,8 @@ class AdkServer:
 
     ``memory=True`` uses ``memory://`` sessions and artifacts (lost on restart).
     ``memory=False`` uses SQLite sessions (``sqlite_path`` or a file in the tmp dir) and
-    file artifacts in the tmp dir; both survive :meth:`restart`.
+    file artifacts in the tmp dir; both survive :meth:`restart`. ``env`` is added to the
+    server's environment (e.g. ADK_DISABLE_PROGRESSIVE_SSE_STREAMING).
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class AdkServer:
         port: int | None = None,
         log_level: str = "info",
         extra_args: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.agents_dir = Path(agents_dir).resolve()
         self.memory = memory
@@ -90,6 +92,7 @@ class AdkServer:
         self.port = port
         self.log_level = log_level
         self.extra_args = list(extra_args or [])
+        self.env = dict(env or {})
         self.log_path = self._tmp / "adk_api_server.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -156,6 +159,7 @@ class AdkServer:
         env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.env)
         self._log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             self.command(),

@@ -127,8 +127,9 @@ async def test_doctor_wrong_app_name_lists_the_apps(full_slack: FakeSlack, adk: 
     assert code == 1
     assert line_of(out, "ADK").startswith("✗")
     assert "has no app 'finops'" in out
-    assert "it serves: test_agent" in out
-    assert "fix: set ADK_APP_NAME=test_agent" in out
+    # tests/adk_agents holds two agents (test_agent, llm_usage_agent).
+    assert "it serves: llm_usage_agent, test_agent" in out
+    assert "fix: set ADK_APP_NAME to one of the apps it serves" in out
 
     env = cli_env(full_slack, adk, prefix, adk_app_name="test-agent")
     code, out, _ = await run_cli("doctor", env=env)

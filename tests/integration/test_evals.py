@@ -21,6 +21,7 @@ from google.adk.evaluation.eval_set import EvalSet
 from bot.evals.pseudonyms import Pseudonyms
 from bot.slack.feedback_modal import NOTE_CALLBACK_ID, NOTE_KEPT
 from bot.store.keys import Keys
+from tests.conftest import REAL_REDIS_URL
 from tests.fakes.adk_server import AGENTS_DIR, AdkServer
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.harness import BotProcess
@@ -215,7 +216,8 @@ async def test_export_says_what_is_wrong(slack: FakeSlack, adk: AdkServer, prefi
     env = cli_env(slack, adk, prefix)
     code, out, err = await run_cli("evals", "export", "--out", str(tmp_path), env=env)
     assert (code, out, err) == (
-        0, "nothing to export: no rated answers with what a case needs in the last 7d\n", "")
+        0, "nothing to export: no rated answers with what a case needs in the last 7d under "
+        f"REDIS_KEY_PREFIX={prefix!r} in Redis at {REAL_REDIS_URL}\n", "")
     code, _, err = await run_cli("evals", "export", "--out", str(tmp_path), "--since", "soon",
                                  env=env)
     assert code == 2 and "--since" in err

@@ -6,23 +6,29 @@ as real subprocesses, and the optional footer under the answer."""
 
 from __future__ import annotations
 
+import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
-from tests.fakes.adk_server import AdkServer
+from tests.adk_agents.llm_usage_agent.agent import ANSWER, MODEL, PER_QUESTION
+from tests.conftest import REAL_REDIS_URL
+from tests.fakes.adk_server import AdkServer, closed_port
 from tests.fakes.fake_slack import FakeSlack
 from tests.integration.conftest import MakeBot
 from tests.integration.harness import BotProcess
-from tests.integration.slack_user import say, wait_replies
+from tests.integration.slack_user import answer_in, say, wait_replies
 from tests.integration.test_cli import cli_env, run_cli
+from tests.integration.test_observability import sample
 
 # USD per 1M tokens: a turn costs 400 x 1 + 800 x 0.5 + 340 x 10 + 25 x 20 = 4,700 / 1M.
 PRICES = ('{"test-model-1": {"prompt": 1, "candidates": 10, "thoughts": 20, "cached": 0.5}, '
           '"other-*": {"prompt": 3, "candidates": 4}}')
 FOOTER = "1,565 tokens: 1,200 in (800 cached), 340 out, 25 thinking"
-NOTES = "PROMPT includes CACHED; TOTAL is PROMPT + CANDIDATES + THOUGHTS."
+NOTES = "PROMPT includes CACHED; TOTAL is PROMPT + TOOL_USE + CANDIDATES + THOUGHTS."
 COST_NOTE = ("EST. COST: USD from TOKEN_PRICES; cached tokens at the cached rate, the rest of "
              "the prompt at the prompt rate.")
 
@@ -67,8 +73,8 @@ async def test_usage_is_kept_per_thread_and_reported(
     code, out, err = await run_cli("sessions", "show", f"T0001:C1:{root}", env=env)
     assert code == 0, out + err
     assert ("Tokens\n"
-            "  MODEL         PROMPT  CACHED  CANDIDATES  THOUGHTS  TOTAL\n"
-            "  test-model-1   2,400   1,600         680        50  3,130\n") in out
+            "  MODEL         PROMPT  CACHED  TOOL_USE  CANDIDATES  THOUGHTS  TOTAL\n"
+            "  test-model-1   2,400   1,600         0         680        50  3,130\n") in out
 
     code, out, err = await run_cli("usage", "--by", "channel", env=env)
     assert code == 0, out + err
@@ -77,36 +83,36 @@ async def test_usage_is_kept_per_thread_and_reported(
     first = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 30 * 86400))
     assert out == (
         f"Token usage by channel, {first} to {day} (UTC)\n\n"
-        "WORKSPACE  CHANNEL  TURNS  PROMPT  CACHED  CANDIDATES  THOUGHTS  TOTAL\n"
-        "T0001      C1           2   2,400   1,600         680        50  3,130\n"
-        "T0001      C2           1   1,200     800         340        25  1,565\n"
-        "TOTAL                   3   3,600   2,400       1,020        75  4,695\n\n"
+        "WORKSPACE  CHANNEL  TURNS  PROMPT  CACHED  TOOL_USE  CANDIDATES  THOUGHTS  TOTAL\n"
+        "T0001      C1           2   2,400   1,600         0         680        50  3,130\n"
+        "T0001      C2           1   1,200     800         0         340        25  1,565\n"
+        "TOTAL                   3   3,600   2,400         0       1,020        75  4,695\n\n"
         f"{NOTES}\n")
 
     code, out, _ = await run_cli("usage", "--by", "workspace", "--since", "2d", env=env)
     assert code == 0
     assert out.splitlines()[2:5] == [
-        "WORKSPACE  TURNS  PROMPT  CACHED  CANDIDATES  THOUGHTS  TOTAL",
-        "T0001          3   3,600   2,400       1,020        75  4,695",
-        "TOTAL          3   3,600   2,400       1,020        75  4,695"]
+        "WORKSPACE  TURNS  PROMPT  CACHED  TOOL_USE  CANDIDATES  THOUGHTS  TOTAL",
+        "T0001          3   3,600   2,400         0       1,020        75  4,695",
+        "TOTAL          3   3,600   2,400         0       1,020        75  4,695"]
 
     code, out, _ = await run_cli("usage", "--by", "day", "--csv", env=env)
     assert code == 0
-    assert out == ("day,turns,prompt,cached,candidates,thoughts,total\n"
-                   f"{day},3,3600,2400,1020,75,4695\n")
+    assert out == ("day,turns,prompt,cached,tool_use,candidates,thoughts,total\n"
+                   f"{day},3,3600,2400,0,1020,75,4695\n")
 
     code, out, _ = await run_cli("usage", "--by", "model", env=env)
     assert code == 0
     assert out.splitlines()[2:5] == [
-        "MODEL         TURNS  PROMPT  CACHED  CANDIDATES  THOUGHTS  TOTAL",
-        "test-model-1      3   3,600   2,400       1,020        75  4,695",
-        "TOTAL             3   3,600   2,400       1,020        75  4,695"]
+        "MODEL         TURNS  PROMPT  CACHED  TOOL_USE  CANDIDATES  THOUGHTS  TOTAL",
+        "test-model-1      3   3,600   2,400         0       1,020        75  4,695",
+        "TOTAL             3   3,600   2,400         0       1,020        75  4,695"]
 
     code, out, _ = await run_cli("usage", "--by", "channel", "--csv", env=env)
     assert code == 0
-    assert out == ("workspace,channel,turns,prompt,cached,candidates,thoughts,total\n"
-                   "T0001,C1,2,2400,1600,680,50,3130\n"
-                   "T0001,C2,1,1200,800,340,25,1565\n")
+    assert out == ("workspace,channel,turns,prompt,cached,tool_use,candidates,thoughts,total\n"
+                   "T0001,C1,2,2400,1600,0,680,50,3130\n"
+                   "T0001,C2,1,1200,800,0,340,25,1565\n")
 
 
 async def test_prices_give_a_cost_and_the_footer_shows_each_turn(
@@ -134,22 +140,23 @@ async def test_prices_give_a_cost_and_the_footer_shows_each_turn(
     code, out, err = await run_cli("sessions", "show", f"T0001:C1:{plain}", env=env)
     assert code == 0, out + err
     assert ("Tokens (est. cost from TOKEN_PRICES)\n"
-            "  MODEL         PROMPT  CACHED  CANDIDATES  THOUGHTS  TOTAL  EST. COST\n"
-            "  test-model-1   1,200     800         340        25  1,565    $0.0047\n") in out
+            "  MODEL         PROMPT  CACHED  TOOL_USE  CANDIDATES  THOUGHTS  TOTAL  EST. COST\n"
+            "  test-model-1   1,200     800         0         340        25  1,565    $0.0047\n"
+            ) in out
 
     code, out, err = await run_cli("usage", "--by", "model", env=env)
     assert code == 0, out + err
     assert out.splitlines()[2:] == [
-        "MODEL         TURNS  PROMPT  CACHED  CANDIDATES  THOUGHTS  TOTAL  EST. COST",
-        "test-model-1      2   2,400   1,600         680        50  3,130    $0.0094",
-        "TOTAL             2   2,400   1,600         680        50  3,130    $0.0094",
+        "MODEL         TURNS  PROMPT  CACHED  TOOL_USE  CANDIDATES  THOUGHTS  TOTAL  EST. COST",
+        "test-model-1      2   2,400   1,600         0         680        50  3,130    $0.0094",
+        "TOTAL             2   2,400   1,600         0         680        50  3,130    $0.0094",
         "", NOTES,
         "A model's TURNS are the turns that used it; the TOTAL row's are every turn.",
         COST_NOTE]
     code, out, _ = await run_cli("usage", "--by", "workspace", "--csv", env=env)
     assert code == 0
-    assert out == ("workspace,turns,prompt,cached,candidates,thoughts,total,cost_usd\n"
-                   "T0001,2,2400,1600,680,50,3130,0.009400\n")
+    assert out == ("workspace,turns,prompt,cached,tool_use,candidates,thoughts,total,cost_usd\n"
+                   "T0001,2,2400,1600,0,680,50,3130,0.009400\n")
 
 
 async def test_usage_arguments_and_settings_are_checked(
@@ -170,3 +177,98 @@ async def test_usage_arguments_and_settings_are_checked(
     assert code == 2 and err == "config error: TOKEN_PRICES: m: needs a candidates price\n"
     code, _, err = await run_cli("usage", env={**env, "REDIS_URL": "redis://127.0.0.1:1/0"})
     assert code == 1 and err.startswith("error: cannot reach Redis at redis://127.0.0.1:1/0")
+
+
+async def test_reports_only_read_and_say_where_they_looked(
+    slack: FakeSlack, adk: AdkServer, prefix: str, real_redis: aioredis.Redis
+) -> None:
+    """On a prefix with no keys (fresh, or mistyped), `usage`, `sessions list|show` and
+    `evals export` write nothing (no layout mark) and name the prefix and the Redis they
+    read; with a retention under 30 days, a bare `usage` reads back that far."""
+    env = cli_env(slack, adk, prefix, usage_retention_days="7")
+    where = f"REDIS_KEY_PREFIX={prefix!r} in Redis at {REAL_REDIS_URL}"
+    code, out, err = await run_cli("usage", env=env)
+    assert code == 0, out + err
+    first = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 7 * 86400))
+    if not out.startswith(f"No token usage recorded from {first} "):
+        pytest.skip("the test crossed midnight (UTC)")
+    assert out == f"No token usage recorded from {first} to {utc_day()} (UTC) under {where}.\n"
+    code, out, err = await run_cli("sessions", "list", env=env)
+    assert (code, out) == (0, f"No threads in the index of {where}.\n"), err
+    code, _, err = await run_cli("sessions", "show", "T0001:C1:1.0", env=env)
+    assert (code, err) == (1, "error: no thread mapping for T0001:C1:1.0 (never engaged, "
+                              f"expired or purged) under {where}\n")
+    with tempfile.TemporaryDirectory() as out_dir:
+        code, out, err = await run_cli("evals", "export", "--since", "7d", "--out", out_dir,
+                                       env=env)
+    assert (code, out) == (0, "nothing to export: no rated answers with what a case needs "
+                              f"in the last 7d under {where}\n"), err
+    assert [key async for key in real_redis.scan_iter(match=f"{prefix}:*")] == []
+
+
+@pytest.mark.parametrize("command", [("usage",), ("sessions", "list"),
+                                     ("evals", "export", "--since", "7d", "--out", "x")])
+async def test_an_unreachable_redis_cluster_is_a_clean_error(
+    slack: FakeSlack, adk: AdkServer, prefix: str, command: tuple[str, ...]
+) -> None:
+    """RedisClusterException is no RedisError: the commands still say they cannot reach
+    Redis, with no traceback, and exit 1."""
+    with closed_port() as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        env = cli_env(slack, adk, prefix, redis_mode="cluster", redis_url=url)
+        code, out, err = await run_cli(*command, env=env)
+    assert code == 1, out + err
+    assert err.startswith(f"error: cannot reach Redis at {url} (Redis Cluster cannot be "
+                          "connected.") and err.endswith("; check REDIS_URL\n")
+    assert "Traceback" not in err
+
+
+# ---- an LlmAgent whose streamed model calls ADK turns into events --------------------------
+
+
+@pytest.fixture(scope="module")
+def classic_adk() -> Iterator[AdkServer]:
+    """An `adk api_server` that streams without progressive SSE: a model call that speaks
+    and then calls a tool is two complete events with the same usage."""
+    server = AdkServer(memory=True, env={"ADK_DISABLE_PROGRESSIVE_SSE_STREAMING": "1"})
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.mark.parametrize(("progressive", "streaming"), [
+    (True, "auto"), (False, "auto"), (False, "off")])
+async def test_each_model_call_of_an_llm_agent_is_counted_once(
+    slack: FakeSlack, adk: AdkServer, classic_adk: AdkServer, prefix: str, real_redis: object,
+    progressive: bool, streaming: str
+) -> None:
+    """tests/adk_agents/llm_usage_agent: a real LlmAgent whose model streams a sentence,
+    calls a real tool, then thinks and answers, every response with known usage. Whether
+    ADK streams progressively or not (or not at all), each model call counts once: the
+    metrics and `usage --by model --csv` hold exactly two questions' tokens."""
+    server = adk if progressive else classic_adk
+    bot = BotProcess(slack, server.base_url, prefix=prefix, app_name="llm_usage_agent",
+                     streaming=streaming)
+    await bot.start()
+    try:
+        for user in ("U1", "U2"):
+            ts = await say(slack, bot, user=user, text="what does bigquery cost?",
+                           mention=True)
+            await answer_in(slack, "C1", ts, "".join(ANSWER))
+            await bot.turn_logged(ts)
+        text = (await bot.http.get(f"{bot.url}/metrics")).text
+        for kind, each in PER_QUESTION.items():
+            assert sample(text, "slackbot_tokens_total", kind=kind, model=MODEL) == 2 * each
+    finally:
+        await bot.close()
+
+    env = cli_env(slack, server, prefix, adk_app_name="llm_usage_agent")
+    code, out, err = await run_cli("usage", "--by", "model", "--csv", env=env)
+    assert code == 0, out + err
+    whole = sum(PER_QUESTION[k] for k in ("prompt", "tool_use", "candidates", "thoughts"))
+    assert out == ("model,turns,prompt,cached,tool_use,candidates,thoughts,total\n"
+                   f"{MODEL},2,{2 * PER_QUESTION['prompt']},{2 * PER_QUESTION['cached']},"
+                   f"{2 * PER_QUESTION['tool_use']},{2 * PER_QUESTION['candidates']},"
+                   f"{2 * PER_QUESTION['thoughts']},{2 * whole}\n")

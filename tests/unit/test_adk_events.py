@@ -164,3 +164,86 @@ def test_token_usage_is_summed_over_complete_model_events() -> None:
                             ("unknown", "prompt"): 7}
     assert usage_of(ev("x", usageMetadata=usage, partial=True)) == {}
     assert usage_of(ev("x", usageMetadata="not a mapping")) == {}
+
+
+CALL = {"promptTokenCount": 1000, "candidatesTokenCount": 50, "totalTokenCount": 1050}
+
+
+def call_event(parts: list[dict[str, object]], id_: str, author: str = "agent",
+               usage: dict[str, int] | None = CALL, **kw: object) -> dict[str, object]:
+    event: dict[str, object] = {"author": author, "invocationId": "e-1", "id": id_,
+                                "content": {"role": "model", "parts": parts},
+                                "modelVersion": "m-1", **kw}
+    if usage is not None:
+        event["usageMetadata"] = usage
+    return event
+
+
+FUNCTION_CALL = {"functionCall": {"id": "c1", "name": "lookup", "args": {}}}
+FUNCTION_RESPONSE = {"functionResponse": {"id": "c1", "name": "lookup", "response": {}}}
+
+
+def test_one_model_call_streamed_without_progressive_sse_counts_once() -> None:
+    """ADK (ADK_DISABLE_PROGRESSIVE_SSE_STREAMING) gives a call that speaks and then calls a
+    tool two complete events, the merged text and the call, with the call's usage."""
+    result = TurnResult()
+    result.feed(call_event([{"text": "Let me "}], "a", partial=True,
+                           usage={"promptTokenCount": 1000, "candidatesTokenCount": 10}))
+    result.feed(call_event([{"text": "Let me look."}], "a"))
+    result.feed(call_event([FUNCTION_CALL], "b"))
+    result.feed(call_event([FUNCTION_RESPONSE], "c", usage=None))
+    # The agent's next call, after its tool's result, counts even with the same usage.
+    result.feed(call_event([{"text": "42 USD."}], "d"))
+    assert result.usage == {("m-1", "prompt"): 2000, ("m-1", "candidates"): 100}
+    assert result.answer == "42 USD."
+
+
+def test_calls_of_parallel_agents_interleaved_count_once_each() -> None:
+    result = TurnResult()
+    result.feed(call_event([{"text": "A says"}], "a1", author="a", branch="p.a"))
+    result.feed(call_event([{"text": "B says"}], "b1", author="b", branch="p.b"))
+    result.feed(call_event([FUNCTION_CALL], "a2", author="a", branch="p.a"))  # a's call again
+    result.feed(call_event([FUNCTION_CALL], "b2", author="b", branch="p.b"))  # b's call again
+    assert result.usage == {("m-1", "prompt"): 2000, ("m-1", "candidates"): 100}
+    # Another model with the same counts is another call.
+    result.feed(call_event([{"text": "C"}], "a3", author="a", branch="p.a",
+                           modelVersion="m-2"))
+    assert result.usage[("m-2", "prompt")] == 1000
+
+
+def test_different_usage_from_one_agent_in_a_row_is_two_calls() -> None:
+    result = TurnResult()
+    result.feed(call_event([{"text": "one"}], "a"))
+    result.feed(call_event([{"text": "two"}], "b", usage={**CALL, "promptTokenCount": 1100}))
+    assert result.usage[("m-1", "prompt")] == 2100
+
+
+def test_tool_use_prompt_tokens_are_counted() -> None:
+    usage = {"promptTokenCount": 100, "toolUsePromptTokenCount": 30,
+             "candidatesTokenCount": 20, "thoughtsTokenCount": 5, "totalTokenCount": 155}
+    assert usage_of(ev("x", usageMetadata=usage, modelVersion="m")) == {
+        ("m", "prompt"): 100, ("m", "tool_use"): 30, ("m", "candidates"): 20,
+        ("m", "thoughts"): 5}
+
+
+def test_litellm_reasoning_is_taken_out_of_the_candidates_once() -> None:
+    """ADK's LiteLLM model: candidates = completion tokens (reasoning included), thoughts =
+    the reasoning tokens, total = prompt + completion."""
+    litellm = {"promptTokenCount": 100, "candidatesTokenCount": 80, "thoughtsTokenCount": 60,
+               "totalTokenCount": 180}
+    assert usage_of(ev("x", usageMetadata=litellm, modelVersion="m")) == {
+        ("m", "prompt"): 100, ("m", "candidates"): 20, ("m", "thoughts"): 60}
+    # Gemini's counts already add up to the total: left as they are.
+    gemini = {"promptTokenCount": 100, "candidatesTokenCount": 80, "thoughtsTokenCount": 60,
+              "totalTokenCount": 240}
+    assert usage_of(ev("x", usageMetadata=gemini, modelVersion="m"))[("m", "candidates")] == 80
+    # No total, a difference other than the thoughts, or fewer candidates than thoughts:
+    # nothing to correct with.
+    for odd in ({**litellm, "totalTokenCount": 0}, {**litellm, "totalTokenCount": 170},
+                {"promptTokenCount": 100, "candidatesTokenCount": 50,
+                 "thoughtsTokenCount": 60, "totalTokenCount": 150}):
+        counts = usage_of(ev("x", usageMetadata=odd, modelVersion="m"))
+        assert counts[("m", "candidates")] == odd["candidatesTokenCount"], odd
+    # With tool-use prompt tokens in the sum.
+    tools = {**litellm, "toolUsePromptTokenCount": 10, "totalTokenCount": 190}
+    assert usage_of(ev("x", usageMetadata=tools, modelVersion="m"))[("m", "candidates")] == 20

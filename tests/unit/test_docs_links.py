@@ -31,6 +31,8 @@ NOT_SETTINGS = frozenset({
     "TEST_WORKERS",  # a Makefile variable: the test processes
     "BOT_PUBLISH_ADDR",  # deploy/docker-compose.yml: where the bot's port is published
     "INVOCATION_ABORTED",  # an ADK error code
+    "ADK_DISABLE_PROGRESSIVE_SSE_STREAMING",  # ADK's own environment (adk api_server)
+    "TOOL_USE",  # a column of `python -m bot usage`
 })
 
 FENCE = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1[^\n]*$", re.MULTILINE | re.DOTALL)

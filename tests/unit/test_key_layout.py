@@ -34,6 +34,16 @@ async def test_a_fresh_prefix_is_marked_and_then_accepted(any_redis, prefix) -> 
     await check_layout(any_redis, keys)  # accepted from now on
 
 
+async def test_a_command_that_only_reads_leaves_a_fresh_prefix_unmarked(any_redis,
+                                                                       prefix) -> None:
+    keys = Keys(prefix, 8)
+    await check_layout(any_redis, keys, mark=False)
+    assert await any_redis.get(keys.layout) is None
+    await check_layout(any_redis, Keys(prefix, 4))
+    with pytest.raises(LayoutError):  # another layout is refused all the same
+        await check_layout(any_redis, keys, mark=False)
+
+
 async def test_another_shard_count_is_refused_with_the_command_to_run(any_redis,
                                                                      prefix) -> None:
     await check_layout(any_redis, Keys(prefix, 4))
@@ -129,3 +139,38 @@ async def test_the_usage_of_shards_a_smaller_layout_lacks_is_kept(any_redis, pre
     assert 7000 < await any_redis.ttl(few.usage(0, "2026-05-01")) <= 8000
     for gone in (5, 7):
         assert not await any_redis.exists(many.usage(gone, "2026-05-01"))
+
+
+async def test_a_fold_stopped_before_its_source_was_deleted_adds_nothing_twice(
+    any_redis, prefix, monkeypatch
+) -> None:
+    """The counts are added with a marker in one script and the source deleted after it: a
+    migration stopped in between and run again deletes the source without adding it
+    again, and leaves no marker behind."""
+    many, few = Keys(prefix, 8), Keys(prefix, 2)
+    await check_layout(any_redis, many)
+    day = "2026-05-01"
+    for shard, count in ((0, 1), (5, 4), (7, 8)):
+        await any_redis.hset(many.usage(shard, day), mapping={"T1|C1|m|prompt": count,
+                                                              "T1|C1||turns": 1})
+    source = many.usage(5, day)
+    delete = any_redis.delete
+
+    async def crash_on_the_source(*names: str) -> int:
+        if source in names:
+            raise ConnectionError("the migration stopped here")
+        return int(await delete(*names))
+
+    monkeypatch.setattr(any_redis, "delete", crash_on_the_source)
+    with pytest.raises(ConnectionError):
+        await migrate_layout(any_redis, few)
+    monkeypatch.setattr(any_redis, "delete", delete)
+    assert await any_redis.exists(source) and await any_redis.exists(few.usage_fold(day, 5))
+    assert await any_redis.get(few.layout) == "shards=8"  # not migrated yet
+
+    await migrate_layout(any_redis, few)
+    assert await any_redis.hgetall(few.usage(0, day)) == {"T1|C1|m|prompt": "13",
+                                                          "T1|C1||turns": "3"}
+    assert not await any_redis.exists(source, many.usage(7, day))
+    assert [k async for k in any_redis.scan_iter(match=f"{few.usage_fold_prefix}*")] == []
+    assert await any_redis.get(few.layout) == "shards=2"

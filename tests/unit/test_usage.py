@@ -15,6 +15,8 @@ from bot.cli.sessions import CliError
 from bot.cli.usage import (
     add_usage_parser,
     aggregate,
+    csv_text,
+    default_since,
     read_days,
     render_csv,
     render_report,
@@ -24,6 +26,7 @@ from bot.cli.usage import (
 )
 from bot.config import describe_validation_error
 from bot.console import ConsoleIO
+from bot.metrics import MAX_TOKEN_MODELS, OTHER_MODELS, Metrics
 from bot.slack.blocks import MAX_BLOCKS_PER_MESSAGE
 from bot.slack.replies import SlackThreadIO
 from bot.thread_io import FeedbackRef, Reply
@@ -38,6 +41,7 @@ from bot.usage import (
     parse_prices,
     prices_of,
     thread_tokens,
+    total,
 )
 from tests.settings import default_settings
 from tests.unit.test_store_and_worker import make_store, turn
@@ -132,8 +136,12 @@ def test_the_price_table_is_checked_and_completed() -> None:
     assert parse_prices("") == {} and parse_prices(None) == {}
     table = parse_prices('{"m": {"prompt": 0.3, "candidates": 2.5}, "*": {"prompt": 1, '
                          '"candidates": 2, "thoughts": 3, "cached": 0}}')
-    assert table == {"m": {"prompt": 0.3, "cached": 0.3, "candidates": 2.5, "thoughts": 2.5},
-                     "*": {"prompt": 1.0, "cached": 0.0, "candidates": 2.0, "thoughts": 3.0}}
+    assert table == {"m": {"prompt": 0.3, "cached": 0.3, "tool_use": 0.3, "candidates": 2.5,
+                           "thoughts": 2.5},
+                     "*": {"prompt": 1.0, "cached": 0.0, "tool_use": 1.0, "candidates": 2.0,
+                           "thoughts": 3.0}}
+    assert parse_prices({"m": {"prompt": 1, "candidates": 2, "tool_use": 0.5}})["m"][
+        "tool_use"] == 0.5
     for bad, said in (
         ("[1]", "must be a JSON object of models"),
         ("{", "not valid JSON"),
@@ -179,6 +187,22 @@ def test_cached_tokens_are_priced_at_the_cached_rate_and_the_rest_of_the_prompt_
     assert usd == pytest.approx(0.0047) and unpriced == ["other"]
     # More cached than prompt (odd counts) never makes the prompt negative.
     assert cost({(M, "prompt"): 10, (M, "cached"): 50}, PRICES)[0] == pytest.approx(5e-6)
+
+
+def test_tool_use_prompt_tokens_are_priced_at_the_prompt_rate_unless_named() -> None:
+    tokens = {**ONE_TURN, (M, "tool_use"): 100}
+    # 4,700 + 100 x 1 (the prompt rate)
+    assert cost(tokens, PRICES)[0] == pytest.approx(0.0048)
+    own = parse_prices({M: {"prompt": 1, "candidates": 10, "thoughts": 20, "cached": 0.5,
+                            "tool_use": 3}})
+    assert cost(tokens, own)[0] == pytest.approx(0.0050)
+    assert total(tokens.items()) == 1665
+    assert footer_text(tokens, {}) == (
+        "1,665 tokens: 1,200 in (800 cached), 100 tool results in, 340 out, 25 thinking")
+    assert TurnUsage("T1", "C1", {(M, "tool_use"): 7}).fields() == [
+        ("", "T1|C1||turns", 1), (f"tokens|{M}|tool_use", f"T1|C1|{M}|tool_use", 7),
+        ("", f"T1|C1|{M}|turns", 1)]
+    assert thread_tokens({f"tokens|{M}|tool_use": "7"}) == {(M, "tool_use"): 7}
 
 
 def test_dollars_are_shown_to_a_useful_precision() -> None:
@@ -270,34 +294,53 @@ def test_the_table_and_the_csv() -> None:
     days = ["2026-05-01", "2026-05-02"]
     assert render_report(rows, whole, by="model", days=days, prices=PRICES) == (
         "Token usage by model, 2026-05-01 to 2026-05-02 (UTC)\n\n"
-        "MODEL         TURNS  PROMPT  CACHED  CANDIDATES  THOUGHTS  TOTAL  EST. COST\n"
-        "test-model-1      2   2,400   1,600         680        50  3,130    $0.0094\n"
-        "other             1     100       0          10         0    110          -\n"
-        "TOTAL             6   2,500   1,600         690        50  3,240          -\n\n"
-        "PROMPT includes CACHED; TOTAL is PROMPT + CANDIDATES + THOUGHTS.\n"
+        "MODEL         TURNS  PROMPT  CACHED  TOOL_USE  CANDIDATES  THOUGHTS  TOTAL  EST. COST\n"
+        "test-model-1      2   2,400   1,600         0         680        50  3,130    $0.0094\n"
+        "other             1     100       0         0          10         0    110          -\n"
+        "TOTAL             6   2,500   1,600         0         690        50  3,240          -\n\n"
+        "PROMPT includes CACHED; TOTAL is PROMPT + TOOL_USE + CANDIDATES + THOUGHTS.\n"
         "A model's TURNS are the turns that used it; the TOTAL row's are every turn.\n"
         "EST. COST: USD from TOKEN_PRICES; cached tokens at the cached rate, the rest of the "
         "prompt at the prompt rate.\n"
         "-: TOKEN_PRICES has no price for other.")
     assert render_csv(rows, by="model", prices=PRICES) == (
-        "model,turns,prompt,cached,candidates,thoughts,total,cost_usd\n"
-        "test-model-1,2,2400,1600,680,50,3130,0.009400\n"
-        "other,1,100,0,10,0,110,\n")
+        "model,turns,prompt,cached,tool_use,candidates,thoughts,total,cost_usd\n"
+        "test-model-1,2,2400,1600,0,680,50,3130,0.009400\n"
+        "other,1,100,0,0,10,0,110,\n")
     rows, whole = aggregate({"2026-05-01": {'T1|C"1||turns': 1}}, "channel")
     assert render_csv(rows, by="channel", prices={}) == (
-        "workspace,channel,turns,prompt,cached,candidates,thoughts,total\n"
-        'T1,"C""1",1,0,0,0,0,0\n')
+        "workspace,channel,turns,prompt,cached,tool_use,candidates,thoughts,total\n"
+        'T1,"C""1",1,0,0,0,0,0,0\n')
     assert render_report([], whole, by="day", days=days, prices={}) == (
         "No token usage recorded from 2026-05-01 to 2026-05-02 (UTC).")
+    assert render_report([], whole, by="day", days=days, prices={},
+                         source="under REDIS_KEY_PREFIX='x' in Redis at r") == (
+        "No token usage recorded from 2026-05-01 to 2026-05-02 (UTC) under "
+        "REDIS_KEY_PREFIX='x' in Redis at r.")
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_quoted() -> None:
+    assert [csv_text(v) for v in ("=HYPERLINK(1)", "+1", "-2", "@SUM(A1)", "\tx", "\rx",
+                                  "gemini-2.5-flash", "C1", "")] == [
+        "'=HYPERLINK(1)", "'+1", "'-2", "'@SUM(A1)", "'\tx", "'\rx",
+        "gemini-2.5-flash", "C1", ""]
+    day = {f"T1|=cmd()|{M}|prompt": 5, "T1|=cmd()||turns": 1, f"T1|=cmd()|{M}|turns": 1,
+           "T1|C1|@evil|prompt": 3, "T1|C1|@evil|turns": 1, "T1|C1||turns": 1}
+    rows, _ = aggregate({"2026-05-01": day}, "channel")
+    assert render_csv(rows, by="channel", prices={}).splitlines()[1:] == [
+        "T1,'=cmd(),1,5,0,0,0,0,5", "T1,C1,1,3,0,0,0,0,3"]
+    rows, _ = aggregate({"2026-05-01": day}, "model")
+    assert render_csv(rows, by="model", prices={}).splitlines()[1:] == [
+        f"{M},1,5,0,0,0,0,5", "'@evil,1,3,0,0,0,0,3"]
 
 
 def test_a_threads_tokens() -> None:
     assert render_thread_tokens({}, PRICES) == "  none recorded"
     assert render_thread_tokens({**ONE_TURN, ("b", "prompt"): 5}, PRICES) == (
-        "  MODEL         PROMPT  CACHED  CANDIDATES  THOUGHTS  TOTAL  EST. COST\n"
-        "  b                  5       0           0         0      5          -\n"
-        "  test-model-1   1,200     800         340        25  1,565    $0.0047\n"
-        "  TOTAL          1,205     800         340        25  1,570          -\n"
+        "  MODEL         PROMPT  CACHED  TOOL_USE  CANDIDATES  THOUGHTS  TOTAL  EST. COST\n"
+        "  b                  5       0         0           0         0      5          -\n"
+        "  test-model-1   1,200     800         0         340        25  1,565    $0.0047\n"
+        "  TOTAL          1,205     800         0         340        25  1,570          -\n"
         "  -: TOKEN_PRICES has no price for b.")
 
 
@@ -312,15 +355,34 @@ def test_since_is_a_duration_within_the_retention() -> None:
     noon = 1_777_636_800.0  # 2026-05-01 12:00 UTC
     assert utc_days(noon, 86400) == ["2026-04-30", "2026-05-01"]
     assert utc_days(noon, 3600) == ["2026-05-01"]
+    # No --since: 30 days, or the retention when it is shorter.
+    assert since_seconds(None, 400) == 30 * 86400
+    assert since_seconds(None, 7) == 7 * 86400
+    assert default_since(7) == "7d" and default_since(30) == "30d"
 
 
 def test_bad_arguments_exit_2() -> None:
     parser = argparse.ArgumentParser(prog="bot")
     add_usage_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["usage"])
-    assert (args.by, args.since, args.csv) == ("channel", "30d", False)
+    assert (args.by, args.since, args.csv) == ("channel", None, False)
     for bad in (["usage", "--by", "user"], ["usage", "--since", "0d"],
                 ["usage", "--since", "x"]):
         with pytest.raises(SystemExit) as exited:
             parser.parse_args(bad)
         assert exited.value.code == 2
+
+
+def test_the_model_label_of_the_token_metric_is_cleaned_and_bounded() -> None:
+    metrics = Metrics()
+    metrics.count_tokens("evil|model\n", "prompt", 5)
+    for n in range(MAX_TOKEN_MODELS + 5):
+        metrics.count_tokens(f"m{n}", "prompt", 1)
+    metrics.count_tokens("m0", "prompt", 1)  # a model it took keeps its label
+    text = metrics.render().decode()
+    assert 'slackbot_tokens_total{kind="prompt",model="evil model"} 5.0' in text
+    assert 'slackbot_tokens_total{kind="prompt",model="m0"} 2.0' in text
+    assert f'slackbot_tokens_total{{kind="prompt",model="{OTHER_MODELS}"}} 6.0' in text
+    models = {line.split('model="')[1].split('"')[0] for line in text.splitlines()
+              if line.startswith("slackbot_tokens_total{")}
+    assert len(models) == MAX_TOKEN_MODELS + 1
