@@ -5,7 +5,10 @@ verdict (the last vote counts); `--rating` picks 👎, 👍 or both, `--channel`
 Each becomes a case built from its ADK session (GET the session), or, when ADK no longer
 has it, from the Slack thread; a 👎 without a correction, or a thread that cannot be read,
 is skipped with a line saying why. The sets are written to `--out` as
-`<name>_down.evalset.json` and `<name>_up.evalset.json`, ready for `adk eval`.
+`<name>_down.evalset.json` and `<name>_up.evalset.json` (cases from ADK sessions) and
+`<name>_down_from_threads.evalset.json` and `<name>_up_from_threads.evalset.json` (cases
+rebuilt from Slack threads), ready for `adk eval`; a set already there is added to, and
+loses the cases whose votes changed since.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ def add_evals_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     evals = sub.add_parser("evals", help="export the answers rated in Slack as ADK eval sets")
     actions = evals.add_subparsers(dest="action", required=True)
     export = actions.add_parser(
-        "export", help="write <name>_down/_up.evalset.json from the rated answers",
+        "export", help="write <name>_down/_up[_from_threads].evalset.json from the rated "
+                       "answers",
         description="Builds ADK eval sets (adk eval) from the answers rated in Slack: a 👎 "
                     "with a correction expects the correction, a 👍 the answer given.")
     export.add_argument("--rating", choices=RATING_CHOICES, default="all",
@@ -85,17 +89,34 @@ def run_evals(args: argparse.Namespace) -> int:
     return run_with_settings(lambda settings: _export(args, settings))
 
 
+SET_KINDS = ("down", "up", "down_from_threads", "up_from_threads")
+
+
 @dataclass
 class Export:
     """What one export found: the cases by set (`down`/`up` from ADK sessions,
-    `down_from_threads`/`up_from_threads` rebuilt from Slack), and what it skipped and why."""
+    `down_from_threads`/`up_from_threads` rebuilt from Slack), the cases earlier exports
+    put in a set they no longer belong to (a vote changed since), and what it skipped."""
 
     cases: dict[str, list[EvalCase]] = field(default_factory=dict)
+    drop: dict[str, set[str]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
-    def add(self, rating: str, case: EvalCase, *, from_thread: bool) -> None:
-        self.cases.setdefault(f"{rating}_from_threads" if from_thread else rating,
-                              []).append(case)
+    def place(self, eval_id: str, rating: str | None, case: EvalCase | None = None, *,
+              from_thread: bool = False) -> None:
+        """Where an answer's case belongs now: `rating` its verdict (None: none, or nothing
+        to expect), `case` this export's case of it (None: not exported this time). It
+        leaves every other set, and a set of another rating even when not exported now."""
+        kind = None
+        if case is not None and rating is not None:
+            kind = f"{rating}_from_threads" if from_thread else rating
+            self.cases.setdefault(kind, []).append(case)
+        for other in SET_KINDS:
+            if other == kind:
+                continue
+            if kind is not None or rating is None or not other.startswith(f"{rating}"):
+                self.drop.setdefault(other, set()).add(eval_id)
 
     def count(self, *, from_thread: bool) -> int:
         return sum(len(cases) for kind, cases in self.cases.items()
@@ -155,6 +176,7 @@ async def _one(found: Export, thread_key: str, turn_ts: str, args: argparse.Name
         NotReplayable,
         case_from_session,
         case_from_thread,
+        eval_id_of,
         verdict,
     )
 
@@ -162,13 +184,17 @@ async def _one(found: Export, thread_key: str, turn_ts: str, args: argparse.Name
     if len(parts) != 3 or (args.channel and parts[1] not in args.channel):
         return
     rated = verdict(thread_key, turn_ts, await feedback.votes(thread_key, turn_ts))
-    if rated is None or (args.rating != "all" and rated.rating != args.rating):
-        return
     where = f"{thread_key} answer to {turn_ts}"
-    if rated.tied:
-        found.skipped.append(f"{where}: as many votes up as down ({rated.up} each)")
+    if rated is None or rated.tied:
+        found.place(eval_id_of(thread_key, turn_ts), None)
+        if rated is not None:
+            found.skipped.append(f"{where}: as many votes up as down ({rated.up} each)")
+        return
+    if args.rating != "all" and rated.rating != args.rating:
+        found.place(rated.eval_id, rated.rating)
         return
     if rated.rating == "down" and not rated.correction:
+        found.place(rated.eval_id, None)
         found.skipped.append(f"{where}: voted down without a correction (nothing to expect)")
         return
     thread: ThreadCopy | str | None = None
@@ -176,12 +202,12 @@ async def _one(found: Export, thread_key: str, turn_ts: str, args: argparse.Name
         # Everyone in the thread, speakers or mentioned, by every name Slack has for them.
         thread = await slack.read(thread_key)
         if isinstance(thread, str):
-            found.skipped.append(f"{where}: {thread}, so not every name in it can be "
-                                 "replaced (--keep-names exports it as it is)")
-            return
-        for user, names in thread.people.items():
-            for name in names:
-                pseudonyms.learn(user, name)
+            found.notes.append(f"{where}: {thread}, so only the names of the people who "
+                               "asked the agent are replaced")
+        else:
+            for user, names in thread.people.items():
+                for name in names:
+                    pseudonyms.learn(user, name)
     record = await store.get_thread(thread_key)
     user_id = record.adk_user_id if record is not None else ""
     session_id = rated.session_id or (record.session_id if record is not None else "")
@@ -195,11 +221,11 @@ async def _one(found: Export, thread_key: str, turn_ts: str, args: argparse.Name
         reason = f"ADK no longer has session {session_id}"
         if session is not None:
             try:
-                found.add(rated.rating, case_from_session(
-                    session, rated, app_name=settings.adk_app_name, pseudonyms=pseudonyms),
-                    from_thread=False)
+                found.place(rated.eval_id, rated.rating, case_from_session(
+                    session, rated, app_name=settings.adk_app_name, pseudonyms=pseudonyms))
                 return
             except NotReplayable:
+                found.place(rated.eval_id, rated.rating)
                 found.skipped.append(
                     f"{where}: a turn up to it answered the agent's request for an approval "
                     "or input, which adk eval cannot ask again")
@@ -210,18 +236,16 @@ async def _one(found: Export, thread_key: str, turn_ts: str, args: argparse.Name
                 reason = f"session {session_id} could not be read as an ADK session"
     if thread is None:
         thread = await slack.read(thread_key)
-    if isinstance(thread, str):
-        found.skipped.append(f"{where}: {reason}, and {thread}")
-        return
-    case = case_from_thread(
+    case = None if isinstance(thread, str) else case_from_thread(
         thread.messages, rated, app_name=settings.adk_app_name,
         user_id=user_id or f"slack-{parts[0]}-{parts[1]}", names=thread.speakers,
         pseudonyms=pseudonyms)
     if case is None:
-        found.skipped.append(f"{where}: {reason}, and the Slack thread no longer holds the "
-                             "question")
+        found.place(rated.eval_id, rated.rating)
+        why = thread if isinstance(thread, str) else "the Slack thread no longer holds the question"
+        found.skipped.append(f"{where}: {reason}, and {why}")
         return
-    found.add(rated.rating, case, from_thread=True)
+    found.place(rated.eval_id, rated.rating, case, from_thread=True)
 
 
 _SET_WORDS = {
@@ -240,27 +264,37 @@ def _write(found: Export, args: argparse.Namespace, source: str) -> int:
     total = sum(len(cases) for cases in found.cases.values())
     for line in found.skipped:
         print(f"skipped {line}")
+    for line in found.notes:
+        print(f"note: {line}")
     if not total:
         print(f"nothing to export: no {_rated_words(args.rating)} answers with what a case "
               f"needs in the last {args.since} under {source}")
-        return 0
-    for kind in _SET_WORDS:
-        cases = found.cases.get(kind)
-        if not cases:
+    for kind in SET_KINDS:
+        cases = found.cases.get(kind, [])
+        drop = found.drop.get(kind, set())
+        if not cases and not (drop and args.out.is_dir()):
             continue
         try:
-            path, kept = write_eval_set(args.out, eval_set(
+            written = write_eval_set(args.out, eval_set(
                 f"{args.name}_{kind}", cases,
                 description=f"Slack answers {_SET_WORDS[kind]} (last export "
-                            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"))
+                            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"),
+                drop=drop)
         except ValueError as exc:
             raise CliError(str(exc)) from exc
         except OSError as exc:
             raise CliError(f"could not write to {args.out}: {exc}") from exc
-        earlier = f", {kept} kept from earlier exports" if kept else ""
-        print(f"wrote {path}: {_cases(len(cases))}{earlier}")
-    print(f"{_cases(total)}: {found.count(from_thread=False)} from ADK sessions, "
-          f"{found.count(from_thread=True)} from Slack threads; {len(found.skipped)} skipped")
+        if written is None:
+            continue
+        earlier = [f"{written.kept} kept from earlier exports"] if written.kept else []
+        if written.removed:
+            earlier.append(f"{written.removed} removed (their votes changed)")
+        print(f"wrote {written.path}: {_cases(len(cases))}"
+              + (f", {', '.join(earlier)}" if earlier else ""))
+    if total:
+        print(f"{_cases(total)}: {found.count(from_thread=False)} from ADK sessions, "
+              f"{found.count(from_thread=True)} from Slack threads; "
+              f"{len(found.skipped)} skipped")
     return 0
 
 

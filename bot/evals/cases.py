@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,13 @@ class RatedAnswer:
 
     @property
     def eval_id(self) -> str:
-        return _ID_CHARS.sub("_", f"{self.channel}_{self.thread_ts}_{self.turn_ts}")
+        return eval_id_of(self.thread_key, self.turn_ts)
+
+
+def eval_id_of(thread_key: str, turn_ts: str) -> str:
+    """The eval id of the answer to `turn_ts` in a thread: `<channel>_<thread ts>_<ts>`."""
+    _team, channel, thread_ts = thread_key.split(":")
+    return _ID_CHARS.sub("_", f"{channel}_{thread_ts}_{turn_ts}")
 
 
 def verdict(thread_key: str, turn_ts: str, votes: Mapping[str, StoredVote]
@@ -252,41 +258,40 @@ class ThreadMessage:
 def case_from_thread(messages: Sequence[ThreadMessage], rated: RatedAnswer, *,
                      app_name: str, user_id: str, names: Mapping[str, str],
                      pseudonyms: Pseudonyms) -> EvalCase | None:
-    """The rated answer's case from the Slack thread itself: each person's message a
-    question ("<name>: <text>", as the bot asks the agent), the bot's messages after it
-    the answer. None if the thread no longer holds the rated question."""
+    """The rated answer's case from the Slack thread itself: each person's message the bot
+    answered a question ("<name>: <text>", as the bot asks the agent), the bot's messages
+    after it the answer; messages nobody answered (before the bot was asked, say) are left
+    out, like a session's seeded ones. None if the thread no longer holds the rated
+    question, or no answer to it."""
     for user, name in names.items():
         pseudonyms.learn(user, name)
-    invocations: list[Invocation] = []
-    answers: list[list[str]] = []
-    reached = False
+    asked: list[tuple[ThreadMessage, list[str]]] = []
     for message in sorted(messages, key=lambda m: float(m.ts)):
         if message.from_bot:
-            if answers and message.text.strip():
-                answers[-1].append(pseudonyms.scrub(message.text))
+            if asked and message.text.strip():
+                asked[-1][1].append(pseudonyms.scrub(message.text))
             continue
-        if reached:
+        if asked and asked[-1][0].ts == rated.turn_ts:
             break  # the conversation after the rated answer is not part of the case
+        asked.append((message, []))
+    turns = [(message, texts) for message, texts in asked if texts]
+    if not turns or turns[-1][0].ts != rated.turn_ts:
+        return None
+    invocations: list[Invocation] = []
+    for message, texts in turns:
         speaker = pseudonyms.scrub(names.get(message.user, message.user))
-        said = pseudonyms.scrub(message.text)
         invocations.append(Invocation(
             invocation_id=_ID_CHARS.sub("_", f"slack_{message.ts}"),
-            user_content=types.Content(role="user", parts=[types.Part(text=f"{speaker}: {said}")]),
+            user_content=types.Content(role="user", parts=[
+                types.Part(text=f"{speaker}: {pseudonyms.scrub(message.text)}")]),
+            final_response=types.Content(role="model", parts=[
+                types.Part(text="\n\n".join(texts))]),
             creation_timestamp=float(message.ts),
         ))
-        answers.append([])
-        reached = message.ts == rated.turn_ts
-    if not reached:
-        return None
-    for invocation, texts in zip(invocations, answers, strict=True):
-        if texts:
-            invocation.final_response = types.Content(
-                role="model", parts=[types.Part(text="\n\n".join(texts))])
     _expect(invocations[-1], rated, pseudonyms)
-    first = next((m for m in messages if not m.from_bot), None)
-    state = ({STATE_USER_ID: pseudonyms.of(first.user),
-              STATE_USER_NAME: pseudonyms.scrub(names.get(first.user, first.user))}
-             if first else {})
+    first = turns[0][0]
+    state = {STATE_USER_ID: pseudonyms.of(first.user),
+             STATE_USER_NAME: pseudonyms.scrub(names.get(first.user, first.user))}
     return EvalCase(
         eval_id=rated.eval_id, conversation=invocations,
         session_input=SessionInput(app_name=app_name, user_id=user_id, state=state),
@@ -303,24 +308,35 @@ def eval_set(set_id: str, cases: Sequence[EvalCase], *, description: str) -> Eva
                    creation_timestamp=max((c.creation_timestamp for c in cases), default=0.0))
 
 
-def write_eval_set(directory: Path, evals: EvalSet) -> tuple[Path, int]:
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    kept: int  # cases of earlier exports left in the set
+    removed: int  # cases of earlier exports taken out (`drop`)
+
+
+def write_eval_set(directory: Path, evals: EvalSet, *, drop: Set[str] = frozenset()
+                   ) -> Written | None:
     """`<directory>/<set id>.evalset.json`, written whole (a temporary file renamed). The
     cases of an earlier export in that file are kept, except those this one replaces (the
-    same eval id). Returns the path and how many earlier cases were kept; ValueError if
-    the file there is not an eval set."""
-    directory.mkdir(parents=True, exist_ok=True)
+    same eval id) and those in `drop`. None if there was nothing to write (no new case,
+    nothing to drop). ValueError if the file there is not an eval set."""
     path = directory / f"{evals.eval_set_id}.evalset.json"
-    kept: list[EvalCase] = []
+    earlier: list[EvalCase] = []
     if path.exists():
         try:
-            earlier = EvalSet.model_validate_json(path.read_bytes())
+            earlier = EvalSet.model_validate_json(path.read_bytes()).eval_cases
         except ValueError as exc:
             raise ValueError(f"{path} is there and is not an eval set ({type(exc).__name__}); "
                              "move it away or choose another --name") from exc
-        new_ids = {case.eval_id for case in evals.eval_cases}
-        kept = [case for case in earlier.eval_cases if case.eval_id not in new_ids]
+    new_ids = {case.eval_id for case in evals.eval_cases}
+    kept = [case for case in earlier if case.eval_id not in new_ids | set(drop)]
+    removed = sum(case.eval_id in drop and case.eval_id not in new_ids for case in earlier)
+    if not evals.eval_cases and not removed:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
     merged = evals.model_copy(update={"eval_cases": kept + list(evals.eval_cases)})
     partial = path.with_name(path.name + ".partial")
     partial.write_text(merged.model_dump_json(indent=2, exclude_none=True), encoding="utf-8")
     partial.replace(path)
-    return path, len(kept)
+    return Written(path=path, kept=len(kept), removed=removed)

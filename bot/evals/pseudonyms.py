@@ -20,6 +20,7 @@ _USER_ID = re.compile(r"<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>|\b([UW][0-9][A-Z0-9]{7
 # E-mail addresses: people's, in what they wrote or what a tool found.
 _EMAIL = re.compile(r"\b[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\b")
 MIN_NAME_CHARS = 2  # a one-letter name would replace letters inside words
+MIN_PART_CHARS = 3  # a part of a name shorter than this ("Li", "Al") is too common
 
 
 class Pseudonyms:
@@ -28,7 +29,8 @@ class Pseudonyms:
     def __init__(self, *, key: bytes = b"", keep_names: bool = False) -> None:
         self.key = key
         self.keep_names = keep_names
-        self._names: dict[str, str] = {}  # a name as it appears -> its pseudonym
+        self._names: dict[str, str] = {}  # a whole name, casefolded -> its pseudonym
+        self._parts: dict[str, str] = {}  # a part of a name, as written -> its pseudonym
         self._pattern: re.Pattern[str] | None = None
 
     def of(self, user_id: str) -> str:
@@ -40,14 +42,21 @@ class Pseudonyms:
         return f"person-{digest[:8]}"
 
     def learn(self, user_id: str, name: str) -> None:
-        """`name` is how `user_id` appears in the text: it (and the id) is replaced by
-        their pseudonym."""
+        """`name` is how `user_id` appears in the text: it (in any case), the id, and each
+        capitalised part of a name of several words ("Adams" of "Alice Adams", as
+        written) are replaced by their pseudonym."""
         if self.keep_names:
             return
-        for text in (user_id, name.strip()):
-            if len(text) >= MIN_NAME_CHARS and self._names.get(text) != self.of(user_id):
-                self._names[text] = self.of(user_id)
-                self._pattern = None
+        pseudonym = self.of(user_id)
+        name = " ".join(name.split())
+        for text in (user_id, name):
+            if len(text) >= MIN_NAME_CHARS:
+                self._names[text.casefold()] = pseudonym
+        words = name.split(" ")
+        for word in words if len(words) > 1 else ():
+            if len(word) >= MIN_PART_CHARS and word[0].isupper():
+                self._parts.setdefault(word, pseudonym)
+        self._pattern = None
 
     def scrub(self, text: str) -> str:
         """`text` with every learned name, every Slack user id and every e-mail address
@@ -56,13 +65,23 @@ class Pseudonyms:
             return text
         text = _USER_ID.sub(self._id_sub, text)
         text = _EMAIL.sub(lambda m: self.of(m.group(0).lower()) + "@example.invalid", text)
-        if not self._names:
+        if not self._names and not self._parts:
             return text
         if self._pattern is None:
-            names = sorted(self._names, key=len, reverse=True)  # "Ann Lee" before "Ann"
+            # Longest first ("Ann Lee" before "Ann"); whole names in any case, parts as
+            # written (so that "bill" stays when someone is called "Bill Ng").
+            names = sorted(self._names, key=len, reverse=True)
+            parts = sorted(self._parts, key=len, reverse=True)
+            alternatives = [f"(?i:{re.escape(n)})" for n in names]
+            alternatives += [re.escape(p) for p in parts]
             self._pattern = re.compile(
-                r"(?<![\w@])(@?)(" + "|".join(re.escape(n) for n in names) + r")(?!\w)")
-        return self._pattern.sub(lambda m: m.group(1) + self._names[m.group(2)], text)
+                r"(?<![\w@])(@?)(" + "|".join(alternatives) + r")(?!\w)")
+        return self._pattern.sub(self._name_sub, text)
+
+    def _name_sub(self, match: re.Match[str]) -> str:
+        found = match.group(2)
+        pseudonym = self._names.get(found.casefold()) or self._parts.get(found) or found
+        return match.group(1) + pseudonym
 
     def _id_sub(self, match: re.Match[str]) -> str:
         mentioned, bare = match.group(1), match.group(2)

@@ -50,10 +50,10 @@ log = logging.getLogger("bot.feedback")
 THANKS_UP = "Thanks for the feedback!"
 THANKS_DOWN = "Thanks — noted that this answer missed the mark."
 SAVE_FAILED = "Sorry, I couldn't save your feedback just now. Please try again in a moment."
-EPHEMERAL_TIMEOUT_SECONDS = 2.0  # the click is acked only after the listener (3 s budget)
+EPHEMERAL_TIMEOUT_SECONDS = 1.5  # the click is acked only after the listener (3 s budget)
 # views.open must come within the trigger's 3 s (counted from the click); no retry is worth
 # waiting for past this.
-MODAL_TIMEOUT_SECONDS = 2.0
+MODAL_TIMEOUT_SECONDS = 1.0  # with the thank-you after a failure, inside Slack's 3 s
 
 
 def _error_code(exc: BaseException) -> str:

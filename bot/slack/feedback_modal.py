@@ -20,6 +20,7 @@ metadata). `note_reply` is what the voter is told afterwards.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -161,13 +162,19 @@ def parse_note_metadata(metadata: Any) -> NoteTarget | None:
                       prefilled=data.get("f") == "1")
 
 
+# Control characters other than newline and tab, and the bidirectional overrides that
+# can make a text read other than it is (https://www.unicode.org/reports/tr9/).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
 def _field(values: dict[str, Any], block_id: str, action_id: str) -> str:
-    """One plain-text input's value from `state.values`, stripped and cut to
-    MAX_NOTE_CHARS; "" when missing, blank (Slack sends null) or not text."""
+    """One plain-text input's value from `state.values`, without control characters,
+    stripped and cut to MAX_NOTE_CHARS; "" when missing, blank (Slack sends null) or not
+    text."""
     value = _dict(_dict(values.get(block_id)).get(action_id)).get("value")
     if not isinstance(value, str):
         return ""
-    return value.strip()[:MAX_NOTE_CHARS].strip()
+    return _UNPRINTABLE.sub("", value).strip()[:MAX_NOTE_CHARS].strip()
 
 
 def parse_note_submission(body: Any) -> NoteSubmission | None:

@@ -179,6 +179,22 @@ async def test_rated_answers_become_eval_sets_that_adk_eval_runs(
     assert code == 1, output
     assert "Tests passed: 0\n  Tests failed: 1" in output
 
+    # Bob changes his mind about the liked answer: the next export moves its case from the
+    # 👍 set to the 👎 set, and keeps the others.
+    await vote(slack, bot, root=liked, answer=liked_answer, rating="down", user="U2",
+               note={"correction": "The top one was BigQuery.", "why": None})
+    code, out, err = await run_cli("evals", "export", "--since", "1d", "--out", str(out_dir),
+                                   env=env, timeout=120)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1:] == [
+        f"wrote {down_path}: 2 cases",
+        f"wrote {up_path}: 1 case, 1 removed (their votes changed)",
+        "3 cases: 3 from ADK sessions, 0 from Slack threads; 1 skipped",
+    ]
+    assert [c.eval_id for c in exported(up_path).eval_cases] == [seeded_case.eval_id]
+    assert sorted(c.eval_id for c in exported(down_path).eval_cases) == sorted(
+        [case.eval_id, f"C1_{liked}_{liked_ts}".replace(".", "_")])
+
 
 async def test_a_session_adk_lost_is_exported_from_the_slack_thread(
     slack: FakeSlack, bot: BotProcess, adk: AdkServer, prefix: str,

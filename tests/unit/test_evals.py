@@ -39,6 +39,11 @@ def test_pseudonyms_are_stable_keyed_and_replace_names_and_ids() -> None:
         f"{alice} and {alice} asked; Alibaba is a company, @{alice} too")
     assert one.scrub("<@U0AAAAAAAA1> <@W0BBBBBBBB|bob> U0AAAAAAAA1") == (
         f"{alice} {one.of('W0BBBBBBBB')} {alice}")
+    # whole names in any case, and the capitalised parts of a name as written
+    carol = one.of("U0CCCCCCCC3")
+    one.learn("U0CCCCCCCC3", "Carol  Bill Diaz")
+    assert one.scrub("thanks CAROL BILL DIAZ, carol bill diaz and Diaz; Bill pays the bill") == (
+        f"thanks {carol}, {carol} and {carol}; {carol} pays the bill")
     # uppercase words are not ids; e-mail addresses are people's
     assert one.scrub("CPU UTILIZATION in WAREHOUSE1") == "CPU UTILIZATION in WAREHOUSE1"
     assert one.scrub("ask Dave.Smith+x@Example.com") == (
@@ -162,6 +167,7 @@ def test_a_slack_thread_becomes_a_case_up_to_the_rated_answer(tmp_path: Any) -> 
     pseudonyms = Pseudonyms(key=b"k")
     alice, bob = pseudonyms.of("U1"), pseudonyms.of("U2")
     messages = [
+        ThreadMessage("99.000001", "U2", "nobody answered this", from_bot=False),
         ThreadMessage("100.000001", "U1", "spend? Bob knows", from_bot=False),
         ThreadMessage("100.000002", "UBOT", "It was $10.", from_bot=True),
         ThreadMessage("100.000003", "UBOT", "(part two)", from_bot=True),
@@ -188,23 +194,50 @@ def test_a_slack_thread_becomes_a_case_up_to_the_rated_answer(tmp_path: Any) -> 
     assert case_from_thread(messages, missing, app_name="finops", user_id="u", names=names,
                             pseudonyms=pseudonyms) is None
 
-    path, kept = write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [case],
-                                                           description="d"))
-    assert (path.name, kept) == ("slack_feedback_down.evalset.json", 0)
+    written = write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [case],
+                                                        description="d"))
+    assert written is not None
+    path = written.path
+    assert (path.name, written.kept, written.removed) == (
+        "slack_feedback_down.evalset.json", 0, 0)
     assert json.loads(path.read_text())["eval_cases"][0]["eval_id"] == rated.eval_id
     assert not list((tmp_path / "out").glob("*.partial"))
     # a later export adds to the set: the same case replaced, earlier ones kept
     other = case.model_copy(update={"eval_id": "C1_other"})
-    path, kept = write_eval_set(tmp_path / "out", eval_set("slack-feedback_down",
-                                                           [case, other], description="d"))
-    assert kept == 0
-    path, kept = write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [case],
-                                                           description="d"))
-    assert kept == 1
+    write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [case, other],
+                                              description="d"))
+    written = write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [case],
+                                                        description="d"))
+    assert written is not None and (written.kept, written.removed) == (1, 0)
     assert sorted(c["eval_id"] for c in json.loads(path.read_text())["eval_cases"]) == sorted(
         ["C1_other", rated.eval_id])
+    # a case whose vote changed leaves the set; nothing new and nothing to drop: no write
+    written = write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [],
+                                                        description="d"), drop={"C1_other"})
+    assert written is not None and (written.kept, written.removed) == (1, 1)
+    assert [c["eval_id"] for c in json.loads(path.read_text())["eval_cases"]] == [
+        rated.eval_id]
+    assert write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [],
+                                                     description="d"), drop={"gone"}) is None
     path.write_text("not an eval set")
     with pytest.raises(ValueError, match="is not an eval set"):
         write_eval_set(tmp_path / "out", eval_set("slack-feedback_down", [case],
                                                   description="d"))
     assert path.read_text() == "not an eval set"
+
+
+def test_an_answer_leaves_the_sets_its_verdict_no_longer_belongs_to() -> None:
+    from bot.cli.evals import Export
+
+    found = Export()
+    found.place("moved", "down", case=object(), from_thread=False)  # type: ignore[arg-type]
+    found.place("filtered", "up")  # a 👍, not exported by this --rating down run
+    found.place("tied", None)
+    found.place("rebuilt", "up", case=object(), from_thread=True)  # type: ignore[arg-type]
+    assert {kind: sorted(ids) for kind, ids in found.drop.items()} == {
+        "down": ["filtered", "rebuilt", "tied"],
+        "down_from_threads": ["filtered", "moved", "rebuilt", "tied"],
+        "up": ["moved", "rebuilt", "tied"],
+        "up_from_threads": ["moved", "tied"],
+    }
+    assert found.count(from_thread=False) == 1 and found.count(from_thread=True) == 1

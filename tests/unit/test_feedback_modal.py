@@ -188,6 +188,8 @@ def test_the_user_is_the_submitter_never_the_metadata() -> None:
     ("é" * 5000, "é" * MAX_NOTE_CHARS),  # longer than the form allows: cut
     (" " * 10 + "x" * 3000, "x" * 3000),  # the cut comes after the stripping
     (12, ""), (["a"], ""), ({"text": "a"}, ""), (None, ""),
+    # control characters and bidirectional overrides go; newlines and tabs stay
+    ("a\x00b\x1bc\u202ed\u2066e\x85\nf\tg", "abcde\nf\tg"),
 ])
 def test_odd_state_values(value: Any, expected: str) -> None:
     body = _submission(note_view(TARGET))
