@@ -332,6 +332,23 @@ class RedisClusterProcs:
         await eventually(ok, timeout=timeout, interval=0.1,
                          what=lambda: f"cluster not ok: {self.describe()}")
 
+    async def caught_up(self, timeout: float = 30.0) -> None:
+        """Every live primary's replicas have all its writes so far (their offsets reached
+        the primary's): a primary killed now loses nothing."""
+        def offsets_reached() -> bool:
+            for node in self.primaries():
+                info = _info(node, "replication")
+                wanted = int(str(info.get("master_repl_offset", 0)))
+                replicas = [v for k, v in info.items() if k.startswith("slave")
+                            and isinstance(v, dict)]
+                if not replicas or any(int(str(r.get("offset", -1))) < wanted
+                                       for r in replicas):
+                    return False
+            return True
+
+        await eventually(offsets_reached, timeout=timeout, interval=0.05,
+                         what=lambda: f"replicas behind: {self.describe()}")
+
     def _known(self, node: ClusterNode) -> list[str]:
         reply = _ask(node, "CLUSTER", "NODES")
         return reply.splitlines() if isinstance(reply, str) else []

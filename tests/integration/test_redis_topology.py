@@ -55,6 +55,7 @@ async def test_a_cluster_forms_and_promotes_a_replica_of_a_killed_primary(
             client.set(f"k{i}", str(i))
     finally:
         client.close()
+    await cluster.caught_up()  # replication is asynchronous: kill only once it has them
     killed, promoted = await cluster.kill_primary()
     assert not killed.running and promoted.running
     assert len(cluster.primaries()) == 3 and promoted in cluster.primaries()
