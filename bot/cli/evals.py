@@ -236,10 +236,13 @@ async def _one(found: Export, thread_key: str, turn_ts: str, args: argparse.Name
                 reason = f"session {session_id} could not be read as an ADK session"
     if thread is None:
         thread = await slack.read(thread_key)
+    # After a reset, the rated answer's conversation starts at the reset.
+    reset_at = record.reset_at if record is not None else ""
+    after = reset_at if reset_at and float(reset_at) < float(turn_ts) else ""
     case = None if isinstance(thread, str) else case_from_thread(
-        thread.messages, rated, app_name=settings.adk_app_name,
-        user_id=user_id or f"slack-{parts[0]}-{parts[1]}", names=thread.speakers,
-        pseudonyms=pseudonyms)
+        [m for m in thread.messages if not after or float(m.ts) > float(after)], rated,
+        app_name=settings.adk_app_name, user_id=user_id or f"slack-{parts[0]}-{parts[1]}",
+        names=thread.speakers, pseudonyms=pseudonyms)
     if case is None:
         found.place(rated.eval_id, rated.rating)
         why = thread if isinstance(thread, str) else "the Slack thread no longer holds the question"

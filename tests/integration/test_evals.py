@@ -251,3 +251,29 @@ async def test_export_says_what_is_wrong(slack: FakeSlack, adk: AdkServer, prefi
     assert (code, out) == (2, "")
     assert err == ("error: the export builds eval sets with ADK's evaluation models: install "
                    "the adk extra (pip install 'adk-slack-bot[adk]', or google-adk)\n")
+
+
+async def test_a_rebuilt_thread_starts_at_its_last_reset(
+    slack: FakeSlack, bot: BotProcess, adk: AdkServer, prefix: str,
+    real_redis: aioredis.Redis, tmp_path: Path,
+) -> None:
+    root, _, _ = await ask(slack, bot, "before the reset")
+    before = len(slack.bot_replies("C1", root))
+    await say(slack, bot, user="U1", text="reset", thread_ts=root)
+    await wait_replies(slack, "C1", root, before + 1, timeout=30)
+    _, ts, answer = await ask(slack, bot, "after the reset", root=root)
+    await vote(slack, bot, root=root, answer=answer, rating="up", user="U1")
+    record = await real_redis.hgetall(Keys(prefix).thread(f"{TEAM}:C1:{root}"))
+    assert record["reset_at"]
+    async with httpx.AsyncClient(base_url=adk.base_url) as client:
+        gone = await client.delete(f"/apps/test_agent/users/{record['adk_user_id']}/sessions/"
+                                   f"{record['session_id']}")
+    assert gone.status_code == 200
+    out_dir = tmp_path / "evals"
+    code, out, err = await run_cli("evals", "export", "--out", str(out_dir), "--keep-names",
+                                   env=cli_env(slack, adk, prefix))
+    assert (code, err) == (0, ""), out
+    [case] = exported(out_dir / "slack_feedback_up_from_threads.evalset.json").eval_cases
+    assert case.conversation is not None
+    assert [text_of(i.user_content) for i in case.conversation] == ["Alice: after the reset"]
+    assert case.eval_id == f"C1_{root}_{ts}".replace(".", "_")
