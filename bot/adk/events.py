@@ -277,8 +277,7 @@ def usage_of(event: Mapping[str, Any]) -> dict[tuple[str, str], int]:
     whole = _count(metadata, "totalTokenCount")
     thoughts = counts["thoughts"]
     summed = counts["prompt"] + counts["candidates"] + thoughts + counts["tool_use"]
-    if thoughts and whole and summed > whole and summed - whole == thoughts \
-            and counts["candidates"] >= thoughts:
+    if thoughts and whole and summed - whole == thoughts and counts["candidates"] >= thoughts:
         counts["candidates"] -= thoughts
     return {(name, kind): count for kind, count in counts.items() if count > 0}
 

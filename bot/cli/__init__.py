@@ -4,6 +4,7 @@ Everything here is pure: durations, "3h ago", local times and aligned tables."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import time
 from collections.abc import Sequence
@@ -22,6 +23,16 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"{text!r}: the duration must be more than zero")
     return seconds
+
+
+def duration_arg(text: str) -> str:
+    """argparse's `type` for an age ("30d"): checked with `parse_duration`, the text kept
+    for the report."""
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
 
 
 def format_duration(seconds: float) -> str:

@@ -24,18 +24,18 @@ import aiohttp
 import redis.asyncio as aioredis
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adk.client import AdkClient, AdkError
-from bot.cli import parse_duration
+from bot.cli import duration_arg, parse_duration
 from bot.cli.installs import owner_for
 from bot.cli.sessions import CliError, run_with_settings
 from bot.config import Settings
 from bot.message_text import readable_input
-from bot.slack.token_refresh import RefreshingInstallationStore
 from bot.store.connect import REDIS_FAILURES, close_redis, describe_redis, redis_client
 from bot.store.feedback import FeedbackStore
-from bot.store.installations import RedisInstallationStore, split_owner
+from bot.store.installations import split_owner
 from bot.store.layout import LayoutError, check_layout
 from bot.store.redis_store import Store
 from bot.turns import DM_THREAD, BotIdentity, Turn
@@ -64,7 +64,7 @@ def add_evals_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                     "with a correction expects the correction, a 👍 the answer given.")
     export.add_argument("--rating", choices=RATING_CHOICES, default="all",
                         help="which verdicts to export (the last vote on an answer counts)")
-    export.add_argument("--since", default="7d", type=_duration,
+    export.add_argument("--since", default="7d", type=duration_arg,
                         help="answers voted on within this long, e.g. 7d, 12h (default 7d)")
     export.add_argument("--channel", action="append", default=[], metavar="C…",
                         help="only this channel (may be given more than once)")
@@ -75,14 +75,6 @@ def add_evals_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                              "slack_feedback)")
     export.add_argument("--keep-names", action="store_true",
                         help="keep people's names and Slack ids instead of pseudonyms")
-
-
-def _duration(text: str) -> str:
-    try:
-        parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text.strip()
 
 
 def run_evals(args: argparse.Namespace) -> int:
@@ -160,8 +152,6 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
                            pseudonyms=pseudonyms)
         except REDIS_FAILURES as exc:
             raise CliError(f"Redis at {shown} failed: {exc}") from exc
-        finally:
-            await slack.aclose()
     finally:
         await adk.aclose()
         await close_redis(client)
@@ -330,9 +320,6 @@ class SlackThreads:
         self._threads: dict[str, ThreadCopy | str] = {}
         self._names: dict[tuple[str, str], list[str]] = {}
 
-    async def aclose(self) -> None:
-        self._clients.clear()
-
     async def _client(self, owner: str) -> tuple[AsyncWebClient, BotIdentity] | str:
         if owner not in self._clients:
             try:
@@ -348,19 +335,17 @@ class SlackThreads:
         elif settings.distributed and settings.installation_encryption_key is not None:
             from bot.runtime import installations, sealed_installations
 
-            # A rotating token due for a refresh is refreshed, as the bot would (that
-            # needs the client secret).
-            installs: RedisInstallationStore | RefreshingInstallationStore = (
-                installations(settings, self.redis, AsyncWebClient(
-                    base_url=settings.slack_api_url, timeout=10))
-                if settings.slack_client_secret is not None
-                else sealed_installations(settings, self.redis))
-            store = installs if isinstance(installs, RedisInstallationStore) else installs.store
-            installed = owner_for(owner, [o for o, _ in await store.owners()])
+            sealed = sealed_installations(settings, self.redis)
+            installed = owner_for(owner, [o for o, _ in await sealed.owners()])
             if installed is None:
                 return f"the app is not installed in {owner} to read the thread"
+            # A rotating token due for a refresh is refreshed, as the bot would (that
+            # needs the client secret).
+            finder: AsyncInstallationStore = sealed if settings.slack_client_secret is None \
+                else installations(settings, self.redis, AsyncWebClient(
+                    base_url=settings.slack_api_url, timeout=10))
             enterprise, team = split_owner(installed)
-            bot = await installs.async_find_bot(
+            bot = await finder.async_find_bot(
                 enterprise_id=enterprise, team_id=team, is_enterprise_install=team is None)
             if bot is None or not bot.bot_token:
                 return f"the app is not installed in {owner} to read the thread"
@@ -387,7 +372,7 @@ class SlackThreads:
             candidates = (profile.get("display_name"), profile.get("real_name"),
                           found.get("real_name"), found.get("name"))
             self._names[(owner, user)] = [
-                name for name in candidates if isinstance(name, str) and name.strip()]
+                name.strip() for name in candidates if isinstance(name, str) and name.strip()]
         return self._names[(owner, user)]
 
     async def read(self, thread_key: str) -> ThreadCopy | str:
@@ -417,13 +402,13 @@ class SlackThreads:
                     thread_ts=None if thread_ts == DM_THREAD else thread_ts,
                     ts=LATEST_TS, user="", text="", kind="mention")
         history = await reader.history(turn, LATEST_TS, THREAD_MESSAGES_LIMIT)
-        speakers = {m.user: await reader.display_name(m.user)
-                    for m in history if not m.from_self and m.user}
+        authors = {m.user for m in history if not m.from_self and m.user}
         mentioned = {user for m in history for user in _MENTION.findall(m.text)}
+        # One users.info per person: every name they go by, the first as they are shown.
         people = {user: await self._names_of(team, client, user)
-                  for user in sorted(set(speakers) | mentioned) if user != bot.user_id}
-        names = {**{user: (found[0] if found else user) for user, found in people.items()},
-                 **speakers}
+                  for user in sorted(authors | mentioned) if user != bot.user_id}
+        names = {user: (found[0] if found else user) for user, found in people.items()}
+        speakers = {user: names.get(user, user) for user in authors}
         # A person's message as the bot asks it (mentions resolved, its own dropped).
         messages = [ThreadMessage(
             ts=m.ts, user=m.user, from_bot=m.from_self,

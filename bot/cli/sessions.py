@@ -16,7 +16,14 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import ValidationError
 
 from bot.adk.client import AdkError
-from bot.cli import local_time, parse_duration, render_fields, render_table, when
+from bot.cli import (
+    duration_arg,
+    local_time,
+    parse_duration,
+    render_fields,
+    render_table,
+    when,
+)
 from bot.config import Settings, describe_validation_error
 from bot.store.connect import (
     REDIS_FAILURES,
@@ -402,15 +409,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _duration(text: str) -> str:
-    """Validate an age ("30d"); the text is kept for the report."""
-    try:
-        parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text.strip()
-
-
 def add_sessions_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sessions = sub.add_parser(
         "sessions", help="list, show, reset or purge thread → ADK session mappings",
@@ -428,6 +426,6 @@ def add_sessions_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
         action.add_argument("--team", help="the workspace (T…) of a Slack link; default: "
                                            "from Slack auth.test")
     purge = actions.add_parser("purge", help="remove mappings of threads idle for long")
-    purge.add_argument("--older-than", required=True, type=_duration, metavar="AGE",
+    purge.add_argument("--older-than", required=True, type=duration_arg, metavar="AGE",
                        help="idle for more than AGE: 90m, 12h, 30d or 2w")
     purge.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from bot.cli import parse_duration, render_table
+from bot.cli import duration_arg, parse_duration, render_table
 from bot.cli.sessions import CliError, run_with_settings
 from bot.config import Settings
 from bot.store.connect import REDIS_FAILURES, close_redis, describe_redis, redis_client
@@ -282,14 +282,6 @@ def run_usage(args: argparse.Namespace) -> int:
 # ---- argparse -------------------------------------------------------------------------
 
 
-def _since(text: str) -> str:
-    try:
-        parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text.strip()
-
-
 def add_usage_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     usage = sub.add_parser(
         "usage", help="tokens used by channel, workspace, day or model (needs REDIS_URL)",
@@ -299,7 +291,7 @@ def add_usage_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                     "0 done, 1 Redis unreachable, 2 bad arguments or settings.")
     usage.add_argument("--by", choices=DIMENSIONS, default="channel",
                        help="one row per channel (default), workspace, day or model")
-    usage.add_argument("--since", type=_since, default=None, metavar="AGE",
+    usage.add_argument("--since", type=duration_arg, default=None, metavar="AGE",
                        help="from the UTC day AGE ago (12h, 30d, 2w) to today; at most "
                             "USAGE_RETENTION_DAYS, which is also the default when it is "
                             "under 30d (else 30d)")

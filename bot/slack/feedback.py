@@ -175,19 +175,26 @@ def register_feedback(app: AsyncApp, *, store: FeedbackStore, metrics: Metrics,
     form's submissions. Register before any catch-all listener. A voter `controls` refuses
     is told so, and neither the vote nor the note is kept."""
 
+    async def refused(control: str, body: dict[str, Any], client: AsyncWebClient, *,
+                      channel: str, user: str, thread_ts: str | None, thread_key: str) -> bool:
+        """Whether the access policy refuses `user` this control (they are told so)."""
+        if controls is None or isinstance(
+            await controls.decide(control=control, channel=channel, user=user,
+                                  log_extra={"thread_key": thread_key},
+                                  install=install_of_request(body)), Allow):
+            return False
+        await tell_refused(client, channel=channel, user=user, thread_ts=thread_ts,
+                           text=controls.denied_message)
+        return True
+
     async def on_feedback(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         vote = parse_feedback_action(body)
         if vote is None:
             log.warning("ignored a malformed feedback action")
             return
-        if controls is not None and not isinstance(
-            await controls.decide(control="a feedback vote", channel=vote.channel,
-                                  user=vote.user, log_extra={"thread_key": vote.key},
-                                  install=install_of_request(body)), Allow
-        ):
-            await tell_refused(client, channel=vote.channel, user=vote.user,
-                               thread_ts=vote.thread_ts, text=controls.denied_message)
+        if await refused("a feedback vote", body, client, channel=vote.channel,
+                         user=vote.user, thread_ts=vote.thread_ts, thread_key=vote.key):
             return
         trigger_id = body.get("trigger_id")
         await handle_feedback(vote, store, metrics, client,
@@ -200,13 +207,9 @@ def register_feedback(app: AsyncApp, *, store: FeedbackStore, metrics: Metrics,
             log.warning("ignored a malformed feedback note")
             return
         target = note.target
-        if controls is not None and not isinstance(
-            await controls.decide(control="a feedback note", channel=target.channel,
-                                  user=note.user, log_extra={"thread_key": target.thread_key},
-                                  install=install_of_request(body)), Allow
-        ):
-            await tell_refused(client, channel=target.channel, user=note.user,
-                               thread_ts=target.thread_ts, text=controls.denied_message)
+        if await refused("a feedback note", body, client, channel=target.channel,
+                         user=note.user, thread_ts=target.thread_ts,
+                         thread_key=target.thread_key):
             return
         await handle_note(note, store, client)
 

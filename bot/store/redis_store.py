@@ -135,8 +135,11 @@ class Store:
         usage_retention_days: int,
         wakeup: asyncio.Event | None = None,
         durability: Durability | None = None,
+        primaries: SlotPrimaries | None = None,
     ) -> None:
-        """`usage_retention_days`: how long a day's token usage is kept past the day."""
+        """`usage_retention_days`: how long a day's token usage is kept past the day;
+        `primaries`: the clients of a cluster's primaries the store opened (closed by
+        `close`)."""
         self.redis = client
         self.usage_retention_days = usage_retention_days
         # None: Slack is acked once the primary has the event (REDIS_MIN_REPLICAS=0).
@@ -156,7 +159,7 @@ class Store:
         self._save_outbox = client.register_script(scripts.SAVE_OUTBOX)
         self._replicate_mark = client.register_script(scripts.REPLICATE_MARK)
         self._hand_back = client.register_script(scripts.HAND_BACK)
-        self.primaries: SlotPrimaries | None = None  # a cluster's primaries (from_settings)
+        self.primaries = primaries
 
     @classmethod
     def from_settings(cls, settings: Settings, client: aioredis.Redis, *,
@@ -169,12 +172,11 @@ class Store:
                                  settings.redis_min_replicas_timeout_ms,
                                  primaries.client_for if primaries is not None else None)
                       if settings.redis_min_replicas > 0 else None)
-        store = cls(client, keys=Keys(settings.redis_key_prefix, settings.redis_shards),
-                    dedupe_ttl=settings.dedupe_ttl_seconds,
-                    thread_ttl=settings.thread_ttl_days * 86400, wakeup=wakeup,
-                    durability=durability, usage_retention_days=settings.usage_retention_days)
-        store.primaries = primaries
-        return store
+        return cls(client, keys=Keys(settings.redis_key_prefix, settings.redis_shards),
+                   dedupe_ttl=settings.dedupe_ttl_seconds,
+                   thread_ttl=settings.thread_ttl_days * 86400, wakeup=wakeup,
+                   durability=durability, usage_retention_days=settings.usage_retention_days,
+                   primaries=primaries)
 
     async def close(self) -> None:
         """Close what the store opened of its own: the clients of a cluster's primaries
